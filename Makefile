@@ -1,0 +1,36 @@
+# atkit: `make demo` and `make test` work on a fresh machine with CPython >= 3.10 and access to PyPI.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+KERNEL := atkit
+DEMO_NOTEBOOKS ?= mse_perception
+STAMP := $(VENV)/.atkit-installed
+
+.PHONY: install demo test lab clean-outputs
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the package metadata changed.
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e ".[notebooks,dev]"
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (atkit)"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	@for nb in $(DEMO_NOTEBOOKS); do \
+	  echo "== $$nb (demo parameters, CPU, synthetic data) -> outputs/demo/$$nb"; \
+	  $(PY) -m atkit notebook $$nb --params parameters/demo/$$nb.yaml --out outputs/demo/$$nb --device cpu || exit 1; \
+	done
+
+test: install
+	$(PY) -m pytest -q
+
+lab: install
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean-outputs:
+	rm -rf outputs/demo outputs/smoke

@@ -1,0 +1,37 @@
+"""Putting a model into the state an attack needs, and back."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch.nn as nn
+
+from ..utils import check_choice
+
+BN_MODES = ("eval", "train")
+
+
+@contextmanager
+def attack_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[nn.Module]:
+    """Run an attack with BatchNorm/dropout in ``bn_mode`` and parameter gradients switched off.
+
+    ``bn_mode="eval"`` uses running statistics (TRADES/MART/Consistency-AT family);
+    ``"train"`` uses batch statistics and updates the running ones, as robust_overfitting and ReBAT
+    generate their training attacks (REFERENCE.md section 1). Freezing ``requires_grad`` keeps the
+    attack's backward passes from building parameter-gradient graphs at all, which is both faster
+    and guarantees nothing leaks into ``.grad``. The previous mode and flags are restored on exit,
+    also when the attack raises.
+    """
+    check_choice("bn_mode", bn_mode, BN_MODES)
+    was_training = model.training
+    params = list(model.parameters())
+    flags = [p.requires_grad for p in params]
+    model.train(bn_mode == "train")
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
+        model.train(was_training)

@@ -1,0 +1,183 @@
+"""Command line: ``python -m atkit {train,eval,methods,notebook}``.
+
+Bad input exits with status 2 and one clear line (the :class:`ConfigError` message), before any work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .utils import ConfigError
+
+NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .train import train
+
+    overrides: dict[str, Any] = {}
+    if args.device:
+        overrides["device"] = args.device
+    if args.out_dir:
+        overrides["out_dir"] = args.out_dir
+    if args.resume:
+        trainer = train(None, resume=args.resume, progress=not args.quiet)
+    else:
+        config = load_config(args.config, **overrides)
+        trainer = train(config, progress=not args.quiet)
+    print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
+    return 0 if trainer.status == "finished" else 1
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from .config import RunConfig
+    from .data import load_dataset
+    from .evaluate import evaluate
+    from .train import load_model
+    from .utils import atomic_write_json, resolve_device
+
+    target = Path(args.target)
+    device = resolve_device(args.device or "auto")
+    model = load_model(target, device=device, which=args.which)
+    ckpt = target if target.is_file() else None
+    run_dir = target if target.is_dir() else target.parent.parent
+    state_cfg = None
+    if ckpt is not None:
+        state_cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
+    elif (run_dir / "config.yaml").is_file():
+        from .config import load_config
+
+        state_cfg = load_config(run_dir / "config.yaml").to_dict()
+    config = RunConfig.from_dict(state_cfg)
+    dataset = load_dataset(config.dataset, **config.data)
+    n = args.n or len(dataset.test_y)
+    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
+    result = evaluate(model, dataset.test_x[:n], dataset.test_y[:n], attacks=attacks, threat=config.threat_model(),
+                      batch_size=args.batch_size, device=device, num_classes=dataset.num_classes,
+                      aa_state_dir=run_dir / "aa_state" / f"cli-{args.which}", progress=not args.quiet)
+    out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
+    atomic_write_json(out, result.to_dict())
+    print(json.dumps({"accuracy": result.accuracy, "mean": result.mean, "nrr": result.nrr, "written": str(out)}))
+    return 0
+
+
+def _cmd_methods(args: argparse.Namespace) -> int:
+    from .methods import COMPOSERS, describe_methods
+
+    methods = describe_methods()
+    if args.json:
+        print(json.dumps({"methods": methods, "add_ons": sorted(COMPOSERS)}, indent=2, default=str))
+        return 0
+    for m in methods:
+        print(f"{m['name']}  ({m['paper']})")
+        for hp, info in m["hyperparameters"].items():
+            print(f"    {hp} = {info['default']!r}  {info['help']}")
+    if COMPOSERS:
+        print("add-on terms (use as <base>+<add-on>, e.g. trades+rpat): " + ", ".join(sorted(COMPOSERS)))
+    return 0
+
+
+def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *, device: Optional[str] = None,
+                 extra: Optional[dict[str, Any]] = None, kernel_name: str = "python3",
+                 progress: bool = True) -> Path:
+    """Execute a notebook with papermill into ``out_dir`` (executed copy and the notebook's own outputs).
+
+    The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
+    YAML parameter file; unknown parameter names are refused before execution.
+    """
+    import papermill as pm
+    import yaml
+
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = NOTEBOOK_DIR / f"{name_or_path}.ipynb"
+    if not path.is_file():
+        names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+        raise ConfigError(f"notebook {name_or_path!r} not found; available: {', '.join(names)}")
+    params: dict[str, Any] = {}
+    if params_file:
+        pf = Path(params_file)
+        if not pf.is_file():
+            raise ConfigError(f"parameter file {params_file!r} does not exist")
+        params = yaml.safe_load(pf.read_text()) or {}
+    params.update(extra or {})
+    params["out_dir"] = str(out_dir)
+    if device:
+        params["device"] = device
+    declared = pm.inspect_notebook(str(path))
+    unknown = sorted(set(params) - set(declared))
+    if unknown:
+        from .utils import unknown_name_error
+
+        raise unknown_name_error(f"parameter of notebook {path.name}", unknown[0], declared)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    executed = out / path.name
+    pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
+                        cwd=str(path.parent.parent), progress_bar=progress)
+    return executed
+
+
+def _cmd_notebook(args: argparse.Namespace) -> int:
+    executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet)
+    print(f"executed notebook: {executed}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m atkit", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train from a YAML config, or resume a run folder")
+    p.add_argument("config", nargs="?", help="YAML run config")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, 'auto')")
+    p.add_argument("--out-dir", help="parent folder of run folders (default: outputs/runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run folder or a checkpoint")
+    p.add_argument("target", help="run folder (uses checkpoints/best.pt, else last.pt) or a .pt checkpoint")
+    p.add_argument("--attacks", default="clean,pgd20,cw", help="comma-separated: clean,pgd10,pgd20,pgd100,cw,aa,apgd")
+    p.add_argument("--which", default="model", choices=["model", "ema"], help="online weights or the weight average")
+    p.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device")
+    p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("methods", help="list the registered methods with their hyperparameters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_methods)
+
+    p = sub.add_parser("notebook", help="execute a notebook with papermill and a parameter file")
+    p.add_argument("notebook", help="name in notebooks/ (e.g. mse_perception) or a path")
+    p.add_argument("--params", "-f", help="papermill parameter YAML (parameters/{smoke,demo,paper}/...)")
+    p.add_argument("--out", required=True, help="output folder for the executed notebook and its files")
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_notebook)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "train" and not args.config and not args.resume:
+        parser.error("train needs a CONFIG.yaml or --resume RUN_DIR")
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"atkit: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

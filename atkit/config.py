@@ -1,0 +1,216 @@
+"""Run configuration: a dataclass loadable from YAML, validated before any work starts."""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from .utils import ConfigError, unknown_name_error
+
+EVAL_ATTACK_CHOICES = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
+
+
+@dataclass
+class EvalConfig:
+    """Evaluation during and after training.
+
+    Each epoch: clean and PGD-``pgd_steps`` accuracy on the first ``n_test`` test images (or the
+    held-out validation split when ``RunConfig.val_size > 0``). ``select_by`` picks the "best"
+    checkpoint (PGD-20 for RPAT, PGD-10 for DUCAT/RAAT: REFERENCE.md section 1). At the end,
+    ``final_attacks`` are run on ``final_n_test`` test images for the best and the final model.
+    """
+
+    every: int = 1
+    n_test: int = 1000
+    pgd_steps: int = 20
+    select_by: str = "pgd"
+    final_attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20", "cw"])
+    final_n_test: Optional[int] = None
+    batch_size: int = 500
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run (REFERENCE.md section 1 gives the paper defaults).
+
+    ``init_checkpoint`` starts from the weights of an existing checkpoint (e.g. DUCAT fine-tuning of
+    a robust model, seed 003 Algorithm 1) and ``start_epoch`` makes the run begin at that epoch of
+    its schedule, so epoch windows (DUCAT's ``t``) and the learning rate line up with the paper.
+
+    ``epochs``, ``lr`` and ``batch_size`` default to the schedule's values (e.g. ``fait100`` trains
+    with batch 512 and lr 0.4) and otherwise to 110 / 0.1 / 128.
+    """
+
+    method: str = "pgd_at"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "synthetic"
+    data: dict[str, Any] = field(default_factory=dict)
+    val_size: int = 0
+    model: str = "resnet18"
+    model_params: dict[str, Any] = field(default_factory=dict)
+    threat: dict[str, Any] = field(default_factory=dict)
+    schedule: str = "pang110"
+    schedule_params: dict[str, Any] = field(default_factory=dict)
+    epochs: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    ema_decay: Optional[float] = None
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    name: Optional[str] = None
+    out_dir: str = "outputs/runs"
+    max_steps_per_epoch: Optional[int] = None
+    track_train_clean: bool = True
+    init_checkpoint: Optional[str] = None
+    start_epoch: int = 0
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ------------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a run config must be a mapping of keys to values, got {type(d).__name__}")
+        d = dict(d)
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                raise unknown_name_error("config key", key, names)
+        eval_d = d.pop("eval", None) or {}
+        if isinstance(eval_d, EvalConfig):
+            eval_cfg = eval_d
+        else:
+            if not isinstance(eval_d, dict):
+                raise ConfigError(f"config key 'eval' must be a mapping, got {eval_d!r}")
+            eval_names = [f.name for f in dataclasses.fields(EvalConfig)]
+            for key in eval_d:
+                if key not in eval_names:
+                    raise unknown_name_error("eval config key", key, eval_names)
+            eval_cfg = EvalConfig(**eval_d)
+        cfg = cls(**d, eval=eval_cfg)
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        with path.open() as f:
+            try:
+                d = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
+        return cls.from_dict(d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    # ------------------------------------------------------------------------------------------
+    def resolved_schedule(self):
+        from .schedules import get_schedule
+
+        sched = get_schedule(self.schedule, **self.schedule_params)
+        return sched.scaled_to(self.resolved_epochs())
+
+    def resolved_epochs(self) -> int:
+        from .schedules import get_schedule
+
+        if self.epochs is not None:
+            return self.epochs
+        sched = get_schedule(self.schedule, **self.schedule_params)
+        return sched.epochs if sched.name != "constant" else 110
+
+    def resolved_lr(self) -> float:
+        from .schedules import get_schedule
+
+        if self.lr is not None:
+            return self.lr
+        return get_schedule(self.schedule, **self.schedule_params).lr or 0.1
+
+    def resolved_batch_size(self) -> int:
+        from .schedules import get_schedule
+
+        if self.batch_size is not None:
+            return self.batch_size
+        return get_schedule(self.schedule, **self.schedule_params).batch_size or 128
+
+    def threat_model(self):
+        from .methods import ThreatModel
+
+        return ThreatModel.from_dict(self.threat)
+
+    def build_method(self):
+        from .methods import get_method
+
+        return get_method(self.method, self.threat_model(), **self.method_params)
+
+    def validate(self) -> None:
+        """Check every name and number that can be checked without loading data or models."""
+        from .data import DATASETS
+        from .models import MODELS
+
+        if self.dataset not in DATASETS:
+            raise unknown_name_error("dataset", self.dataset, DATASETS)
+        if self.model not in MODELS:
+            raise unknown_name_error("model", self.model, MODELS)
+        self.resolved_schedule()
+        self.build_method()
+        for key in ("epochs", "batch_size", "max_steps_per_epoch"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ConfigError(f"{key}={value!r} must be a positive integer")
+        for key in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, key)
+            if value is not None and (not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0):
+                raise ConfigError(f"{key}={value!r} must be a non-negative number")
+        if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"ema_decay={self.ema_decay!r} must be in [0, 1) (0.999 in the papers), or null")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed={self.seed!r} must be an integer")
+        if self.init_checkpoint is not None and not Path(self.init_checkpoint).is_file():
+            raise ConfigError(f"init_checkpoint {self.init_checkpoint!r} does not exist (give a .pt checkpoint "
+                              "written by atkit, e.g. outputs/runs/<run>/checkpoints/best.pt)")
+        if not isinstance(self.start_epoch, int) or self.start_epoch < 0:
+            raise ConfigError(f"start_epoch={self.start_epoch!r} must be a non-negative integer")
+        if self.val_size < 0:
+            raise ConfigError(f"val_size={self.val_size!r} must be >= 0")
+        ev = self.eval
+        if ev.select_by not in ("pgd", "clean"):
+            raise unknown_name_error("eval.select_by", ev.select_by, ["pgd", "clean"])
+        for key in ("every", "n_test", "batch_size"):
+            if not isinstance(getattr(ev, key), int) or getattr(ev, key) < 1:
+                raise ConfigError(f"eval.{key}={getattr(ev, key)!r} must be a positive integer")
+        if not isinstance(ev.pgd_steps, int) or ev.pgd_steps < 0:
+            raise ConfigError(f"eval.pgd_steps={ev.pgd_steps!r} must be a non-negative integer")
+        for name in ev.final_attacks:
+            if name not in EVAL_ATTACK_CHOICES and not (name.startswith("pgd") and name[3:].isdigit()):
+                raise unknown_name_error("evaluation attack", name, EVAL_ATTACK_CHOICES)
+
+    def default_name(self) -> str:
+        return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}"
+
+
+def load_config(source: str | Path | dict[str, Any] | RunConfig, **overrides: Any) -> RunConfig:
+    """A :class:`RunConfig` from a YAML path, a dict or a config, with keyword overrides applied."""
+    if isinstance(source, RunConfig):
+        d = source.to_dict()
+    elif isinstance(source, dict):
+        d = dict(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        d = yaml.safe_load(path.read_text()) or {}
+    d.update(overrides)
+    return RunConfig.from_dict(d)

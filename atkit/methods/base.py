@@ -1,0 +1,221 @@
+"""The method interface: one small object per AT method with one loss entry point.
+
+A method turns a batch into a scalar loss (and the pieces it is made of). The trainer owns
+everything else: optimisation, schedules, logging, checkpoints. A new idea is a subclass that
+overrides :meth:`Method.loss`, declares its hyperparameters in a ``Params`` dataclass and is
+registered by name with :func:`atkit.methods.register`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Optional
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from ..attacks import pgd
+from ..attacks.pgd import check_budget
+from ..utils import ConfigError, check_choice, unknown_name_error
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """The perturbation set and the training attack's budget.
+
+    Defaults are the L-inf setting of REFERENCE.md section 1 (eps 8/255, step 2/255, 10 steps);
+    :meth:`l2` gives the L2 one (eps 128/255, step 32/255).
+    """
+
+    norm: str = "linf"
+    eps: float = 8 / 255
+    step_size: float = 2 / 255
+    steps: int = 10
+
+    def __post_init__(self) -> None:
+        check_budget(self.eps, self.step_size, self.steps, self.norm)
+
+    @classmethod
+    def linf(cls, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10) -> "ThreatModel":
+        return cls("linf", eps, step_size, steps)
+
+    @classmethod
+    def l2(cls, eps: float = 128 / 255, step_size: float = 32 / 255, steps: int = 10) -> "ThreatModel":
+        return cls("l2", eps, step_size, steps)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "ThreatModel":
+        d = dict(d or {})
+        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise unknown_name_error("threat key", sorted(unknown)[0], [f.name for f in dataclasses.fields(cls)])
+        norm = d.get("norm", "linf")
+        base = cls.l2() if norm == "l2" else cls.linf()
+        return dataclasses.replace(base, **d)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Params:
+    """Hyperparameters every method accepts.
+
+    ``attack_bn_mode`` and ``random_start`` default to ``None``: the method's own protocol
+    (class attributes ``default_bn_mode`` and ``default_random_start``) decides.
+    """
+
+    attack_bn_mode: Optional[str] = field(default=None, metadata={
+        "help": "BatchNorm mode while generating training attacks: 'eval' or 'train' (None: the method's default)",
+        "choices": (None, "eval", "train")})
+    random_start: Optional[str] = field(default=None, metadata={
+        "help": "PGD start: 'uniform' in the ball, 'normal' = x + 0.001 N(0,1), 'none' (None: the method's default)",
+        "choices": (None, "uniform", "normal", "none")})
+
+
+@dataclass
+class StepContext:
+    """Where in training a step happens; methods with schedules (DUCAT, ReBAT) read it."""
+
+    epoch: int = 0
+    step: int = 0
+    epochs: int = 1
+    steps_per_epoch: int = 1
+    track_clean: bool = True
+
+    @property
+    def progress(self) -> float:
+        return (self.epoch + self.step / max(self.steps_per_epoch, 1)) / max(self.epochs, 1)
+
+
+@dataclass
+class LossOutput:
+    """What a method's :meth:`Method.loss` returns.
+
+    ``loss`` is the scalar to minimise. ``parts`` holds its named terms (detached scalars) for the
+    learning curves. ``logits_clean`` / ``logits_adv`` (may be ``None``) and ``y`` let the trainer
+    report training clean and adversarial accuracy without another forward pass; ``x_adv`` and
+    ``x`` let add-on terms (RPAT) reuse the perturbation.
+    """
+
+    loss: Tensor
+    parts: dict[str, Tensor]
+    y: Tensor
+    logits_clean: Optional[Tensor] = None
+    logits_adv: Optional[Tensor] = None
+    x: Optional[Tensor] = None
+    x_adv: Optional[Tensor] = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def build_params(params_cls: type, values: dict[str, Any], method: str) -> Any:
+    """Instantiate ``params_cls`` from a dict, rejecting unknown keys and values outside ``choices``."""
+    fields = {f.name: f for f in dataclasses.fields(params_cls)}
+    for key, value in values.items():
+        if key not in fields:
+            raise unknown_name_error(f"hyperparameter of method {method!r}", key, fields)
+        choices = fields[key].metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise ConfigError(
+                f"{method}.{key}={value!r} is not accepted; choose one of {', '.join(map(repr, choices))}.")
+        low, high = fields[key].metadata.get("range", (None, None))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
+                raise ConfigError(f"{method}.{key}={value!r} is out of range [{low}, {high}].")
+    return params_cls(**values)
+
+
+class Method:
+    """Base class of AT methods.
+
+    Subclasses set ``name``, ``paper`` (source of the formula), optionally ``Params`` (a dataclass
+    deriving from :class:`Params`), ``needs_two_views`` (the loader then supplies ``batch.x2``),
+    ``default_bn_mode`` and ``default_random_start``, and implement :meth:`loss`.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    Params: ClassVar[type] = Params
+    needs_two_views: ClassVar[bool] = False
+    needs_dummy_classes: ClassVar[bool] = False
+    default_bn_mode: ClassVar[str] = "eval"
+    default_random_start: ClassVar[str] = "uniform"
+
+    def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:
+        self.threat = threat if threat is not None else ThreatModel()
+        self.params = build_params(self.Params, hparams, self.name or type(self).__name__)
+
+    # -- attacks -------------------------------------------------------------------------------
+    @property
+    def bn_mode(self) -> str:
+        return self.params.attack_bn_mode or self.default_bn_mode
+
+    @property
+    def start(self) -> Optional[str]:
+        start = self.params.random_start or self.default_random_start
+        return None if start == "none" else start
+
+    def attack(self, model: nn.Module, x: Tensor, y: Tensor, **overrides: Any) -> Tensor:
+        """The method's training attack: PGD with its threat model, start and BN mode."""
+        kwargs: dict[str, Any] = dict(eps=self.threat.eps, step_size=self.threat.step_size, steps=self.threat.steps,
+                                      norm=self.threat.norm, random_start=self.start, bn_mode=self.bn_mode)
+        kwargs.update(overrides)
+        return pgd(model, x, y, **kwargs)
+
+    # -- the loss ------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, batch: Any, ctx: StepContext) -> LossOutput:
+        raise NotImplementedError
+
+    # -- optional hooks for stateful methods (weight averages, epoch windows) --------------------
+    def setup(self, trainer: Any) -> None:
+        """Called once by the trainer before the first step (after a resume, too)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called before each epoch."""
+
+    def after_step(self, model: nn.Module, ctx: StepContext) -> None:
+        """Called after each optimiser step."""
+
+    def epoch_metrics(self, trainer: Any) -> dict[str, float]:
+        """Extra numbers to log after each epoch (e.g. FAIT's R and R'); merged into the metrics row."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    # -- description ---------------------------------------------------------------------------
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """Name, source and hyperparameters (with defaults and help) for listings."""
+        hparams = {}
+        for f in dataclasses.fields(cls.Params):
+            default = f.default if f.default is not dataclasses.MISSING else (
+                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+            hparams[f.name] = {"default": default, "help": f.metadata.get("help", "")}
+        return {"name": cls.name, "paper": cls.paper, "two_views": cls.needs_two_views,
+                "attack_bn_mode": cls.default_bn_mode, "random_start": cls.default_random_start,
+                "hyperparameters": hparams}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threat={self.threat}, params={self.params})"
+
+
+def clean_logits_for_metrics(model: nn.Module, x: Tensor, ctx: StepContext) -> Optional[Tensor]:
+    """Clean logits for the training-accuracy curve only, when the loss itself has none.
+
+    Computed in eval mode without gradients so that it changes neither BatchNorm statistics nor
+    the optimisation; skipped when ``ctx.track_clean`` is off.
+    """
+    if not ctx.track_clean:
+        return None
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(x)
+    model.train(was_training)
+    return logits

@@ -1,0 +1,49 @@
+"""Consistency-AT (Tack et al. 2022): PGD-AT plus a JS consistency between two augmented views."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..utils import ConfigError
+from .base import LossOutput, Method, Params, StepContext, clean_logits_for_metrics
+from .divergences import js_with_temperature
+from .registry import register
+
+
+@dataclass
+class ConsistencyParams(Params):
+    lam: float = field(default=1.0, metadata={"help": "weight of the JS consistency term", "range": (0.0, None)})
+    temperature: float = field(default=0.5, metadata={"help": "softmax temperature T of the JS term",
+                                                      "range": (1e-6, None)})
+
+
+@register
+class ConsistencyAT(Method):
+    """``CE over the 2B adversarial views + lam * JS(p_T(x1'), p_T(x2'))`` (REFERENCE.md section 2).
+
+    The two independent augmentations ``x1, x2`` of each image are attacked together as one 2B batch
+    (CE, uniform start, BatchNorm in eval mode) and trained with one forward of the stacked batch.
+    """
+
+    name = "consistency_at"
+    paper = "Tack et al., AAAI 2022; REFERENCE.md section 2"
+    Params = ConsistencyParams
+    needs_two_views = True
+
+    def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
+        if batch.x2 is None:
+            raise ConfigError("consistency_at needs two augmented views: build the loader with two_views=True")
+        x = torch.cat([batch.x, batch.x2])
+        y = torch.cat([batch.y, batch.y])
+        x_adv = self.attack(model, x, y, loss="ce")
+        logits_clean = clean_logits_for_metrics(model, x, ctx)
+        logits_adv = model(x_adv)
+        ce = F.cross_entropy(logits_adv, y)
+        b = batch.x.shape[0]
+        js = js_with_temperature(logits_adv[:b], logits_adv[b:], self.params.temperature)
+        loss = ce + self.params.lam * js
+        return LossOutput(loss, {"ce_adv": ce.detach(), "js": js.detach()}, y,
+                          logits_clean=logits_clean, logits_adv=logits_adv, x=x, x_adv=x_adv)

@@ -1,0 +1,21 @@
+"""Standard (non-adversarial) training."""
+from __future__ import annotations
+
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import LossOutput, Method, StepContext
+from .registry import register
+
+
+@register
+class Standard(Method):
+    """``CE(z(x), y)``: empirical risk minimisation on clean images (the reference point of every trade-off)."""
+
+    name = "standard"
+    paper = "cross-entropy baseline; REFERENCE.md section 4.1 (seed 002 Fig. 2, 'Clean' training)"
+
+    def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
+        logits = model(batch.x)
+        loss = F.cross_entropy(logits, batch.y)
+        return LossOutput(loss, {"ce": loss.detach()}, batch.y, logits_clean=logits.detach(), x=batch.x)

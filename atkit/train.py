@@ -1,0 +1,476 @@
+"""The trainer: one loop for every method, run directories, atomic checkpoints and exact resume.
+
+A run lives in its own folder under ``outputs/runs/`` (never shared with another run)::
+
+    config.yaml      the resolved configuration
+    metrics.csv      one row per epoch (loss parts, train/test clean and robust accuracy, lr, time)
+    metrics.json     the same rows plus the run's status ("running", "finished", "failed", "stopped")
+    checkpoints/last.pt   everything needed to resume (weights, optimiser, averages, RNG states)
+    checkpoints/best.pt   weights of the epoch with the best selection metric
+    eval.json        final evaluation of the best and final models
+
+Every file is written atomically (temporary file + rename), so a run killed at any moment resumes
+from its last complete epoch.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from .config import RunConfig, load_config
+from .methods import LossOutput, Method, StepContext
+from .models import predict_labels
+from .utils import (ConfigError, atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device,
+                    seed_everything)
+
+try:  # tqdm.auto picks the notebook widget bar in Jupyter and the text bar elsewhere.
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+    def __init__(self, epoch: int, step: int) -> None:
+        super().__init__(f"non-finite training loss at epoch {epoch}, step {step}; the run was stopped and its "
+                         "last good checkpoint kept (lower the learning rate or check the method's terms)")
+        self.epoch, self.step = epoch, step
+
+
+def new_run_dir(out_dir: str | Path, name: str) -> Path:
+    """Create and return a fresh folder ``out_dir/name`` (``name-2``, ``name-3``... if taken).
+
+    ``mkdir`` without ``exist_ok`` is atomic, so two runs started at the same time never share a folder.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100000):
+        path = out_dir / (name if i == 1 else f"{name}-{i}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a run folder for {name!r} in {out_dir}")
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Prepared:
+    """The data, model and method a config resolves to (built once, shared by trainer and notebooks)."""
+
+    dataset: Any
+    model: nn.Module
+    method: Method
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+
+
+def prepare(config: RunConfig, device: torch.device) -> Prepared:
+    """Load the dataset, build the model (dummy head when the method needs it) and the method."""
+    from .data import load_dataset, split_validation
+    from .models import build_model
+
+    method = config.build_method()
+    dataset = load_dataset(config.dataset, **config.data)
+    if config.val_size > 0:
+        dataset, val = split_validation(dataset, n_val=config.val_size, seed=config.seed)
+        eval_x, eval_y = val.test_x, val.test_y
+    else:
+        eval_x, eval_y = dataset.test_x, dataset.test_y
+    model_params = dict(config.model_params)
+    if method.needs_dummy_classes:
+        model_params["dummy_classes"] = True
+    torch.manual_seed(config.seed)
+    model = build_model(config.model, num_classes=dataset.num_classes, **model_params).to(device)
+    return Prepared(dataset, model, method, eval_x[: config.eval.n_test], eval_y[: config.eval.n_test])
+
+
+class Trainer:
+    """Trains ``config.method`` on ``config.dataset`` with SGD and the configured schedule.
+
+    Use :meth:`Trainer.new` for a fresh run and :meth:`Trainer.resume` to continue one from its last
+    checkpoint. ``callbacks`` are called as ``cb(trainer, record)`` after each epoch (live plots in
+    notebooks). :meth:`request_stop` ends the run cleanly after the current step, keeping what
+    was measured.
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, callbacks: Optional[list[Callable]] = None,
+                 progress: bool = True, prepared: Optional[Prepared] = None) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.callbacks = list(callbacks or [])
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self._stop_requested = False
+        seed_everything(config.seed)
+        prep = prepared or prepare(config, self.device)
+        self.dataset, self.model, self.method = prep.dataset, prep.model.to(self.device), prep.method
+        self.eval_x, self.eval_y = prep.eval_x, prep.eval_y
+        self.num_classes = self.dataset.num_classes
+        self.epochs = config.resolved_epochs()
+        self.schedule = config.resolved_schedule()
+        self.base_lr = config.resolved_lr()
+        self.batch_size = config.resolved_batch_size()
+        from .data import BatchLoader
+
+        self.loader = BatchLoader(self.dataset.train_x, self.dataset.train_y, self.batch_size, device=self.device,
+                                  shuffle=True, augment=config.augment, seed=config.seed,
+                                  two_views=self.method.needs_two_views, drop_last=False)
+        self.steps_per_epoch = len(self.loader)
+        if config.max_steps_per_epoch is not None:
+            self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.base_lr, momentum=config.momentum,
+                                         weight_decay=config.weight_decay, nesterov=config.nesterov)
+        self.ema: Optional[AveragedModel] = None
+        if config.ema_decay is not None:
+            # use_buffers=True averages BatchNorm statistics as well (REFERENCE.md section 2, WA/EMA).
+            self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
+                                     use_buffers=True)
+        self.epoch = 0  # next epoch to run
+        self.history: list[dict[str, Any]] = []
+        self.best_metric = -math.inf
+        self.best_epoch: Optional[int] = None
+        self.status = "created"
+        if config.init_checkpoint is not None:
+            self.init_from_checkpoint(config.init_checkpoint)
+        self.epoch = config.start_epoch
+        if self.epoch >= self.epochs:
+            raise ConfigError(f"start_epoch={self.epoch} must be smaller than epochs={self.epochs}")
+        self.method.setup(self)
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def new(cls, config: RunConfig | dict | str | Path, **kwargs: Any) -> "Trainer":
+        """Validate ``config``, create a fresh run folder and write ``config.yaml`` into it."""
+        config = load_config(config) if not isinstance(config, RunConfig) else config
+        config.validate()
+        run_dir = new_run_dir(config.out_dir, config.name or config.default_name())
+        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+        trainer = cls(config, run_dir, **kwargs)
+        return trainer
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, **kwargs: Any) -> "Trainer":
+        """Continue the run in ``run_dir`` from ``checkpoints/last.pt`` (or from scratch if none yet)."""
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.yaml").is_file():
+            raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml in it)")
+        config = load_config(run_dir / "config.yaml")
+        trainer = cls(config, run_dir, **kwargs)
+        last = run_dir / "checkpoints" / "last.pt"
+        if last.is_file():
+            trainer.load_checkpoint(last)
+        return trainer
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def checkpoint_state(self) -> dict[str, Any]:
+        return {
+            "format": "atkit-checkpoint-1",
+            "model_name": self.config.model,
+            "num_classes": self.num_classes,
+            "num_outputs": getattr(self.model, "num_outputs", None),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "method": self.method.state_dict(),
+            "history": self.history,
+            "best_metric": self.best_metric,
+            "best_epoch": self.best_epoch,
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+        }
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        check_checkpoint_compatible(state, self.config.model, self.model)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.method.load_state_dict(state.get("method") or {})
+        self.epoch = state["epoch"]
+        self.history = state["history"]
+        self.best_metric = state["best_metric"]
+        self.best_epoch = state["best_epoch"]
+        set_rng_state(state["rng"])
+
+    def init_from_checkpoint(self, path: str | Path) -> None:
+        """Load only the weights (and weight average) of another run's checkpoint: a fine-tuning start."""
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        check_checkpoint_compatible(state, self.config.model, self.model)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+
+    def save_checkpoint(self, best: bool = False) -> None:
+        state = self.checkpoint_state()
+        atomic_torch_save(state, self.ckpt_dir / "last.pt")
+        if best:
+            atomic_torch_save({k: state[k] for k in ("format", "model_name", "num_classes", "num_outputs", "epoch",
+                                                      "model", "ema", "config")} | {"best_metric": self.best_metric},
+                              self.ckpt_dir / "best.pt")
+
+    # -- metrics files -----------------------------------------------------------------------------
+    def write_metrics(self, error: Optional[str] = None) -> None:
+        payload = {"status": self.status, "run_dir": str(self.run_dir), "epochs": self.epochs,
+                   "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
+                   else None, "history": self.history}
+        if error:
+            payload["error"] = error
+        atomic_write_json(self.run_dir / "metrics.json", payload)
+        if self.history:
+            keys: list[str] = []
+            for row in self.history:
+                keys += [k for k in row if k not in keys]
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=keys)
+            writer.writeheader()
+            writer.writerows(self.history)
+            atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+
+    # -- training ----------------------------------------------------------------------------------
+    def request_stop(self) -> None:
+        """Ask the run to stop after the current step (thread-safe enough for a UI button)."""
+        self._stop_requested = True
+
+    def set_lr(self, epoch_float: float) -> float:
+        lr = self.base_lr * self.schedule.multiplier(epoch_float)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def train_epoch(self, epoch: int) -> dict[str, Any]:
+        self.model.train()
+        self.method.on_epoch_start(epoch)
+        self.loader.set_epoch(epoch)
+        sums: dict[str, torch.Tensor] = {}
+        correct_clean = torch.zeros((), device=self.device)
+        correct_adv = torch.zeros((), device=self.device)
+        n_clean = n_adv = n_seen = 0
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        ctx = StepContext(epoch=epoch, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
+                          track_clean=self.config.track_train_clean)
+        bar = None
+        if self.progress and tqdm is not None:
+            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+        start = time.time()
+        lr = self.base_lr
+        steps_done = 0
+        for step, batch in enumerate(self.loader):
+            if step >= self.steps_per_epoch or self._stop_requested:
+                break
+            ctx.step = step
+            lr = self.set_lr(epoch + step / self.steps_per_epoch)
+            out: LossOutput = self.method.loss(self.model, batch, ctx)
+            self.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.method.after_step(self.model, ctx)
+            # Bookkeeping stays on the device; the one host sync per epoch is below.
+            finite = torch.isfinite(out.loss.detach())
+            first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(step, device=self.device), first_bad)
+            for k, v in out.parts.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() * batch.y.shape[0]
+            sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float() * batch.y.shape[0]
+            n_seen += batch.y.shape[0]
+            if out.logits_clean is not None:
+                correct_clean += (predict_labels(out.logits_clean.detach(), self.num_classes) == out.y).sum()
+                n_clean += out.y.shape[0]
+            if out.logits_adv is not None:
+                correct_adv += (predict_labels(out.logits_adv.detach(), self.num_classes) == out.y).sum()
+                n_adv += out.y.shape[0]
+            steps_done += 1
+            if bar is not None:
+                bar.update(1)
+            if step % 50 == 49 and int(first_bad) >= 0:
+                break
+        if bar is not None:
+            bar.close()
+        bad = int(first_bad)
+        if bad >= 0:
+            raise NonFiniteLossError(epoch, bad)
+        record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "steps": steps_done}
+        for k, v in sums.items():
+            record[f"train_{k}"] = float(v) / max(n_seen, 1)
+        record["train_clean_acc"] = 100.0 * float(correct_clean) / n_clean if n_clean else float("nan")
+        record["train_adv_acc"] = 100.0 * float(correct_adv) / n_adv if n_adv else float("nan")
+        record["train_time_s"] = time.time() - start
+        return record
+
+    def evaluate_epoch(self, model: nn.Module) -> dict[str, float]:
+        """Clean and PGD accuracy on the fixed evaluation subset (in percent)."""
+        from .evaluate import evaluate
+
+        attacks = ["clean"] + ([f"pgd{self.config.eval.pgd_steps}"] if self.config.eval.pgd_steps > 0 else [])
+        result = evaluate(model, self.eval_x, self.eval_y, attacks=attacks, threat=self.config.threat_model(),
+                          batch_size=self.config.eval.batch_size, device=self.device, num_classes=self.num_classes)
+        return dict(result.accuracy)
+
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured number of epochs (from wherever the run is), then evaluate."""
+        self.status = "running"
+        self.write_metrics()
+        try:
+            while self.epoch < self.epochs and not self._stop_requested:
+                epoch = self.epoch
+                record = self.train_epoch(epoch)
+                improved = False
+                if (epoch + 1) % self.config.eval.every == 0 or epoch + 1 == self.epochs:
+                    t0 = time.time()
+                    acc = self.evaluate_epoch(self.model)
+                    record.update({f"test_{k}_acc": v for k, v in acc.items()})
+                    if self.ema is not None:
+                        acc_ema = self.evaluate_epoch(self.ema.module)
+                        record.update({f"ema_test_{k}_acc": v for k, v in acc_ema.items()})
+                    record["eval_time_s"] = time.time() - t0
+                    metric = self._selection_metric(record)
+                    if metric > self.best_metric:
+                        self.best_metric, self.best_epoch, improved = metric, epoch + 1, True
+                record.update(self.method.epoch_metrics(self))
+                self.history.append(record)
+                self.epoch = epoch + 1
+                self.save_checkpoint(best=improved)
+                self.write_metrics()
+                for cb in self.callbacks:
+                    cb(self, record)
+        except NonFiniteLossError as e:
+            self.status = "failed"
+            self.write_metrics(error=str(e))
+            raise
+        except KeyboardInterrupt:
+            self.status = "interrupted"
+            self.write_metrics(error="interrupted by the user; resume with Trainer.resume or --resume")
+            raise
+        self.status = "stopped" if self._stop_requested and self.epoch < self.epochs else "finished"
+        self.write_metrics()
+        return {"status": self.status, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
+                "history": self.history}
+
+    def _selection_metric(self, record: dict[str, Any]) -> float:
+        prefix = "ema_test_" if self.ema is not None else "test_"
+        if self.config.eval.select_by == "clean" or self.config.eval.pgd_steps == 0:
+            return record.get(f"{prefix}clean_acc", -math.inf)
+        return record.get(f"{prefix}pgd{self.config.eval.pgd_steps}_acc", -math.inf)
+
+    # -- final evaluation --------------------------------------------------------------------------
+    def final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None) -> dict[str, Any]:
+        """Evaluate the final and the best model on the test set; writes ``eval.json`` into the run."""
+        from .evaluate import evaluate
+
+        attacks = list(attacks or self.config.eval.final_attacks)
+        n = n_test or self.config.eval.final_n_test or len(self.dataset.test_y)
+        x, y = self.dataset.test_x[:n], self.dataset.test_y[:n]
+        threat = self.config.threat_model()
+        results: dict[str, Any] = {}
+        models = {"final": self.final_model()}
+        best = self.best_model()
+        if best is not None:
+            models["best"] = best
+        for label, model in models.items():
+            res = evaluate(model, x, y, attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size,
+                           device=self.device, num_classes=self.num_classes,
+                           aa_state_dir=self.run_dir / "aa_state" / label)
+            results[label] = res.to_dict()
+        results["best_epoch"] = self.best_epoch
+        atomic_write_json(self.run_dir / "eval.json", results)
+        return results
+
+    def final_model(self) -> nn.Module:
+        """The model reported as "final": the weight average when one is kept, else the online model."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def best_model(self) -> Optional[nn.Module]:
+        path = self.ckpt_dir / "best.pt"
+        if not path.is_file():
+            return None
+        state = torch.load(path, map_location=self.device, weights_only=False)
+        model = copy.deepcopy(self.model)
+        if self.ema is not None and state.get("ema") is not None:
+            ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay), use_buffers=True)
+            ema.load_state_dict(state["ema"])
+            return ema.module
+        model.load_state_dict(state["model"])
+        return model
+
+
+def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: nn.Module) -> None:
+    """Refuse a checkpoint of another architecture or class count, naming both."""
+    if state.get("model_name") not in (None, model_name):
+        raise ConfigError(f"checkpoint is for model {state.get('model_name')!r}, but the run uses {model_name!r}")
+    expected = getattr(model, "num_outputs", None)
+    if state.get("num_outputs") is not None and expected is not None and state["num_outputs"] != expected:
+        raise ConfigError(f"checkpoint has {state['num_outputs']} outputs, but the model has {expected} "
+                          "(a different class count or dummy-class head)")
+
+
+def train(config: RunConfig | dict | str | Path, *, resume: str | Path | None = None, evaluate_final: bool = True,
+          **kwargs: Any) -> Trainer:
+    """Run (or resume) a training run to the end and, by default, its final evaluation."""
+    trainer = Trainer.resume(resume, **kwargs) if resume is not None else Trainer.new(config, **kwargs)
+    trainer.fit()
+    if evaluate_final and trainer.status == "finished":
+        trainer.final_evaluation()
+    return trainer
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
+    """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last."""
+    from .models import build_model
+
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
+            if candidate.is_file():
+                path = candidate
+                break
+        else:
+            raise ConfigError(f"no checkpoint in {str(path)!r} (looked for checkpoints/best.pt and last.pt)")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    state = torch.load(path, map_location=device, weights_only=False)
+    config = RunConfig.from_dict(state["config"])
+    method_cls_needs_dummy = config.build_method().needs_dummy_classes
+    params = dict(config.model_params)
+    if method_cls_needs_dummy:
+        params["dummy_classes"] = True
+    model = build_model(config.model, num_classes=state["num_classes"], **params)
+    if which == "ema" and state.get("ema") is not None:
+        ema = AveragedModel(model, use_buffers=True)
+        ema.load_state_dict(state["ema"])
+        model = ema.module
+    else:
+        model.load_state_dict(state["model"])
+    return model.to(device).eval()

@@ -1,0 +1,155 @@
+"""The trainer: a tiny run learns, runs never share a folder, resume is exact, bad configs are refused."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from atkit.config import RunConfig, load_config
+from atkit.train import NonFiniteLossError, Trainer, load_model, train
+from atkit.utils import ConfigError
+
+TINY = dict(dataset="synthetic", data={"n_train": 256, "n_test": 64}, model="small_cnn", batch_size=64,
+            schedule="constant", epochs=2, eval={"n_test": 64, "pgd_steps": 2, "final_attacks": ["clean"]},
+            threat={"steps": 2})
+
+
+def tiny(tmp_path, **kw):
+    d = dict(TINY, out_dir=str(tmp_path / "runs"))
+    d.update(kw)
+    return RunConfig.from_dict(d)
+
+
+def test_tiny_run_learns(tmp_path):
+    cfg = tiny(tmp_path, method="standard", data={"n_train": 1000, "n_test": 200}, epochs=3, lr=0.05,
+               eval={"n_test": 200, "pgd_steps": 0, "final_attacks": ["clean"]})
+    trainer = train(cfg, progress=False)
+    first, last = trainer.history[0], trainer.history[-1]
+    assert trainer.status == "finished"
+    assert last["train_loss"] < first["train_loss"]
+    # 10 balanced classes: chance is 10%.
+    assert last["test_clean_acc"] > 50.0
+    files = {p.name for p in trainer.run_dir.iterdir()}
+    assert {"config.yaml", "metrics.csv", "metrics.json", "eval.json", "checkpoints"} <= files
+    rows = (trainer.run_dir / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 3 and "train_clean_acc" in rows[0]
+    ev = json.loads((trainer.run_dir / "eval.json").read_text())
+    assert set(ev) >= {"final", "best", "best_epoch"}
+
+
+def test_runs_never_share_a_folder(tmp_path):
+    a = Trainer.new(tiny(tmp_path, name="same"), progress=False)
+    b = Trainer.new(tiny(tmp_path, name="same"), progress=False)
+    assert a.run_dir != b.run_dir and a.run_dir.name == "same" and b.run_dir.name == "same-2"
+
+
+def _weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_resume_is_exact(tmp_path):
+    cfg = tiny(tmp_path, method="pgd_at", epochs=2, ema_decay=0.9)
+    straight = train(cfg, progress=False, evaluate_final=False)
+
+    cut = tiny(tmp_path, method="pgd_at", epochs=2, ema_decay=0.9)
+    partial = Trainer.new(cut, progress=False)
+    partial.epochs = 1  # stop after the first epoch, as a killed run would have
+    partial.fit()
+    assert partial.epoch == 1
+    resumed = Trainer.resume(partial.run_dir, progress=False)
+    assert resumed.epoch == 1 and resumed.epochs == 2
+    resumed.fit()
+    for k, v in _weights(straight.model).items():
+        assert torch.equal(v, resumed.model.state_dict()[k]), k
+    for k, v in straight.ema.state_dict().items():
+        assert torch.equal(v, resumed.ema.state_dict()[k]), k
+    h1, h2 = straight.history, resumed.history
+    assert [r["train_loss"] for r in h1] == [r["train_loss"] for r in h2]
+    assert [r["test_pgd2_acc"] for r in h1] == [r["test_pgd2_acc"] for r in h2]
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tmp_path):
+    cfg = tiny(tmp_path, method="standard", epochs=3)
+    trainer = Trainer.new(cfg, progress=False)
+    trainer.epochs = 1
+    trainer.fit()
+    good = torch.load(trainer.run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    trainer = Trainer.resume(trainer.run_dir, progress=False)
+    original = trainer.method.loss
+
+    def exploding(model, batch, ctx):
+        out = original(model, batch, ctx)
+        if ctx.step == 2:
+            out.loss = out.loss * float("nan")
+        return out
+
+    trainer.method.loss = exploding
+    with pytest.raises(NonFiniteLossError, match="epoch 1, step 2"):
+        trainer.fit()
+    metrics = json.loads((trainer.run_dir / "metrics.json").read_text())
+    assert metrics["status"] == "failed" and "step 2" in metrics["error"]
+    kept = torch.load(trainer.run_dir / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert all(torch.equal(good[k], kept[k]) for k in good)
+
+
+def test_config_errors_name_key_and_accepted(tmp_path):
+    with pytest.raises(ConfigError, match="'epochs'"):
+        RunConfig.from_dict({"epoch": 3})
+    with pytest.raises(ConfigError, match="'pgd_at'"):
+        RunConfig.from_dict({"method": "pgd-at"})
+    with pytest.raises(ConfigError, match="'resnet18'"):
+        RunConfig.from_dict({"model": "resnet-18"})
+    with pytest.raises(ConfigError, match="'synthetic'"):
+        RunConfig.from_dict({"dataset": "synthtic"})
+    with pytest.raises(ConfigError, match="8/255"):
+        RunConfig.from_dict({"threat": {"eps": 8}})
+    with pytest.raises(ConfigError, match="'pang110'"):
+        RunConfig.from_dict({"schedule": "pang"})
+    with pytest.raises(ConfigError, match="eval config key"):
+        RunConfig.from_dict({"eval": {"n_tests": 5}})
+    with pytest.raises(ConfigError, match="lam"):
+        RunConfig.from_dict({"method": "trades", "method_params": {"lambda": 6}})
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_schedule_defaults_and_scaling():
+    cfg = RunConfig.from_dict({"schedule": "fait100"})
+    assert cfg.resolved_batch_size() == 512 and cfg.resolved_lr() == 0.4 and cfg.resolved_epochs() == 100
+    sched = cfg.resolved_schedule()
+    assert sched.multiplier(0.0) < 0.01 and sched.multiplier(5.0) == 1.0
+    assert sched.multiplier(80) == pytest.approx(0.1) and sched.multiplier(95) == pytest.approx(0.01)
+    short = RunConfig.from_dict({"schedule": "pang110", "epochs": 11}).resolved_schedule()
+    assert short.multiplier(9.9) == 1.0 and short.multiplier(10.0) == pytest.approx(0.1)
+    rebat = RunConfig.from_dict({"schedule": "rebat"}).resolved_schedule()
+    assert rebat.multiplier(120) == pytest.approx(0.5) and rebat.multiplier(160) == pytest.approx(0.25)
+
+
+def test_checkpoint_from_other_model_is_refused(tmp_path):
+    trainer = Trainer.new(tiny(tmp_path, method="standard", epochs=1), progress=False)
+    trainer.fit()
+    other = tiny(tmp_path, method="standard", model="resnet18", epochs=1,
+                 init_checkpoint=str(trainer.run_dir / "checkpoints" / "last.pt"))
+    with pytest.raises(ConfigError, match="small_cnn"):
+        Trainer.new(other, progress=False)
+    model = load_model(trainer.run_dir)
+    assert model.num_classes == 10 and not model.training
+
+
+def test_cli_train_and_bad_yaml(tmp_path):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(yaml.safe_dump(dict(TINY, method="standard", epochs=1, out_dir=str(tmp_path / "runs"))))
+    done = subprocess.run([sys.executable, "-m", "atkit", "train", str(cfg_path), "--quiet"], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    run_dir = Path(json.loads(done.stdout.strip().splitlines()[-1])["run_dir"])
+    assert (run_dir / "eval.json").is_file()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: pgd_at\nlearning_rate: 0.1\n")
+    done = subprocess.run([sys.executable, "-m", "atkit", "train", str(bad)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2
+    assert "learning_rate" in done.stderr and "Accepted" in done.stderr
