@@ -111,7 +111,12 @@ def prepare(config: RunConfig, device: torch.device) -> Prepared:
         model_params["dummy_classes"] = True
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=dataset.num_classes, **model_params).to(device)
-    return Prepared(dataset, model, method, eval_x[: config.eval.n_test], eval_y[: config.eval.n_test])
+    return Prepared(dataset, model, method, to_float_images(eval_x[: config.eval.n_test]), eval_y[: config.eval.n_test])
+
+
+def to_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (as datasets store them) to float in [0, 1]; float input is returned as is."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 class Trainer:
@@ -203,6 +208,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "averaged_model": self._averaged_state(),
             "method": self.method.state_dict(),
             "history": self.history,
             "best_metric": self.best_metric,
@@ -228,6 +234,9 @@ class Trainer:
     def init_from_checkpoint(self, path: str | Path) -> None:
         """Load only the weights (and weight average) of another run's checkpoint: a fine-tuning start."""
         state = torch.load(path, map_location=self.device, weights_only=False)
+        adapt = getattr(self.method, "adapt_init_checkpoint", None)
+        if adapt is not None:  # e.g. DUCAT grows a C-class head to its 2C head (seed 003 Algorithm 1)
+            state = adapt(state, self.model)
         check_checkpoint_compatible(state, self.config.model, self.model)
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
@@ -238,7 +247,8 @@ class Trainer:
         atomic_torch_save(state, self.ckpt_dir / "last.pt")
         if best:
             atomic_torch_save({k: state[k] for k in ("format", "model_name", "num_classes", "num_outputs", "epoch",
-                                                      "model", "ema", "config")} | {"best_metric": self.best_metric},
+                                                      "model", "ema", "averaged_model", "config")}
+                              | {"best_metric": self.best_metric},
                               self.ckpt_dir / "best.pt")
 
     # -- metrics files -----------------------------------------------------------------------------
@@ -355,6 +365,10 @@ class Trainer:
                     if self.ema is not None:
                         acc_ema = self.evaluate_epoch(self.ema.module)
                         record.update({f"ema_test_{k}_acc": v for k, v in acc_ema.items()})
+                    averaged = self.averaged_model()
+                    if averaged is not None:
+                        acc_wa = self.evaluate_epoch(averaged)
+                        record.update({f"wa_test_{k}_acc": v for k, v in acc_wa.items()})
                     record["eval_time_s"] = time.time() - t0
                     metric = self._selection_metric(record)
                     if metric > self.best_metric:
@@ -380,7 +394,7 @@ class Trainer:
                 "history": self.history}
 
     def _selection_metric(self, record: dict[str, Any]) -> float:
-        prefix = "ema_test_" if self.ema is not None else "test_"
+        prefix = "wa_test_" if self.averaged_model() is not None else "ema_test_" if self.ema is not None else "test_"
         if self.config.eval.select_by == "clean" or self.config.eval.pgd_steps == 0:
             return record.get(f"{prefix}clean_acc", -math.inf)
         return record.get(f"{prefix}pgd{self.config.eval.pgd_steps}_acc", -math.inf)
@@ -392,7 +406,7 @@ class Trainer:
 
         attacks = list(attacks or self.config.eval.final_attacks)
         n = n_test or self.config.eval.final_n_test or len(self.dataset.test_y)
-        x, y = self.dataset.test_x[:n], self.dataset.test_y[:n]
+        x, y = to_float_images(self.dataset.test_x[:n]), self.dataset.test_y[:n]
         threat = self.config.threat_model()
         results: dict[str, Any] = {}
         models = {"final": self.final_model()}
@@ -400,17 +414,43 @@ class Trainer:
         if best is not None:
             models["best"] = best
         for label, model in models.items():
-            res = evaluate(model, x, y, attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size,
-                           device=self.device, num_classes=self.num_classes,
-                           aa_state_dir=self.run_dir / "aa_state" / label)
-            results[label] = res.to_dict()
+            kwargs = dict(attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size, device=self.device,
+                          num_classes=self.num_classes)
+            if getattr(model, "dummy_classes", False):
+                # A dummy-class model is never reported under the published protocol alone (REFERENCE.md 3, DUCAT):
+                # the adaptive attacks on the merged model stand beside it.
+                from .evaluate import evaluate_dummy_protocols
+
+                by_protocol = evaluate_dummy_protocols(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label,
+                                                       **kwargs)
+                results[label] = by_protocol["published"].to_dict()
+                results[label]["protocols"] = {p: r.to_dict() for p, r in by_protocol.items()}
+            else:
+                res = evaluate(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label, **kwargs)
+                results[label] = res.to_dict()
         results["best_epoch"] = self.best_epoch
         atomic_write_json(self.run_dir / "eval.json", results)
         return results
 
     def final_model(self) -> nn.Module:
         """The model reported as "final": the weight average when one is kept, else the online model."""
+        averaged = self.averaged_model()
+        if averaged is not None:
+            return averaged
         return self.ema.module if self.ema is not None else self.model
+
+    def averaged_model(self) -> Optional[nn.Module]:
+        """The weight average a method keeps itself (ReBAT, RPAT++: ``method.averaged_model()``), if any.
+
+        It is evaluated each epoch as ``wa_test_*``, selects "best" and is the final model.
+        """
+        get = getattr(self.method, "averaged_model", None)
+        model = get() if callable(get) else None
+        return model if isinstance(model, nn.Module) else None
+
+    def _averaged_state(self) -> Optional[dict[str, Any]]:
+        averaged = self.averaged_model()
+        return averaged.state_dict() if averaged is not None else None
 
     def best_model(self) -> Optional[nn.Module]:
         path = self.ckpt_dir / "best.pt"
@@ -418,6 +458,9 @@ class Trainer:
             return None
         state = torch.load(path, map_location=self.device, weights_only=False)
         model = copy.deepcopy(self.model)
+        if state.get("averaged_model") is not None:
+            model.load_state_dict(state["averaged_model"])
+            return model
         if self.ema is not None and state.get("ema") is not None:
             ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.config.ema_decay), use_buffers=True)
             ema.load_state_dict(state["ema"])
@@ -467,7 +510,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", which: str 
     if method_cls_needs_dummy:
         params["dummy_classes"] = True
     model = build_model(config.model, num_classes=state["num_classes"], **params)
-    if which == "ema" and state.get("ema") is not None:
+    if which == "ema" and state.get("ema") is None and state.get("averaged_model") is not None:
+        model.load_state_dict(state["averaged_model"])  # a method's own weight average (ReBAT, RPAT++)
+    elif which == "ema" and state.get("ema") is not None:
         ema = AveragedModel(model, use_buffers=True)
         ema.load_state_dict(state["ema"])
         model = ema.module

@@ -81,7 +81,7 @@ def test_small_cnn_any_classes_and_size(num_classes, size):
         feats = model.forward_features(x)
         assert model(x).shape == (4, num_classes)
         assert torch.equal(model(x), feats.logits)
-        assert feats.penultimate.shape == (4, 256) and feats.third_to_last.shape == (4, 256)
+        assert feats.penultimate.shape == (4, 128) and feats.third_to_last.shape == (4, 128)
         _check_features_against_hooks(model, x, None)
 
 

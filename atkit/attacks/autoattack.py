@@ -373,7 +373,7 @@ def run_autoattack(
                 for start in range(0, n, batch_size):
                     xb = x[start:start + batch_size].to(dev, torch.float32)
                     robust[start:start + batch_size] = model(xb).argmax(1).cpu() == y_cpu[start:start + batch_size]
-            state = _State(state_file, config, robust, 100.0 * robust.float().mean().item())
+            state = _State(state_file, config, robust, 100.0 * int(robust.sum()) / n)
             state.save(images_changed=True)
 
         ran_now: list[str] = []
@@ -405,7 +405,7 @@ def run_autoattack(
                 logger.debug("%s: batch %d/%d, %d of %d broken (%.1f s)", attack, start // batch_size + 1,
                              (len(todo_index) + batch_size - 1) // batch_size, int(broken.sum()), len(index),
                              time.time() - began)
-            state.per_attack[attack] = 100.0 * state.robust.float().mean().item()
+            state.per_attack[attack] = 100.0 * int(state.robust.sum()) / n
             state.done.append(attack)
             state.current, state.processed = None, []
             state.save(images_changed=False)
@@ -427,7 +427,7 @@ def run_autoattack(
     return AutoAttackResult(
         x_adv=x_adv,
         correct=correct,
-        accuracy=100.0 * correct.float().mean().item(),
+        accuracy=100.0 * int(correct.sum()) / n,
         per_attack={k: state.per_attack[k] for k in ["clean", *run_attacks] if k in state.per_attack},
         attacks=run_attacks,
         ran_now=ran_now,

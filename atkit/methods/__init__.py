@@ -3,7 +3,7 @@ from .base import LossOutput, Method, Params, StepContext, ThreatModel, build_pa
 from .registry import COMPOSERS, METHODS, describe_methods, get_method, method_names, register
 
 # Importing the modules registers the methods.
-from . import standard, random_noise_training, pgd_at, trades, mart, consistency_at  # noqa: E402,F401
+from . import standard, random_noise_training, pgd_at, trades, mart, consistency_at, fait, mer, score, rpat, rebat, ducat, raat, boundary_budget  # noqa: E402,F401
 
 __all__ = [
     "COMPOSERS", "METHODS", "LossOutput", "Method", "Params", "StepContext", "ThreatModel", "build_params",

@@ -48,4 +48,7 @@ def method_names() -> list[str]:
 
 
 def describe_methods() -> list[dict[str, Any]]:
-    return [METHODS[n].describe() for n in method_names()]
+    """Descriptions of the registered methods, then of the add-ons whose composer has a ``describe()``
+    (entries marked ``"add_on": True``, named ``<base>+<add-on>``)."""
+    methods = [METHODS[n].describe() for n in method_names()]
+    return methods + [COMPOSERS[a].describe() for a in sorted(COMPOSERS) if hasattr(COMPOSERS[a], "describe")]

@@ -1,0 +1,361 @@
+"""One evaluation entry point: clean and robust accuracy of a model under a list of attacks.
+
+Attacks (REFERENCE.md section 1, "evaluation attacks"):
+
+* ``clean``
+* ``pgdN`` (``pgd10``, ``pgd20``, ``pgd100``, any N >= 1): PGD on the cross-entropy, uniform random
+  start in the eps-ball, step size from the threat model, BatchNorm in eval mode.
+* ``cw`` / ``cwN``: PGD on the CW margin ``max_{k != y} z_k - z_y`` within the same eps-ball, 30
+  steps by default (the released code of one seed runs CW without an eps bound; not copied).
+* ``aa``: AutoAttack ``standard`` with the official code (:func:`atkit.attacks.run_autoattack`).
+* ``apgd``: a cheaper AutoAttack subset, APGD-CE then APGD-DLR with one restart each.
+* ``fgsm``: one signed step of size eps; ``random``: uniform noise in the eps-ball.
+
+Every accuracy is by :func:`atkit.models.predict_labels`, so a DUCAT model with 2C outputs is scored
+by its projected prediction; :func:`evaluate_dummy_protocols` runs the published and the adaptive
+protocols of REFERENCE.md section 3 side by side. Accuracies are in percent, as the papers report.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .attacks import attack_mode, check_budget, fgsm, pgd, random_noise, run_autoattack
+from .utils import ConfigError, atomic_write_json, unknown_name_error
+
+EVAL_FORMAT = "atkit-eval/1"
+PROTOCOLS = ("published", "adaptive", "adaptive_max")
+# Which merge of real and dummy logits each adaptive protocol attacks (seed 003, REFERENCE.md section 3 (b)).
+_PROTOCOL_MERGE = {"adaptive": "logsumexp", "adaptive_max": "max"}
+ATTACK_NAMES = ("clean", "pgd10", "pgd20", "pgd100", "pgdN", "cw", "cwN", "aa", "apgd", "fgsm", "random")
+CW_DEFAULT_STEPS = 30
+_DEFAULT_THREATS = {
+    "linf": {"eps": 8 / 255, "step_size": 2 / 255},
+    "l2": {"eps": 128 / 255, "step_size": 32 / 255},
+}
+
+
+# ----------------------------------------------------------------------------------------- specs
+def _parse_attack(name: str) -> dict[str, Any]:
+    """Attack name -> what to run. Raises :class:`ConfigError` for an unknown name."""
+    if not isinstance(name, str):
+        raise ConfigError(f"attack names must be strings; got {name!r}. Accepted: {', '.join(ATTACK_NAMES)}.")
+    if name in ("clean", "aa", "apgd", "fgsm", "random"):
+        return {"kind": name}
+    if name == "cw":
+        return {"kind": "pgd", "loss": "cw", "steps": CW_DEFAULT_STEPS}
+    match = re.fullmatch(r"(pgd|cw)([0-9]+)", name)
+    if match and int(match.group(2)) >= 1 and not match.group(2).startswith("0"):
+        return {"kind": "pgd", "loss": "ce" if match.group(1) == "pgd" else "cw", "steps": int(match.group(2))}
+    raise unknown_name_error("evaluation attack", name, ATTACK_NAMES)
+
+
+def _resolve_threat(threat: Any) -> dict[str, Any]:
+    """``{norm, eps, step_size}`` from ``None`` (L-inf 8/255, 2/255), a dict, or a ThreatModel-like object."""
+    if threat is None:
+        raw: dict[str, Any] = {}
+    elif isinstance(threat, Mapping):
+        raw = dict(threat)
+        unknown = set(raw) - {"norm", "eps", "step_size", "steps"}
+        if unknown:
+            raise unknown_name_error("threat key", sorted(unknown)[0], ("norm", "eps", "step_size", "steps"))
+    else:
+        raw = {k: getattr(threat, k) for k in ("norm", "eps", "step_size") if hasattr(threat, k)}
+    norm = raw.get("norm", "linf")
+    if norm not in _DEFAULT_THREATS:
+        raise unknown_name_error("norm", norm, _DEFAULT_THREATS)
+    out = {"norm": norm, **_DEFAULT_THREATS[norm]}
+    for key in ("eps", "step_size"):
+        if raw.get(key) is not None:
+            out[key] = raw[key]
+    check_budget(out["eps"], out["step_size"], None, norm)  # before float(): the hint then says 8/255
+    return {"norm": norm, "eps": float(out["eps"]), "step_size": float(out["step_size"])}
+
+
+def _robust_metric(names: Sequence[str]) -> Optional[str]:
+    """The strongest robust number available: ``aa``, else ``apgd``, else the PGD with most steps."""
+    for name in ("aa", "apgd"):
+        if name in names:
+            return name
+    pgds = [(int(n[3:]), n) for n in names if re.fullmatch(r"pgd[0-9]+", n)]
+    return max(pgds)[1] if pgds else None
+
+
+# ---------------------------------------------------------------------------------------- result
+def _flags_to_str(flags: Tensor) -> str:
+    return "".join("1" if bool(v) else "0" for v in flags.tolist())
+
+
+@dataclass
+class EvalResult:
+    """Accuracies of one model on ``n`` samples.
+
+    ``accuracy``: attack name -> accuracy in percent (0-100). ``per_sample``: name -> bool tensor
+    ``(n,)`` on CPU, True where the sample is classified correctly under that attack.
+    ``robust_metric``: the attack behind ``mean`` and ``nrr`` (``aa``, else ``apgd``, else the PGD
+    with most steps; None if none ran). ``mean = (Clean + R) / 2`` and
+    ``nrr = 2 Clean R / (Clean + R)`` with ``R`` that accuracy (REFERENCE.md section 1), percent,
+    None without ``clean`` or a robust attack. ``details``: per attack, its settings and seconds
+    (and AutoAttack's per-attack counts). ``protocol``: DUCAT protocol or None for a plain model.
+    """
+
+    accuracy: dict[str, float]
+    per_sample: dict[str, Tensor]
+    n: int
+    robust_metric: Optional[str] = None
+    mean: Optional[float] = None
+    nrr: Optional[float] = None
+    threat: dict[str, Any] = field(default_factory=dict)
+    protocol: Optional[str] = None
+    num_classes: Optional[int] = None
+    seed: int = 0
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def failed(self, name: str) -> Tensor:
+        """Indices of the samples misclassified under attack ``name``."""
+        return (~self.per_sample[name]).nonzero().flatten()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict. ``per_sample`` becomes one string per attack, character ``i`` being
+        ``"1"`` if sample ``i`` is correct and ``"0"`` if not (compact, and readable by eye)."""
+        return {
+            "format": EVAL_FORMAT,
+            "n": self.n,
+            "accuracy": dict(self.accuracy),
+            "robust_metric": self.robust_metric,
+            "mean": self.mean,
+            "nrr": self.nrr,
+            "threat": dict(self.threat),
+            "protocol": self.protocol,
+            "num_classes": self.num_classes,
+            "seed": self.seed,
+            "details": self.details,
+            "per_sample": {k: _flags_to_str(v) for k, v in self.per_sample.items()},
+        }
+
+    def to_json(self, path: str | Path) -> None:
+        """Write :meth:`to_dict` atomically (readers never see a half-written file)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EvalResult":
+        if data.get("format") != EVAL_FORMAT:
+            raise ConfigError(f"not an atkit evaluation result (format {data.get('format')!r}, expected {EVAL_FORMAT!r}).")
+        per_sample = {k: torch.tensor([c == "1" for c in v], dtype=torch.bool) for k, v in data["per_sample"].items()}
+        return cls(
+            accuracy={k: float(v) for k, v in data["accuracy"].items()},
+            per_sample=per_sample,
+            n=int(data["n"]),
+            robust_metric=data.get("robust_metric"),
+            mean=data.get("mean"),
+            nrr=data.get("nrr"),
+            threat=dict(data.get("threat", {})),
+            protocol=data.get("protocol"),
+            num_classes=data.get("num_classes"),
+            seed=int(data.get("seed", 0)),
+            details=dict(data.get("details", {})),
+        )
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "EvalResult":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+# ----------------------------------------------------------------------------------- evaluation
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _check_inputs(x: Tensor, y: Tensor, batch_size: int) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
+    if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise ConfigError(f"x must be (N, ...) and y (N,) with N >= 1; got {tuple(x.shape)} and {tuple(y.shape)}.")
+    if not x.is_floating_point():
+        raise ConfigError(f"x must be float images in [0, 1]; got dtype {x.dtype} (uint8 images: divide by 255).")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < 0.0 or hi > 1.0:
+        raise ConfigError(f"x must lie in [0, 1] (normalization belongs inside the model); got range [{lo:.3g}, {hi:.3g}].")
+
+
+def _attack_batch(spec: dict[str, Any], model: nn.Module, xb: Tensor, yb: Tensor, threat: dict[str, Any]) -> Tensor:
+    kind = spec["kind"]
+    if kind == "pgd":
+        return pgd(model, xb, yb, eps=threat["eps"], step_size=threat["step_size"], steps=spec["steps"],
+                   norm=threat["norm"], loss=spec["loss"], random_start="uniform", bn_mode="eval")
+    if kind == "fgsm":
+        return fgsm(model, xb, yb, eps=threat["eps"], norm=threat["norm"], bn_mode="eval")
+    if kind == "random":
+        return random_noise(xb, eps=threat["eps"], norm=threat["norm"])
+    return xb
+
+
+def _spec_details(spec: dict[str, Any], threat: dict[str, Any]) -> dict[str, Any]:
+    kind = spec["kind"]
+    if kind == "pgd":
+        return {"attack": "pgd", "loss": spec["loss"], "steps": spec["steps"], "step_size": threat["step_size"],
+                "random_start": "uniform", "bn_mode": "eval"}
+    if kind == "fgsm":
+        return {"attack": "fgsm", "step_size": threat["eps"]}
+    if kind == "aa":
+        return {"attack": "autoattack", "version": "standard"}
+    if kind == "apgd":
+        return {"attack": "autoattack", "version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1}
+    return {"attack": kind}
+
+
+def _protocol_models(model: nn.Module, protocol: Optional[str]) -> tuple[nn.Module, Optional[str]]:
+    """The model the attacks see. Scoring always uses the given model's own (projected) prediction."""
+    dummy = bool(getattr(model, "dummy_classes", False))
+    if protocol is None:
+        return model, ("published" if dummy else None)
+    if protocol not in PROTOCOLS:
+        raise unknown_name_error("evaluation protocol", protocol, PROTOCOLS)
+    if not dummy:
+        raise ConfigError(f"protocol={protocol!r} is for DUCAT models with dummy classes (2C outputs); "
+                          "this model has none, use protocol=None.")
+    if protocol == "published":
+        return model, protocol
+    from .models import MergedDummyModel  # lazy: evaluate works without the model zoo loaded
+
+    merged = MergedDummyModel(model, how=_PROTOCOL_MERGE[protocol])
+    return merged, protocol
+
+
+def evaluate(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    attacks: Sequence[str] = ("clean", "pgd20"),
+    threat: Any = None,
+    batch_size: int = 500,
+    device: Optional[str | torch.device] = None,
+    num_classes: Optional[int] = None,
+    protocol: Optional[str] = None,
+    aa_state_dir: Optional[str | Path] = None,
+    seed: int = 0,
+    progress: bool = False,
+) -> EvalResult:
+    """Accuracy (percent) of ``model`` on images ``x`` in [0, 1] with labels ``y`` under each attack.
+
+    ``threat``: ``None`` (L-inf, eps 8/255, step 2/255), a dict or an object with ``norm``, ``eps``,
+    ``step_size``. All work is batched by ``batch_size`` in fp32 on ``device`` (default: the
+    model's). Prediction is ``predict_labels(logits, num_classes)``, ``num_classes`` defaulting to
+    ``model.num_classes`` (else the logit width). ``protocol`` (dummy-class models only):
+    ``"published"`` attacks the raw 2C logits (the default for such models), ``"adaptive"`` /
+    ``"adaptive_max"`` attack the merged C-class model (logsumexp / max of each class and its
+    dummy); accuracy is always by projected prediction of the raw logits. ``aa_state_dir``: where
+    AutoAttack keeps resumable state files. ``seed``: each attack starts from ``torch.manual_seed(seed)``;
+    the caller's RNG state, the model's train/eval mode and ``requires_grad`` flags are restored.
+    """
+    specs = {}
+    for name in attacks:
+        if name in specs:
+            raise ConfigError(f"attack {name!r} is listed twice in {list(attacks)}.")
+        specs[name] = _parse_attack(name)
+    if not specs:
+        raise ConfigError(f"attacks must name at least one of {', '.join(ATTACK_NAMES)}.")
+    thr = _resolve_threat(threat)
+    _check_inputs(x, y, batch_size)
+    from .models import predict_labels
+
+    dev = _model_device(model) if device is None else torch.device(device)
+    y_cpu = y.detach().to("cpu", torch.long)
+    n = x.shape[0]
+    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
+    accuracy: dict[str, float] = {}
+    per_sample: dict[str, Tensor] = {}
+    details: dict[str, dict[str, Any]] = {}
+
+    with attack_mode(model, "eval"), torch.random.fork_rng(devices=fork_devices):
+        attack_model, protocol_used = _protocol_models(model, protocol)
+        attack_model.eval()
+        if num_classes is None:
+            num_classes = getattr(model, "num_classes", None)
+            if num_classes is None:
+                with torch.no_grad():
+                    num_classes = model(x[:1].to(dev, torch.float32)).shape[1]
+        num_classes = int(num_classes)
+
+        def score(x_eval: Tensor, start: int) -> Tensor:
+            with torch.no_grad():
+                logits = model(x_eval.to(dev, torch.float32))
+            return predict_labels(logits, num_classes).cpu() == y_cpu[start:start + x_eval.shape[0]]
+
+        for name, spec in specs.items():
+            began = time.time()
+            torch.manual_seed(seed)
+            info = _spec_details(spec, thr)
+            correct = torch.zeros(n, dtype=torch.bool)
+            if spec["kind"] in ("aa", "apgd"):
+                state_path = None
+                if aa_state_dir is not None:
+                    suffix = "" if protocol_used is None else f"_{protocol_used}"
+                    state_path = Path(aa_state_dir) / f"{name}{suffix}.json"
+                kw: dict[str, Any] = ({"version": "standard"} if spec["kind"] == "aa" else
+                                      {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1})
+                result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], batch_size=batch_size,
+                                        state_path=state_path, seed=seed, device=dev,
+                                        num_classes=num_classes if attack_model is model else None, **kw)
+                for start in range(0, n, batch_size):
+                    correct[start:start + batch_size] = score(result.x_adv[start:start + batch_size], start)
+                info.update(per_attack=result.per_attack, resumed=result.resumed, ran_now=result.ran_now)
+            else:
+                for start in range(0, n, batch_size):
+                    xb = x[start:start + batch_size].to(dev, torch.float32)
+                    yb = y_cpu[start:start + batch_size].to(dev)
+                    correct[start:start + batch_size] = score(_attack_batch(spec, attack_model, xb, yb, thr), start)
+            per_sample[name] = correct
+            accuracy[name] = 100.0 * int(correct.sum()) / n
+            info["seconds"] = round(time.time() - began, 3)
+            details[name] = info
+            if progress:
+                tag = "" if protocol_used is None else f" [{protocol_used}]"
+                print(f"evaluate{tag}: {name} {accuracy[name]:.2f}% ({info['seconds']:.1f} s)", flush=True)
+
+    robust = _robust_metric(list(accuracy))
+    mean = nrr = None
+    if robust is not None and "clean" in accuracy:
+        clean, rob = accuracy["clean"], accuracy[robust]
+        mean = (clean + rob) / 2.0
+        nrr = 2.0 * clean * rob / (clean + rob) if clean + rob > 0 else 0.0
+    return EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, robust_metric=robust, mean=mean, nrr=nrr,
+                      threat=thr, protocol=protocol_used, num_classes=num_classes, seed=int(seed), details=details)
+
+
+def evaluate_dummy_protocols(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    protocols: Sequence[str] = PROTOCOLS,
+    **kwargs: Any,
+) -> dict[str, EvalResult]:
+    """Both DUCAT evaluation protocols side by side (seed 003; REFERENCE.md section 3):
+    ``published`` (attacks on the raw 2C logits) and ``adaptive`` / ``adaptive_max`` (attacks on
+    ``MergedDummyModel(model, how="logsumexp" / "max")``), every accuracy by projected prediction.
+    The gap published - adaptive is the robustness the published protocol over-reports.
+    ``kwargs`` go to :func:`evaluate`.
+    """
+    if not getattr(model, "dummy_classes", False):
+        raise ConfigError("evaluate_dummy_protocols needs a model with dummy_classes=True (2C outputs).")
+    if "protocol" in kwargs:
+        raise ConfigError("pass protocols=[...] to evaluate_dummy_protocols, not protocol=...")
+    for protocol in protocols:
+        if protocol not in PROTOCOLS:
+            raise unknown_name_error("evaluation protocol", protocol, PROTOCOLS)
+    return {protocol: evaluate(model, x, y, protocol=protocol, **kwargs) for protocol in protocols}
+
+
+__all__ = ["ATTACK_NAMES", "EvalResult", "PROTOCOLS", "evaluate", "evaluate_dummy_protocols"]

@@ -1,0 +1,498 @@
+"""Sanity checks that would catch a broken defense: the evaluation is checked, not only the model.
+
+A robust accuracy is only as good as the attack behind it. Gradient masking (obfuscated gradients,
+Athalye, Carlini & Wagner, ICML 2018) makes gradient attacks fail while the model is not robust;
+the checklist of Carlini et al. 2019 ("On Evaluating Adversarial Robustness", section 5) and the
+flags of the official AutoAttack code (Croce & Hein, ICML 2020, ``pyautoattack.checks``) name the
+symptoms. Each check here returns a JSON-ready dict ``{name, passed, detail, values}``:
+
+``monotone_steps``  accuracy must not rise with more attack steps (FGSM, PGD-10/20/50);
+``monotone_eps``    accuracy must not rise with a larger eps (eps x 0.5, 1, 2, 4);
+``large_eps``       an (almost) unbounded PGD from the clean point (L-inf eps 0.5: every image can
+                    reach the same grey image) must bring accuracy to ~0;
+``black_box``       Square (gradient-free, the official AutoAttack implementation) on a subset must
+                    not beat the white-box attacks on the same samples;
+``zero_gradients``  no sample may have an all-zero input gradient of the CE loss (AutoAttack's
+                    ``check_zero_gradients``);
+``randomness``      identical forward passes must agree (AutoAttack's ``check_randomized``);
+``dummy_protocol``  for dummy-class models (DUCAT, seed 003): accuracy under the published protocol
+                    must not exceed the adaptive one (attacks on the merged logits) by more than the
+                    tolerance (REFERENCE.md section 3).
+
+Tolerances are in samples, to absorb the noise of random starts: by default
+``max(2, ceil(1% of n))`` samples of the ``n`` checked, stated in each check's ``detail``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch import Tensor
+
+from .utils import ConfigError, unknown_name_error
+
+CHECK_NAMES = ("monotone_steps", "monotone_eps", "large_eps", "black_box", "zero_gradients", "randomness",
+               "dummy_protocol")
+# Short names for tables ("WARN: zero-gradients, black-box<white-box").
+CHECK_LABELS = {
+    "monotone_steps": "acc rises with steps",
+    "monotone_eps": "acc rises with eps",
+    "large_eps": "large-eps acc not ~0",
+    "black_box": "black-box<white-box",
+    "zero_gradients": "zero-gradients",
+    "randomness": "randomized",
+    "dummy_protocol": "published>adaptive",
+}
+# Attacks whose result may enter the white-box reference of the black-box check ("aa" contains Square).
+_NOT_WHITE_BOX = ("clean", "random", "aa")
+
+
+class _Collector:
+    """Logger stand-in for ``pyautoattack.checks``: keeps the warnings instead of printing them."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def warning(self, msg: str) -> None:
+        self.messages.append(str(msg))
+
+    info = debug = warning
+
+
+def default_tolerance(n: int) -> int:
+    """Samples of slack for comparisons between attacks: ``max(2, ceil(0.01 n))``."""
+    return max(2, math.ceil(0.01 * n))
+
+
+def _check(name: str, passed: bool, detail: str, **values: Any) -> dict[str, Any]:
+    return {"name": name, "passed": bool(passed), "detail": detail, "values": values}
+
+
+def _pct(k: int, n: int) -> float:
+    return 100.0 * k / n
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _monotone(names: Sequence[str], accs: Sequence[float], tol_pct: float) -> list[str]:
+    """Violations of "accuracy does not rise along ``names``" (each compared with the lowest before it)."""
+    violations = []
+    lowest, lowest_name = math.inf, None
+    for name, acc in zip(names, accs):
+        if acc > lowest + tol_pct:
+            violations.append(f"{name} {acc:.1f}% > {lowest_name} {lowest:.1f}%")
+        if acc < lowest:
+            lowest, lowest_name = acc, name
+    return violations
+
+
+def _fmt(names: Sequence[str], accs: Sequence[float]) -> str:
+    return ", ".join(f"{n} {a:.1f}%" for n, a in zip(names, accs))
+
+
+# ---------------------------------------------------------------------------------------- checks
+def check_monotone_steps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None,
+                         attacks: Sequence[str] = ("fgsm", "pgd10", "pgd20", "pgd50"),
+                         tolerance_samples: Optional[int] = None, **eval_kw: Any) -> dict[str, Any]:
+    """Accuracy under ``attacks`` (ordered weakest to strongest) must be non-increasing within the tolerance.
+
+    More iterations of a gradient attack can only help it when gradients are informative (Carlini
+    et al. 2019, section 5.2); a rise points to masked or noisy gradients. ``per_sample`` of each
+    attack is returned in ``values`` under ``"_per_sample"`` for the black-box check (not JSON).
+    """
+    from .evaluate import evaluate
+
+    n = x.shape[0]
+    tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
+    res = evaluate(model, x, y, attacks=list(attacks), threat=threat, **eval_kw)
+    accs = [res.accuracy[a] for a in attacks]
+    bad = _monotone(attacks, accs, _pct(tol, n))
+    detail = f"{_fmt(attacks, accs)}; must not rise with more steps (tolerance {tol} of {n} samples)"
+    if bad:
+        detail = "accuracy rises with more steps: " + "; ".join(bad) + ". " + detail
+    out = _check("monotone_steps", not bad, detail, accuracy=dict(zip(attacks, accs)), n=n,
+                 tolerance_samples=tol)
+    out["_per_sample"] = res.per_sample
+    return out
+
+
+def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, steps: int = 20,
+                       factors: Sequence[float] = (0.5, 1.0, 2.0, 4.0), tolerance_samples: Optional[int] = None,
+                       **eval_kw: Any) -> dict[str, Any]:
+    """PGD-``steps`` accuracy at eps and step size scaled by each of ``factors`` must not rise with eps.
+
+    A larger ball contains the smaller one, so a working attack can only do better (Carlini et al.
+    2019, section 5.2; Athalye et al. 2018, section 3).
+    """
+    from .evaluate import _resolve_threat, evaluate
+
+    thr = _resolve_threat(threat)
+    n = x.shape[0]
+    tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
+    factors = sorted(float(f) for f in factors)
+    names, accs, per_sample = [], [], {}
+    for f in factors:
+        scaled = {"norm": thr["norm"], "eps": thr["eps"] * f, "step_size": thr["step_size"] * f}
+        res = evaluate(model, x, y, attacks=[f"pgd{steps}"], threat=scaled, **eval_kw)
+        names.append(f"eps x{f:g}")
+        accs.append(res.accuracy[f"pgd{steps}"])
+        per_sample[f] = res.per_sample[f"pgd{steps}"]
+    bad = _monotone(names, accs, _pct(tol, n))
+    detail = (f"PGD-{steps}: {_fmt(names, accs)} (eps {thr['eps']:.4g}); must not rise with eps "
+              f"(tolerance {tol} of {n} samples)")
+    if bad:
+        detail = "accuracy rises with eps: " + "; ".join(bad) + ". " + detail
+    out = _check("monotone_eps", not bad, detail, eps=[thr["eps"] * f for f in factors], factors=factors,
+                 accuracy=accs, n=n, tolerance_samples=tol)
+    if 1.0 in per_sample:
+        out["_per_sample"] = {f"pgd{steps}": per_sample[1.0]}
+    return out
+
+
+def _attack_and_score_models(model: nn.Module, protocol: Optional[str]) -> nn.Module:
+    from .evaluate import _protocol_models
+
+    return _protocol_models(model, protocol)[0]
+
+
+def _num_classes(model: nn.Module, x: Tensor, num_classes: Optional[int], dev: torch.device) -> int:
+    if num_classes is not None:
+        return int(num_classes)
+    if getattr(model, "num_classes", None) is not None:
+        return int(model.num_classes)
+    with torch.no_grad():
+        return int(model(x[:1].to(dev, torch.float32)).shape[1])
+
+
+def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, eps: Optional[float] = None,
+                    steps: int = 50, max_accuracy: float = 5.0, batch_size: int = 500,
+                    device: Optional[str | torch.device] = None, num_classes: Optional[int] = None,
+                    protocol: Optional[str] = None, tolerance_samples: Optional[int] = None) -> dict[str, Any]:
+    """PGD-``steps`` with a huge budget, started at the clean point, must drive accuracy to ~0.
+
+    With L-inf eps 0.5 every image in [0, 1] can reach the same grey image, so no classifier can
+    stay correct on all classes: an attack that leaves accuracy high is not following the loss
+    (Athalye et al. 2018, section 3; Carlini et al. 2019, section 5.2: "unbounded attacks must reach
+    100% success"). The start is the clean point (no random start) so that noise alone cannot pass
+    the check; step size ``2.5 eps / steps`` (Madry et al. 2018). L2: ``eps = min(0.5 sqrt(d), 64)``.
+    Passes when accuracy <= ``max(max_accuracy, tolerance)`` percent.
+    """
+    from .attacks import attack_mode, pgd
+    from .evaluate import _resolve_threat
+    from .models import predict_labels
+
+    thr = _resolve_threat(threat)
+    n = x.shape[0]
+    tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
+    if eps is None:
+        eps = 0.5 if thr["norm"] == "linf" else min(0.5 * math.sqrt(x[0].numel()), 64.0)
+    step_size = 2.5 * eps / steps
+    dev = _model_device(model) if device is None else torch.device(device)
+    attack_model = _attack_and_score_models(model, protocol)
+    correct = torch.zeros(n, dtype=torch.bool)
+    y_cpu = y.detach().to("cpu", torch.long)
+    with attack_mode(model, "eval"):
+        nc = _num_classes(model, x, num_classes, dev)
+        for start in range(0, n, batch_size):
+            xb = x[start:start + batch_size].to(dev, torch.float32)
+            yb = y_cpu[start:start + batch_size].to(dev)
+            adv = pgd(attack_model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=thr["norm"],
+                      loss="ce", random_start=None, bn_mode="eval")
+            with torch.no_grad():
+                correct[start:start + batch_size] = predict_labels(model(adv), nc).cpu() == y_cpu[start:start + xb.shape[0]]
+    acc = _pct(int(correct.sum()), n)
+    limit = max(max_accuracy, _pct(tol, n))
+    passed = acc <= limit
+    detail = (f"PGD-{steps} from the clean point at {thr['norm']} eps {eps:.4g} (step {step_size:.4g}): "
+              f"accuracy {acc:.1f}%, must be <= {limit:.1f}%")
+    if not passed:
+        detail = "an almost unbounded attack fails: " + detail
+    return _check("large_eps", passed, detail, eps=eps, steps=steps, accuracy=acc, limit=limit, n=n)
+
+
+def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, n_queries: int = 300,
+                    white_box: Optional[Mapping[str, Tensor]] = None, batch_size: int = 500,
+                    device: Optional[str | torch.device] = None, num_classes: Optional[int] = None,
+                    protocol: Optional[str] = None, seed: int = 0,
+                    tolerance_samples: Optional[int] = None) -> dict[str, Any]:
+    """Square (official ``pyautoattack`` implementation, ``n_queries`` queries) must not beat white-box.
+
+    ``white_box``: name -> bool ``(n,)`` per-sample correctness of white-box attacks on the same
+    samples; their per-sample AND (a sample counts as robust only if every one failed) is the
+    reference. Fails when Square's accuracy is below it by more than the tolerance: a gradient-free
+    attack beating gradient attacks means the gradients mislead (Athalye et al. 2018; AutoAttack's
+    ``check_square_sr``). Accuracy is by the projected prediction of ``model``.
+    """
+    from .attacks import attack_mode, run_autoattack
+    from .evaluate import _resolve_threat
+    from .models import predict_labels
+
+    thr = _resolve_threat(threat)
+    n = x.shape[0]
+    tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
+    if not white_box:
+        raise ConfigError("check_black_box needs white_box={attack name: per-sample correctness} on the same samples")
+    dev = _model_device(model) if device is None else torch.device(device)
+    attack_model = _attack_and_score_models(model, protocol)
+    y_cpu = y.detach().to("cpu", torch.long)
+    with attack_mode(model, "eval"):
+        nc = _num_classes(model, x, num_classes, dev)
+        result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], version="custom",
+                                attacks=["square"], square_queries=n_queries, batch_size=batch_size, seed=seed,
+                                device=dev, num_classes=nc if attack_model is model else None)
+        square = torch.zeros(n, dtype=torch.bool)
+        with torch.no_grad():
+            for start in range(0, n, batch_size):
+                logits = model(result.x_adv[start:start + batch_size].to(dev, torch.float32))
+                square[start:start + batch_size] = predict_labels(logits, nc).cpu() == y_cpu[start:start + batch_size]
+    wb = torch.ones(n, dtype=torch.bool)
+    for flags in white_box.values():
+        wb &= flags.to("cpu", torch.bool)
+    acc_square, acc_wb = _pct(int(square.sum()), n), _pct(int(wb.sum()), n)
+    only_square = int((wb & ~square).sum())
+    passed = acc_square >= acc_wb - _pct(tol, n)
+    detail = (f"Square ({n_queries} queries) {acc_square:.1f}% vs white-box {acc_wb:.1f}% "
+              f"({', '.join(sorted(white_box))}, per-sample worst case) on {n} samples; {only_square} broken "
+              f"only by Square (tolerance {tol} samples)")
+    if not passed:
+        detail = "the black-box attack beats the white-box attacks: gradients are masked. " + detail
+    return _check("black_box", passed, detail, square_accuracy=acc_square, white_box_accuracy=acc_wb,
+                  broken_only_by_square=only_square, n_queries=n_queries, white_box_attacks=sorted(white_box),
+                  n=n, tolerance_samples=tol)
+
+
+def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500,
+                         device: Optional[str | torch.device] = None, protocol: Optional[str] = None,
+                         max_fraction: float = 0.0) -> dict[str, Any]:
+    """Fraction of samples whose CE-loss input gradient is all zero must be <= ``max_fraction`` (0).
+
+    AutoAttack's criterion (``pyautoattack.checks.check_zero_gradients``: ``sum |grad| == 0``), whose
+    warning is kept in ``values["autoattack"]``. Zero gradients (non-differentiable input
+    transforms, saturated softmax outputs) stop every gradient attack at its start point.
+    """
+    from pyautoattack import checks
+
+    from .attacks import attack_mode
+
+    n = x.shape[0]
+    dev = _model_device(model) if device is None else torch.device(device)
+    attack_model = _attack_and_score_models(model, protocol)
+    y_cpu = y.detach().to("cpu", torch.long)
+    zero = torch.zeros(n, dtype=torch.bool)
+    collector = _Collector()
+    no_path = False
+    with attack_mode(model, "eval"), attack_mode(attack_model, "eval"):
+        for start in range(0, n, batch_size):
+            xb = x[start:start + batch_size].to(dev, torch.float32).requires_grad_(True)
+            yb = y_cpu[start:start + batch_size].to(dev)
+            with torch.enable_grad():
+                loss = F.cross_entropy(attack_model(xb), yb, reduction="sum")
+                if loss.requires_grad:
+                    (grad,) = torch.autograd.grad(loss, xb, allow_unused=True)
+                else:
+                    grad = None
+            if grad is None:  # the output does not depend differentiably on the input at all
+                grad, no_path = torch.zeros_like(xb), True
+            checks.check_zero_gradients(grad.detach(), logger=collector)
+            zero[start:start + xb.shape[0]] = (grad.detach().flatten(1).abs().sum(1) == 0).cpu()
+    k = int(zero.sum())
+    frac = k / n
+    passed = frac <= max_fraction
+    detail = (f"{k} of {n} samples ({100 * frac:.1f}%) have an all-zero input gradient of the CE loss "
+              f"(allowed {100 * max_fraction:.1f}%)")
+    if no_path:
+        detail += "; the output does not depend differentiably on the input"
+    if not passed:
+        detail = "gradient attacks cannot move these samples (masked gradients): " + detail
+    return _check("zero_gradients", passed, detail, n_zero=k, fraction=frac, n=n, autoattack=collector.messages)
+
+
+def check_randomness(model: nn.Module, x: Tensor, y: Tensor, *, passes: int = 5, batch_size: int = 500,
+                     device: Optional[str | torch.device] = None, protocol: Optional[str] = None,
+                     seed: int = 0) -> dict[str, Any]:
+    """Identical forward passes (eval mode) must give the same output: AutoAttack's ``check_randomized``.
+
+    A randomized model needs an attack that averages over the randomness (EOT, Athalye et al. 2018,
+    section 4.2); AutoAttack's ``version="rand"``. The caller's RNG state is left untouched.
+    """
+    from pyautoattack import checks
+
+    from .attacks import attack_mode
+
+    dev = _model_device(model) if device is None else torch.device(device)
+    attack_model = _attack_and_score_models(model, protocol)
+    xb = x[:batch_size].to(dev, torch.float32)
+    yb = y[:batch_size].to(dev, torch.long)
+    collector = _Collector()
+    fork = [dev.index or 0] if dev.type == "cuda" else []
+    with attack_mode(model, "eval"), attack_mode(attack_model, "eval"), torch.random.fork_rng(devices=fork):
+        torch.manual_seed(seed)
+        checks.check_randomized(attack_model, xb, yb, bs=batch_size, n=passes, logger=collector)
+        with torch.no_grad():
+            first = attack_model(xb)
+            max_diff = max(float((attack_model(xb) - first).abs().max()) for _ in range(passes - 1))
+    passed = not collector.messages
+    detail = (f"{passes} identical forward passes on {xb.shape[0]} samples differ by at most {max_diff:.3g} "
+              "in the logits")
+    if not passed:
+        detail = "the model's output is random (attack it with EOT / AutoAttack version='rand'): " + detail
+    return _check("randomness", passed, detail, max_abs_diff=max_diff, passes=passes, n=int(xb.shape[0]),
+                  autoattack=collector.messages)
+
+
+def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, attack: str = "pgd20",
+                         tolerance_samples: Optional[int] = None, **eval_kw: Any) -> dict[str, Any]:
+    """Dummy-class models: robust accuracy under the published protocol (attacks on the raw 2C logits)
+    must not exceed the adaptive one (attacks on the merged C logits, logsumexp) by more than the
+    tolerance; otherwise "the published protocol overstates robustness" (seed 003; REFERENCE.md section 3).
+    """
+    from .evaluate import evaluate_dummy_protocols
+
+    n = x.shape[0]
+    tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
+    out = evaluate_dummy_protocols(model, x, y, protocols=("published", "adaptive"), attacks=[attack],
+                                   threat=threat, **eval_kw)
+    pub, ada = out["published"].accuracy[attack], out["adaptive"].accuracy[attack]
+    passed = pub - ada <= _pct(tol, n)
+    detail = (f"{attack}: published {pub:.1f}% vs adaptive {ada:.1f}% (gap {pub - ada:.1f} points, tolerance "
+              f"{tol} of {n} samples)")
+    if not passed:
+        detail = "the published protocol overstates robustness: " + detail
+    return _check("dummy_protocol", passed, detail, attack=attack, published=pub, adaptive=ada, gap=pub - ada,
+                  n=n, tolerance_samples=tol)
+
+
+# ------------------------------------------------------------------------------------- all checks
+def run_sanity_checks(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    threat: Any = None,
+    checks: Sequence[str] = CHECK_NAMES,
+    n: Optional[int] = 500,
+    steps_attacks: Sequence[str] = ("fgsm", "pgd10", "pgd20", "pgd50"),
+    eps_factors: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
+    eps_steps: int = 20,
+    large_eps: Optional[float] = None,
+    large_eps_steps: int = 50,
+    large_eps_max_accuracy: float = 5.0,
+    square_n: int = 100,
+    square_queries: int = 300,
+    max_zero_gradient_fraction: float = 0.0,
+    dummy_attack: str = "pgd20",
+    tolerance_samples: Optional[int] = None,
+    reference: Optional[Mapping[str, Tensor]] = None,
+    batch_size: int = 500,
+    device: Optional[str | torch.device] = None,
+    num_classes: Optional[int] = None,
+    protocol: Optional[str] = None,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
+    """Run the ``checks`` (names in :data:`CHECK_NAMES`) on the first ``n`` samples (all if None).
+
+    Square runs on the first ``square_n`` of them with ``square_queries`` queries; its white-box
+    reference is every white-box attack run here plus ``reference`` (per-sample correctness on the
+    full ``x`` from the main evaluation, e.g. ``EvalResult.per_sample``; ``aa``, which contains
+    Square, is left out). ``dummy_protocol`` runs only for models with dummy classes. The model's
+    mode, parameter flags and the caller's RNG state are restored. Returns one dict per check.
+    """
+    for name in checks:
+        if name not in CHECK_NAMES:
+            raise unknown_name_error("sanity check", name, CHECK_NAMES)
+    for key, value in (("n", n), ("square_n", square_n), ("square_queries", square_queries)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{key}={value!r} must be a positive integer")
+    dev = _model_device(model) if device is None else torch.device(device)
+    fork = [dev.index or 0] if dev.type == "cuda" else []
+    with torch.random.fork_rng(devices=fork):  # a randomized model draws noise in every check
+        return _run_checks(model, x, y, threat=threat, checks=checks, n=n, steps_attacks=steps_attacks,
+                           eps_factors=eps_factors, eps_steps=eps_steps, large_eps=large_eps,
+                           large_eps_steps=large_eps_steps, large_eps_max_accuracy=large_eps_max_accuracy,
+                           square_n=square_n, square_queries=square_queries,
+                           max_zero_gradient_fraction=max_zero_gradient_fraction, dummy_attack=dummy_attack,
+                           tolerance_samples=tolerance_samples, reference=reference, batch_size=batch_size,
+                           device=device, num_classes=num_classes, protocol=protocol, seed=seed)
+
+
+def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: Sequence[str], n: Optional[int],
+                steps_attacks: Sequence[str], eps_factors: Sequence[float], eps_steps: int,
+                large_eps: Optional[float], large_eps_steps: int, large_eps_max_accuracy: float, square_n: int,
+                square_queries: int, max_zero_gradient_fraction: float, dummy_attack: str,
+                tolerance_samples: Optional[int], reference: Optional[Mapping[str, Tensor]], batch_size: int,
+                device: Optional[str | torch.device], num_classes: Optional[int], protocol: Optional[str],
+                seed: int) -> list[dict[str, Any]]:
+    total = x.shape[0]
+    m = total if n is None else min(n, total)
+    xs, ys = x[:m], y[:m]
+    common = dict(batch_size=batch_size, device=device, num_classes=num_classes)
+    eval_kw = dict(common, protocol=protocol, seed=seed)
+    white_box: dict[str, Tensor] = {}
+    results: list[dict[str, Any]] = []
+
+    def keep(check: dict[str, Any]) -> None:
+        for name, flags in (check.pop("_per_sample", None) or {}).items():
+            if name not in _NOT_WHITE_BOX:
+                white_box[name] = flags
+        results.append(check)
+
+    if "monotone_steps" in checks:
+        keep(check_monotone_steps(model, xs, ys, threat=threat, attacks=steps_attacks,
+                                  tolerance_samples=tolerance_samples, **eval_kw))
+    if "monotone_eps" in checks:
+        keep(check_monotone_eps(model, xs, ys, threat=threat, steps=eps_steps, factors=eps_factors,
+                                tolerance_samples=tolerance_samples, **eval_kw))
+    if "large_eps" in checks:
+        keep(check_large_eps(model, xs, ys, threat=threat, eps=large_eps, steps=large_eps_steps,
+                             max_accuracy=large_eps_max_accuracy, protocol=protocol,
+                             tolerance_samples=tolerance_samples, **common))
+    if "black_box" in checks:
+        k = min(square_n, m)
+        wb = {name: flags[:k] for name, flags in white_box.items()}
+        for name, flags in (reference or {}).items():
+            if name not in _NOT_WHITE_BOX and name not in wb and flags.shape[0] == total:
+                wb[name] = flags[:k]
+        if not wb:  # nothing ran yet: a PGD reference of our own
+            from .evaluate import evaluate
+
+            wb = dict(evaluate(model, xs[:k], ys[:k], attacks=["pgd20"], threat=threat, **eval_kw).per_sample)
+        results.append(check_black_box(model, xs[:k], ys[:k], threat=threat, n_queries=square_queries,
+                                       white_box=wb, protocol=protocol, seed=seed,
+                                       tolerance_samples=tolerance_samples, **common))
+    if "zero_gradients" in checks:
+        results.append(check_zero_gradients(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
+                                            max_fraction=max_zero_gradient_fraction))
+    if "randomness" in checks:
+        results.append(check_randomness(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
+                                        seed=seed))
+    if "dummy_protocol" in checks and getattr(model, "dummy_classes", False):
+        results.append(check_dummy_protocol(model, xs, ys, threat=threat, attack=dummy_attack,
+                                            tolerance_samples=tolerance_samples, seed=seed, **common))
+    return results
+
+
+def failed_checks(checks: Optional[Sequence[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
+    return [c for c in (checks or []) if not c.get("passed", True)]
+
+
+def checks_summary(checks: Optional[Sequence[Mapping[str, Any]]]) -> str:
+    """One cell for a results table: ``"ok"``, ``"WARN: zero-gradients, black-box<white-box"`` or
+    ``"not run"`` when no checks were made."""
+    if checks is None:
+        return "not run"
+    bad = failed_checks(checks)
+    if not bad:
+        return "ok"
+    return "WARN: " + ", ".join(CHECK_LABELS.get(c["name"], c["name"]) for c in bad)
+
+
+__all__ = ["CHECK_LABELS", "CHECK_NAMES", "check_black_box", "check_dummy_protocol", "check_large_eps",
+           "check_monotone_eps", "check_monotone_steps", "check_randomness", "check_zero_gradients",
+           "checks_summary", "default_tolerance", "failed_checks", "run_sanity_checks"]

@@ -1,0 +1,469 @@
+"""Tests for atkit.data: datasets (synthetic, folder, tiny-imagenet, torchvision error paths) and BatchLoader."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+import atkit.data as data
+from atkit.data import (
+    BatchLoader,
+    ImageDataset,
+    crop_flip,
+    eval_loader,
+    load_dataset,
+    make_synthetic,
+    split_validation,
+)
+from atkit.utils import ConfigError
+
+
+# ---------------------------------------------------------------------------------------------
+# synthetic
+# ---------------------------------------------------------------------------------------------
+
+
+def test_synthetic_deterministic_in_seed():
+    a = make_synthetic(n_train=200, n_test=50, seed=3)
+    b = load_dataset("synthetic", n_train=200, n_test=50, seed=3)
+    c = make_synthetic(n_train=200, n_test=50, seed=4)
+    for split in ("train_x", "train_y", "test_x", "test_y"):
+        assert torch.equal(getattr(a, split), getattr(b, split))
+    assert not torch.equal(a.train_x, c.train_x)
+    assert not torch.equal(a.test_x, c.test_x)
+    # The test split has its own stream: changing n_test leaves the training images alone.
+    d = make_synthetic(n_train=200, n_test=80, seed=3)
+    assert torch.equal(a.train_x, d.train_x) and torch.equal(a.train_y, d.train_y)
+
+
+def test_synthetic_shapes_dtypes_labels():
+    ds = make_synthetic(n_train=300, n_test=60, num_classes=7, seed=0)
+    assert ds.train_x.shape == (300, 3, 32, 32) and ds.test_x.shape == (60, 3, 32, 32)
+    assert ds.train_x.dtype == torch.uint8 and ds.train_y.dtype == torch.int64
+    assert ds.num_classes == 7 and len(ds.class_names) == 7
+    assert ds.image_size == 32 and ds.channels == 3
+    assert int(ds.train_y.min()) >= 0 and int(ds.train_y.max()) == 6
+    assert set(ds.train_y.tolist()) == set(range(7))
+    assert ds.train_x.device.type == "cpu"
+
+
+def test_synthetic_robust_feature_agreement_rate():
+    ds = make_synthetic(n_train=4000, n_test=10, seed=1, robust_agreement=0.75)
+    k, y = ds.meta["robust_label_train"], ds.train_y
+    agree = (k == y).float().mean().item()
+    assert abs(agree - 0.75) < 0.03
+    # Disagreeing blobs show some *other* class, spread over the classes.
+    assert set(k[k != y].tolist()) == set(range(ds.num_classes))
+
+
+def test_synthetic_texture_is_below_eps_and_flip_symmetric():
+    # Same seed with and without the texture: images differ by at most the texture amplitude
+    # (plus uint8 rounding), i.e. the fully predictive feature fits inside the 8/255 ball.
+    kw = dict(n_train=64, n_test=8, seed=5)
+    with_tex = make_synthetic(**kw)
+    without = make_synthetic(texture_amplitude=0.0, **kw)
+    diff = (with_tex.train_x.int() - without.train_x.int()).abs()
+    assert int(diff.max()) <= 6  # 5/255 texture + one rounding step
+    assert float(diff.float().mean()) > 3.0  # ... and it is really there on most pixels
+    tiles = data._texture_tiles(10, 8, torch.Generator().manual_seed(0))
+    assert torch.equal(tiles, tiles.flip(-1))
+    assert set(tiles.unique().tolist()) == {-1.0, 1.0}
+    # Tiles of different classes are different under every cyclic shift.
+    for a in range(10):
+        for b in range(a + 1, 10):
+            for dy in range(8):
+                for dx in range(8):
+                    assert not torch.equal(tiles[a], tiles[b].roll((dy, dx), dims=(-2, -1)))
+
+
+def test_synthetic_rejects_bad_values():
+    with pytest.raises(ConfigError, match="num_classes"):
+        make_synthetic(num_classes=1)
+    with pytest.raises(ConfigError, match="robust_agreement"):
+        make_synthetic(robust_agreement=1.5)
+    with pytest.raises(ConfigError, match="bogus"):
+        load_dataset("synthetic", bogus=1)
+
+
+def test_palette_separation_many_classes():
+    for c in (2, 10, 30, 100):
+        pal = data._palette(c)
+        assert pal.shape == (c, 3)
+        assert torch.allclose(pal.abs().amax(1), torch.ones(c))
+        d = (pal[:, None] - pal[None]).abs().amax(-1) + torch.eye(c) * 9
+        assert float(d.min()) > 0.3
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageDataset / validation split
+# ---------------------------------------------------------------------------------------------
+
+
+def _tiny_ds(n: int = 50) -> ImageDataset:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (n, 3, 4, 4), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 5
+    return ImageDataset(x, y, x[:10].clone(), y[:10].clone(), 5, list("abcde"), "tiny")
+
+
+def test_split_validation_is_a_deterministic_partition():
+    ds = _tiny_ds()
+    sp = split_validation(ds, n_val=12, seed=1)
+    assert len(sp.val_y) == 12 and len(sp.train_y) == 38
+    idx = sp.meta["val_indices"]
+    keep = torch.ones(50, dtype=torch.bool)
+    keep[idx] = False
+    assert torch.equal(sp.val_x, ds.train_x[idx]) and torch.equal(sp.val_y, ds.train_y[idx])
+    assert torch.equal(sp.train_x, ds.train_x[keep]) and torch.equal(sp.train_y, ds.train_y[keep])
+    assert torch.equal(ds.split_validation(12, seed=1).meta["val_indices"], idx)
+    assert not torch.equal(split_validation(ds, n_val=12, seed=2).meta["val_indices"], idx)
+    assert torch.equal(sp.test_x, ds.test_x)
+    with pytest.raises(ConfigError, match="n_val"):
+        split_validation(ds, n_val=50)
+
+
+def test_imagedataset_validates():
+    ds = _tiny_ds()
+    with pytest.raises(ConfigError, match="labels"):
+        ImageDataset(ds.train_x, ds.train_y + 1, ds.test_x, ds.test_y, 5, list("abcde"), "bad")
+    with pytest.raises(ConfigError, match="uint8"):
+        ImageDataset(ds.train_x.float(), ds.train_y, ds.test_x, ds.test_y, 5, list("abcde"), "bad")
+
+
+def test_subset():
+    ds = _tiny_ds().subset(n_train=20, n_test=4, seed=0)
+    assert len(ds.train_y) == 20 and len(ds.test_y) == 4
+    with pytest.raises(ConfigError, match="n_train"):
+        _tiny_ds().subset(n_train=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchLoader
+# ---------------------------------------------------------------------------------------------
+
+
+def _data(n: int = 103, size: int = 8):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8)
+    y = torch.randint(0, 10, (n,), generator=g)
+    return x, y
+
+
+def test_loader_covers_every_index_once_and_len():
+    x, y = _data()
+    loader = BatchLoader(x, y, 16, seed=0)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 7
+    idx = torch.cat([b.index for b in batches])
+    assert torch.equal(idx.sort().values, torch.arange(103))
+    assert [len(b.y) for b in batches] == [16] * 6 + [7]
+    for b in batches:
+        assert torch.equal(b.y, y[b.index])
+        assert b.x.dtype == torch.float32 and b.x.shape[1:] == (3, 8, 8)
+        assert b.x2 is None
+    dl = BatchLoader(x, y, 16, drop_last=True)
+    assert len(dl) == 6 and len(list(dl)) == 6
+
+
+def test_loader_without_augmentation_returns_exact_pixels():
+    x, y = _data()
+    for b in BatchLoader(x, y, 32, augment=False, shuffle=True, seed=3):
+        assert torch.equal(b.x, x[b.index].float() / 255)
+    ev = list(eval_loader(x, y, 40))
+    assert torch.equal(torch.cat([b.index for b in ev]), torch.arange(103))
+    assert torch.equal(torch.cat([b.x for b in ev]), x.float() / 255)
+
+
+def _manual_crop_flip(img: torch.Tensor, dy: int, dx: int, flip: bool, pad: int) -> torch.Tensor:
+    h, w = img.shape[-2:]
+    p = F.pad(img, (pad, pad, pad, pad))[:, dy : dy + h, dx : dx + w]
+    return p.flip(-1) if flip else p
+
+
+def test_augmentation_matches_a_manual_crop_and_flip():
+    x, y = _data(40)
+    loader = BatchLoader(x, y, 16, seed=7, padding=3)
+    loader.set_epoch(2)
+    plan = loader.epoch_plan()
+    assert int(plan.offsets.min()) >= 0 and int(plan.offsets.max()) <= 6
+    assert plan.flips.any() and not plan.flips.all()
+    pos = 0
+    for b in loader:
+        assert b.x.shape == (len(b.y), 3, 8, 8)
+        assert float(b.x.min()) >= 0.0 and float(b.x.max()) <= 1.0
+        for i in range(len(b.y)):
+            dy, dx = plan.offsets[pos].tolist()
+            want = _manual_crop_flip(x[b.index[i]].float() / 255, dy, dx, bool(plan.flips[pos]), 3)
+            assert torch.equal(b.x[i], want)
+            pos += 1
+    assert pos == 40
+
+
+def test_crop_flip_known_offsets():
+    x, _ = _data(2)
+    # corner (0, 0) of the 4-px padded image: shift down-right by 4, zeros enter at top/left.
+    out = crop_flip(x, torch.tensor([[0, 0], [4, 4]]), torch.tensor([False, True]), padding=4)
+    assert torch.equal(out[0, :, 4:, 4:], x[0, :, :-4, :-4])
+    assert int(out[0, :, :4].abs().sum()) == 0 and int(out[0, :, :, :4].abs().sum()) == 0
+    # centre offset + flip = plain mirror image.
+    assert torch.equal(out[1], x[1].flip(-1))
+
+
+def test_two_views_are_independent_augmentations():
+    x, y = _data(64)
+    loader = BatchLoader(x, y, 64, seed=0, two_views=True)
+    b = next(iter(loader))
+    assert b.x2 is not None and b.x2.shape == b.x.shape
+    assert not torch.equal(b.x, b.x2)
+    plan = loader.epoch_plan()
+    assert not torch.equal(plan.offsets, plan.offsets2)
+    # Row i of x2 is row i's image under the second draw.
+    for i in range(3):
+        dy, dx = plan.offsets2[i].tolist()
+        want = _manual_crop_flip(x[b.index[i]].float() / 255, dy, dx, bool(plan.flips2[i]), 4)
+        assert torch.equal(b.x2[i], want)
+
+
+def test_loader_depends_only_on_seed_and_epoch():
+    x, y = _data()
+
+    def epoch_batches(seed, epoch):
+        ld = BatchLoader(x, y, 32, seed=seed, two_views=True)
+        ld.set_epoch(epoch)
+        return list(ld)
+
+    torch.manual_seed(0)
+    state = torch.get_rng_state()
+    a = epoch_batches(1, 3)
+    assert torch.equal(torch.get_rng_state(), state)  # global RNG untouched
+    torch.manual_seed(123)  # and not used
+    b = epoch_batches(1, 3)
+    for ba, bb in zip(a, b):
+        assert torch.equal(ba.x, bb.x) and torch.equal(ba.x2, bb.x2) and torch.equal(ba.index, bb.index)
+    c = epoch_batches(1, 4)
+    assert not torch.equal(a[0].index, c[0].index)
+    d = epoch_batches(2, 3)
+    assert not torch.equal(a[0].index, d[0].index)
+    # mid-epoch resume yields exactly the remaining batches
+    ld = BatchLoader(x, y, 32, seed=1, two_views=True)
+    ld.set_epoch(3)
+    rest = list(ld.iter_from(2))
+    assert len(rest) == len(a) - 2
+    for ra, rb in zip(rest, a[2:]):
+        assert torch.equal(ra.x, rb.x) and torch.equal(ra.index, rb.index)
+
+
+def test_rank_shards_are_disjoint_and_cover_the_epoch():
+    x, y = _data(103)
+    ws = 4
+    loaders = [BatchLoader(x, y, 8, seed=5, rank=r, world_size=ws) for r in range(ws)]
+    for ld in loaders:
+        ld.set_epoch(1)
+    lens = {len(ld) for ld in loaders}
+    assert lens == {4}  # ceil(103 / 4) = 26 rows -> 4 batches of 8 on every rank
+    per_rank = [torch.cat([b.index for b in ld]) for ld in loaders]
+    assert all(len(p) == 26 for p in per_rank)
+    allidx = torch.cat(per_rank)
+    counts = torch.bincount(allidx, minlength=103)
+    assert bool((counts >= 1).all()) and int(counts.sum()) == 104 and int((counts == 2).sum()) == 1
+    # Without padding (n divisible by world size) the shards are disjoint and interleave the
+    # single-process order, with the same augmentation draws per position.
+    x2, y2 = x[:96], y[:96]
+    single = BatchLoader(x2, y2, 96, seed=5)
+    single.set_epoch(1)
+    sp = single.epoch_plan()
+    for r in range(ws):
+        ld = BatchLoader(x2, y2, 8, seed=5, rank=r, world_size=ws)
+        ld.set_epoch(1)
+        plan = ld.epoch_plan()
+        assert torch.equal(plan.indices, sp.indices[r::ws])
+        assert torch.equal(plan.offsets, sp.offsets[r::ws])
+    shards = [set(BatchLoader(x2, y2, 8, seed=5, rank=r, world_size=ws).epoch_plan().indices.tolist()) for r in range(ws)]
+    assert sum(len(s) for s in shards) == 96 and len(set.union(*shards)) == 96
+
+
+def test_loader_rejects_bad_arguments():
+    x, y = _data(10)
+    with pytest.raises(ConfigError, match="rank"):
+        BatchLoader(x, y, 4, rank=2, world_size=2)
+    with pytest.raises(ConfigError, match="batch_size"):
+        BatchLoader(x, y, 0)
+    with pytest.raises(ConfigError, match="shape"):
+        BatchLoader(x, y[:5], 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# folder datasets
+# ---------------------------------------------------------------------------------------------
+
+
+def _write_tree(root: Path, counts: dict[str, dict[str, int]], size=(6, 5), fmt="png", seed=0):
+    """root/<split>/<class>/NNNN.<fmt> with random pixels; returns {path: array}."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, per_class in counts.items():
+        for cls, k in per_class.items():
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for i in range(k):
+                arr = rng.integers(0, 256, (size[0], size[1], 3), dtype=np.uint8)
+                p = d / f"{i:04d}.{fmt}"
+                Image.fromarray(arr).save(p)
+                arrays[str(p)] = arr
+    return arrays
+
+
+def test_folder_dataset_decodes_exactly_and_uses_cache(tmp_path, monkeypatch):
+    root = tmp_path / "imgs"
+    arrays = _write_tree(root, {"train": {"cat": 3, "ant": 2, "dog": 2}, "test": {"ant": 1, "dog": 2}})
+    cache = tmp_path / "cache"
+    calls = []
+    real = data._decode_image
+    monkeypatch.setattr(data, "_decode_image", lambda p, s: (calls.append(p), real(p, s))[1])
+
+    ds = load_dataset("folder", root=root, cache_dir=cache, num_workers=1)
+    assert ds.class_names == ["ant", "cat", "dog"] and ds.num_classes == 3
+    assert ds.train_x.shape == (7, 3, 6, 5) and ds.image_size == (6, 5)
+    assert ds.train_y.tolist() == [0, 0, 1, 1, 1, 2, 2] and ds.test_y.tolist() == [0, 2, 2]
+    first = root / "train" / "ant" / "0000.png"
+    assert torch.equal(ds.train_x[0], torch.from_numpy(arrays[str(first)]).permute(2, 0, 1))
+    assert len(calls) == 10
+
+    calls.clear()
+    again = load_dataset("folder", root=root, cache_dir=cache)
+    assert calls == []  # served from the cache
+    assert torch.equal(again.train_x, ds.train_x) and torch.equal(again.test_y, ds.test_y)
+
+    # A changed file invalidates the cache and the new pixels show up; the stale cache is removed.
+    new = np.full((6, 5, 3), 7, dtype=np.uint8)
+    Image.fromarray(new).save(first)
+    st = os.stat(first)
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    third = load_dataset("folder", root=root, cache_dir=cache)
+    assert len(calls) == 10
+    assert torch.equal(third.train_x[0], torch.from_numpy(new).permute(2, 0, 1))
+    assert len(list(cache.glob("*.pt"))) == 1
+
+
+def test_folder_dataset_default_cache_resize_and_jpeg(tmp_path):
+    root = tmp_path / "jpgs"
+    _write_tree(root, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}, size=(10, 10), fmt="jpg")
+    ds = load_dataset("folder", root=root, image_size=4)
+    assert ds.train_x.shape == (4, 3, 4, 4) and ds.test_x.shape == (2, 3, 4, 4)
+    assert list((root / ".atkit_cache").glob("folder-*.pt"))
+    assert ds.name == "folder:jpgs"
+
+
+def test_folder_dataset_mixed_sizes_need_image_size(tmp_path):
+    root = tmp_path / "mixed"
+    _write_tree(root, {"train": {"a": 1}, "test": {"a": 1}}, size=(6, 6))
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(root / "train" / "a" / "big.png")
+    with pytest.raises(ConfigError, match="image_size"):
+        load_dataset("folder", root=root, cache_dir=tmp_path / "c")
+    ds = load_dataset("folder", root=root, cache_dir=tmp_path / "c", image_size=6)
+    assert ds.train_x.shape == (2, 3, 6, 6)
+
+
+def test_folder_missing_path_and_bad_layout(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(ConfigError, match="nowhere") as err:
+        load_dataset("folder", root=missing)
+    assert "train" in str(err.value) and "test" in str(err.value)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="train/"):
+        load_dataset("folder", root=tmp_path / "empty")
+    with pytest.raises(ConfigError, match="root"):
+        load_dataset("folder")
+
+
+def test_folder_from_archive(tmp_path, monkeypatch):
+    import tarfile
+
+    src = tmp_path / "src"
+    _write_tree(src / "pack", {"train": {"a": 2, "b": 1}, "test": {"a": 1, "b": 1}})
+    archive = tmp_path / "pack.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(src / "pack", arcname="pack")
+    monkeypatch.setenv("ATKIT_DATA_DIR", str(tmp_path / "dataroot"))
+    ds = load_dataset("folder", root=archive)
+    assert ds.train_x.shape[0] == 3 and ds.class_names == ["a", "b"]
+    assert (tmp_path / "dataroot" / "pack" / "pack" / "train").is_dir()
+
+
+def _write_tiny_imagenet(root: Path) -> None:
+    base = root / "tiny-imagenet-200"
+    wnids = ["n02", "n01"]  # unsorted on purpose: labels follow the sorted order
+    colours = {"n01": (250, 10, 10), "n02": (10, 10, 250)}
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\ttabby, tabby cat\nn99\tunused\n")
+    for w in wnids:
+        d = base / "train" / w / "images"
+        d.mkdir(parents=True)
+        (base / "train" / w / f"{w}_boxes.txt").write_text("ignored\n")
+        for i in range(3):
+            Image.new("RGB", (64, 64), colours[w]).save(d / f"{w}_{i}.JPEG")
+    lines = []
+    for i, w in enumerate(["n01", "n02", "n02"]):
+        Image.new("RGB", (64, 64), colours[w]).save(base / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_tiny_imagenet_layout(tmp_path):
+    _write_tiny_imagenet(tmp_path)
+    ds = load_dataset("tiny-imagenet", root=tmp_path, download=False, cache_dir=tmp_path / "c")
+    assert ds.num_classes == 2 and ds.class_names == ["goldfish", "tabby"]
+    assert ds.meta["wnids"] == ["n01", "n02"]
+    assert ds.train_x.shape == (6, 3, 64, 64) and ds.image_size == 64
+    assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1]
+    assert ds.test_y.tolist() == [0, 1, 1]
+    # Each image's dominant colour channel identifies its class: red = n01, blue = n02.
+    for x, y in ((ds.train_x, ds.train_y), (ds.test_x, ds.test_y)):
+        red = x[:, 0].float().mean((1, 2)) > x[:, 2].float().mean((1, 2))
+        assert torch.equal(red, y == 0)
+    # The folder itself (not its parent) is accepted too.
+    ds2 = load_dataset("tiny_imagenet", root=tmp_path / "tiny-imagenet-200", download=False,
+                       cache_dir=tmp_path / "c")
+    assert torch.equal(ds2.train_x, ds.train_x)
+
+
+def test_tiny_imagenet_missing(tmp_path):
+    with pytest.raises(ConfigError, match="tiny-imagenet-200") as err:
+        load_dataset("tiny-imagenet", root=tmp_path / "none", download=False)
+    assert str(tmp_path / "none") in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# names and torchvision error paths
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_dataset_name_suggests():
+    with pytest.raises(ConfigError, match="Did you mean 'cifar10'"):
+        load_dataset("cifar-10")
+    with pytest.raises(ConfigError, match="synthetic"):
+        load_dataset("imagenet-1k")
+
+
+@pytest.mark.parametrize("name,where", [("cifar10", "cifar-10-batches-py"), ("cifar100", "cifar-100-python")])
+def test_torchvision_missing_files_error(tmp_path, name, where):
+    with pytest.raises(ConfigError) as err:
+        load_dataset(name, root=tmp_path, download=False)
+    msg = str(err.value)
+    assert where in msg and str(tmp_path) in msg and "download" in msg
+
+
+def test_svhn_missing_files_error(tmp_path):
+    with pytest.raises(ConfigError, match="(scipy|train_32x32.mat)"):
+        load_dataset("svhn", root=tmp_path, download=False)
+
+
+def test_torchvision_takes_no_extra_options(tmp_path):
+    with pytest.raises(ConfigError, match="image_size"):
+        load_dataset("cifar10", root=tmp_path, download=False, image_size=32)
