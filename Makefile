@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 KERNEL := atkit
-DEMO_NOTEBOOKS ?= mse_perception
+DEMO_NOTEBOOKS ?= mse_perception boundary_samples always_failed_overlap
 STAMP := $(VENV)/.atkit-installed
 
 .PHONY: install demo test lab clean-outputs

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -61,3 +62,279 @@ def perception_mse(model: nn.Module, x: Tensor, y: Tensor, perturb: Callable[[nn
     finally:
         model.train(was_training)
     return PerceptionMSE(torch.cat(mses), torch.cat(clean_ok), torch.cat(pert_ok))
+
+
+# =============================================================================================
+# Boundary samples (seed 000 Fig. 2, 5b; REFERENCE.md section 4.2) and always-failed overlap
+# (seed 003 Fig. 2, 3, 4, 8; REFERENCE.md section 4.3).
+# =============================================================================================
+AA_PRESETS = ("standard", "apgd")
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in list(model.parameters()) + list(model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _eval_logits(model: nn.Module, x: Tensor) -> Tensor:
+    """Logits of ``model`` on ``x`` in eval mode, no gradient (mode restored)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train(was_training)
+
+
+def _eval_predict(model: nn.Module, x: Tensor, num_classes: int) -> Tensor:
+    """Projected prediction (:func:`atkit.models.predict_labels`) in eval mode, no gradient."""
+    return predict_labels(_eval_logits(model, x), num_classes)
+
+
+def _num_classes_of(model: nn.Module, num_classes: Optional[int]) -> int:
+    if num_classes is not None:
+        return int(num_classes)
+    found = getattr(model, "num_classes", None)
+    if found is None:
+        from .utils import ConfigError
+
+        raise ConfigError("pass num_classes=... (the model has no num_classes attribute)")
+    return int(found)
+
+
+def autoattack_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
+                       attacks: Optional[str | Sequence[str]] = None, n_iter: Optional[int] = None,
+                       n_restarts: Optional[int] = None, protocol: Optional[str] = None, batch_size: int = 500,
+                       num_classes: Optional[int] = None, seed: int = 0,
+                       state_path: Optional[str | Path] = None) -> Tensor:
+    """Per-sample correctness ``(N,)`` (bool, CPU) under AutoAttack, by projected prediction.
+
+    ``attacks``: ``None`` or ``"standard"`` (AutoAttack standard, Croce & Hein 2020; REFERENCE.md
+    section 1), ``"apgd"`` (APGD-CE + APGD-DLR, one restart each: :func:`atkit.evaluate.evaluate`'s
+    ``apgd``) or a list of AutoAttack attack names (a cheaper custom run). ``n_iter`` /
+    ``n_restarts`` override the official budgets (then the result is not "AutoAttack standard").
+    ``protocol`` (dummy-class models only, REFERENCE.md section 3): ``None`` / ``"published"``
+    attacks the raw 2C logits, ``"adaptive"`` / ``"adaptive_max"`` the merged C-class model.
+    """
+    from .attacks import run_autoattack
+    from .models import MergedDummyModel
+    from .utils import ConfigError, unknown_name_error
+
+    num_classes = _num_classes_of(model, num_classes)
+    if attacks is None or attacks == "standard":
+        kw: dict = {"version": "standard"}
+    elif attacks == "apgd":
+        kw = {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1}
+    elif isinstance(attacks, str):
+        raise unknown_name_error("AutoAttack preset", attacks, AA_PRESETS + ("<list of attacks>",))
+    else:
+        kw = {"version": "custom", "attacks": list(attacks)}
+    if n_restarts is not None:
+        kw["n_restarts"] = n_restarts
+    attack_model: nn.Module = model
+    if protocol not in (None, "published"):
+        merge = {"adaptive": "logsumexp", "adaptive_max": "max"}
+        if protocol not in merge:
+            raise unknown_name_error("evaluation protocol", protocol, ("published",) + tuple(merge))
+        if not getattr(model, "dummy_classes", False):
+            raise ConfigError(f"protocol={protocol!r} needs a dummy-class model (2C outputs)")
+        attack_model = MergedDummyModel(model, how=merge[protocol])
+    result = run_autoattack(attack_model, x, y, eps=eps, norm=norm, batch_size=batch_size, state_path=state_path,
+                            seed=seed, n_iter=n_iter, num_classes=num_classes if attack_model is model else None,
+                            **kw)
+    if attack_model is model:
+        return result.correct.cpu()
+    dev = _model_device(model)
+    y_cpu = y.detach().cpu().long()
+    correct = torch.zeros(len(y_cpu), dtype=torch.bool)
+    for start in range(0, len(y_cpu), batch_size):
+        xb = result.x_adv[start:start + batch_size].to(dev, torch.float32)
+        correct[start:start + batch_size] = _eval_predict(model, xb, num_classes).cpu() == y_cpu[start:start + batch_size]
+    return correct
+
+
+def robust_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, norm: str = "linf",
+                   pgd_steps: int = 20, aa: bool = True, aa_attacks: Optional[str | Sequence[str]] = None,
+                   aa_n_iter: Optional[int] = None, aa_n_restarts: Optional[int] = None,
+                   protocol: Optional[str] = None, batch_size: int = 500, num_classes: Optional[int] = None,
+                   seed: int = 0) -> dict[str, Tensor]:
+    """Per-sample correctness under ``clean``, ``pgd<k>`` (CE, uniform start) and, with ``aa``, ``aa``
+    (:func:`autoattack_correct`): ``{name: bool (N,)}``, all by projected prediction."""
+    from .evaluate import evaluate
+
+    num_classes = _num_classes_of(model, num_classes)
+    names = ["clean"] + ([f"pgd{pgd_steps}"] if pgd_steps > 0 else [])
+    res = evaluate(model, x, y, attacks=names, threat={"norm": norm, "eps": eps, "step_size": step_size},
+                   batch_size=batch_size, num_classes=num_classes, seed=seed,
+                   protocol=protocol if getattr(model, "dummy_classes", False) else None)
+    out = dict(res.per_sample)
+    if aa:
+        out["aa"] = autoattack_correct(model, x, y, eps=eps, norm=norm, attacks=aa_attacks, n_iter=aa_n_iter,
+                                       n_restarts=aa_n_restarts, protocol=protocol, batch_size=batch_size,
+                                       num_classes=num_classes, seed=seed)
+    return out
+
+
+def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence[float], eps: float,
+                       step_size: float, steps: int = 10, norm: str = "linf", eta_mode: str = "scale",
+                       batch_size: int = 500, num_classes: Optional[int] = None, seed: int = 0):
+    """Partition of samples into misclassified / boundary / non-boundary for each ``eta`` (seed 000 eq. 8-9).
+
+    ``x'`` is PGD-``steps`` on the CE loss (uniform start, BatchNorm in eval mode); the reduced
+    sample is ``x'' = x + eta (x' - x)`` (``eta_mode="scale"``, released RAAT code) or PGD in the
+    ``eta * eps`` ball (``"ball"``, paper eq. 8). A boundary sample is clean-correct with ``x'`` and
+    ``x''`` misclassified (:func:`atkit.methods.raat.boundary_mask`). Returns a DataFrame with one
+    row per eta: ``eta, n, n_misclassified, n_boundary, n_nonboundary, boundary_frac`` (of all),
+    ``boundary_frac_of_correct``.
+    """
+    import pandas as pd
+
+    from .attacks import pgd
+    from .methods.raat import boundary_mask, reduced_adversarial
+    from .utils import check_choice
+
+    check_choice("eta_mode", eta_mode, ("scale", "ball"))
+    num_classes = _num_classes_of(model, num_classes)
+    dev = _model_device(model)
+    counts = {float(eta): [0, 0, 0] for eta in etas}  # misclassified, boundary, nonboundary
+    n = 0
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, len(y), batch_size):
+            xb = x[start:start + batch_size].to(dev)
+            xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
+            yb = y[start:start + batch_size].to(dev).long()
+            x_adv = pgd(model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=norm, loss="ce",
+                        random_start="uniform", bn_mode="eval")
+            logits_clean, logits_adv = _eval_logits(model, xb), _eval_logits(model, x_adv)
+            correct = predict_labels(logits_clean, num_classes) == yb
+            for eta in counts:
+                if eta_mode == "scale":
+                    x_red = reduced_adversarial(xb, x_adv, eta)
+                else:
+                    x_red = pgd(model, xb, yb, eps=eta * eps, step_size=eta * step_size, steps=steps, norm=norm,
+                                loss="ce", random_start="uniform", bn_mode="eval")
+                boundary = boundary_mask(logits_clean, logits_adv, _eval_logits(model, x_red), yb, num_classes)
+                counts[eta][0] += int((~correct).sum())
+                counts[eta][1] += int(boundary.sum())
+                counts[eta][2] += int((correct & ~boundary).sum())
+            n += len(yb)
+    rows = []
+    for eta, (mis, bnd, non) in counts.items():
+        rows.append({"eta": eta, "n": n, "n_misclassified": mis, "n_boundary": bnd, "n_nonboundary": non,
+                     "boundary_frac": bnd / n if n else float("nan"),
+                     "boundary_frac_of_correct": bnd / (bnd + non) if bnd + non else float("nan")})
+    return pd.DataFrame(rows)
+
+
+def confusion_matrix(pred: Tensor, y: Tensor, num_classes: int) -> Tensor:
+    """Counts ``(C, C)``: row = true class, column = predicted class."""
+    idx = y.detach().cpu().long() * num_classes + pred.detach().cpu().long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+@dataclass
+class CrossAttack:
+    """Predictions of M models on PGD examples made against each of them (seed 003 Sec. 2.1).
+
+    ``adv_pred[s, t, i]``: label model ``t`` predicts for sample ``i``'s adversarial example made
+    on surrogate ``s`` (``s == t``: the white-box attack). ``clean_pred[m, i]``: clean prediction.
+    """
+
+    names: list
+    y: Tensor           # (N,)
+    clean_pred: Tensor  # (M, N)
+    adv_pred: Tensor    # (M, M, N)
+    num_classes: int
+
+    def white_box_correct(self) -> Tensor:
+        """``(M, N)`` bool: model ``m`` still classifies the example made against it correctly."""
+        idx = torch.arange(len(self.names))
+        return self.adv_pred[idx, idx] == self.y
+
+    def defeat_counts(self) -> Tensor:
+        """``(N,)``: for each sample, how many of the M models its white-box adversarial example defeats."""
+        return (~self.white_box_correct()).sum(dim=0)
+
+    def overlap_by_class(self, class_names: Optional[Sequence[str]] = None):
+        """Seed 003 Fig. 2: DataFrame ``class, class_name, defeated (0..M), count`` (every pair present)."""
+        import pandas as pd
+
+        counts = self.defeat_counts()
+        m = len(self.names)
+        rows = []
+        for c in range(self.num_classes):
+            in_class = self.y == c
+            for k in range(m + 1):
+                rows.append({"class": c, "class_name": class_names[c] if class_names else str(c), "defeated": k,
+                             "count": int((in_class & (counts == k)).sum())})
+        return pd.DataFrame(rows)
+
+    def overlap_summary(self) -> dict:
+        """Shares (in [0, 1]) of samples defended by all models, by none, and their sum (paper: > 0.8)."""
+        counts = self.defeat_counts()
+        n, m = len(counts), len(self.names)
+        all_def = int((counts == 0).sum())
+        none_def = int((counts == m).sum())
+        return {"n": n, "num_models": m, "count_by_defeated": [int((counts == k).sum()) for k in range(m + 1)],
+                "share_defended_by_all": all_def / n, "share_defended_by_none": none_def / n,
+                "share_all_or_none": (all_def + none_def) / n}
+
+    def transfer_table(self):
+        """Seed 003 Fig. 3: examples made on each surrogate, split by success on it, scored on every model.
+
+        DataFrame ``surrogate, target, subset ("success" | "failure"), n, fooled, fooled_pct`` where
+        ``fooled_pct`` is the percentage of the subset the target misclassifies (diagonal: 100 / 0
+        by construction).
+        """
+        import pandas as pd
+
+        rows = []
+        for s, sname in enumerate(self.names):
+            success = self.adv_pred[s, s] != self.y
+            for subset, mask in (("success", success), ("failure", ~success)):
+                k = int(mask.sum())
+                for t, tname in enumerate(self.names):
+                    fooled = int((self.adv_pred[s, t][mask] != self.y[mask]).sum())
+                    rows.append({"surrogate": sname, "target": tname, "subset": subset, "n": k, "fooled": fooled,
+                                 "fooled_pct": 100.0 * fooled / k if k else float("nan")})
+        return pd.DataFrame(rows)
+
+    def confusion(self, m: int) -> Tensor:
+        """Seed 003 Fig. 8: confusion matrix ``(C, C)`` of model ``m`` under its white-box attack."""
+        return confusion_matrix(self.adv_pred[m, m], self.y, self.num_classes)
+
+
+def cross_attack(models: dict[str, nn.Module], x: Tensor, y: Tensor, *, eps: float, step_size: float,
+                 steps: int = 10, norm: str = "linf", batch_size: int = 500, num_classes: Optional[int] = None,
+                 seed: int = 0) -> CrossAttack:
+    """Run PGD-``steps`` (CE, uniform start, BatchNorm eval) against every model and let every model
+    classify every attack's examples: the white-box overlap (seed 003 Fig. 2, 8) and the transfer
+    matrix (Fig. 3) from one pass. Predictions are projected (dummy-class heads allowed)."""
+    from .attacks import pgd
+
+    names = list(models)
+    first = models[names[0]]
+    num_classes = _num_classes_of(first, num_classes)
+    dev = _model_device(first)
+    y_cpu = y.detach().cpu().long()
+    n, m = len(y_cpu), len(names)
+    clean_pred = torch.empty(m, n, dtype=torch.long)
+    adv_pred = torch.empty(m, m, n, dtype=torch.long)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for start in range(0, n, batch_size):
+            xb = x[start:start + batch_size].to(dev)
+            xb = xb.float() / 255 if xb.dtype == torch.uint8 else xb.float()
+            yb = y_cpu[start:start + batch_size].to(dev)
+            sl = slice(start, start + len(yb))
+            for t, tname in enumerate(names):
+                clean_pred[t, sl] = _eval_predict(models[tname], xb, num_classes).cpu()
+            for s, sname in enumerate(names):
+                x_adv = pgd(models[sname], xb, yb, eps=eps, step_size=step_size, steps=steps, norm=norm, loss="ce",
+                            random_start="uniform", bn_mode="eval")
+                for t, tname in enumerate(names):
+                    adv_pred[s, t, sl] = _eval_predict(models[tname], x_adv, num_classes).cpu()
+    return CrossAttack(names, y_cpu, clean_pred, adv_pred, num_classes)

@@ -1,4 +1,4 @@
-"""Command line: ``python -m atkit {train,eval,methods,notebook}``.
+"""Command line: ``python -m atkit {train,eval,methods,notebook,sweep}``.
 
 Bad input exits with status 2 and one clear line (the :class:`ConfigError` message), before any work.
 """
@@ -24,16 +24,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
         overrides["device"] = args.device
     if args.out_dir:
         overrides["out_dir"] = args.out_dir
+    for key in ("precision", "channels_last", "compile"):  # fast-path switches (atkit.fast)
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides[key] = {"true": True, "false": False}.get(value, value)
     if args.resume:
         trainer = train(None, resume=args.resume, progress=not args.quiet)
     else:
         config = load_config(args.config, **overrides)
         trainer = train(config, progress=not args.quiet)
-    print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
+    if trainer.dist.is_main:  # under torchrun: one line, from rank 0
+        print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
+    from .distributed import cleanup
+
+    cleanup()
     return 0 if trainer.status == "finished" else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluation in exact fp32 (TF32 off) unless ``--precision`` asks for bf16 (atkit.fast)."""
+    from .fast import exact_fp32, resolve_precision
+    from .utils import resolve_device
+
+    precision = getattr(args, "precision", None) or "fp32"
+    with exact_fp32(resolve_precision(precision, resolve_device(args.device or "auto")) is None):
+        return _cmd_eval_run(args)
+
+
+def _cmd_eval_run(args: argparse.Namespace) -> int:
     import torch
 
     from .config import RunConfig
@@ -45,6 +63,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     target = Path(args.target)
     device = resolve_device(args.device or "auto")
     model = load_model(target, device=device, which=args.which)
+    if getattr(args, "precision", None) not in (None, "fp32"):
+        from .fast import eval_model
+
+        model = eval_model(model, device=device, precision=args.precision, channels_last=device.type == "cuda")
     ckpt = target if target.is_file() else None
     run_dir = target if target.is_dir() else target.parent.parent
     state_cfg = None
@@ -63,7 +85,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     x, y = to_float_images(dataset.test_x[:n]), dataset.test_y[:n]
     kwargs = dict(attacks=attacks, threat=config.threat_model(), batch_size=args.batch_size, device=device,
                   num_classes=dataset.num_classes, aa_state_dir=run_dir / "aa_state" / f"cli-{args.which}",
-                  progress=not args.quiet)
+                  progress=not args.quiet, sanity=args.sanity)
     out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
     if getattr(model, "dummy_classes", False):
         # Dummy-class models: the published protocol never without the adaptive one (REFERENCE.md 3, DUCAT).
@@ -77,7 +99,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return 0
     result = evaluate(model, x, y, **kwargs)
     atomic_write_json(out, result.to_dict())
-    print(json.dumps({"accuracy": result.accuracy, "mean": result.mean, "nrr": result.nrr, "written": str(out)}))
+    print(json.dumps({"accuracy": result.accuracy, "mean": result.mean, "nrr": result.nrr,
+                      "warnings": result.warnings, "written": str(out)}))
     return 0
 
 
@@ -144,6 +167,30 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep import format_summary, load_grid, run_sweep
+
+    spec = load_grid(args.grid, notebook=args.notebook)
+    out = args.out or str(Path("outputs") / "sweeps" / spec.name)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
+    if args.dry_run:
+        from .sweep import make_points
+
+        for r, p in zip(run_sweep(spec, out, workers=args.workers, gpus=gpus, dry_run=True), make_points(spec)):
+            print(f"{r.status:8s} {out}/{p.folder}  {json.dumps(p.varied, default=str)}")
+        return 0
+    try:
+        results = run_sweep(spec, out, workers=args.workers, gpus=gpus, device=args.device, timeout=args.timeout,
+                            kernel_name=args.kernel, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"sweep interrupted; finished points are kept in {out} (run the same command again to go on)",
+              file=sys.stderr)
+        return 130
+    print(format_summary(results))
+    print(f"summary: {Path(out) / 'sweep.csv'}")
+    return 0 if all(r.status in ("done", "skipped") for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m atkit", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -154,17 +201,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, 'auto')")
     p.add_argument("--out-dir", help="parent folder of run folders (default: outputs/runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="training precision (default: the config's, 'auto' = bf16 on CUDA, fp32 on the CPU)")
+    p.add_argument("--channels-last", dest="channels_last", choices=["auto", "true", "false"],
+                   help="channels_last memory layout (default: the config's, 'auto' = on CUDA)")
+    p.add_argument("--compile", help="torch.compile the model: true, false or a backend name (default: the config's)")
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run folder or a checkpoint")
     p.add_argument("target", help="run folder (uses checkpoints/best.pt, else last.pt) or a .pt checkpoint")
     p.add_argument("--attacks", default="clean,pgd20,cw", help="comma-separated: clean,pgd10,pgd20,pgd100,cw,aa,apgd")
     p.add_argument("--which", default="model", choices=["model", "ema"], help="online weights or the weight average")
+    p.add_argument("--sanity", action="store_true",
+                   help="also run the gradient-masking sanity checks (steps/eps monotonicity, large eps, black-box, "
+                        "zero gradients, randomness, dummy-class protocols)")
     p.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device")
     p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
+                   help="fp32 (default, exact: the reported numbers) or bf16 autocast (faster, for screening)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("methods", help="list the registered methods with their hyperparameters")
@@ -178,6 +235,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_notebook)
+
+    p = sub.add_parser("sweep", help="execute a notebook once per grid point (papermill), one worker per GPU")
+    p.add_argument("notebook", nargs="?", help="name in notebooks/ or a path (default: the grid file's 'notebook')")
+    p.add_argument("--grid", "-f", required=True, help="grid YAML: notebook, base (parameter file or mapping), "
+                                                       "grid {name: [values]} and/or points [...]")
+    p.add_argument("--out", help="folder of the point folders and sweep.json/csv (default: outputs/sweeps/<grid>)")
+    p.add_argument("--workers", type=int, help="parallel points (default: one per visible GPU, else 1 on the CPU)")
+    p.add_argument("--gpus", help="comma-separated GPU ids to use (default: all visible; '' for CPU only)")
+    p.add_argument("--device", help="device parameter for notebooks that declare one (default: cuda/cpu per worker)")
+    p.add_argument("--timeout", type=float, help="seconds per point before it is stopped and marked failed")
+    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+    p.add_argument("--dry-run", action="store_true", help="list the points and their folders, run nothing")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_cmd_sweep)
     return parser
 
 
@@ -191,6 +262,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except ConfigError as e:
         print(f"atkit: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        # Failures during a run (non-finite loss, a write that failed) are reported in one line; what the
+        # run saved before stays on disk and the run resumes with --resume.
+        from .train import NonFiniteLossError, OutputWriteError
+
+        if isinstance(e, (NonFiniteLossError, OutputWriteError)):
+            print(f"atkit: error: {e}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,7 +9,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .utils import ConfigError, unknown_name_error
+from .utils import ConfigError, check_choice, unknown_name_error
 
 EVAL_ATTACK_CHOICES = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
 
@@ -22,6 +22,8 @@ class EvalConfig:
     held-out validation split when ``RunConfig.val_size > 0``). ``select_by`` picks the "best"
     checkpoint (PGD-20 for RPAT, PGD-10 for DUCAT/RAAT: REFERENCE.md section 1). At the end,
     ``final_attacks`` are run on ``final_n_test`` test images for the best and the final model.
+    ``sanity``: beside a robust final evaluation, run the gradient-masking checks of
+    :mod:`atkit.sanity` on the first ``sanity_n_test`` of those images (results in ``eval.json``).
     """
 
     every: int = 1
@@ -31,6 +33,10 @@ class EvalConfig:
     final_attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20", "cw"])
     final_n_test: Optional[int] = None
     batch_size: int = 500
+    # Evaluation numbers are reported in exact fp32 (TF32 off); "bf16"/"auto" trade exactness for speed.
+    precision: str = "fp32"
+    sanity: bool = True
+    sanity_n_test: int = 500
 
 
 @dataclass
@@ -42,7 +48,12 @@ class RunConfig:
     its schedule, so epoch windows (DUCAT's ``t``) and the learning rate line up with the paper.
 
     ``epochs``, ``lr`` and ``batch_size`` default to the schedule's values (e.g. ``fait100`` trains
-    with batch 512 and lr 0.4) and otherwise to 110 / 0.1 / 128.
+    with batch 512 and lr 0.4) and otherwise to 110 / 0.1 / 128. ``batch_size`` is the total batch;
+    under ``torchrun`` each of the W processes trains on ``batch_size // W`` (:mod:`atkit.distributed`).
+
+    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``), ``channels_last`` (``true``/``false``/``"auto"``)
+    and ``compile`` (``false``, ``true`` or a ``torch.compile`` backend name) select the fast training
+    path of :mod:`atkit.fast`; ``precision: fp32`` with ``channels_last: false`` is the exact fp32 path.
     """
 
     method: str = "pgd_at"
@@ -65,6 +76,10 @@ class RunConfig:
     augment: bool = True
     seed: int = 0
     device: str = "auto"
+    # Fast path (atkit/fast.py): "auto" = bf16 autocast + channels_last on CUDA, exact fp32 on the CPU.
+    precision: str = "auto"
+    channels_last: Any = "auto"
+    compile: Any = False
     name: Optional[str] = None
     out_dir: str = "outputs/runs"
     max_steps_per_epoch: Optional[int] = None
@@ -185,10 +200,18 @@ class RunConfig:
             raise ConfigError(f"start_epoch={self.start_epoch!r} must be a non-negative integer")
         if self.val_size < 0:
             raise ConfigError(f"val_size={self.val_size!r} must be >= 0")
+        from .fast import PRECISIONS, check_compile, resolve_channels_last
+
+        check_choice("precision", self.precision, PRECISIONS)
+        resolve_channels_last(self.channels_last, "cpu")
+        check_compile(self.compile)
+        check_choice("eval.precision", self.eval.precision, PRECISIONS)
         ev = self.eval
         if ev.select_by not in ("pgd", "clean"):
             raise unknown_name_error("eval.select_by", ev.select_by, ["pgd", "clean"])
-        for key in ("every", "n_test", "batch_size"):
+        if not isinstance(ev.sanity, bool):
+            raise ConfigError(f"eval.sanity={ev.sanity!r} must be true or false")
+        for key in ("every", "n_test", "batch_size", "sanity_n_test"):
             if not isinstance(getattr(ev, key), int) or getattr(ev, key) < 1:
                 raise ConfigError(f"eval.{key}={getattr(ev, key)!r} must be a positive integer")
         if not isinstance(ev.pgd_steps, int) or ev.pgd_steps < 0:

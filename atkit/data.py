@@ -23,7 +23,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import torch
@@ -181,8 +181,8 @@ def _mix_seed(*parts: int) -> int:
 def _palette(num_classes: int) -> torch.Tensor:
     """``num_classes`` well separated RGB directions with L∞ norm 1 (points on the colour cube's surface).
 
-    Greedy farthest-point selection on a regular grid of the cube surface: the first 8 are the
-    corners (pairwise L∞ distance 2), later ones are at least one grid step apart.
+    Greedy farthest-point (L2) selection on a regular grid of the cube surface, starting at
+    (1, 1, 1); any two chosen directions are at least one grid step (1 for up to 26 classes) apart in L∞.
     """
     levels = 3
     while levels**3 - (levels - 2) ** 3 < num_classes:

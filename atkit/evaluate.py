@@ -105,6 +105,9 @@ class EvalResult:
     ``nrr = 2 Clean R / (Clean + R)`` with ``R`` that accuracy (REFERENCE.md section 1), percent,
     None without ``clean`` or a robust attack. ``details``: per attack, its settings and seconds
     (and AutoAttack's per-attack counts). ``protocol``: DUCAT protocol or None for a plain model.
+    ``checks``: the sanity checks of :mod:`atkit.sanity` (``evaluate(..., sanity=True)``), each
+    ``{name, passed, detail, values}``, or None when they were not run; :attr:`warnings` lists the
+    failed ones and :meth:`summary_row` / :meth:`table` show them in a "checks" column.
     """
 
     accuracy: dict[str, float]
@@ -118,6 +121,26 @@ class EvalResult:
     num_classes: Optional[int] = None
     seed: int = 0
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    checks: Optional[list[dict[str, Any]]] = None
+
+    @property
+    def warnings(self) -> list[str]:
+        """One line per failed sanity check: ``"<name>: <detail>"`` (empty when all passed or none ran)."""
+        return [f"{c['name']}: {c['detail']}" for c in (self.checks or []) if not c.get("passed", True)]
+
+    def summary_row(self, label: Optional[str] = None) -> dict[str, Any]:
+        """One table row: accuracies (percent), mean, NRR and a "checks" cell (``"ok"``,
+        ``"WARN: zero-gradients, ..."`` or ``"not run"``), so a failed check is visible in tables."""
+        from .sanity import checks_summary
+
+        row: dict[str, Any] = {} if label is None else {"model": label}
+        row.update(self.accuracy)
+        row.update({"mean": self.mean, "nrr": self.nrr, "n": self.n, "checks": checks_summary(self.checks)})
+        return row
+
+    def table(self, label: Optional[str] = None) -> Any:
+        """:meth:`summary_row` as a one-row pandas DataFrame (see :func:`results_table` for several)."""
+        return results_table({label or "model": self})
 
     def failed(self, name: str) -> Tensor:
         """Indices of the samples misclassified under attack ``name``."""
@@ -139,6 +162,8 @@ class EvalResult:
             "seed": self.seed,
             "details": self.details,
             "per_sample": {k: _flags_to_str(v) for k, v in self.per_sample.items()},
+            "checks": self.checks,
+            "warnings": self.warnings,
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -162,6 +187,7 @@ class EvalResult:
             num_classes=data.get("num_classes"),
             seed=int(data.get("seed", 0)),
             details=dict(data.get("details", {})),
+            checks=data.get("checks"),
         )
 
     @classmethod
@@ -246,6 +272,7 @@ def evaluate(
     aa_state_dir: Optional[str | Path] = None,
     seed: int = 0,
     progress: bool = False,
+    sanity: bool | Mapping[str, Any] = False,
 ) -> EvalResult:
     """Accuracy (percent) of ``model`` on images ``x`` in [0, 1] with labels ``y`` under each attack.
 
@@ -258,6 +285,9 @@ def evaluate(
     dummy); accuracy is always by projected prediction of the raw logits. ``aa_state_dir``: where
     AutoAttack keeps resumable state files. ``seed``: each attack starts from ``torch.manual_seed(seed)``;
     the caller's RNG state, the model's train/eval mode and ``requires_grad`` flags are restored.
+    ``sanity``: also run the gradient-masking checks of :func:`atkit.sanity.run_sanity_checks`
+    (``True``, or a dict of its options, e.g. ``{"n": 200}``) into ``result.checks``; a failed
+    check shows in ``result.warnings`` and in the "checks" column of :meth:`EvalResult.summary_row`.
     """
     specs = {}
     for name in attacks:
@@ -330,8 +360,22 @@ def evaluate(
         clean, rob = accuracy["clean"], accuracy[robust]
         mean = (clean + rob) / 2.0
         nrr = 2.0 * clean * rob / (clean + rob) if clean + rob > 0 else 0.0
+    checks = None
+    if sanity:
+        from .sanity import run_sanity_checks
+
+        options = dict(sanity) if isinstance(sanity, Mapping) else {}
+        began = time.time()
+        checks = run_sanity_checks(model, x, y, threat=thr, batch_size=batch_size, device=dev,
+                                   num_classes=num_classes, protocol=protocol, seed=seed, reference=per_sample,
+                                   **options)
+        if progress:
+            bad = [c["name"] for c in checks if not c["passed"]]
+            print(f"evaluate: sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
+                  f"({time.time() - began:.1f} s)", flush=True)
     return EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, robust_metric=robust, mean=mean, nrr=nrr,
-                      threat=thr, protocol=protocol_used, num_classes=num_classes, seed=int(seed), details=details)
+                      threat=thr, protocol=protocol_used, num_classes=num_classes, seed=int(seed), details=details,
+                      checks=checks)
 
 
 def evaluate_dummy_protocols(
@@ -358,4 +402,14 @@ def evaluate_dummy_protocols(
     return {protocol: evaluate(model, x, y, protocol=protocol, **kwargs) for protocol in protocols}
 
 
-__all__ = ["ATTACK_NAMES", "EvalResult", "PROTOCOLS", "evaluate", "evaluate_dummy_protocols"]
+def results_table(results: Mapping[str, EvalResult] | Sequence[EvalResult]) -> Any:
+    """A pandas DataFrame with one :meth:`EvalResult.summary_row` per result (indexed by label), with
+    the "checks" column showing failed sanity checks as ``"WARN: ..."``."""
+    import pandas as pd
+
+    items = results.items() if isinstance(results, Mapping) else ((str(i), r) for i, r in enumerate(results))
+    rows = [r.summary_row(label) for label, r in items]
+    return pd.DataFrame(rows).set_index("model")
+
+
+__all__ = ["ATTACK_NAMES", "EvalResult", "PROTOCOLS", "evaluate", "evaluate_dummy_protocols", "results_table"]

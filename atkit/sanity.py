@@ -206,7 +206,8 @@ def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
             adv = pgd(attack_model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=thr["norm"],
                       loss="ce", random_start=None, bn_mode="eval")
             with torch.no_grad():
-                correct[start:start + batch_size] = predict_labels(model(adv), nc).cpu() == y_cpu[start:start + xb.shape[0]]
+                pred = predict_labels(model(adv), nc).cpu()
+            correct[start:start + batch_size] = pred == y_cpu[start:start + xb.shape[0]]
     acc = _pct(int(correct.sum()), n)
     limit = max(max_accuracy, _pct(tol, n))
     passed = acc <= limit

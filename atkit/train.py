@@ -20,6 +20,7 @@ import io
 import math
 import os
 import random
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import RunConfig, load_config
+from .distributed import init_from_env
+from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model
 from .methods import LossOutput, Method, StepContext
 from .models import predict_labels
 from .utils import (ConfigError, atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device,
@@ -51,20 +54,55 @@ class NonFiniteLossError(RuntimeError):
         self.epoch, self.step = epoch, step
 
 
+class OutputWriteError(RuntimeError):
+    """A run file could not be written (disk full, folder not writable, ...).
+
+    The message names the file and the system's reason; files written before are intact (every
+    write is atomic), so the run resumes from its last checkpoint once the cause is fixed.
+    """
+
+    def __init__(self, path: str | Path, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        code = f"errno {error.errno}, " if error.errno is not None else ""
+        super().__init__(f"could not write {str(path)!r}: {reason} ({code}{type(error).__name__}); files saved "
+                         "before are intact: free space or fix permissions, then resume with --resume RUN_DIR")
+        self.path, self.errno, self.reason = Path(path), error.errno, reason
+
+
+def _guarded(path: str | Path, write: Callable[[], None]) -> None:
+    """Run ``write`` (an atomic write of ``path``), turning an OSError into :class:`OutputWriteError`."""
+    try:
+        write()
+    except OSError as e:
+        raise OutputWriteError(path, e) from e
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete ``.<name>.*.tmp`` files that a killed atomic write left behind (never a real file)."""
+    for tmp in folder.glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
 def new_run_dir(out_dir: str | Path, name: str) -> Path:
     """Create and return a fresh folder ``out_dir/name`` (``name-2``, ``name-3``... if taken).
 
     ``mkdir`` without ``exist_ok`` is atomic, so two runs started at the same time never share a folder.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     for i in range(1, 100000):
         path = out_dir / (name if i == 1 else f"{name}-{i}")
         try:
+            out_dir.mkdir(parents=True, exist_ok=True)
             path.mkdir()
             return path
         except FileExistsError:
             continue
+        except OSError as e:  # read-only or full disk: refuse before any work starts
+            raise ConfigError(f"cannot create a run folder in out_dir {str(out_dir)!r}: {e.strerror or e} "
+                              "(choose a writable out_dir / --out-dir)") from e
     raise RuntimeError(f"could not create a run folder for {name!r} in {out_dir}")
 
 
@@ -135,7 +173,9 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.callbacks = list(callbacks or [])
         self.progress = progress
-        self.device = resolve_device(config.device)
+        # One process unless launched by torchrun; then cuda:LOCAL_RANK and a process group (atkit.distributed).
+        self.dist = init_from_env(config.device)
+        self.device = self.dist.device
         self._stop_requested = False
         seed_everything(config.seed)
         prep = prepared or prepare(config, self.device)
@@ -148,12 +188,22 @@ class Trainer:
         self.batch_size = config.resolved_batch_size()
         from .data import BatchLoader
 
-        self.loader = BatchLoader(self.dataset.train_x, self.dataset.train_y, self.batch_size, device=self.device,
-                                  shuffle=True, augment=config.augment, seed=config.seed,
-                                  two_views=self.method.needs_two_views, drop_last=False)
+        self.local_batch_size = self.dist.local_batch_size(self.batch_size)  # batch_size is the total over ranks
+        self.loader = BatchLoader(self.dataset.train_x, self.dataset.train_y, self.local_batch_size,
+                                  device=self.device, shuffle=True, augment=config.augment, seed=config.seed,
+                                  two_views=self.method.needs_two_views, drop_last=False,
+                                  rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
+        # What method.loss sees (atkit.fast): the model itself on the exact fp32 path, else a wrapper with bf16
+        # autocast / channels_last / torch.compile / DDP. Checkpoints, evaluation and averages use self.model.
+        self.train_dtype = resolve_precision(config.precision, self.device)
+        self.train_model = training_model(self.model, device=self.device, precision=config.precision,
+                                          channels_last=config.channels_last, compile=config.compile,
+                                          ddp=self.dist.wrap_ddp if self.dist.is_distributed else None)
+        if self.dist.is_distributed:  # different attack random starts on each rank (restored on resume)
+            seed_everything(self.dist.rank_seed(config.seed))
         self.optimizer = torch.optim.SGD(self.model.parameters(), lr=self.base_lr, momentum=config.momentum,
                                          weight_decay=config.weight_decay, nesterov=config.nesterov)
         self.ema: Optional[AveragedModel] = None
@@ -179,9 +229,22 @@ class Trainer:
         """Validate ``config``, create a fresh run folder and write ``config.yaml`` into it."""
         config = load_config(config) if not isinstance(config, RunConfig) else config
         config.validate()
-        run_dir = new_run_dir(config.out_dir, config.name or config.default_name())
-        atomic_write_text(run_dir / "config.yaml", config.to_yaml())
-        trainer = cls(config, run_dir, **kwargs)
+        dist_ctx = init_from_env(config.device)
+        run_dir = None
+        if dist_ctx.is_main:  # under torchrun rank 0 creates the folder and tells the others
+            run_dir = new_run_dir(config.out_dir, config.name or config.default_name())
+            try:
+                atomic_write_text(run_dir / "config.yaml", config.to_yaml())
+            except OSError as e:
+                raise ConfigError(f"cannot write {str(run_dir / 'config.yaml')!r}: {e.strerror or e} "
+                                  "(choose a writable out_dir / --out-dir)") from e
+        run_dir = dist_ctx.broadcast_object(run_dir)
+        try:
+            trainer = cls(config, run_dir, **kwargs)
+        except ConfigError:  # bad input found while loading data/model: leave no empty run folder behind
+            if dist_ctx.is_main:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
         return trainer
 
     @classmethod
@@ -192,9 +255,14 @@ class Trainer:
             raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml in it)")
         config = load_config(run_dir / "config.yaml")
         trainer = cls(config, run_dir, **kwargs)
+        if trainer.dist.is_main:  # only rank 0 writes run files, so only it may clear their leftovers
+            _remove_stale_temporaries(run_dir)
+            _remove_stale_temporaries(trainer.ckpt_dir)
         last = run_dir / "checkpoints" / "last.pt"
         if last.is_file():
             trainer.load_checkpoint(last)
+            if trainer.dist.is_main:
+                trainer._repair_best_checkpoint()
         return trainer
 
     # -- checkpoints -------------------------------------------------------------------------------
@@ -230,6 +298,9 @@ class Trainer:
         self.best_metric = state["best_metric"]
         self.best_epoch = state["best_epoch"]
         set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks")
+        if self.dist.is_distributed and ranks and len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
 
     def init_from_checkpoint(self, path: str | Path) -> None:
         """Load only the weights (and weight average) of another run's checkpoint: a fine-tuning start."""
@@ -244,21 +315,46 @@ class Trainer:
 
     def save_checkpoint(self, best: bool = False) -> None:
         state = self.checkpoint_state()
-        atomic_torch_save(state, self.ckpt_dir / "last.pt")
-        if best:
-            atomic_torch_save({k: state[k] for k in ("format", "model_name", "num_classes", "num_outputs", "epoch",
-                                                      "model", "ema", "averaged_model", "config")}
-                              | {"best_metric": self.best_metric},
-                              self.ckpt_dir / "best.pt")
+        if self.dist.is_distributed:  # every rank's RNG (exact resume); only rank 0 writes, the others wait
+            state["rng_ranks"] = self.dist.all_gather_object(rng_state())
+        if self.dist.is_main:
+            _guarded(self.ckpt_dir / "last.pt", lambda: atomic_torch_save(state, self.ckpt_dir / "last.pt"))
+            if best:
+                self._save_best(state)
+        self.dist.barrier()
+
+    @staticmethod
+    def _best_state(state: dict[str, Any]) -> dict[str, Any]:
+        return {k: state[k] for k in ("format", "model_name", "num_classes", "num_outputs", "epoch", "model", "ema",
+                                      "averaged_model", "config")} | {"best_metric": state["best_metric"]}
+
+    def _save_best(self, state: dict[str, Any]) -> None:
+        best = self._best_state(state)
+        _guarded(self.ckpt_dir / "best.pt", lambda: atomic_torch_save(best, self.ckpt_dir / "best.pt"))
+
+    def _repair_best_checkpoint(self) -> None:
+        """A run killed between writing last.pt and best.pt of its best epoch: rebuild best.pt from last.pt."""
+        if self.best_epoch is None or self.best_epoch != self.epoch:
+            return
+        path = self.ckpt_dir / "best.pt"
+        if path.is_file():
+            try:
+                if torch.load(path, map_location="cpu", weights_only=False).get("epoch") == self.epoch:
+                    return
+            except Exception:  # unreadable: rewrite it
+                pass
+        self._save_best(self.checkpoint_state())
 
     # -- metrics files -----------------------------------------------------------------------------
     def write_metrics(self, error: Optional[str] = None) -> None:
+        if not self.dist.is_main:
+            return
         payload = {"status": self.status, "run_dir": str(self.run_dir), "epochs": self.epochs,
                    "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
                    else None, "history": self.history}
         if error:
             payload["error"] = error
-        atomic_write_json(self.run_dir / "metrics.json", payload)
+        _guarded(self.run_dir / "metrics.json", lambda: atomic_write_json(self.run_dir / "metrics.json", payload))
         if self.history:
             keys: list[str] = []
             for row in self.history:
@@ -267,7 +363,8 @@ class Trainer:
             writer = csv.DictWriter(buf, fieldnames=keys)
             writer.writeheader()
             writer.writerows(self.history)
-            atomic_write_text(self.run_dir / "metrics.csv", buf.getvalue())
+            _guarded(self.run_dir / "metrics.csv", lambda: atomic_write_text(self.run_dir / "metrics.csv",
+                                                                            buf.getvalue()))
 
     # -- training ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
@@ -281,7 +378,7 @@ class Trainer:
         return lr
 
     def train_epoch(self, epoch: int) -> dict[str, Any]:
-        self.model.train()
+        self.train_model.train()
         self.method.on_epoch_start(epoch)
         self.loader.set_epoch(epoch)
         sums: dict[str, torch.Tensor] = {}
@@ -302,7 +399,7 @@ class Trainer:
                 break
             ctx.step = step
             lr = self.set_lr(epoch + step / self.steps_per_epoch)
-            out: LossOutput = self.method.loss(self.model, batch, ctx)
+            out: LossOutput = self.method.loss(self.train_model, batch, ctx)
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
@@ -311,7 +408,7 @@ class Trainer:
             self.method.after_step(self.model, ctx)
             # Bookkeeping stays on the device; the one host sync per epoch is below.
             finite = torch.isfinite(out.loss.detach())
-            first_bad = torch.where((first_bad < 0) & ~finite, torch.tensor(step, device=self.device), first_bad)
+            first_bad = torch.where((first_bad < 0) & ~finite, first_bad.new_full((), step), first_bad)
             for k, v in out.parts.items():
                 sums[k] = sums.get(k, 0.0) + v.detach().float() * batch.y.shape[0]
             sums["loss"] = sums.get("loss", 0.0) + out.loss.detach().float() * batch.y.shape[0]
@@ -325,10 +422,15 @@ class Trainer:
             steps_done += 1
             if bar is not None:
                 bar.update(1)
-            if step % 50 == 49 and int(first_bad) >= 0:
+            if step % 50 == 49 and int(self.dist.max(first_bad)) >= 0:
                 break
         if bar is not None:
             bar.close()
+        if self.dist.is_distributed:
+            first_bad = self.dist.max(first_bad)
+            sums, correct_clean, correct_adv, n_seen, n_clean, n_adv = self._sum_over_ranks(
+                sums, correct_clean, correct_adv, n_seen, n_clean, n_adv)
+            self._average_buffers_over_ranks()
         bad = int(first_bad)
         if bad >= 0:
             raise NonFiniteLossError(epoch, bad)
@@ -345,9 +447,35 @@ class Trainer:
         from .evaluate import evaluate
 
         attacks = ["clean"] + ([f"pgd{self.config.eval.pgd_steps}"] if self.config.eval.pgd_steps > 0 else [])
-        result = evaluate(model, self.eval_x, self.eval_y, attacks=attacks, threat=self.config.threat_model(),
-                          batch_size=self.config.eval.batch_size, device=self.device, num_classes=self.num_classes)
+        result = self.evaluate_sharded(model, self.eval_x, self.eval_y, attacks=attacks,
+                                       threat=self.config.threat_model(), batch_size=self.config.eval.batch_size,
+                                       device=self.device, num_classes=self.num_classes)
         return dict(result.accuracy)
+
+    def evaluate_sharded(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> Any:
+        """:func:`atkit.evaluate.evaluate` in the configured ``eval.precision`` (exact fp32 by default, TF32
+        off); under torchrun each rank evaluates images ``r, r + W, ...`` and the results are gathered."""
+        from .evaluate import evaluate
+
+        view = eval_model(model, device=self.device, precision=self.config.eval.precision,
+                          channels_last=resolve_channels_last(self.config.channels_last, self.device))
+        xs, ys = self.dist.shard(x, y)
+        with exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
+            result = evaluate(view, xs, ys, **kwargs)
+        return self.dist.merge_eval(result, len(y))
+
+    def _sum_over_ranks(self, sums: dict[str, Any], *counts: Any) -> tuple[Any, ...]:
+        """The epoch's loss sums and accuracy counts summed over ranks (one collective)."""
+        packed = {f"sum/{k}": v for k, v in sums.items()} | {f"count/{i}": c for i, c in enumerate(counts)}
+        total = self.dist.sum(packed)
+        return ({k: total[f"sum/{k}"] for k in sums},) + tuple(total[f"count/{i}"] for i in range(len(counts)))
+
+    def _average_buffers_over_ranks(self) -> None:
+        """BatchNorm statistics are per process during an epoch; average them so all ranks hold one model."""
+        self.dist.average_buffers(self.model)
+        if self.ema is not None:
+            self.dist.average_buffers(self.ema)
+        self.dist.average_buffers(self.averaged_model())
 
     def fit(self) -> dict[str, Any]:
         """Train to the configured number of epochs (from wherever the run is), then evaluate."""
@@ -356,7 +484,8 @@ class Trainer:
         try:
             while self.epoch < self.epochs and not self._stop_requested:
                 epoch = self.epoch
-                record = self.train_epoch(epoch)
+                with exact_fp32(self.train_dtype is None):  # the fp32 path is exact: no TF32 on GPUs
+                    record = self.train_epoch(epoch)
                 improved = False
                 if (epoch + 1) % self.config.eval.every == 0 or epoch + 1 == self.epochs:
                     t0 = time.time()
@@ -378,11 +507,18 @@ class Trainer:
                 self.epoch = epoch + 1
                 self.save_checkpoint(best=improved)
                 self.write_metrics()
-                for cb in self.callbacks:
+                for cb in self.callbacks if self.dist.is_main else []:
                     cb(self, record)
         except NonFiniteLossError as e:
             self.status = "failed"
             self.write_metrics(error=str(e))
+            raise
+        except OutputWriteError as e:
+            self.status = "failed"
+            try:  # the metrics file may be writable even when the checkpoint was not (e.g. a quota)
+                self.write_metrics(error=str(e))
+            except OutputWriteError:
+                pass
             raise
         except KeyboardInterrupt:
             self.status = "interrupted"
@@ -401,7 +537,17 @@ class Trainer:
 
     # -- final evaluation --------------------------------------------------------------------------
     def final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None) -> dict[str, Any]:
-        """Evaluate the final and the best model on the test set; writes ``eval.json`` into the run."""
+        """Evaluate the final and the best model on the test set; writes ``eval.json`` into the run.
+
+        Runs in ``eval.precision``: exact fp32 (TF32 off) unless asked otherwise. Under torchrun only rank 0
+        evaluates (its sanity checks and AutoAttack state are whole-test-set); the other ranks return ``{}``.
+        """
+        if not self.dist.is_main:
+            return {}
+        with exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
+            return self._final_evaluation(attacks, n_test)
+
+    def _final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None) -> dict[str, Any]:
         from .evaluate import evaluate
 
         attacks = list(attacks or self.config.eval.final_attacks)
@@ -413,7 +559,12 @@ class Trainer:
         best = self.best_model()
         if best is not None:
             models["best"] = best
+        # Gradient-masking checks (atkit.sanity) beside any robust number; a clean-only evaluation has none to check.
+        sanity = ({"n": self.config.eval.sanity_n_test}
+                  if self.config.eval.sanity and any(a not in ("clean", "random") for a in attacks) else None)
         for label, model in models.items():
+            model = eval_model(model, device=self.device, precision=self.config.eval.precision,
+                               channels_last=resolve_channels_last(self.config.channels_last, self.device))
             kwargs = dict(attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size, device=self.device,
                           num_classes=self.num_classes)
             if getattr(model, "dummy_classes", False):
@@ -423,13 +574,20 @@ class Trainer:
 
                 by_protocol = evaluate_dummy_protocols(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label,
                                                        **kwargs)
+                if sanity is not None:  # once, on the published result (its dummy_protocol check compares both)
+                    from .sanity import run_sanity_checks
+
+                    by_protocol["published"].checks = run_sanity_checks(
+                        model, x, y, threat=threat, batch_size=self.config.eval.batch_size, device=self.device,
+                        num_classes=self.num_classes, reference=by_protocol["published"].per_sample, **sanity)
                 results[label] = by_protocol["published"].to_dict()
                 results[label]["protocols"] = {p: r.to_dict() for p, r in by_protocol.items()}
             else:
-                res = evaluate(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label, **kwargs)
+                res = evaluate(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label, sanity=sanity or False,
+                               **kwargs)
                 results[label] = res.to_dict()
         results["best_epoch"] = self.best_epoch
-        atomic_write_json(self.run_dir / "eval.json", results)
+        _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
         return results
 
     def final_model(self) -> nn.Module:

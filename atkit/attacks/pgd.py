@@ -104,6 +104,9 @@ def pgd(
     if return_iterate_at is not None and not 0 <= return_iterate_at <= steps:
         raise ConfigError(f"return_iterate_at={return_iterate_at} must be in [0, steps={steps}].")
     objective, needs_clean = _resolve_objective(loss)
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        # Attack passes never enter DDP: its gradient reducer expects a parameter backward after a forward.
+        model = model.module
     fwd = forward if forward is not None else model
     x = x.detach()
     sign = -1.0 if targeted else 1.0

@@ -68,7 +68,7 @@ from torch import Tensor
 from ..attacks import pgd
 from ..models import merge_dummy_logits, predict_labels
 from ..utils import ConfigError, check_choice
-from .base import LossOutput, Method, Params, StepContext, ThreatModel, build_params
+from .base import LossOutput, Method, StepContext, ThreatModel, build_params
 from .divergences import js_with_temperature, kl_per_sample
 from .registry import COMPOSERS, METHODS
 
@@ -342,6 +342,15 @@ def make_ducat(base: str, threat: ThreatModel | None = None, **hparams: Any) -> 
     return DUCAT(base, threat, **hparams)
 
 
+def _describe_ducat() -> dict[str, Any]:
+    hparams = {f.name: {"default": f.default, "help": f.metadata.get("help", "")}
+               for f in dataclasses.fields(DUCATParams)}
+    return {"name": "<base>+ducat", "paper": "seed 003 (DUCAT, Algorithm 1); add-on to pgd_at, trades, mart, "
+                                             "consistency_at, e.g. trades+ducat; 2C-output head",
+            "add_on": True, "hyperparameters": hparams}
+
+
+make_ducat.describe = _describe_ducat  # type: ignore[attr-defined]
 COMPOSERS["ducat"] = make_ducat
 
 

@@ -29,6 +29,10 @@ for RAAT and ``--mode adv_mart --BD`` for RAAT++):
   its default ``beta = 6``. Table 4 writes one shared ``lambda`` (= 1) in front of both the JS and
   the KL term; set ``mart_lam=1`` for that reading.
 
+The loss parts include ``boundary_frac`` (share of boundary samples in the batch; measured even with
+``bound=False`` in ``"scale"`` mode, for the boundary-fraction curves of REFERENCE.md section 4.2);
+``LossOutput.extras["boundary"]`` is the per-sample mask.
+
 Switches for the ablation of seed 000 Fig. 5a: ``bound`` and ``dicar``. ``two_views`` defaults to
 ``dicar`` so that ``bound=False, dicar=False`` is exactly PGD-AT (``CE(z(x'), y)`` on one view).
 The attack is the base method's: CE, BatchNorm in eval mode (REFERENCE.md section 1), uniform
@@ -117,7 +121,8 @@ class RAATParams(Params):
     temperature: float = field(default=0.5, metadata={"help": "softmax temperature T of the DICAR JS",
                                                       "range": (1e-6, None)})
     dicar_form: str = field(default="code", metadata={
-        "help": "'code': mix the two attacked views, r = max(lam, 1-lam); 'paper': Table 4, mix x1' with x1, beta as drawn",
+        "help": "'code': mix the two attacked views, r = max(lam, 1-lam); "
+                "'paper': Table 4, mix x1' with x1, beta as drawn",
         "choices": ("code", "paper")})
     dicar_target_space: Optional[str] = field(default=None, metadata={
         "help": "mix the clean views' 'logits' or tempered 'probs' for the DICAR target (None: logits for "
@@ -165,12 +170,13 @@ class RAAT(Method):
         return self.attack(model, x, y, loss="ce", eps=eta * self.threat.eps, step_size=eta * self.threat.step_size)
 
     def mix_weight(self) -> float:
-        """The DICAR mixing weight: ``r = max(l, 1 - l)`` (code form) or ``l`` (paper form), ``l ~ Beta(gamma, gamma)``."""
+        """The DICAR mixing weight: ``r = max(l, 1 - l)`` (code form) or ``l`` (paper form),
+        ``l ~ Beta(gamma, gamma)`` (or the fixed ``mix_lambda``)."""
         lam = self.params.mix_lambda
         if lam is None:
             g = torch.tensor(float(self.params.gamma))
             lam = float(torch.distributions.Beta(g, g).sample())
-        return min(lam, 1.0 - lam) if self.params.dicar_form == "code" else lam
+        return max(lam, 1.0 - lam) if self.params.dicar_form == "code" else lam
 
     def supervised(self, logits: Tensor, y: Tensor) -> Tensor:
         """Per-sample supervised loss: CE (RAAT) or MART's BCE (RAAT++)."""
@@ -189,22 +195,26 @@ class RAAT(Method):
         x_adv = self.attack(model, x, y, loss="ce")
 
         # Partition with the current model as a fixed indicator (eval mode, no gradient).
-        need_partition = p.bound or p.dicar
-        x_red = self.reduced(model, x, y, x_adv) if p.bound else None
+        # The boundary mask is also measured with BOUND off (cheap in "scale" mode), so the boundary
+        # fraction can be tracked over epochs for the ablations (REFERENCE.md section 4.2).
+        want_mask = p.bound or p.eta_mode == "scale"
+        x_red = self.reduced(model, x, y, x_adv) if want_mask else None
         logits_eval_clean = logits_eval_adv = None
         boundary = torch.zeros_like(y, dtype=torch.bool)
-        if need_partition or ctx.track_clean:
+        if want_mask or p.dicar or ctx.track_clean:
             was_training = model.training
             model.eval()
             with torch.no_grad():
                 logits_eval_clean = model(x)
-                if p.bound:
+                if want_mask:
                     logits_eval_adv = model(x_adv)
                     boundary = boundary_mask(logits_eval_clean, logits_eval_adv, model(x_red), y)
             model.train(was_training)
         clean_correct = None if logits_eval_clean is None else logits_eval_clean.argmax(dim=1) == y
 
-        train_inputs = torch.where(boundary.view(-1, *([1] * (x.dim() - 1))), x_red, x_adv) if p.bound else x_adv
+        train_inputs = x_adv
+        if p.bound:
+            train_inputs = torch.where(boundary.view(-1, *([1] * (x.dim() - 1))), x_red, x_adv)
         logits_train = model(train_inputs)
         sup = self.supervised(logits_train, y).mean()
         loss = sup
@@ -232,7 +242,7 @@ class RAAT(Method):
         if self.mart_based:
             p_true = F.softmax(logits_clean, dim=1).gather(1, y[:, None]).squeeze(1)
             # Table 4 measures the KL at the full adversarial x' for every sample, boundary or not.
-            logits_full_adv = model(x_adv) if bool(boundary.any()) else logits_train
+            logits_full_adv = model(x_adv) if p.bound and bool(boundary.any()) else logits_train
             weighted_kl = (kl_per_sample(logits_clean, logits_full_adv) * (1.0 - p_true)).mean()
             loss = loss + self.params.mart_lam * weighted_kl
             parts["weighted_kl"] = weighted_kl.detach()

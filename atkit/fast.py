@@ -1,0 +1,274 @@
+"""The fast training path on one GPU: bf16 autocast, channels_last, optional ``torch.compile``.
+
+What makes adversarial training fast on a GPU, and where atkit does it:
+
+* data resident on the device, augmentation on the device: :class:`atkit.data.BatchLoader`;
+* input-only gradients in attacks (``torch.autograd.grad`` w.r.t. the perturbation, parameters frozen)
+  and no host synchronisation inside the attack loop: :func:`atkit.attacks.pgd`;
+* bf16 autocast around the model's forward, channels_last memory layout, optional ``torch.compile``:
+  :class:`AutocastModel` here.
+
+:class:`AutocastModel` wraps the plain model for the *training step only*. Its forward runs the
+network under ``torch.autocast(dtype=bfloat16)`` and returns **float32** logits (and features), so
+everything outside the network stays in fp32: the perturbation ``delta``, its projection onto the
+eps-ball, the attack objective, the training loss and its reductions. Methods and attacks receive the
+wrapper instead of the model and need no change. The weights stay fp32 (autocast casts per op), so the
+optimiser, weight averages and checkpoints are those of the exact path.
+
+``precision``: ``"auto"`` is bf16 on a CUDA device that supports it and fp32 elsewhere; ``"fp32"`` is
+the exact path (the plain model, TF32 switched off); ``"bf16"`` forces autocast (also on the CPU,
+where it is slower but useful for tests). The reported evaluation (PGD, CW, AutoAttack) runs in exact
+fp32 unless ``eval.precision`` asks otherwise (:func:`eval_model`, :func:`exact_fp32`).
+
+``torch.compile`` (``compile: true`` or a backend name) compiles the network's forward only; the
+attack loop and the method's loss stay eager Python. Switching BatchNorm mode or freezing parameters
+for an attack adds a few graph variants (recompilations) in the first steps.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Optional, Union
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from .utils import ConfigError, check_choice
+
+PRECISIONS = ("auto", "fp32", "bf16")
+CHANNELS_LAST_CHOICES = (True, False, "auto")
+
+_DTYPES = {"bf16": torch.bfloat16}
+
+
+def resolve_precision(precision: str, device: Union[str, torch.device]) -> Optional[torch.dtype]:
+    """The autocast dtype for ``precision`` on ``device``, or ``None`` for the exact fp32 path.
+
+    ``"auto"``: bf16 on a CUDA device with bf16 support (Ampere and later), fp32 otherwise (the CPU).
+    """
+    check_choice("precision", precision, PRECISIONS)
+    device = torch.device(device)
+    if precision == "fp32":
+        return None
+    if precision == "auto":
+        if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+    return _DTYPES[precision]
+
+
+def resolve_channels_last(channels_last: Union[bool, str], device: Union[str, torch.device]) -> bool:
+    """``"auto"``: channels_last on CUDA (tensor-core convolutions prefer NHWC), off on the CPU."""
+    if not (isinstance(channels_last, bool) or channels_last == "auto"):
+        raise ConfigError(f"channels_last={channels_last!r} is not accepted; choose true, false or 'auto'.")
+    if channels_last == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(channels_last)
+
+
+def check_compile(compile: Union[bool, str]) -> None:
+    """``compile`` is ``false``, ``true`` (the default backend, inductor) or a backend name."""
+    if isinstance(compile, bool):
+        return
+    if not isinstance(compile, str) or not compile:
+        raise ConfigError(f"compile={compile!r} is not accepted; choose false, true or a torch.compile backend "
+                          "name such as 'inductor', 'aot_eager' or 'eager'.")
+    if compile not in torch._dynamo.list_backends(exclude_tags=()):
+        from .utils import unknown_name_error
+
+        raise unknown_name_error("torch.compile backend", compile, torch._dynamo.list_backends())
+
+
+def _to_float(out: Any) -> Any:
+    """Cast floating outputs (tensors, NamedTuples such as Features, tuples) back to float32."""
+    if isinstance(out, Tensor):
+        return out.float() if out.is_floating_point() and out.dtype != torch.float32 else out
+    if isinstance(out, tuple):
+        cast = [_to_float(o) for o in out]
+        return type(out)(*cast) if hasattr(out, "_fields") else type(out)(cast)
+    return out
+
+
+class AutocastModel(nn.Module):
+    """The model as a training step sees it: autocast forward, channels_last input, fp32 outputs.
+
+    ``module`` is the plain model (registered, so ``parameters()``, ``train()``, ``state_dict()`` are
+    its own under the prefix ``module.``). ``dtype``: autocast dtype (``None``: no autocast).
+    ``compiled``: an optional ``torch.compile`` of ``module`` used for the forward. ``ddp``: an
+    optional ``DistributedDataParallel`` of ``module`` (or of ``compiled``): it runs the forwards that
+    build a parameter-gradient graph (grad mode on and parameters trainable), i.e. the training
+    forwards whose backward must be all-reduced; every other forward -- attack passes, where
+    :func:`atkit.attacks.attack_mode` freezes the parameters, and ``no_grad`` passes -- calls the
+    module directly and never touches DDP's gradient reducer.
+
+    Attribute look-ups that fail on the wrapper (``num_classes``, ``dummy_classes``, ``fc``...) fall
+    through to ``module``, so methods read them as from the plain model.
+    """
+
+    def __init__(self, module: nn.Module, *, dtype: Optional[torch.dtype] = None, channels_last: bool = False,
+                 compiled: Optional[nn.Module] = None, ddp: Optional[nn.Module] = None) -> None:
+        super().__init__()
+        if dtype is not None and dtype != torch.bfloat16:
+            # fp16 would need loss scaling (GradScaler) for the training step; bf16 has fp32's range.
+            raise ConfigError(f"autocast dtype {dtype} is not accepted; use torch.bfloat16 (or None for fp32)")
+        self.module = module
+        self.dtype = dtype
+        self.channels_last = bool(channels_last)
+        # Not registered as submodules: they share ``module``'s parameters, and registering them would
+        # duplicate every key in state_dict().
+        object.__setattr__(self, "_compiled", compiled)
+        object.__setattr__(self, "_ddp", ddp)
+
+    # -- attribute fall-through ----------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            # Through __dict__: during unpickling/deepcopy ``_modules`` may not exist yet (no recursion then).
+            module = self.__dict__.get("_modules", {}).get("module")
+            if module is None:
+                raise
+            return getattr(module, name)
+
+    def train(self, mode: bool = True) -> "AutocastModel":
+        super().train(mode)
+        if self._ddp is not None:  # DDP keeps its own ``training`` flag
+            self._ddp.train(mode)
+        return self
+
+    # -- forward -------------------------------------------------------------------------------
+    def _needs_gradient_sync(self) -> bool:
+        if self._ddp is None or not torch.is_grad_enabled():
+            return False
+        for p in self.module.parameters():
+            return p.requires_grad
+        return False
+
+    def forward(self, x: Tensor, return_features: bool = False) -> Any:
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self._needs_gradient_sync():
+            target = self._ddp
+        else:
+            target = self._compiled if self._compiled is not None else self.module
+        args = (x, True) if return_features else (x,)
+        with torch.autocast(device_type=x.device.type, dtype=self.dtype or torch.bfloat16,
+                            enabled=self.dtype is not None):
+            out = target(*args)
+        return _to_float(out)
+
+    def forward_features(self, x: Tensor) -> Any:
+        """Logits and embeddings from one pass, through the same autocast forward (fp32 results)."""
+        return self.forward(x, return_features=True)
+
+    def extra_repr(self) -> str:
+        return (f"dtype={self.dtype}, channels_last={self.channels_last}, compiled={self._compiled is not None}, "
+                f"ddp={self._ddp is not None}")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The plain module under any :class:`AutocastModel`, ``DistributedDataParallel`` or ``torch.compile``
+    (``_orig_mod``) wrappers: the one whose ``state_dict()`` checkpoints store."""
+    seen = 0
+    while seen < 16:
+        seen += 1
+        if isinstance(model, AutocastModel):
+            model = model.module
+        elif isinstance(model, nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(getattr(model, "_orig_mod"), nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+    return model
+
+
+def compile_model(model: nn.Module, compile: Union[bool, str]) -> Optional[nn.Module]:
+    """``torch.compile(model)`` (backend ``compile`` when a name), or ``None`` when ``compile`` is false."""
+    check_compile(compile)
+    if compile is False:
+        return None
+    kwargs: dict[str, Any] = {}
+    if isinstance(compile, str):
+        kwargs["backend"] = compile
+    return torch.compile(model, **kwargs)
+
+
+def to_channels_last(model: nn.Module) -> nn.Module:
+    """Convert 4-d parameters and buffers to channels_last in place (the same Parameter objects, so an
+    optimiser built before or after keeps working); returns ``model``."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def training_model(model: nn.Module, *, device: Union[str, torch.device], precision: str = "auto",
+                   channels_last: Union[bool, str] = "auto", compile: Union[bool, str] = False,
+                   ddp: Any = None) -> nn.Module:
+    """What the trainer hands to ``method.loss``: ``model`` itself on the exact fp32 path (fp32, no
+    channels_last, no compile, one process), else an :class:`AutocastModel` around it.
+
+    ``ddp``: a callable ``module -> DistributedDataParallel`` (see :meth:`atkit.distributed.DistContext.wrap_ddp`)
+    used under ``torchrun``; ``None`` for one process. Converts ``model`` to channels_last in place
+    when that is on, and on CUDA turns on ``cudnn.benchmark`` for the fast path.
+    """
+    dtype = resolve_precision(precision, device)
+    cl = resolve_channels_last(channels_last, device)
+    check_compile(compile)
+    if dtype is None and not cl and compile is False and ddp is None:
+        return model
+    if torch.device(device).type == "cuda" and (dtype is not None or cl):
+        # Fixed training shapes: let cuDNN time its convolution algorithms once (process-wide setting).
+        torch.backends.cudnn.benchmark = True
+    if cl:
+        to_channels_last(model)
+    compiled = compile_model(model, compile)
+    ddp_model = ddp(compiled if compiled is not None else model) if ddp is not None else None
+    return AutocastModel(model, dtype=dtype, channels_last=cl, compiled=compiled, ddp=ddp_model)
+
+
+def eval_model(model: nn.Module, *, device: Union[str, torch.device], precision: str = "fp32",
+               channels_last: bool = False) -> nn.Module:
+    """The model evaluation attacks see: ``model`` itself in fp32 (the default, reported numbers), or
+    an :class:`AutocastModel` when ``precision`` resolves to bf16 or channels_last input is asked."""
+    dtype = resolve_precision(precision, device)
+    if dtype is None and not channels_last:
+        return model
+    return AutocastModel(model, dtype=dtype, channels_last=channels_last)
+
+
+@contextlib.contextmanager
+def exact_fp32(enabled: bool = True) -> Iterator[None]:
+    """Switch TF32 off for CUDA matmuls and convolutions inside the block (restored afterwards).
+
+    PyTorch runs fp32 cuDNN convolutions in TF32 by default on Ampere and later GPUs (10-bit
+    mantissa); the exact fp32 path and the reported evaluation use full fp32. A no-op when
+    ``enabled`` is false. Uses the long-standing ``allow_tf32`` flags, which recent releases map onto
+    their ``fp32_precision`` settings.
+    """
+    if not enabled:
+        yield
+        return
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    try:
+        before = (cudnn.allow_tf32, matmul.allow_tf32)
+    except RuntimeError:  # flags set through the new per-operator API in an inconsistent way: leave them
+        yield
+        return
+    cudnn.allow_tf32, matmul.allow_tf32 = False, False
+    try:
+        yield
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
+def describe(model: nn.Module) -> dict[str, Any]:
+    """Which fast-path features a (possibly wrapped) training model uses, for logs and benchmarks."""
+    if isinstance(model, AutocastModel):
+        return {"precision": "bf16" if model.dtype == torch.bfloat16 else "fp32",
+                "channels_last": model.channels_last, "compile": model._compiled is not None,
+                "ddp": model._ddp is not None}
+    return {"precision": "fp32", "channels_last": False, "compile": False, "ddp": False}
+
+
+__all__ = ["AutocastModel", "CHANNELS_LAST_CHOICES", "PRECISIONS", "check_compile", "compile_model", "describe",
+           "eval_model", "exact_fp32", "resolve_channels_last", "resolve_precision", "to_channels_last",
+           "training_model", "unwrap_model"]

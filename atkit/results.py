@@ -1,0 +1,684 @@
+"""Collect training runs into tidy tables, aggregate over seeds, compare with the published numbers.
+
+A run is any folder (at any depth under the scanned root) holding ``config.yaml`` and, once training
+started, ``metrics.json``; a finished run also has ``eval.json`` (see :mod:`atkit.train`).
+
+* :func:`collect_runs` -> one row per (run, checkpoint "best"/"final", evaluation protocol), with the
+  run's setting (everything that changes training except the seed), its status and every accuracy.
+  A run without ``eval.json`` (running, stopped, failed) gives one row from its last evaluated epoch
+  (``checkpoint = "last epoch"``), so unfinished work stays visible.
+* :func:`aggregate_seeds` -> mean, sample standard deviation and count over the seeds of a setting.
+* :func:`paper_table` -> the papers' layout (Clean, PGD-20, AA best/final, Mean, NRR), "mean ± std".
+* :func:`compare_with_reference` -> each published row (:mod:`atkit.reference`) beside the matching
+  setting's numbers, or ``status = "missing"`` when no run computes that setting.
+
+Mean and NRR (REFERENCE.md section 1): ``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)`` with
+``R`` the AutoAttack accuracy (else the strongest attack that ran, named in ``robust_metric``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from . import reference as ref_mod
+
+# Columns of the accuracy metrics, in the order tables show them.
+ACCURACY_METRICS = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
+SCORE_METRICS = ("mean", "nrr")
+DISPLAY_NAMES = {"clean": "Clean", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "CW",
+                 "aa": "AA", "apgd": "APGD", "fgsm": "FGSM", "random": "Random", "mean": "Mean", "nrr": "NRR"}
+_RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval")
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def robust_metric(names: Iterable[str]) -> Optional[str]:
+    """The strongest robust accuracy among ``names``: ``aa``, else ``apgd``, else the PGD with most steps."""
+    names = list(names)
+    for name in ("aa", "apgd"):
+        if name in names:
+            return name
+    pgds = [(int(n[3:]), n) for n in names if re.fullmatch(r"pgd[0-9]+", n)]
+    return max(pgds)[1] if pgds else None
+
+
+def trade_off_scores(clean: Optional[float], robust: Optional[float]) -> tuple[Optional[float], Optional[float]]:
+    """``(Mean, NRR)`` of a clean and a robust accuracy in percent (REFERENCE.md section 1)."""
+    if clean is None or robust is None or _isnan(clean) or _isnan(robust):
+        return None, None
+    mean = (clean + robust) / 2.0
+    nrr = 2.0 * clean * robust / (clean + robust) if clean + robust > 0 else 0.0
+    return mean, nrr
+
+
+def _isnan(v: Any) -> bool:
+    return isinstance(v, float) and math.isnan(v)
+
+
+def dataset_label(config: Mapping[str, Any]) -> tuple[str, str]:
+    """``(dataset, variant)`` of a run config: a ``folder`` dataset is named after its root folder
+    (``data/cifar10-jpeg`` -> ``("cifar10", "jpeg")``); a torchvision one is ``("cifar10", "original")``."""
+    name = str(config.get("dataset", ""))
+    if name == "folder":
+        root = Path(str((config.get("data") or {}).get("root", "folder"))).name.lower()
+        if root.endswith("-jpeg") or root.endswith("_jpeg"):
+            return root[:-5], "jpeg"
+        return root, "folder"
+    if name in ("cifar10", "cifar100", "svhn", "tiny-imagenet"):
+        return name, "original"
+    return name, name
+
+
+def _threat(config: Mapping[str, Any]) -> dict[str, Any]:
+    from .methods import ThreatModel
+
+    try:
+        return ThreatModel.from_dict(config.get("threat") or {}).to_dict()
+    except Exception:
+        return dict(config.get("threat") or {})
+
+
+def _resolved_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return ref_mod.resolved_params(method, params)
+    except Exception:  # a method no longer registered: compare what was written
+        return dict(params)
+
+
+def varied_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
+    """The hyperparameters of ``params`` that differ from ``method``'s defaults (for labels)."""
+    try:
+        defaults = ref_mod.resolved_params(method, {})
+        resolved = ref_mod.resolved_params(method, params)
+    except Exception:
+        return dict(params)
+    return {k: v for k, v in resolved.items() if defaults.get(k) != v}
+
+
+def setting_label(method: str, params: Mapping[str, Any]) -> str:
+    """``"pgd_at+rpat (rp_distance=kl)"``: the method and its non-default hyperparameters."""
+    varied = varied_params(method, params)
+    if not varied:
+        return method
+    return f"{method} ({', '.join(f'{k}={_fmt_value(v)}' for k, v in sorted(varied.items()))})"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def setting_of(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run computes, without its seed and bookkeeping: defaults resolved, so two configs that
+    train the same way give equal dicts."""
+    d = {k: v for k, v in config.items() if k not in _RUN_KEYS_IGNORED}
+    d["threat"] = _threat(config)
+    d["method_params"] = _resolved_params(str(config.get("method", "")), config.get("method_params") or {})
+    try:
+        from .config import RunConfig
+
+        cfg = RunConfig.from_dict({k: v for k, v in config.items() if k != "init_checkpoint"})
+        d.update(epochs=cfg.resolved_epochs(), lr=cfg.resolved_lr(), batch_size=cfg.resolved_batch_size())
+    except Exception:
+        pass
+    return d
+
+
+def stable_hash(obj: Any, length: int = 10) -> str:
+    """Hex digest of the canonical JSON of ``obj`` (sorted keys): stable across processes and runs."""
+    text = json.dumps(obj, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:length]
+
+
+# --------------------------------------------------------------------------------------- loading
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Every run folder at any depth under ``root`` (a folder with ``config.yaml`` and, as trainers write
+    it, a ``checkpoints/`` folder or ``metrics.json``), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found = set()
+    for cfg in root.rglob("config.yaml"):
+        folder = cfg.parent
+        if (folder / "metrics.json").is_file() or (folder / "checkpoints").is_dir():
+            found.add(folder)
+    return sorted(found)
+
+
+def _read_json(path: Path) -> Optional[dict[str, Any]]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def eval_frame(eval_data: Mapping[str, Any]) -> pd.DataFrame:
+    """An ``eval.json`` (as :meth:`atkit.train.Trainer.final_evaluation` writes it) as a table: one row per
+    (checkpoint, protocol), columns ``checkpoint``, ``protocol``, the accuracies, ``mean``, ``nrr``,
+    ``robust_metric``, ``n``. Dummy-class runs give one row per protocol (published, adaptive, ...)."""
+    rows = []
+    for checkpoint in ("best", "final"):
+        res = eval_data.get(checkpoint)
+        if not isinstance(res, Mapping):
+            continue
+        by_protocol = res.get("protocols") or {res.get("protocol") or "-": res}
+        for protocol, r in by_protocol.items():
+            row: dict[str, Any] = {"checkpoint": checkpoint, "protocol": protocol or "-"}
+            row.update({k: float(v) for k, v in (r.get("accuracy") or {}).items()})
+            row.update(mean=r.get("mean"), nrr=r.get("nrr"), robust_metric=r.get("robust_metric"), n=r.get("n"),
+                       checks=_checks_cell(r.get("checks")))
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if not frame.empty:
+        frame["best_epoch"] = eval_data.get("best_epoch")
+    return frame
+
+
+def _checks_cell(checks: Any) -> str:
+    """The gradient-masking checks of an evaluation as one cell ("ok", "WARN: ...", "not run")."""
+    try:
+        from .sanity import checks_summary
+    except ImportError:  # pragma: no cover - an atkit without the sanity module
+        return "not run" if checks is None else "ran"
+    return checks_summary(checks)
+
+
+def _last_epoch_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Accuracies of the last evaluated epoch (the weight average's when the run keeps one)."""
+    for record in reversed(history):
+        for prefix in ("wa_test_", "ema_test_", "test_"):
+            accs = {k[len(prefix):-len("_acc")]: v for k, v in record.items()
+                    if k.startswith(prefix) and k.endswith("_acc")}
+            if accs:
+                row: dict[str, Any] = dict(accs)
+                rob = robust_metric(accs)
+                row["robust_metric"] = rob
+                row["mean"], row["nrr"] = trade_off_scores(accs.get("clean"), accs.get(rob) if rob else None)
+                row["epoch"] = record.get("epoch")
+                return row
+    return {}
+
+
+def load_run(run_dir: str | Path) -> dict[str, Any]:
+    """``{"run_dir", "config", "metrics", "eval"}`` of one run folder (missing files as None)."""
+    run_dir = Path(run_dir)
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    return {"run_dir": run_dir, "config": config, "metrics": _read_json(run_dir / "metrics.json"),
+            "eval": _read_json(run_dir / "eval.json")}
+
+
+def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Tidy rows of one loaded run (see :func:`collect_runs`)."""
+    config, metrics, ev = run["config"], run["metrics"] or {}, run["eval"]
+    method = str(config.get("method", ""))
+    params = config.get("method_params") or {}
+    dataset, variant = dataset_label(config)
+    threat = _threat(config)
+    setting = setting_of(config)
+    history = metrics.get("history") or []
+    base = {
+        "run_dir": str(run["run_dir"]), "run": Path(run["run_dir"]).name, "method": method,
+        "method_params": json.dumps(params, sort_keys=True, default=str), "label": setting_label(method, params),
+        "setting": stable_hash(setting), "dataset": dataset, "data_variant": variant,
+        "model": config.get("model"), "norm": threat.get("norm"), "eps": threat.get("eps"),
+        "schedule": config.get("schedule"), "epochs": setting.get("epochs", config.get("epochs")),
+        "epochs_done": len(history), "seed": config.get("seed"), "status": metrics.get("status", "created"),
+        "best_epoch": metrics.get("best_epoch"),
+    }
+    rows = []
+    if ev:
+        for rec in eval_frame(ev).to_dict(orient="records"):
+            rows.append({**base, "source": "eval.json", **rec})
+    if not rows:
+        last = _last_epoch_row(history)
+        rows.append({**base, "checkpoint": "last epoch", "protocol": "-", "source": "metrics.json", **last})
+    return rows
+
+
+def collect_runs(root: str | Path | Sequence[str | Path] = "outputs") -> pd.DataFrame:
+    """One row per (run, checkpoint, protocol) for every run folder under ``root`` (one or several folders).
+
+    Columns: ``run_dir``, ``run``, ``method``, ``method_params`` (JSON), ``label`` (method and its
+    non-default hyperparameters), ``setting`` (hash of everything that changes training except the
+    seed), ``dataset``, ``data_variant`` (``jpeg`` for the JPEG CIFAR-10 copy), ``model``, ``norm``,
+    ``eps``, ``schedule``, ``epochs``, ``epochs_done``, ``seed``, ``status``, ``best_epoch``,
+    ``checkpoint`` (best, final, or "last epoch" without a final evaluation), ``protocol``,
+    ``source``, the accuracies (percent), ``mean``, ``nrr``, ``robust_metric``, ``n``.
+    """
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    rows: list[dict[str, Any]] = []
+    seen = set()
+    for r in roots:
+        for run_dir in find_run_dirs(r):
+            key = run_dir.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            rows.extend(run_rows(load_run(run_dir)))
+    frame = pd.DataFrame(rows)
+    for m in ACCURACY_METRICS + SCORE_METRICS:
+        if m not in frame.columns:
+            frame[m] = np.nan
+        frame[m] = pd.to_numeric(frame[m], errors="coerce")
+    return frame
+
+
+# ----------------------------------------------------------------------------------- aggregation
+_SETTING_COLUMNS = ("label", "method", "method_params", "dataset", "data_variant", "model", "norm", "eps", "schedule",
+                    "epochs")
+
+
+def metric_columns(frame: pd.DataFrame) -> list[str]:
+    """Accuracy and score columns present in ``frame`` (in display order, then other ``pgdN``/``cwN``)."""
+    known = [m for m in ACCURACY_METRICS + SCORE_METRICS if m in frame.columns]
+    extra = sorted(c for c in frame.columns if re.fullmatch(r"(pgd|cw)[0-9]+", c) and c not in known)
+    return known + extra
+
+
+def aggregate_seeds(frame: pd.DataFrame, metrics: Optional[Sequence[str]] = None) -> pd.DataFrame:
+    """Mean, sample std (``<metric>_std``, NaN for one seed) and ``n_seeds`` per (setting, checkpoint, protocol).
+
+    Also ``seeds`` (sorted list), ``statuses`` (e.g. "finished x3") and the setting's descriptive columns.
+    """
+    if frame.empty:
+        return pd.DataFrame()
+    metrics = list(metrics or metric_columns(frame))
+    keys = ["setting", "checkpoint", "protocol"]
+    out = []
+    for key, group in frame.groupby(keys, sort=False, dropna=False):
+        row: dict[str, Any] = dict(zip(keys, key))
+        first = group.iloc[0]
+        row.update({c: first[c] for c in _SETTING_COLUMNS if c in group.columns})
+        row["n_seeds"] = int(group["seed"].nunique()) if "seed" in group else len(group)
+        row["seeds"] = sorted(int(s) for s in group["seed"].dropna().unique()) if "seed" in group else []
+        counts = group["status"].value_counts()
+        row["statuses"] = ", ".join(f"{s} x{n}" for s, n in counts.items())
+        if "checks" in group:
+            cells = [c for c in dict.fromkeys(group["checks"].dropna()) if c]
+            warn = [c for c in cells if c.startswith("WARN")]
+            row["checks"] = "; ".join(warn) if warn else ("ok" if "ok" in cells else (cells[0] if cells else "not run"))
+        for m in metrics:
+            values = pd.to_numeric(group[m], errors="coerce").dropna()
+            row[m] = float(values.mean()) if len(values) else np.nan
+            row[f"{m}_std"] = float(values.std(ddof=1)) if len(values) > 1 else np.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _cell(mean: Any, std: Any, digits: int = 2) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), protocol: Optional[str] = None,
+                digits: int = 2) -> pd.DataFrame:
+    """The papers' layout, one row per setting: ``Clean``, each of ``robust`` for the best and the final
+    checkpoint, then ``Mean`` and ``NRR`` of the best checkpoint, as ``"mean ± std"`` over seeds
+    (``"n/a"``: not measured). Runs without a final evaluation show their last epoch under "final".
+    ``protocol``: the dummy-class protocol to show (default: the published one, else the only one).
+    """
+    columns = ["setting", "dataset", "model", "norm", "label", "seeds"]
+    if agg.empty:
+        return pd.DataFrame(columns=columns)
+    rows = []
+    for setting, group in agg.groupby("setting", sort=False):
+        protocols = list(group["protocol"].unique())
+        chosen = protocol if protocol in protocols else ("published" if "published" in protocols else protocols[0])
+        group = group[group["protocol"] == chosen]
+        by_ckpt = {r["checkpoint"]: r for r in group.to_dict(orient="records")}
+        best = by_ckpt.get("best")
+        final = by_ckpt.get("final") or by_ckpt.get("last epoch")
+        first = best or final
+        row: dict[str, Any] = {"setting": setting, "dataset": first.get("dataset"), "model": first.get("model"),
+                               "norm": first.get("norm"), "label": first.get("label"),
+                               "protocol": chosen, "seeds": first.get("n_seeds"), "status": first.get("statuses"),
+                               "checks": first.get("checks", "not run")}
+        for metric in ("clean",) + tuple(robust):
+            name = DISPLAY_NAMES.get(metric, metric)
+            for tag, rec in (("best", best), ("final", final)):
+                row[f"{name} {tag}"] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits) if rec else "missing"
+        for metric in SCORE_METRICS:
+            rec = best or final
+            row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------------- comparison
+def compare_with_reference(agg: pd.DataFrame, refs: Optional[Sequence[ref_mod.Reference]] = None, *,
+                           require_dataset: bool = True, metrics: Sequence[str] = ref_mod.METRICS) -> pd.DataFrame:
+    """Each published entry beside the aggregated runs that compute its setting.
+
+    A run setting matches an entry when method, resolved hyperparameters, threat norm, schedule, the
+    model family (:data:`atkit.reference.ARCHITECTURES`) and, with ``require_dataset``, the dataset
+    agree (the JPEG CIFAR-10 copy counts as CIFAR-10; ``data_variant`` says which one ran). One row per
+    (entry, matching setting); ``status`` is ``"missing"`` when no run matches and ``"not in atkit"``
+    for methods atkit does not implement. Columns ``paper_<metric>``, ``ours_<metric>``,
+    ``ours_<metric>_std``, ``diff_<metric>`` (ours - paper) for every printed metric.
+    """
+    refs = ref_mod.REFERENCES if refs is None else refs
+    candidates = agg.to_dict(orient="records") if not agg.empty else []
+    params_cache: dict[str, dict[str, Any]] = {}
+    rows = []
+    for ref in refs:
+        base: dict[str, Any] = {"source": ref.source, "table": ref.table, "row": ref.row, "checkpoint": ref.checkpoint,
+                                "ref_method": ref.method, "ref_dataset": ref.dataset, "ref_norm": ref.norm,
+                                "ref_model": ref.model, "note": ref.note}
+        for m in metrics:
+            if m in ref.values:
+                base[f"paper_{m}"] = ref.values[m]
+                if m in ref.std:
+                    base[f"paper_{m}_std"] = ref.std[m]
+        if ref.method is None:
+            rows.append({**base, "status": "not in atkit"})
+            continue
+        found = []
+        for cand in candidates:
+            if cand["checkpoint"] != ref.checkpoint and not (ref.checkpoint == "final"
+                                                             and cand["checkpoint"] == "last epoch"):
+                continue
+            if cand.get("protocol") not in ("-", "published", None):
+                continue
+            params = params_cache.setdefault(cand["method_params"], json.loads(cand["method_params"] or "{}"))
+            if not ref_mod.matches(ref, method=cand["method"], method_params=params,
+                                   dataset=cand["dataset"] if require_dataset else None, norm=cand["norm"],
+                                   model=cand["model"], schedule=cand.get("schedule")):
+                continue
+            found.append(cand)
+        if not found:
+            rows.append({**base, "status": "missing"})
+            continue
+        for cand in found:
+            row = {**base, "status": cand.get("statuses"), "setting": cand["setting"], "label": cand["label"],
+                   "data_variant": cand.get("data_variant"), "n_seeds": cand.get("n_seeds"),
+                   "ours_checkpoint": cand["checkpoint"]}
+            for m in metrics:
+                if m in ref.values:
+                    ours = cand.get(m)
+                    row[f"ours_{m}"] = ours
+                    row[f"ours_{m}_std"] = cand.get(f"{m}_std")
+                    row[f"diff_{m}"] = (ours - ref.values[m]) if ours is not None and not _isnan(ours) else np.nan
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_display(comparison: pd.DataFrame, metrics: Sequence[str] = ("clean", "pgd20", "pgd10", "aa", "mean",
+                                                                           "nrr"), digits: int = 2) -> pd.DataFrame:
+    """A readable version of :func:`compare_with_reference`: per metric ``"ours / paper"`` (``"missing"`` when
+    no run computes the setting)."""
+    rows = []
+    for rec in comparison.to_dict(orient="records"):
+        row = {"source": f"{rec['source']} {rec['table']}", "row": rec["row"], "checkpoint": rec["checkpoint"],
+               "status": rec["status"], "seeds": rec.get("n_seeds")}
+        for m in metrics:
+            paper = rec.get(f"paper_{m}")
+            if paper is None or _isnan(paper):
+                continue
+            ours = rec.get(f"ours_{m}")
+            ours_txt = "missing" if ours is None or _isnan(ours) else _cell(ours, rec.get(f"ours_{m}_std"), digits)
+            row[DISPLAY_NAMES.get(m, m)] = f"{ours_txt} / {paper:.{digits}f}"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------------------ configs and runs
+def run_config_from(config: Optional[str | Path | Mapping[str, Any]] = None, *,
+                    overrides: Optional[Mapping[str, Any]] = None, **values: Any):
+    """A validated RunConfig from a YAML path (or dict) with the notebook parameters applied on top.
+
+    ``values`` whose value is None are left to the config (or RunConfig's default); ``eval`` is merged
+    key by key; ``overrides`` (any RunConfig keys) are applied last.
+    """
+    from .config import load_config
+
+    if config is None:
+        d: dict[str, Any] = {}
+    elif isinstance(config, Mapping):
+        d = json.loads(json.dumps(dict(config), default=str))
+    else:
+        path = Path(config)
+        if not path.is_file():
+            from .utils import ConfigError
+
+            raise ConfigError(f"config file {str(path)!r} does not exist")
+        d = yaml.safe_load(path.read_text()) or {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key == "eval" and isinstance(value, Mapping):
+            d["eval"] = {**(d.get("eval") or {}), **value}
+        else:
+            d[key] = value
+    for key, value in (overrides or {}).items():
+        if key == "eval" and isinstance(value, Mapping):
+            d["eval"] = {**(d.get("eval") or {}), **value}
+        else:
+            d[key] = value
+    return load_config(d)
+
+
+def open_run(config: Any, *, runs_dir: Optional[str | Path] = None, resume: Optional[str | Path] = None,
+             reuse: bool = True, **trainer_kwargs: Any) -> tuple[Any, str]:
+    """A :class:`~atkit.train.Trainer` for ``config`` and how it was obtained: ``"resumed"`` (``resume`` given,
+    or an identical stopped/interrupted/running run found), ``"reused"`` (an identical finished run: nothing
+    left to train) or ``"new"``. ``reuse=False`` always starts a new run."""
+    from .runs import find_run
+    from .train import Trainer
+
+    if resume is not None:
+        return Trainer.resume(resume, **trainer_kwargs), "resumed"
+    runs_dir = Path(runs_dir if runs_dir is not None else config.out_dir)
+    if reuse:
+        done = find_run(config, runs_dir)
+        if done is not None:
+            return Trainer.resume(done, **trainer_kwargs), "reused"
+        for status in ("stopped", "interrupted", "running"):
+            partial = find_run(config, runs_dir, status=status)
+            if partial is not None:
+                return Trainer.resume(partial, **trainer_kwargs), "resumed"
+    return Trainer.new(config, **trainer_kwargs), "new"
+
+
+def has_final_eval(run_dir: str | Path, attacks: Iterable[str]) -> bool:
+    """Whether ``run_dir/eval.json`` holds every attack of ``attacks`` for the final model."""
+    data = _read_json(Path(run_dir) / "eval.json") or {}
+    final = data.get("final") or {}
+    return set(attacks) <= set(final.get("accuracy") or {})
+
+
+# ---------------------------------------------------------------------------------------- figures
+def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, checkpoint: str = "final",
+                    title: Optional[str] = None):
+    """Clean and robust accuracy against one ablated parameter (the form of seed 002 Fig. 4, seed 000
+    Fig. 5, seed 003 Fig. 7): one panel per accuracy, points with the spread over seeds.
+
+    ``table``: rows of :class:`atkit.widgets.AblationSession` (``<checkpoint>_clean`` and robust columns);
+    ``x``: the column with the parameter's values (shown as categories, in table order)."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    sns.set_theme(style="whitegrid")
+    prefix = f"{checkpoint}_"
+    names = [c[len(prefix):] for c in table.columns if c.startswith(prefix)
+             and pd.api.types.is_numeric_dtype(table[c]) and c[len(prefix):] not in SCORE_METRICS]
+    panels = ["clean"] + [m for m in (robust_metric(names),) if m]
+    fig = Figure(figsize=(5 * len(panels), 3.8))
+    data = table.copy()
+    data[x] = data[x].astype(str)
+    for i, metric in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        col = f"{prefix}{metric}"
+        if col in data and data[col].notna().any():
+            sns.pointplot(data=data, x=x, y=col, hue=hue, errorbar="sd", ax=ax, capsize=0.1,
+                          order=list(dict.fromkeys(data[x])))
+        ax.set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)} accuracy (%), {checkpoint}")
+        ax.set_xlabel(x)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+
+def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *, y: str = "aa",
+                    checkpoint: str = "best") -> pd.DataFrame:
+    """Points for a clean-vs-robust scatter (seed 003 Fig. 5): ours (mean over seeds, with std) and the
+    published entries that report both ``clean`` and ``y``. When our runs have no ``y`` (e.g. no
+    AutoAttack in a quick run) their strongest robust accuracy is used and named in ``robust_metric``."""
+    rows = []
+    if not agg.empty:
+        sel = agg[agg["checkpoint"].isin([checkpoint, "last epoch"] if checkpoint == "final" else [checkpoint])]
+        if sel.empty:
+            sel = agg[agg["checkpoint"] == "last epoch"]
+        sel = sel[sel["protocol"].isin(["-", "published"])]
+        for rec in sel.to_dict(orient="records"):
+            names = [m for m in metric_columns(agg) if m not in SCORE_METRICS and not _isnan(rec.get(m, np.nan))]
+            metric = y if y in names else robust_metric(names)
+            if metric is None or _isnan(rec.get("clean", np.nan)):
+                continue
+            rows.append({"who": "this workbook", "label": rec["label"], "dataset": rec.get("dataset"),
+                         "clean": rec["clean"], "robust": rec[metric], "robust_metric": metric,
+                         "clean_std": rec.get("clean_std"), "robust_std": rec.get(f"{metric}_std"),
+                         "source": "ours"})
+    for r in refs:
+        if "clean" in r.values and y in r.values:
+            rows.append({"who": "published", "label": r.row, "dataset": r.dataset, "clean": r.values["clean"],
+                         "robust": r.values[y], "robust_metric": y, "clean_std": r.std.get("clean"),
+                         "robust_std": r.std.get(y), "source": f"{r.source} {r.table}"})
+    return pd.DataFrame(rows, columns=["who", "label", "dataset", "clean", "robust", "robust_metric", "clean_std",
+                                       "robust_std", "source"])
+
+
+def tradeoff_figure(points: pd.DataFrame, title: Optional[str] = None, annotate: bool = True):
+    """Scatter of clean vs robust accuracy, published points grey, ours coloured with seed error bars
+    (form of seed 003 Fig. 5). Returns a matplotlib Figure (not attached to pyplot)."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    sns.set_theme(style="whitegrid")
+    fig = Figure(figsize=(7.5, 5.2))
+    ax = fig.add_subplot(1, 1, 1)
+    published = points[points["who"] == "published"]
+    ours = points[points["who"] == "this workbook"]
+    if not published.empty:
+        sns.scatterplot(data=published, x="clean", y="robust", hue="source", style="source", ax=ax, s=40,
+                        palette="Greys", legend="brief")
+    if not ours.empty:
+        sns.scatterplot(data=ours, x="clean", y="robust", hue="label", ax=ax, s=90, marker="*", legend="brief")
+        ax.errorbar(ours["clean"], ours["robust"], xerr=ours["clean_std"].astype(float).fillna(0).to_numpy(),
+                    yerr=ours["robust_std"].astype(float).fillna(0).to_numpy(), fmt="none", ecolor="0.4", lw=0.8)
+    if annotate:
+        for rec in points.to_dict(orient="records"):
+            text = rec["label"] if len(str(rec["label"])) <= 28 else str(rec["label"])[:26] + ".."
+            ax.annotate(text, (rec["clean"], rec["robust"]), fontsize=6, xytext=(3, 3), textcoords="offset points",
+                        color="0.35" if rec["who"] == "published" else "black")
+    metrics = sorted(set(points["robust_metric"].dropna())) if not points.empty else []
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"robust accuracy (%): {', '.join(DISPLAY_NAMES.get(m, m) for m in metrics) or 'n/a'}")
+    if ax.get_legend() is not None:
+        ax.legend(fontsize=6, loc="best", frameon=True)
+    if title:
+        ax.set_title(title)
+    if points.empty:
+        ax.text(0.5, 0.5, "no runs with clean and robust accuracy yet", ha="center", va="center",
+                transform=ax.transAxes)
+    fig.tight_layout()
+    return fig
+
+
+def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
+    """A run's per-epoch records (``metrics.json`` ``history``) as a long table for seaborn:
+    columns ``epoch``, ``panel`` ("loss" or "accuracy"), ``series``, ``value``."""
+    rows = []
+    for rec in history:
+        epoch = rec.get("epoch")
+        for key, value in rec.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or _isnan(float(value)):
+                continue
+            if key.startswith("train_") and key.endswith("_acc") or re.fullmatch(r"(wa_|ema_)?test_.*_acc", key):
+                rows.append({"epoch": epoch, "panel": "accuracy", "series": key[:-4], "value": float(value)})
+            elif key.startswith("train_") and not key.endswith("_time_s") and key != "train_time_s":
+                rows.append({"epoch": epoch, "panel": "loss", "series": key[len("train_"):], "value": float(value)})
+    return pd.DataFrame(rows, columns=["epoch", "panel", "series", "value"])
+
+
+def learning_curves_figure(history: Sequence[Mapping[str, Any]], title: Optional[str] = None):
+    """Two panels: the loss and its parts per epoch; training clean/adversarial and test clean/PGD accuracy
+    per epoch. Returns a matplotlib Figure (not attached to pyplot, so it can be drawn from a thread)."""
+    import seaborn as sns
+    from matplotlib.figure import Figure
+
+    sns.set_theme(style="whitegrid")
+    frame = history_frame(history)
+    fig = Figure(figsize=(11, 4))
+    for i, panel in enumerate(("loss", "accuracy")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        data = frame[frame["panel"] == panel]
+        if not data.empty:
+            sns.lineplot(data=data, x="epoch", y="value", hue="series", marker="o", ax=ax)
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss" if panel == "loss" else "accuracy (%)")
+        ax.set_title("training loss and its parts" if panel == "loss" else "accuracy per epoch")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig: Any, dpi: int = 110) -> bytes:
+    """PNG bytes of a matplotlib Figure (works for figures not attached to pyplot, from any thread)."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def save_png(fig: Any, path: str | Path, dpi: int = 150) -> Path:
+    """Write a Figure as PNG atomically."""
+    from .utils import atomic_write_bytes
+
+    path = Path(path)
+    atomic_write_bytes(path, figure_png(fig, dpi=dpi))
+    return path
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write ``frame`` as CSV atomically (lists and dicts as JSON text)."""
+    from .utils import atomic_write_text
+
+    path = Path(path)
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].map(lambda v: isinstance(v, (list, dict))).any():
+            out[col] = out[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v)
+    atomic_write_text(path, out.to_csv(index=False))
+    return path
+
+
+__all__ = ["ACCURACY_METRICS", "ablation_figure", "aggregate_seeds", "has_final_eval", "open_run",
+           "run_config_from", "collect_runs", "compare_with_reference", "comparison_display",
+           "dataset_label", "eval_frame", "figure_png", "find_run_dirs", "history_frame", "learning_curves_figure",
+           "load_run", "paper_table", "robust_metric", "run_rows", "save_png", "setting_label", "setting_of",
+           "stable_hash", "trade_off_scores", "tradeoff_figure", "tradeoff_points", "varied_params", "write_table"]

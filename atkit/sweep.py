@@ -1,0 +1,512 @@
+"""Sweeps: execute a notebook once per point of a parameter grid with papermill, in parallel.
+
+A grid file (YAML)::
+
+    notebook: ablation                    # a name in notebooks/ or a path (optional when given on the command line)
+    base: parameters/demo/ablation.yaml   # a papermill parameter file, or a mapping of parameters
+    grid:                                 # cartesian product (a list of such mappings: their products, in turn)
+      method_params.rp_distance: [mse, kl]   # dotted names set one key inside a dict parameter
+      seeds: [[0], [1]]
+    points:                               # and/or explicit points, run after the grid's
+      - {method: pgd_at}
+
+Each point runs in its own folder ``<out>/<slug>-<hash>`` (``slug``: the varied parameters, readable;
+``hash``: of all the point's parameters, stable across runs and machines) as one ``python -m papermill``
+process per point (the notebook's ``out_dir`` parameter is set to that folder), with
+``CUDA_VISIBLE_DEVICES`` naming the worker's GPU (one worker per visible GPU; one CPU worker when there
+is none, or ``workers``). A point is finished when its ``_sweep_done.json`` exists (written atomically
+after papermill succeeded) and is skipped when the sweep runs again; a failure (the exception papermill
+reports as ``PapermillExecutionError``, a timeout, a crash) is recorded in ``_sweep_failed.json`` and in
+the summary, and the other points go on. ``sweep.json`` and
+``sweep.csv`` in ``<out>`` list every point's status; they are rewritten after each point, so an
+interrupted sweep (Ctrl-C) keeps its finished points and a restart runs only the rest.
+"""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
+
+import yaml
+
+from .utils import ConfigError, atomic_write_json, atomic_write_text, unknown_name_error
+
+DONE_MARKER = "_sweep_done.json"
+FAILED_MARKER = "_sweep_failed.json"
+PARAMS_FILE = "_sweep_params.yaml"
+LOG_FILE = "sweep.log"
+# Parameters that never change what a point computes: excluded from its hash.
+_HASH_IGNORED = ("out_dir", "device", "progress")
+_GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name")
+
+
+@dataclass
+class SweepPoint:
+    """One execution: the notebook parameters (``params``), the varied ones (``varied``) and its folder name."""
+
+    index: int
+    params: dict[str, Any]
+    varied: dict[str, Any]
+    key: str
+    folder: str
+
+
+@dataclass
+class SweepSpec:
+    """A notebook, its base parameters and the points to run."""
+
+    notebook: str
+    base: dict[str, Any]
+    points: list[dict[str, Any]] = field(default_factory=list)
+    name: str = "sweep"
+
+
+# ------------------------------------------------------------------------------------ the grid
+def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
+    """``params["a"]["b"] = value`` for ``key = "a.b"`` (creating or copying the inner dict)."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        params[key] = copy.deepcopy(value)
+        return
+    inner = params.get(head)
+    if inner is None:
+        inner = {}
+    if not isinstance(inner, dict):
+        raise ConfigError(f"grid key {key!r}: parameter {head!r} is {inner!r}, not a mapping, so it has no {rest!r}")
+    inner = dict(inner)
+    set_dotted(inner, rest, value)
+    params[head] = inner
+
+
+def expand_grid(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
+                points: Optional[Sequence[Mapping[str, Any]]] = None) -> list[dict[str, Any]]:
+    """The points of a grid: the cartesian product of each mapping ``{name: [values]}`` (a list of
+    mappings gives their products one after the other), then the explicit ``points``, in order.
+    No grid and no points: one empty point (the base parameters alone)."""
+    out: list[dict[str, Any]] = []
+    grids = [] if grid is None else [grid] if isinstance(grid, Mapping) else list(grid)
+    for g in grids:
+        if not isinstance(g, Mapping):
+            raise ConfigError(f"a grid must map parameter names to lists of values; got {g!r}")
+        names = list(g)
+        values = []
+        for name in names:
+            v = g[name]
+            if not isinstance(v, (list, tuple)) or len(v) == 0:
+                raise ConfigError(f"grid parameter {name!r} needs a non-empty list of values; got {v!r}")
+            values.append(list(v))
+        for combo in itertools.product(*values):
+            out.append(dict(zip(names, combo)))
+    for p in points or []:
+        if not isinstance(p, Mapping):
+            raise ConfigError(f"each entry of 'points' must be a mapping of parameters; got {p!r}")
+        out.append(dict(p))
+    return out or [{}]
+
+
+def point_params(base: Mapping[str, Any], varied: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` with the (possibly dotted) ``varied`` values applied."""
+    params = copy.deepcopy(dict(base))
+    for key, value in varied.items():
+        set_dotted(params, key, value)
+    return params
+
+
+def _slug_value(v: Any) -> str:
+    if isinstance(v, float):
+        text = f"{v:g}"
+    elif isinstance(v, (list, tuple)):
+        text = "-".join(_slug_value(x) for x in v)
+    elif isinstance(v, Mapping):
+        text = "-".join(f"{k}{_slug_value(x)}" for k, x in v.items())
+    else:
+        text = str(v)
+    return re.sub(r"[^A-Za-z0-9.+-]+", "", text.replace("/", "-"))
+
+
+def point_key(params: Mapping[str, Any]) -> str:
+    """Stable hash of a point's parameters (without ``out_dir``/``device``/``progress``)."""
+    from .results import stable_hash
+
+    return stable_hash({k: v for k, v in params.items() if k not in _HASH_IGNORED}, length=8)
+
+
+def point_folder(varied: Mapping[str, Any], key: str, max_len: int = 60) -> str:
+    """``"rp_distance=kl_seeds=0-<hash>"``: the varied values, readable, then the hash that makes it unique."""
+    parts = [f"{k.rsplit('.', 1)[-1]}={_slug_value(v)}" for k, v in varied.items()]
+    slug = "_".join(parts)[:max_len].strip("_-.") or "base"
+    return f"{slug}-{key}"
+
+
+def make_points(spec: SweepSpec) -> list[SweepPoint]:
+    points = []
+    for i, varied in enumerate(spec.points):
+        params = point_params(spec.base, varied)
+        key = point_key(params)
+        points.append(SweepPoint(i, params, dict(varied), key, point_folder(varied, key)))
+    seen: dict[str, int] = {}
+    for p in points:
+        if p.key in seen:
+            raise ConfigError(f"grid points {seen[p.key]} and {p.index} have the same parameters ({p.varied}); "
+                              "each point must differ")
+        seen[p.key] = p.index
+    return points
+
+
+def _load_params_file(path: str | Path, relative_to: Optional[Path]) -> dict[str, Any]:
+    candidates = [Path(path)]
+    if relative_to is not None and not Path(path).is_absolute():
+        candidates.append(relative_to / path)
+    for c in candidates:
+        if c.is_file():
+            data = yaml.safe_load(c.read_text()) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"parameter file {str(c)!r} must hold a mapping of parameters")
+            return data
+    raise ConfigError(f"base parameter file {str(path)!r} does not exist")
+
+
+def load_grid(path: str | Path, notebook: Optional[str] = None) -> SweepSpec:
+    """Read a grid YAML (see the module docstring). ``notebook`` (the command line's) must agree with the
+    file's ``notebook`` when both are given."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"grid file {str(path)!r} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"grid file {str(path)!r} must be a mapping with keys {', '.join(_GRID_FILE_KEYS)}")
+    for key in data:
+        if key not in _GRID_FILE_KEYS:
+            raise unknown_name_error("grid file key", key, _GRID_FILE_KEYS)
+    nb = data.get("notebook")
+    if notebook and nb and Path(str(nb)).stem != Path(str(notebook)).stem:
+        raise ConfigError(f"the command names notebook {notebook!r} but grid file {str(path)!r} is for {nb!r}")
+    nb = notebook or nb
+    if not nb:
+        raise ConfigError(f"no notebook: give it on the command line or as 'notebook:' in {str(path)!r}")
+    base = data.get("base") or {}
+    if isinstance(base, (str, Path)):
+        base = _load_params_file(base, path.parent)
+    if not isinstance(base, dict):
+        raise ConfigError(f"'base' in {str(path)!r} must be a parameter file path or a mapping; got {base!r}")
+    points = expand_grid(data.get("grid"), data.get("points"))
+    return SweepSpec(notebook=str(nb), base=base, points=points, name=str(data.get("name") or path.stem))
+
+
+def resolve_notebook(name_or_path: str) -> Path:
+    from .cli import NOTEBOOK_DIR
+
+    path = Path(name_or_path)
+    if path.suffix != ".ipynb":
+        candidate = NOTEBOOK_DIR / f"{name_or_path}.ipynb"
+        if candidate.is_file():
+            return candidate
+    if path.is_file():
+        return path
+    names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
+    raise ConfigError(f"notebook {name_or_path!r} not found; available: {', '.join(names)}")
+
+
+def check_parameters(notebook: Path, points: Iterable[SweepPoint]) -> list[str]:
+    """Refuse, before anything runs, a point that sets a parameter the notebook does not declare."""
+    import papermill as pm
+
+    declared = list(pm.inspect_notebook(str(notebook)))
+    for p in points:
+        for key in list(p.params) + list(p.varied):
+            top = key.split(".", 1)[0]
+            if top not in declared:
+                raise unknown_name_error(f"parameter of notebook {notebook.name} (grid point {p.index})", top,
+                                         declared)
+    return declared
+
+
+# --------------------------------------------------------------------------------------- workers
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use (``CUDA_VISIBLE_DEVICES`` order, else every device torch sees)."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    try:
+        import torch
+
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    except Exception:  # torch missing or broken CUDA: run on the CPU
+        count = 0
+    if count == 0:
+        return []
+    if env:
+        ids = [g.strip() for g in env.split(",") if g.strip()]
+        return ids[:count]
+    return [str(i) for i in range(count)]
+
+
+def worker_slots(workers: Optional[int] = None, gpus: Optional[Sequence[str]] = None) -> list[Optional[str]]:
+    """One slot per worker: a GPU id, or None for a CPU worker. Default: one per visible GPU, else one CPU."""
+    gpus = list(visible_gpus() if gpus is None else gpus)
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers={workers!r} must be a positive integer")
+    if not gpus:
+        return [None] * (workers or 1)
+    n = workers or len(gpus)
+    return [gpus[i % len(gpus)] for i in range(n)]
+
+
+# ------------------------------------------------------------------------------------- the sweep
+@dataclass
+class PointResult:
+    index: int
+    folder: str
+    status: str  # done | skipped | failed | interrupted | pending
+    seconds: Optional[float] = None
+    error: Optional[str] = None
+    worker: Optional[str] = None
+    varied: dict[str, Any] = field(default_factory=dict)
+
+
+def is_done(point_dir: Path, key: str) -> bool:
+    marker = point_dir / DONE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()).get("key") == key
+    except (OSError, ValueError):
+        return False
+
+
+def _write_summary(out: Path, spec: SweepSpec, notebook: Path, results: Sequence[PointResult]) -> None:
+    from .results import write_table  # pandas only when writing
+
+    import pandas as pd
+
+    rows = [{"index": r.index, "folder": r.folder, "status": r.status, "seconds": r.seconds, "worker": r.worker,
+             "error": r.error, **{f"param:{k}": v for k, v in r.varied.items()}} for r in results]
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "interrupted", "pending")}
+    atomic_write_json(out / "sweep.json", {"name": spec.name, "notebook": str(notebook), "base": spec.base,
+                                           "counts": counts, "points": rows})
+    write_table(pd.DataFrame(rows), out / "sweep.csv")
+
+
+def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = None,
+              gpus: Optional[Sequence[str]] = None, device: Optional[str] = None, kernel_name: str = "python3",
+              timeout: Optional[float] = None, progress: bool = True, dry_run: bool = False,
+              on_result: Optional[Callable[[PointResult], None]] = None) -> list[PointResult]:
+    """Run every point of ``spec`` not finished yet into ``out_dir/<point folder>``; see the module docstring.
+
+    ``device``: passed to notebooks that declare a ``device`` parameter (default: ``cuda`` on GPU workers,
+    ``cpu`` on CPU workers, unless the point sets it). ``timeout``: seconds per point. Returns one
+    :class:`PointResult` per point; failures are reported there (never raised).
+    """
+    out = Path(out_dir).resolve()
+    notebook = resolve_notebook(spec.notebook).resolve()
+    points = make_points(spec)
+    declared = check_parameters(notebook, points)
+    slots = worker_slots(workers, gpus)
+    results = {p.index: PointResult(p.index, p.folder, "pending", varied=p.varied) for p in points}
+    todo = []
+    for p in points:
+        if is_done(out / p.folder, p.key):
+            results[p.index].status = "skipped"
+        else:
+            todo.append(p)
+    if dry_run:
+        return [results[i] for i in sorted(results)]
+    out.mkdir(parents=True, exist_ok=True)
+    lock = threading.Lock()
+    _write_summary(out, spec, notebook, [results[i] for i in sorted(results)])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(points), initial=len(points) - len(todo), desc=f"sweep {spec.name}", unit="point")
+        if len(todo) < len(points):
+            bar.write(f"sweep {spec.name}: {len(points) - len(todo)} of {len(points)} points already finished, "
+                      f"skipped; {len(todo)} to run on {len(slots)} worker(s) "
+                      f"({', '.join('GPU ' + s if s is not None else 'CPU' for s in slots)})")
+    free: "queue.Queue[Optional[str]]" = queue.Queue()
+    for s in slots:
+        free.put(s)
+    stop = threading.Event()
+    procs: set[subprocess.Popen] = set()
+
+    def run_one(point: SweepPoint) -> None:
+        if stop.is_set():
+            return
+        slot = free.get()
+        try:
+            if stop.is_set():
+                return
+            res = _execute_point(point, out / point.folder, notebook, slot, declared, device, kernel_name, timeout,
+                                 len(slots), procs, lock)
+            if stop.is_set() and res.status == "failed":
+                res.status, res.error = "interrupted", None
+        finally:
+            free.put(slot)
+        with lock:
+            results[point.index] = res
+            _write_summary(out, spec, notebook, [results[i] for i in sorted(results)])
+            if bar is not None:
+                bar.update(1)
+                n_failed = sum(r.status == "failed" for r in results.values())
+                bar.set_postfix(failed=n_failed)
+                tag = "done" if res.status == "done" else res.status.upper()
+                line = f"[{tag} {res.seconds or 0:.1f}s] {point.folder}"
+                if res.error:
+                    line += f": {res.error.splitlines()[0][:200]}"
+                bar.write(line)
+        if on_result is not None:
+            on_result(res)
+
+    pool = ThreadPoolExecutor(max_workers=len(slots))
+    futures = [pool.submit(run_one, p) for p in todo]
+    try:
+        for f in futures:
+            while True:
+                try:
+                    f.result(timeout=0.2)
+                    break
+                except FutureTimeout:
+                    continue
+                except Exception as e:  # the thread itself crashed (a bug): record and go on
+                    if bar is not None:
+                        bar.write(f"sweep worker error: {e!r}")
+                    break
+    except KeyboardInterrupt:
+        stop.set()
+        with lock:
+            for proc in list(procs):
+                _terminate(proc)
+        pool.shutdown(wait=True, cancel_futures=True)
+        with lock:
+            for r in results.values():
+                if r.status == "pending":
+                    r.status = "interrupted"
+            _write_summary(out, spec, notebook, [results[i] for i in sorted(results)])
+        if bar is not None:
+            bar.close()
+        raise
+    pool.shutdown(wait=True)
+    if bar is not None:
+        bar.close()
+    final = [results[i] for i in sorted(results)]
+    _write_summary(out, spec, notebook, final)
+    return final
+
+
+def _terminate(proc: subprocess.Popen) -> None:
+    """Stop a point process and its kernel (its own process group)."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, AttributeError):
+        proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError, AttributeError):
+            proc.kill()
+
+
+def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Optional[str], declared: list[str],
+                   device: Optional[str], kernel_name: str, timeout: Optional[float], n_slots: int,
+                   procs: set, lock: threading.Lock) -> PointResult:
+    """Run one point with papermill's own command line in a fresh process (its own session, so an
+    interrupted sweep can stop it with its kernel), then write the done marker or the failure record."""
+    point_dir.mkdir(parents=True, exist_ok=True)
+    for marker in (DONE_MARKER, FAILED_MARKER):
+        (point_dir / marker).unlink(missing_ok=True)
+    params = dict(point.params)
+    if "device" in declared and "device" not in params:
+        params["device"] = device or ("cuda" if slot is not None else "cpu")
+    if "out_dir" in declared:
+        params["out_dir"] = str(point_dir)
+    worker = "cpu" if slot is None else f"gpu {slot}"
+    atomic_write_text(point_dir / PARAMS_FILE, yaml.safe_dump(params, sort_keys=False))
+    executed = point_dir / notebook.name
+    env = dict(os.environ)
+    if slot is None:
+        env["CUDA_VISIBLE_DEVICES"] = ""
+        # CPU workers share the cores instead of each taking all of them.
+        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_slots)))
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = slot
+    cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-f", str(point_dir / PARAMS_FILE),
+           "-k", kernel_name, "--cwd", str(notebook.parent.parent), "--no-progress-bar"]
+    began = time.time()
+    with open(point_dir / LOG_FILE, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with lock:
+            procs.add(proc)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _terminate(proc)
+            rc = None
+        finally:
+            with lock:
+                procs.discard(proc)
+    seconds = round(time.time() - began, 2)
+    res = PointResult(point.index, point.folder, "failed", seconds=seconds, worker=worker, varied=point.varied)
+    if rc == 0:
+        atomic_write_json(point_dir / DONE_MARKER, {"key": point.key, "varied": point.varied, "params": params,
+                                                    "worker": worker, "seconds": seconds,
+                                                    "finished": time.strftime("%Y-%m-%d %H:%M:%S")})
+        res.status = "done"
+        return res
+    if rc is None:
+        res.error = f"timed out after {timeout} s"
+    else:
+        res.error = notebook_error(executed) or _log_tail(point_dir / LOG_FILE, rc)
+    atomic_write_json(point_dir / FAILED_MARKER, {"key": point.key, "varied": point.varied, "error": res.error,
+                                                  "exit_status": rc, "seconds": seconds})
+    return res
+
+
+def notebook_error(executed: Path) -> Optional[str]:
+    """``"ValueError: ... (cell 3)"`` from the first error output papermill saved in an executed notebook
+    (what its ``PapermillExecutionError`` reports), or None."""
+    try:
+        nb = json.loads(executed.read_text())
+    except (OSError, ValueError):
+        return None
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []) or []:
+            if output.get("output_type") == "error" and output.get("ename") != "PapermillExecutionError":
+                return f"{output.get('ename')}: {output.get('evalue')} (cell {cell.get('execution_count')})"
+    return None
+
+
+def _log_tail(log: Path, rc: int) -> str:
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.is_file() else []
+    return f"papermill exited with status {rc}" + (f": {' | '.join(tail)}" if tail else "")
+
+
+def format_summary(results: Sequence[PointResult]) -> str:
+    counts = {s: sum(r.status == s for r in results) for s in ("done", "skipped", "failed", "interrupted")}
+    lines = [f"{counts['done']} done, {counts['skipped']} skipped (already finished), {counts['failed']} failed"
+             + (f", {counts['interrupted']} interrupted" if counts["interrupted"] else "")]
+    for r in results:
+        if r.status == "failed":
+            lines.append(f"  FAILED {r.folder}: {r.error}")
+    return "\n".join(lines)
+
+
+__all__ = ["SweepPoint", "SweepSpec", "PointResult", "expand_grid", "format_summary", "load_grid", "make_points",
+           "notebook_error", "point_folder", "point_key", "point_params", "run_sweep", "set_dotted", "visible_gpus", "worker_slots"]

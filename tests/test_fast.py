@@ -1,0 +1,203 @@
+"""The fast path (atkit/fast.py): bf16 autocast forward with fp32 outputs, channels_last, compile, DDP routing,
+the exact fp32 switch, and the trainer's use of them. Runs on the CPU (autocast bf16 works there, slowly)."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from atkit.attacks import attack_mode, pgd
+from atkit.config import RunConfig
+from atkit.fast import (AutocastModel, compile_model, describe, eval_model, exact_fp32, resolve_channels_last,
+                        resolve_precision, training_model, unwrap_model)
+from atkit.models import Features, build_model
+from atkit.train import Trainer, load_model
+from atkit.utils import ConfigError
+
+
+def _model(**kw) -> nn.Module:
+    torch.manual_seed(0)
+    return build_model("small_cnn", num_classes=10, width=4, hidden=16, **kw)
+
+
+def _images(n: int = 6, size: int = 16, seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_precision_and_layout_resolve_by_device():
+    assert resolve_precision("auto", "cpu") is None  # exact fp32 on the CPU
+    assert resolve_precision("fp32", "cpu") is None
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16
+    if not torch.cuda.is_available():
+        assert resolve_precision("auto", "cuda") is None  # no usable GPU: never autocast blindly
+    with pytest.raises(ConfigError, match="fp16.*bf16"):
+        resolve_precision("fp16", "cpu")
+    assert resolve_channels_last("auto", "cpu") is False
+    assert resolve_channels_last("auto", torch.device("cuda")) is True
+    assert resolve_channels_last(False, "cuda") is False
+    with pytest.raises(ConfigError, match="channels_last=1"):
+        resolve_channels_last(1, "cpu")
+
+
+def test_config_fields_are_validated():
+    base = dict(model="small_cnn")
+    cfg = RunConfig.from_dict(base)
+    assert (cfg.precision, cfg.channels_last, cfg.compile, cfg.eval.precision) == ("auto", "auto", False, "fp32")
+    for bad, pattern in (({"precision": "half"}, "precision 'half'"), ({"channels_last": "yes"}, "channels_last"),
+                         ({"compile": "no-such-backend"}, "no-such-backend"),
+                         ({"eval": {"precision": "fp8"}}, "eval.precision 'fp8'")):
+        with pytest.raises(ConfigError, match=pattern):
+            RunConfig.from_dict(dict(base, **bad))
+
+
+def test_autocast_forward_runs_the_network_in_bf16_and_returns_fp32():
+    model = _model().eval()
+    seen = {}
+    model.fc.register_forward_hook(lambda m, i, o: seen.update(dtype=o.dtype))
+    x, _ = _images()
+    reference = model(x)
+    assert seen["dtype"] == torch.float32
+    wrapped = AutocastModel(model, dtype=torch.bfloat16)
+    logits = wrapped(x)
+    assert seen["dtype"] == torch.bfloat16  # the layer itself ran in bf16 ...
+    assert logits.dtype == torch.float32  # ... but what methods see is fp32
+    assert not torch.equal(logits, reference)
+    torch.testing.assert_close(logits, reference, atol=0.05, rtol=0.05)  # bf16 rounding, same function
+    feats = wrapped(x, return_features=True)
+    assert isinstance(feats, Features) and all(t.dtype == torch.float32 for t in feats)
+    torch.testing.assert_close(wrapped.forward_features(x).penultimate, feats.penultimate)
+    # Attributes fall through to the plain model; its state_dict is the one checkpoints store.
+    assert wrapped.num_classes == 10 and wrapped.num_outputs == 10 and wrapped.dummy_classes is False
+    assert unwrap_model(wrapped) is model
+    clone = copy.deepcopy(wrapped)  # attribute fall-through must not recurse while a copy is half built
+    assert clone.num_classes == 10 and unwrap_model(clone) is not model
+    assert describe(wrapped)["precision"] == "bf16" and describe(model)["precision"] == "fp32"
+
+
+def test_pgd_through_the_wrapper_keeps_the_perturbation_fp32_and_parameters_clean():
+    model = _model()
+    wrapped = AutocastModel(model, dtype=torch.bfloat16)
+    x, y = _images()
+    eps = 8 / 255
+    x_adv = pgd(wrapped, x, y, eps=eps, step_size=2 / 255, steps=3, random_start="uniform")
+    assert x_adv.dtype == torch.float32
+    assert float((x_adv - x).abs().max()) <= eps + 1e-6 and float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    assert float((x_adv - x).abs().max()) > eps / 2  # it moved: the bf16 gradient reached the fp32 delta
+    assert all(p.grad is None for p in model.parameters())  # input-only gradients
+    assert all(p.requires_grad for p in model.parameters()) and model.training  # restored after the attack
+    # The attack increases the fp32 loss of the plain model on most points, like the fp32 attack does.
+    with torch.no_grad():
+        model.eval()
+        gain = F.cross_entropy(model(x_adv), y, reduction="none") - F.cross_entropy(model(x), y, reduction="none")
+    assert float(gain.mean()) > 0
+
+
+def test_channels_last_converts_input_and_weights_in_place():
+    model = _model()
+    params_before = list(model.parameters())
+    conv = model.features[0][0]
+    layouts = []
+    conv.register_forward_pre_hook(lambda m, i: layouts.append(i[0].is_contiguous(memory_format=torch.channels_last)))
+    fast = training_model(model, device="cpu", precision="fp32", channels_last=True)
+    assert isinstance(fast, AutocastModel) and fast.dtype is None
+    assert list(model.parameters()) == params_before  # same Parameter objects: an optimiser keeps working
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    x, _ = _images()
+    out = fast(x)
+    assert layouts[-1] is True
+    torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-5)  # layout only: same numbers in fp32
+
+
+def test_exact_fp32_path_is_the_plain_model():
+    model = _model()
+    assert training_model(model, device="cpu", precision="fp32", channels_last=False) is model
+    assert training_model(model, device="cpu", precision="auto", channels_last="auto") is model  # CPU default
+    assert eval_model(model, device="cpu") is model
+    assert isinstance(eval_model(model, device="cpu", precision="bf16"), AutocastModel)
+
+
+def test_exact_fp32_switches_tf32_off_and_restores_it():
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = True
+    try:
+        with exact_fp32():
+            assert cudnn.allow_tf32 is False and matmul.allow_tf32 is False
+        assert cudnn.allow_tf32 is True
+        with pytest.raises(RuntimeError, match="boom"):
+            with exact_fp32():
+                raise RuntimeError("boom")
+        assert cudnn.allow_tf32 is True
+        with exact_fp32(enabled=False):
+            assert cudnn.allow_tf32 is True
+    finally:
+        cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
+def test_compiled_forward_matches_and_unwraps():
+    model = _model().eval()
+    compiled = compile_model(model, "eager")  # the eager backend: the wiring, without a C++ toolchain
+    assert compile_model(model, False) is None
+    fast = AutocastModel(model, compiled=compiled)
+    x, _ = _images()
+    torch.testing.assert_close(fast(x), model(x))
+    assert unwrap_model(compiled) is model and unwrap_model(fast) is model
+    assert set(fast.state_dict()) == {f"module.{k}" for k in model.state_dict()}  # no duplicated entries
+
+
+class _Spy(nn.Module):
+    """Stands in for DistributedDataParallel: records that it was called, then runs the module."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+        self.calls = 0
+
+    def forward(self, *args):
+        self.calls += 1
+        return self.module(*args)
+
+
+def test_only_parameter_gradient_forwards_go_through_ddp():
+    model = _model()
+    spy = _Spy(model)
+    fast = AutocastModel(model, ddp=spy)
+    x, y = _images()
+    fast(x).sum().backward()  # a training forward: through DDP
+    assert spy.calls == 1
+    with torch.no_grad():
+        fast(x)  # metrics pass
+    pgd(fast, x, y, eps=8 / 255, step_size=2 / 255, steps=3)  # attack passes (parameters frozen)
+    with attack_mode(fast, "train"):
+        assert spy.training and model.training
+    fast.eval()
+    assert not spy.training  # DDP's own mode flag follows the wrapper
+    assert spy.calls == 1
+
+
+def test_trainer_bf16_path_trains_and_checkpoints_the_plain_model(tmp_path):
+    cfg = dict(dataset="synthetic", data={"n_train": 64, "n_test": 16, "image_size": 16}, model="small_cnn",
+               model_params={"width": 4, "hidden": 16}, method="pgd_at", batch_size=32, schedule="constant",
+               epochs=1, threat={"steps": 2}, device="cpu", precision="bf16", channels_last=True,
+               eval={"n_test": 16, "pgd_steps": 1, "final_attacks": ["clean"]}, out_dir=str(tmp_path))
+    trainer = Trainer.new(cfg, progress=False)
+    assert isinstance(trainer.train_model, AutocastModel) and trainer.train_model.module is trainer.model
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    seen = []
+    trainer.model.fc.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    trainer.fit()
+    assert torch.bfloat16 in seen  # training forwards autocast
+    assert seen[-1] == torch.float32  # the epoch evaluation ran the plain fp32 model
+    after = trainer.model.state_dict()
+    assert all(after[k].dtype == before[k].dtype for k in before)  # fp32 master weights
+    assert max(float((after[k].float() - before[k].float()).abs().max()) for k in before) > 1e-4
+    ckpt = torch.load(trainer.ckpt_dir / "last.pt", weights_only=False)
+    assert set(ckpt["model"]) == set(before)  # no "module." prefix
+    reloaded = load_model(trainer.run_dir)
+    x, _ = _images(size=16)
+    trainer.model.eval()
+    torch.testing.assert_close(reloaded(x), trainer.model(x))

@@ -1,0 +1,240 @@
+"""train, ablation and results notebooks under papermill with their smoke parameters, and the library code
+behind them: run collection, aggregation over seeds, the published-number reference and the comparison."""
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from atkit import reference
+from atkit.cli import run_notebook
+from atkit.methods import get_method
+from atkit.results import (aggregate_seeds, collect_runs, compare_with_reference, comparison_display, paper_table,
+                           run_config_from, setting_label, tradeoff_points)
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+# ------------------------------------------------------------------------------ the three notebooks
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """train, then ablation (same runs folder), then results over that folder: smoke parameters, CPU."""
+    tmp = tmp_path_factory.mktemp("nb")
+    runs = tmp / "runs"
+    outs = {}
+    for name, extra in (("train", {"runs_dir": str(runs)}), ("ablation", {"runs_dir": str(runs)}),
+                        ("results", {"outputs_dir": str(runs)})):
+        outs[name] = tmp / name
+        run_notebook(name, str(ROOT / "parameters" / "smoke" / f"{name}.yaml"), str(outs[name]), device="cpu",
+                     extra=extra, progress=False)
+    return {"runs": runs, **outs}
+
+
+def test_train_notebook_writes_curves_and_final_evaluation_into_the_run(executed):
+    out = executed["train"]
+    assert (out / "train.ipynb").is_file() and (out / "learning_curves.png").stat().st_size > 1000
+    summary = json.loads((out / "metrics.json").read_text())
+    run_dir = Path(summary["run_dir"])
+    assert summary["status"] == "finished" and summary["how"] == "new" and summary["epochs_done"] == 1
+    assert run_dir.parent == executed["runs"]
+    for name in ("eval.json", "metrics.json", "learning_curves.png", "final_eval.csv", "config.yaml"):
+        assert (run_dir / name).is_file(), name
+    final_eval = pd.read_csv(out / "final_eval.csv")
+    assert sorted(final_eval["checkpoint"]) == ["best", "final"]
+    ev = json.loads((run_dir / "eval.json").read_text())
+    for rec in final_eval.to_dict(orient="records"):
+        acc = ev[rec["checkpoint"]]["accuracy"]
+        assert rec["clean"] == pytest.approx(acc["clean"]) and rec["pgd2"] == pytest.approx(acc["pgd2"])
+        assert rec["mean"] == pytest.approx((acc["clean"] + acc["pgd2"]) / 2)
+    history = pd.read_csv(out / "history.csv")
+    assert list(history["epoch"]) == [1] and {"train_loss", "test_clean_acc", "test_pgd2_acc"} <= set(history)
+    assert summary["published"] == []  # synthetic data: no published number for it
+
+
+def test_ablation_notebook_runs_every_grid_point_headless(executed):
+    out = executed["ablation"]
+    table = pd.read_csv(out / "ablation.csv")
+    assert list(table["param:rp_distance"]) == ["mse", "kl"]
+    assert (table["status"] == "finished").all() and (table["method"] == "pgd_at+rpat").all()
+    assert table["final_clean"].between(0, 100).all() and table["final_pgd2"].between(0, 100).all()
+    assert table["run_dir"].nunique() == 2
+    # seed 001 Table 5's logits row is PGD-AT+RPAT with default hyperparameters: shown beside the mse point only.
+    assert table.loc[0, "paper_clean"] == 83.20 and table.loc[0, "paper_aa"] == 48.00
+    assert math.isnan(table.loc[1, "paper_clean"])
+    for name in ("ablation.png", "tradeoff.png", "ablation.ipynb"):
+        assert (out / name).stat().st_size > 1000, name
+    summary = json.loads((out / "metrics.json").read_text())
+    assert summary["varied"] == ["rp_distance"] and summary["n_runs"] == 2 and summary["n_failed"] == 0
+
+
+def test_results_notebook_tabulates_every_run_and_shows_missing_published_rows(executed):
+    out = executed["results"]
+    runs = pd.read_csv(out / "runs.csv")
+    assert runs["run_dir"].nunique() == 3  # train's pgd_at run and the ablation's two
+    table = pd.read_csv(out / "paper_table.csv")
+    assert sorted(table["label"]) == ["pgd_at", "pgd_at+rpat", "pgd_at+rpat (rp_distance=kl)"]
+    assert set(table["status"]) == {"finished x1"}
+    comparison = pd.read_csv(out / "comparison.csv")
+    t1 = comparison[comparison["table"] == "Table 1"]
+    assert len(t1) == len(reference.select(["seed 002 / Table 1"], dataset="cifar10"))
+    assert (t1["status"] == "missing").all()  # the smoke runs are on synthetic data
+    not_ours = comparison[comparison["table"] == "Table 2"]
+    assert (not_ours["status"] == "not in atkit").sum() == 16 and (not_ours["status"] == "missing").sum() == 2
+    display = pd.read_csv(out / "comparison_display.csv")
+    assert display["Clean"].str.startswith("missing /").all()
+    points = pd.read_csv(out / "tradeoff_points.csv")
+    assert (points["who"] == "this workbook").sum() == 3 and (points["who"] == "published").sum() == 18
+    assert (out / "tradeoff.png").stat().st_size > 1000
+    assert json.loads((out / "metrics.json").read_text())["n_runs"] == 3
+
+
+# --------------------------------------------------------------------------------------- results.py
+def _fake_run(root: Path, name: str, config: dict, evals: dict, status: str = "finished", history=None):
+    """A run folder as the trainer writes it, with chosen numbers."""
+    run = root / name
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    (run / "metrics.json").write_text(json.dumps({"status": status, "best_epoch": 3, "history": history or [{}]}))
+    if evals:
+        payload = {}
+        for ckpt, acc in evals.items():
+            rob = "aa" if "aa" in acc else "pgd20"
+            payload[ckpt] = {"format": "atkit-eval/1", "n": 100, "accuracy": acc, "robust_metric": rob,
+                             "mean": (acc["clean"] + acc[rob]) / 2,
+                             "nrr": 2 * acc["clean"] * acc[rob] / (acc["clean"] + acc[rob])}
+        payload["best_epoch"] = 3
+        (run / "eval.json").write_text(json.dumps(payload))
+    return run
+
+
+CIFAR_RPAT = {"method": "pgd_at+rpat", "method_params": {"rp_lambda": 1.0}, "dataset": "folder",
+              "data": {"root": "data/cifar10-jpeg"}, "model": "resnet18", "schedule": "pang110",
+              "threat": {"norm": "linf"}}
+
+
+def test_seeds_are_aggregated_and_set_beside_the_published_row(tmp_path):
+    cleans, aas = [83.0, 84.0, 82.5], [47.0, 48.5, 46.0]
+    for seed, (c, a) in enumerate(zip(cleans, aas)):
+        _fake_run(tmp_path / "outputs" / "runs", f"r{seed}", dict(CIFAR_RPAT, seed=seed),
+                  {"best": {"clean": c, "pgd20": 50.0 + seed, "aa": a}, "final": {"clean": c - 1, "pgd20": 49.0,
+                                                                                  "aa": a - 1}})
+    # A different setting (another distance), an unfinished run (no eval.json) and an unrelated file tree.
+    _fake_run(tmp_path / "outputs" / "sweeps" / "p1" / "runs", "other",
+              dict(CIFAR_RPAT, method_params={"rp_distance": "kl"}, seed=0), {"best": {"clean": 80.0, "aa": 45.0}})
+    _fake_run(tmp_path / "outputs" / "runs", "half", dict(CIFAR_RPAT, method="pgd_at", method_params={}, seed=0), {},
+              status="stopped", history=[{"epoch": 1, "test_clean_acc": 40.0, "test_pgd20_acc": 20.0}])
+    (tmp_path / "outputs" / "demo").mkdir()
+
+    runs = collect_runs(tmp_path / "outputs")
+    assert runs["run_dir"].nunique() == 5
+    half = runs[runs["run"] == "half"].iloc[0]
+    assert half["checkpoint"] == "last epoch" and half["clean"] == 40.0 and half["pgd20"] == 20.0
+    assert half["status"] == "stopped" and half["mean"] == 30.0
+
+    agg = aggregate_seeds(runs)
+    best = agg[(agg["label"] == "pgd_at+rpat") & (agg["checkpoint"] == "best")].iloc[0]
+    assert best["n_seeds"] == 3 and best["seeds"] == [0, 1, 2]
+    assert best["clean"] == pytest.approx(sum(cleans) / 3)
+    mean_c = sum(cleans) / 3
+    assert best["clean_std"] == pytest.approx(math.sqrt(sum((c - mean_c) ** 2 for c in cleans) / 2))
+    nrrs = [2 * c * a / (c + a) for c, a in zip(cleans, aas)]
+    assert best["nrr"] == pytest.approx(sum(nrrs) / 3)  # the mean of per-seed NRR, as the papers average runs
+
+    table = paper_table(agg)
+    row = table[table["label"] == "pgd_at+rpat"].iloc[0]
+    assert row["Clean best"] == f"{mean_c:.2f} ± {best['clean_std']:.2f}" and row["seeds"] == 3
+    assert row["AA final"].startswith(f"{sum(aas) / 3 - 1:.2f} ±")
+    stopped = table[table["label"] == "pgd_at"].iloc[0]
+    assert stopped["Clean best"] == "missing" and stopped["Clean final"] == "40.00" and stopped["AA final"] == "n/a"
+
+    refs = reference.select(["seed 002 / Table 1"], dataset="cifar10")
+    comparison = compare_with_reference(agg, refs)
+    hit = comparison[(comparison["row"] == "CIFAR-10 PGD-AT +RPAT") & (comparison["checkpoint"] == "best")].iloc[0]
+    assert hit["label"] == "pgd_at+rpat" and hit["n_seeds"] == 3 and hit["data_variant"] == "jpeg"
+    assert hit["paper_aa"] == 48.00 and hit["ours_aa"] == pytest.approx(sum(aas) / 3)
+    assert hit["diff_clean"] == pytest.approx(mean_c - 83.20)
+    final = comparison[(comparison["row"] == "CIFAR-10 PGD-AT +RPAT") & (comparison["checkpoint"] == "final")]
+    assert final.iloc[0]["ours_clean"] == pytest.approx(mean_c - 1)
+    # rp_distance=kl is another setting: it matches no row. Unrun settings are listed as missing, not dropped.
+    assert "pgd_at+rpat (rp_distance=kl)" not in set(comparison["label"].dropna())
+    assert (comparison["status"] == "missing").sum() == len(refs) - 2 - 1  # 2 RPAT rows matched, PGD-AT stopped
+    base = comparison[(comparison["row"] == "CIFAR-10 PGD-AT")].iloc[0]
+    assert base["status"] == "missing"  # the stopped PGD-AT run has no best checkpoint to compare
+    shown = comparison_display(comparison)
+    assert shown.iloc[1]["AA"].endswith("/ 48.00")
+
+    points = tradeoff_points(agg, reference.select(["seed 003 / Table 2"]))
+    ours = points[points["who"] == "this workbook"]
+    assert set(ours["label"]) == {"pgd_at+rpat", "pgd_at+rpat (rp_distance=kl)"}
+    assert (points["who"] == "published").sum() == 18
+
+
+def test_run_config_from_applies_parameters_over_a_paper_config(tmp_path):
+    paper = ROOT / "parameters" / "paper" / "pgd_at+rpat_cifar10_resnet18.yaml"
+    cfg = run_config_from(paper, epochs=2, seed=None, eval={"n_test": 10}, overrides={"device": "cpu"})
+    original = yaml.safe_load(paper.read_text())
+    assert cfg.method == original["method"] and cfg.epochs == 2 and cfg.device == "cpu"
+    assert cfg.eval.n_test == 10 and cfg.eval.final_attacks == original["eval"]["final_attacks"]  # eval merged
+    assert setting_label("pgd_at+rpat", {"rp_distance": "kl", "rp_lambda": 1.0}) == "pgd_at+rpat (rp_distance=kl)"
+
+
+# ------------------------------------------------------------------------------------- reference.py
+def test_published_mean_and_nrr_agree_with_their_clean_and_aa():
+    """Transcription check: Mean = (Clean + AA)/2 and NRR = 2 Clean AA/(Clean + AA), as printed (3 decimals)."""
+    checked = 0
+    for r in reference.REFERENCES:
+        v = r.values
+        if {"clean", "aa", "mean", "nrr"} <= set(v):
+            assert (v["clean"] + v["aa"]) / 2 == pytest.approx(v["mean"], abs=6e-3), (r.key, r.row)
+            assert 2 * v["clean"] * v["aa"] / (v["clean"] + v["aa"]) == pytest.approx(v["nrr"], abs=6e-3), (r.key, r.row)
+            checked += 1
+    assert checked >= 60
+
+
+def test_every_reference_names_its_source_and_a_buildable_setting():
+    keys = reference.table_keys()
+    for k in ("seed 002 / Table 1", "seed 002 / Table 2", "seed 002 / Table 3", "seed 002 / Table 4",
+              "seed 000 / Table 5", "seed 003 / Table 1", "seed 003 / Table 2", "seed 003 / Table 3",
+              "seed 003 / Table 4", "seed 004 / Table 1", "seed 004 / Table 2", "seed 004 / Table 3",
+              "seed 004 / Table 4", "seed 004 / Table 5", "seed 004 / Table 6", "seed 001 / Table 5"):
+        assert k in keys
+    for r in reference.REFERENCES:
+        assert r.source.startswith("seed ") and r.table.startswith("Table ") and r.row
+        assert r.checkpoint in ("best", "final") and r.values
+        assert set(r.values) <= set(reference.METRICS)
+        assert all(0 < v < 100 for v in r.values.values())
+        if r.method is not None:
+            get_method(r.method, None, **r.method_params)  # a registered method that accepts these settings
+    cifar10 = reference.select(["002/1"], dataset="cifar10")
+    assert len(cifar10) == 12  # 4 benchmarks (best) + 4 RPAT rows at best and final
+
+
+@pytest.mark.parametrize("key,row,checkpoint,metric,value", [
+    ("seed 002 / Table 1", "CIFAR-10 Consistency-AT +RPAT", "best", "aa", 48.98),
+    ("seed 002 / Table 1", "CIFAR-10 MART +RPAT", "final", "clean", 75.95),
+    ("seed 002 / Table 2", "CIFAR-10 TRADES", "best", "pgd20", 68.60),
+    ("seed 000 / Table 5", "CIFAR-10 RAAT++", "best", "cw", 69.07),
+    ("seed 003 / Table 1", "CIFAR-10 PGD-AT +DUCAT", "best", "aa", 58.61),
+    ("seed 003 / Table 4", "MART +DUCAT", "best", "pgd10_targeted_dummy", 72.89),
+    ("seed 004 / Table 2", "FAIT, lambda = 12, I = 3", "best", "clean", 80.57),
+    ("seed 004 / Table 6", "FAIT_{psi=S}, lambda = 8", "best", "aa", 49.48),
+])
+def test_spot_values_as_printed(key, row, checkpoint, metric, value):
+    hits = [r for r in reference.select([key]) if r.row == row and r.checkpoint == checkpoint]
+    assert len(hits) >= 1 and hits[0].values[metric] == value
+
+
+def test_matching_uses_resolved_hyperparameters():
+    fait_t2 = {r.row: r for r in reference.select(["seed 004 / Table 2"])}
+    i2 = fait_t2["FAIT, lambda = 12, I = 2"]
+    # FAIT's defaults are lambda 12, I 2: an empty or explicit setting matches, logging switches do not matter.
+    assert reference.matches(i2, method="fait", method_params={})
+    assert reference.matches(i2, method="fait", method_params={"lam": 12.0, "log_r": True})
+    assert not reference.matches(i2, method="fait", method_params={"interpolation_step": 3})
+    assert not reference.matches(i2, method="fait", method_params={}, model="preact_resnet18")
+    assert not reference.matches(i2, method="fait", method_params={}, schedule="pang110")
+    ducat = [r for r in reference.select(["seed 003 / Table 1"], dataset="cifar10") if r.method == "trades+ducat"][0]
+    assert reference.matches(ducat, method="trades+ducat", method_params={"lam": 6.0, "beta1": 0.75})
+    assert not reference.matches(ducat, method="trades+ducat", method_params={"lam": 9.0})  # the base's lambda counts

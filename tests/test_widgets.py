@@ -1,0 +1,162 @@
+"""The ablation engine and its widget UI, driven headlessly: controls built from the registry's Params
+metadata, Run in a background thread to completion, a results table that grows, Stop that keeps the
+measurements, reuse of finished runs."""
+import dataclasses
+import time
+from dataclasses import dataclass, field
+
+import pytest
+
+from atkit.methods import METHODS, Method, Params, register
+from atkit.methods.pgd_at import PGDAT
+from atkit.utils import ConfigError
+from atkit.widgets import AblationSession, AblationUI, param_specs, parse_text_value, split_point
+
+TINY = dict(method="pgd_at", dataset="synthetic", data={"n_train": 64, "n_test": 16}, model="small_cnn", epochs=1,
+            batch_size=32, max_steps_per_epoch=2, threat={"steps": 1}, schedule="constant", device="cpu",
+            eval={"n_test": 16, "pgd_steps": 1, "batch_size": 16, "final_attacks": ["clean", "pgd1"], "sanity": False})
+
+
+@pytest.fixture
+def toy_method():
+    """A method registered only for this test: its controls must appear without any change to the UI."""
+
+    @dataclass
+    class ToyParams(Params):
+        strength: float = field(default=0.25, metadata={"help": "how strong", "range": (0.0, 2.0)})
+        rounds: int = field(default=3, metadata={"help": "how many", "range": (1, 9)})
+        flavour: str = field(default="b", metadata={"help": "which", "choices": ("a", "b")})
+        switch: bool = field(default=True, metadata={"help": "on or off"})
+
+    class Toy(PGDAT):
+        name = "toy_widget_method"
+        Params = ToyParams
+
+    register(Toy)
+    yield Toy
+    del METHODS["toy_widget_method"]
+
+
+def test_controls_come_from_the_params_metadata_of_any_registered_method(toy_method):
+    specs = {s.name: s for s in param_specs("toy_widget_method")}
+    assert {"strength", "rounds", "flavour", "switch", "attack_bn_mode", "random_start"} <= set(specs)
+    assert (specs["strength"].kind, specs["strength"].low, specs["strength"].high) == ("float", 0.0, 2.0)
+    assert (specs["rounds"].kind, specs["rounds"].default) == ("int", 3)
+    assert specs["flavour"].kind == "choice" and specs["flavour"].choices == ("a", "b")
+    assert specs["switch"].kind == "bool" and specs["attack_bn_mode"].kind == "choice"
+
+    ui = AblationUI(AblationSession(TINY, runs_dir="unused"), methods=["pgd_at", "toy_widget_method"])
+    ui.method.value = "toy_widget_method"
+    assert set(ui.controls) == set(specs)
+    strength = ui.controls["strength"]
+    assert (strength.min, strength.max, strength.value) == (0.0, 2.0, 0.25)
+    assert "how strong" in strength.tooltip
+    assert list(ui.controls["flavour"].options) == [("a", "a"), ("b", "b")]
+    ui.controls["strength"].value = 1.5
+    ui.controls["switch"].value = False
+    point = ui.current_point()
+    assert point["method"] == "toy_widget_method" and point["strength"] == 1.5 and point["switch"] is False
+    assert "rounds" not in point and "flavour" not in point  # defaults are not part of the point
+    config = ui.session.config_for(point)
+    assert config.method_params == {"strength": 1.5, "switch": False}
+
+
+def test_specs_of_composites_and_ablation_switches():
+    ducat = {s.name: s for s in param_specs("trades+ducat")}
+    assert {"start_epoch", "alpha", "beta1", "beta2"} <= set(ducat) and "lam" in ducat  # DUCAT's and the base's
+    assert (ducat["beta1"].low, ducat["beta1"].high) == (0.0, 1.0)
+    raat = {s.name: s for s in param_specs("raat")}
+    assert raat["bound"].kind == "bool" and raat["dicar"].kind == "bool" and raat["eta"].kind == "float"
+    assert raat["mix_lambda"].kind == "text" and raat["mix_lambda"].optional
+    rpat = {s.name: s for s in param_specs("pgd_at+rpat")}
+    assert rpat["rp_distance"].choices == ("mse", "kl", "js", "cosine")
+    assert rpat["rp_alpha"].kind == "text"  # a number or 'beta-' / 'beta+'
+
+
+def test_parse_text_value():
+    assert parse_text_value("") is None and parse_text_value("None") is None
+    assert parse_text_value("3") == 3 and parse_text_value("0.25") == 0.25
+    assert parse_text_value("8/255") == pytest.approx(8 / 255)
+    assert parse_text_value("beta-") == "beta-" and parse_text_value("true") is True
+
+
+def test_points_split_into_config_keys_and_hyperparameters():
+    overrides, hparams = split_point({"method": "pgd_at+ducat", "start_epoch": 3, "beta1": 0.5, "seed": 2,
+                                      "eps255": 4, "config.start_epoch": 0}, "pgd_at+ducat")
+    # DUCAT's start_epoch is its window start, not RunConfig.start_epoch (that one needs the config. prefix).
+    assert hparams == {"start_epoch": 3, "beta1": 0.5}
+    assert overrides == {"seed": 2, "eps255": 4, "start_epoch": 0}
+    with pytest.raises(ConfigError, match="Did you mean 'rp_alpha'"):
+        split_point({"rp_alpah": 0.2}, "pgd_at+rpat")
+    session = AblationSession(TINY, runs_dir="unused")
+    config = session.config_for({"method": "trades", "lam": 3.0, "eps255": 4})
+    assert config.method == "trades" and config.method_params == {"lam": 3.0}
+    threat = config.threat_model()
+    assert threat.eps == pytest.approx(4 / 255) and threat.step_size == pytest.approx(1 / 255)  # ratio kept
+
+
+def test_run_button_trains_in_a_thread_and_the_results_table_grows(tmp_path):
+    session = AblationSession(TINY, runs_dir=tmp_path / "runs")
+    ui = AblationUI(session, methods=["pgd_at", "pgd_at+rpat"])
+    ui.method.value = "pgd_at+rpat"
+    ui.controls["rp_distance"].value = "kl"
+    thread = ui.on_run()
+    assert thread is not None and ui.run_button.disabled and not ui.stop_button.disabled
+    assert ui.wait(timeout=300)
+    table = session.table()
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["status"] == "finished" and row["method"] == "pgd_at+rpat" and not row["reused"]
+    assert 0 <= row["final_clean"] <= 100 and 0 <= row["final_pgd1"] <= 100 and 0 <= row["best_clean"] <= 100
+    assert '"rp_distance": "kl"' in row["method_params"]
+    assert ui.progress.value == ui.progress.max == 2  # two steps, counted as they happen
+    assert ui.live.value[:4] == b"\x89PNG" and ui.tradeoff_plot.value[:4] == b"\x89PNG"
+    assert "rp_distance=kl" in ui.table.value and not ui.run_button.disabled and ui.stop_button.disabled
+
+    ui.controls["rp_distance"].value = "cosine"
+    ui.on_run()
+    assert ui.wait(timeout=300)
+    assert len(session.table()) == 2 and len(ui.session.tradeoff()) == 2
+    assert "rp_distance=cosine" in ui.table.value
+
+    # The same point again: the finished run is reused, not trained again.
+    ui.controls["rp_distance"].value = "kl"
+    ui.on_run()
+    assert ui.wait(timeout=300)
+    last = session.table().iloc[-1]
+    assert bool(last["reused"]) and last["run_dir"] == row["run_dir"] and last["final_clean"] == row["final_clean"]
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+
+
+def test_stop_ends_the_run_cleanly_and_keeps_what_it_measured(tmp_path):
+    session = AblationSession(dict(TINY, epochs=40), runs_dir=tmp_path / "runs")
+    ui = AblationUI(session, live_plot=False)
+    ui.on_run()
+    began = time.time()
+    while time.time() - began < 300:
+        trainer = session.trainer
+        if trainer is not None and len(trainer.history) >= 1:
+            break
+        time.sleep(0.05)
+    ui.on_stop()
+    assert ui.wait(timeout=300)
+    row = session.table().iloc[-1]
+    assert row["status"] == "stopped"
+    assert 1 <= row["epochs_done"] < 40
+    assert row["final_source"] == "last epoch" and 0 <= row["final_clean"] <= 100  # the last epoch's numbers
+    assert ui.progress.bar_style == "warning" and not ui.run_button.disabled
+    assert len(session.tradeoff()) == 1
+
+
+def test_a_failing_point_is_a_row_not_an_exception(tmp_path):
+    session = AblationSession(TINY, runs_dir=tmp_path / "runs")
+    row = session.run({"method": "pgd_at", "epochs": 0})
+    assert row["status"] == "failed" and "epochs" in row["error"]
+    assert session.table().iloc[0]["status"] == "failed"
+
+
+def test_dataclass_fields_unchanged_by_ui(toy_method):
+    # Building controls must not mutate the registered Params defaults.
+    AblationUI(AblationSession(TINY, runs_dir="unused"), methods=["toy_widget_method"])
+    defaults = {f.name: f.default for f in dataclasses.fields(toy_method.Params)}
+    assert defaults["strength"] == 0.25 and defaults["rounds"] == 3
