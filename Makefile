@@ -25,6 +25,10 @@ demo: install
 	  echo "== $$nb (demo parameters, CPU, synthetic data) -> outputs/demo/$$nb"; \
 	  $(PY) -m atkit notebook $$nb --params parameters/demo/$$nb.yaml --out outputs/demo/$$nb --device cpu || exit 1; \
 	done
+	@echo "== ablation sweep (parameters/demo/ablation_sweep.yaml: 3 points, 2 CPU workers) -> outputs/demo/sweeps/ablation"
+	$(PY) -m atkit sweep ablation -f parameters/demo/ablation_sweep.yaml --out outputs/demo/sweeps/ablation --gpus "" --workers 2
+	@echo "== results (every demo run beside the published numbers) -> outputs/demo/results"
+	$(PY) -m atkit notebook results --params parameters/demo/results.yaml --out outputs/demo/results --device cpu
 
 test: install
 	$(PY) -m pytest -q

@@ -151,7 +151,8 @@ def autoattack_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, no
     correct = torch.zeros(len(y_cpu), dtype=torch.bool)
     for start in range(0, len(y_cpu), batch_size):
         xb = result.x_adv[start:start + batch_size].to(dev, torch.float32)
-        correct[start:start + batch_size] = _eval_predict(model, xb, num_classes).cpu() == y_cpu[start:start + batch_size]
+        pred = _eval_predict(model, xb, num_classes).cpu()
+        correct[start:start + batch_size] = pred == y_cpu[start:start + batch_size]
     return correct
 
 

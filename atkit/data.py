@@ -200,22 +200,35 @@ def _palette(num_classes: int) -> torch.Tensor:
 
 
 def _texture_tiles(num_classes: int, period: int, gen: torch.Generator) -> torch.Tensor:
-    """One ±1 RGB tile ``(3, period, period)`` per class: high-pass and mirror-symmetric.
+    """One ±1 RGB tile ``(3, period, period)`` per class: high-pass, mirror-symmetric, distinct.
 
-    High-pass: spatial frequencies below ``period/4`` cycles per tile are removed before taking the
-    sign, so the texture has no smooth part that could overlap the robust feature. Mirror symmetry
-    (``tile[..., j] == tile[..., period-1-j]``) makes a horizontally flipped image show the same tile
-    (at another phase), so flip augmentation does not destroy the feature.
+    High-pass: spatial frequencies below ``max(1, period/4)`` cycles per tile (at least the mean)
+    are removed before taking the sign, so the texture has no smooth part that could overlap the
+    robust feature. Mirror symmetry (``tile[..., j] == tile[..., period-1-j]``) makes a horizontally
+    flipped image show the same tile (at another phase), so flip augmentation keeps the feature.
+    Distinct: a candidate is redrawn while it is within 1/8 of its entries (Hamming distance) of an
+    earlier class's tile under some cyclic shift, so no phase makes two classes look alike.
     """
-    raw = torch.randn(num_classes, 3, period, period, generator=gen)
-    spec = torch.fft.fft2(raw)
     f = torch.fft.fftfreq(period) * period  # integer frequencies in cycles per tile
     low = (f.abs()[:, None].maximum(f.abs()[None, :])) < max(1, period // 4)
-    spec[..., low] = 0
-    hp = torch.fft.ifft2(spec).real
-    sym = hp + hp.flip(-1)
-    tiles = torch.where(sym >= 0, 1.0, -1.0)
-    return tiles
+    min_dist = max(1, 3 * period * period // 8)
+    tiles: list[torch.Tensor] = []
+    bank = torch.empty(0, 3 * period * period)  # every cyclic shift of every accepted tile
+    for _ in range(1000):
+        spec = torch.fft.fft2(torch.randn(num_classes, 3, period, period, generator=gen))
+        spec[..., low] = 0
+        hp = torch.fft.ifft2(spec).real
+        for cand in torch.where(hp + hp.flip(-1) >= 0, 1.0, -1.0):
+            if len(bank) and int((bank != cand.flatten()).sum(1).min()) < min_dist:
+                continue
+            tiles.append(cand)
+            if len(tiles) == num_classes:
+                return torch.stack(tiles)
+            shifted = [cand.roll((dy, dx), dims=(-2, -1)).flatten() for dy in range(period) for dx in range(period)]
+            bank = torch.cat([bank, torch.stack(shifted)])
+    raise ConfigError(
+        f"could not draw {num_classes} distinct texture tiles of period {period} px; use a larger texture_period"
+    )
 
 
 def make_synthetic(

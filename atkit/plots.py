@@ -179,7 +179,9 @@ def overlap_bars_figure(by_class: pd.DataFrame, num_models: int, title: Optional
         bottom = values if bottom is None else bottom + values
     ax.set_xlabel("class")
     ax.set_ylabel("number of test samples")
-    ax.legend(fontsize=8, ncol=min(num_models + 1, 5), loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    handles, labels = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+              title="PGD example", title_fontsize=8)
     plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
     if title:
         ax.set_title(title)
@@ -216,8 +218,12 @@ def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional
 
     sns.set_theme(style="white")
     m = len(matrices)
-    fig, axes = plt.subplots(1, m, figsize=(4.3 * m, 4.2), squeeze=False)
-    for ax, (name, mat) in zip(axes[0], matrices.items()):
+    ncols = 2 if m == 4 else min(m, 3)
+    nrows = -(-m // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.3 * nrows), squeeze=False)
+    for ax in axes.flat[m:]:
+        ax.set_visible(False)
+    for ax, (name, mat) in zip(axes.flat, matrices.items()):
         counts = np.asarray(mat, dtype=float)
         pct = 100.0 * counts / np.clip(counts.sum(axis=1, keepdims=True), 1, None)
         sns.heatmap(pd.DataFrame(pct, index=class_names, columns=class_names), vmin=0, vmax=100, cmap="Blues",

@@ -329,7 +329,8 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
     """The papers' layout, one row per setting: ``Clean``, each of ``robust`` for the best and the final
     checkpoint, then ``Mean`` and ``NRR`` of the best checkpoint, as ``"mean ± std"`` over seeds
     (``"n/a"``: not measured). Runs without a final evaluation show their last epoch under "final".
-    ``protocol``: the dummy-class protocol to show (default: the published one, else the only one).
+    ``protocol``: the dummy-class protocol to show (default: the published one, else the only one);
+    dummy-class settings also get the last ``robust`` metric under the adaptive protocol, ``"... (adaptive)"``.
     """
     columns = ["setting", "dataset", "model", "norm", "label", "seeds"]
     if agg.empty:
@@ -354,8 +355,16 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         for metric in SCORE_METRICS:
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
+        if chosen == "published" and "adaptive" in protocols:
+            # Dummy-class runs: the adaptive attack on the merged model beside the published number (REFERENCE.md 3).
+            adaptive = agg[(agg["setting"] == setting) & (agg["protocol"] == "adaptive")]
+            for rec in adaptive.to_dict(orient="records"):
+                if rec["checkpoint"] in ("best", "final"):
+                    metric = tuple(robust)[-1] if robust else "aa"
+                    row[f"{DISPLAY_NAMES.get(metric, metric)} {rec['checkpoint']} (adaptive)"] = _cell(
+                        rec.get(metric), rec.get(f"{metric}_std"), digits)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).fillna("")
 
 
 # ----------------------------------------------------------------------------------- comparison

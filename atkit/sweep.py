@@ -131,10 +131,10 @@ def _slug_value(v: Any) -> str:
     elif isinstance(v, (list, tuple)):
         text = "-".join(_slug_value(x) for x in v)
     elif isinstance(v, Mapping):
-        text = "-".join(f"{k}{_slug_value(x)}" for k, x in v.items())
+        text = "-".join(f"{k}-{_slug_value(x)}" for k, x in v.items())
     else:
         text = str(v)
-    return re.sub(r"[^A-Za-z0-9.+-]+", "", text.replace("/", "-"))
+    return re.sub(r"[^A-Za-z0-9._+-]+", "", text.replace("/", "-").replace(" ", "-"))[:24]
 
 
 def point_key(params: Mapping[str, Any]) -> str:
@@ -146,7 +146,7 @@ def point_key(params: Mapping[str, Any]) -> str:
 
 def point_folder(varied: Mapping[str, Any], key: str, max_len: int = 60) -> str:
     """``"rp_distance=kl_seeds=0-<hash>"``: the varied values, readable, then the hash that makes it unique."""
-    parts = [f"{k.rsplit('.', 1)[-1]}={_slug_value(v)}" for k, v in varied.items()]
+    parts = [f"{k.rsplit('.', 1)[-1]}={_slug_value(v)}" for k, v in varied.items() if v not in ({}, [], None, "")]
     slug = "_".join(parts)[:max_len].strip("_-.") or "base"
     return f"{slug}-{key}"
 
@@ -450,18 +450,14 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
     cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-f", str(point_dir / PARAMS_FILE),
            "-k", kernel_name, "--cwd", str(notebook.parent.parent), "--no-progress-bar"]
     began = time.time()
-    with open(point_dir / LOG_FILE, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        with lock:
-            procs.add(proc)
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            _terminate(proc)
-            rc = None
-        finally:
-            with lock:
-                procs.discard(proc)
+    log_path = point_dir / LOG_FILE
+    for attempt in range(1 + KERNEL_START_RETRIES):
+        _stagger_launch()
+        offset = log_path.stat().st_size if attempt > 0 and log_path.is_file() else 0
+        rc = _run_process(cmd, env, log_path, timeout, procs, lock, append=attempt > 0)
+        # Kernels started at the same moment can race for the same TCP port; such a point never ran any cell.
+        if rc in (0, None) or notebook_error(executed) or not _kernel_failed_to_start(log_path, offset):
+            break
     seconds = round(time.time() - began, 2)
     res = PointResult(point.index, point.folder, "failed", seconds=seconds, worker=worker, varied=point.varied)
     if rc == 0:
@@ -477,6 +473,49 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
     atomic_write_json(point_dir / FAILED_MARKER, {"key": point.key, "varied": point.varied, "error": res.error,
                                                   "exit_status": rc, "seconds": seconds})
     return res
+
+
+KERNEL_START_RETRIES = 2
+LAUNCH_GAP_S = 1.5
+_launch_lock = threading.Lock()
+_last_launch = [0.0]
+
+
+def _stagger_launch() -> None:
+    """Keep point processes from starting their kernels in the same instant (port races, I/O bursts)."""
+    with _launch_lock:
+        wait = _last_launch[0] + LAUNCH_GAP_S - time.time()
+        if wait > 0:
+            time.sleep(wait)
+        _last_launch[0] = time.time()
+
+
+def _run_process(cmd: list[str], env: dict[str, str], log_path: Path, timeout: Optional[float], procs: set,
+                 lock: threading.Lock, append: bool = False) -> Optional[int]:
+    """Run ``cmd`` in its own session with output to ``log_path``; its exit status, None on timeout."""
+    with open(log_path, "ab" if append else "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        with lock:
+            procs.add(proc)
+        try:
+            return proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _terminate(proc)
+            return None
+        finally:
+            with lock:
+                procs.discard(proc)
+
+
+def _kernel_failed_to_start(log_path: Path, offset: int = 0) -> bool:
+    """Whether the log (from byte ``offset``: the last attempt) says the kernel never started."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return False
+    return "Kernel died before replying to kernel_info" in text or "Address already in use" in text
 
 
 def notebook_error(executed: Path) -> Optional[str]:

@@ -92,6 +92,10 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -337,6 +341,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         initial = copy.deepcopy(first.model).to(memory_format=torch.contiguous_format)
 
         if "reference" in paths:
+            log("timing the reference loop")
             loader = reference_loader(dataset.train_x, dataset.train_y, args.batch_size, train=True,
                                       workers=workers, pin_memory=device.type == "cuda")
             ref_model = copy.deepcopy(initial).to(device)
@@ -346,6 +351,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 step_size=threat.step_size, attack_steps=args.attack_steps)
             del ref_model
         for name, trainer in trainers.items():
+            log(f"timing {name}")
             results["train"][name] = time_trainer(trainer, device, steps=args.steps, warmup=args.warmup)
         ref_ips = results["train"].get("reference", {}).get("images_per_s")
         train_size = len(dataset.train_y) if args.dataset == "folder" else CIFAR_TRAIN_SIZE
@@ -368,6 +374,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                                                      "training steps (not robust: AutoAttack time not representative)")
             model.eval()
             ev: dict[str, Any] = {}
+            log("timing atkit PGD-20 (fp32)")
             ev["atkit_pgd20_fp32"] = time_evaluate(model, x, y, "pgd20", batch_size=eval_bs, device=device,
                                                    threat=threat_eval)
             if args.eval_bf16:
@@ -377,12 +384,14 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             if "reference" in paths:
                 ref_eval_loader = reference_loader(dataset.test_x[:n], dataset.test_y[:n], args.ref_eval_batch_size,
                                                    train=False, workers=workers, pin_memory=device.type == "cuda")
+                log("timing reference PGD-20")
                 ev["reference_pgd20"] = reference_eval_pgd(copy.deepcopy(model).to(memory_format=torch.contiguous_format),
                                                            ref_eval_loader, device, eps=threat.eps,
                                                            step_size=threat.step_size, steps=20)
                 ev["atkit_pgd20_fp32"]["speedup_vs_reference"] = (ev["atkit_pgd20_fp32"]["images_per_s"]
                                                                   / ev["reference_pgd20"]["images_per_s"])
             if not args.skip_aa:
+                log("timing standard AutoAttack")
                 ev["atkit_aa_standard"] = time_evaluate(model, x, y, "aa", batch_size=eval_bs, device=device,
                                                         threat=threat_eval)
             results["eval"] = ev

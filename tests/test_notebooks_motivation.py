@@ -1,14 +1,20 @@
 """The boundary-sample and always-failed-overlap notebooks run under papermill with their smoke
-parameters, and every file they promise is there and consistent with the others."""
+parameters, and every file they promise is there and consistent with the others; below them, the
+boundary_budget method and the analysis helpers the notebooks use, recomputed by hand."""
 import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
+from atkit.analysis import CrossAttack, boundary_partition, confusion_matrix
+from atkit.attacks import pgd
 from atkit.cli import run_notebook
 from atkit.data import load_dataset
+from atkit.methods import StepContext, get_method
+from helpers import TinyNet, tiny_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -163,13 +169,6 @@ def test_always_failed_overlap_notebook(tmp_path):
 # ============================================================================================
 # The pieces the notebooks rest on: the boundary_budget method and the analysis helpers.
 # ============================================================================================
-import torch  # noqa: E402
-
-from atkit.analysis import CrossAttack, boundary_partition, confusion_matrix  # noqa: E402
-from atkit.methods import StepContext, get_method  # noqa: E402
-from helpers import TinyNet, tiny_batch  # noqa: E402
-
-
 def _ce_rows(z, y):
     """Cross-entropy per row, written out: -(z_y - log sum_k exp z_k)."""
     return -(z[torch.arange(len(y)), y] - torch.log(torch.exp(z.double()).sum(dim=1)))
@@ -309,8 +308,6 @@ def test_boundary_partition_matches_a_hand_partition():
     eps, step = 0.3, 0.1
     part = boundary_partition(model, x, y, etas=[0.2, 1.0], eps=eps, step_size=step, steps=3, num_classes=5,
                               batch_size=16, seed=7)
-    from atkit.attacks import pgd
-
     torch.manual_seed(7)
     x_adv = torch.cat([pgd(model, x[i:i + 16], y[i:i + 16], eps=eps, step_size=step, steps=3)
                        for i in range(0, 40, 16)])

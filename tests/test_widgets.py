@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from atkit.methods import METHODS, Method, Params, register
+from atkit.methods import METHODS, Params, register
 from atkit.methods.pgd_at import PGDAT
 from atkit.utils import ConfigError
 from atkit.widgets import AblationSession, AblationUI, param_specs, parse_text_value, split_point

@@ -50,7 +50,8 @@ class BoundaryBudgetParams(Params):
     eta: float = field(default=0.1, metadata={"help": "reduction factor defining boundary samples (seed 000 eq. 8-9)",
                                               "range": _SCALE_RANGE})
     eta_mode: str = field(default="scale", metadata={
-        "help": "x'' for the partition: 'scale' = x + eta (x' - x) (released RAAT code), 'ball' = PGD in the eta*eps ball",
+        "help": "x'' for the partition: 'scale' = x + eta (x' - x) (released RAAT code), "
+                "'ball' = PGD in the eta*eps ball",
         "choices": ("scale", "ball")})
     budget_mode: str = field(default="scale", metadata={
         "help": "a budget s: 'scale' = x + s (x' - x), 'ball' = PGD again in the s*eps ball",
@@ -71,7 +72,7 @@ class BoundaryBudget(Method):
 
     def __init__(self, threat=None, **hparams: Any) -> None:
         super().__init__(threat, **hparams)
-        self._counts: dict[str, Tensor | float] = {}
+        self._counts: dict[str, Any] = {}
         self.on_epoch_start(0)
 
     # -- pieces -----------------------------------------------------------------------------------
