@@ -70,8 +70,8 @@ def boundary_fraction_figure(history: pd.DataFrame, title: Optional[str] = None)
     """
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
-    for ax, col, label in ((axes[0], "train_boundary_frac", "boundary samples / all samples"),
-                           (axes[1], "train_boundary_frac_of_correct", "boundary samples / clean-correct samples")):
+    for ax, col, label in ((axes[0], "train_boundary_frac", "boundary share of all samples"),
+                           (axes[1], "train_boundary_frac_of_correct", "boundary share of clean-correct")):
         sns.lineplot(data=history, x="epoch", y=col, hue="variant", marker="o", ax=ax)
         ax.set_ylabel(label)
         ax.set_ylim(0, max(0.05, float(history[col].max()) * 1.15) if len(history) else 1)
@@ -96,8 +96,12 @@ def boundary_partition_figure(partition: pd.DataFrame, title: Optional[str] = No
         bottom = bottom + share
     ax.set_xlabel("eta (reduction factor of the perturbation)")
     ax.set_ylabel("share of training samples")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper right")
+    ax.set_ylim(0, 1.1)
+    ax.set_yticks([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    for x, share in zip(labels, partition["boundary_frac"]):  # the boundary share, too thin to read off a bar
+        ax.text(x, 1.02, f"{100 * share:.1f}%", ha="center", va="bottom", fontsize=7, color="#dd8452")
+    handles, names = ax.get_legend_handles_labels()
+    ax.legend(handles[::-1], names[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     if title:
         ax.set_title(title)
     fig.tight_layout()
@@ -147,12 +151,21 @@ def budget_grid_figure(results: pd.DataFrame, metric_cols: dict, title: Optional
     return fig
 
 
-def eta_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> plt.Figure:
-    """Seed 000 Fig. 5b form: accuracy against eta, one line per metric (``results`` has ``eta``)."""
+def eta_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None,
+                     reference: Optional[dict] = None, reference_label: str = "PGD-AT") -> plt.Figure:
+    """Seed 000 Fig. 5b form: accuracy against eta, one line per metric (``results`` has ``eta``).
+
+    ``reference`` (accuracy column -> value) draws each metric of a reference model as a dashed
+    horizontal line in the metric's colour.
+    """
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     long = _metric_long(results, ["eta"], metric_cols)
-    sns.lineplot(data=long, x="eta", y="accuracy", hue="metric", marker="o", ax=ax)
+    colors = dict(zip(metric_cols.values(), sns.color_palette(n_colors=len(metric_cols))))
+    sns.lineplot(data=long, x="eta", y="accuracy", hue="metric", marker="o", ax=ax, palette=colors)
+    for col, value in (reference or {}).items():
+        label = metric_cols[col]
+        ax.axhline(value, ls="--", lw=1, color=colors[label], label=f"{label} ({reference_label})")
     ax.set_xlabel("eta (boundary partition)")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)

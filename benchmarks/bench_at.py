@@ -368,10 +368,11 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
                 model = load_model(args.checkpoint, device=device)
                 results["settings"]["eval_model"] = f"checkpoint {args.checkpoint}"
             else:
-                source = trainers.get("atkit") or first
-                model = source.model
-                results["settings"]["eval_model"] = (f"{args.model} after {args.warmup + max(args.steps, 1)}-ish "
-                                                     "training steps (not robust: AutoAttack time not representative)")
+                name = "atkit" if "atkit" in trainers else next(iter(trainers), None)
+                model = (trainers[name] if name else first).model
+                trained = (min(args.warmup, len(first.loader)) + results["train"][name]["steps"]) if name else 0
+                results["settings"]["eval_model"] = (f"{args.model} after {trained} PGD-AT steps of the {name or 'no'} "
+                                                     "path (not robust: AutoAttack time not representative)")
             model.eval()
             ev: dict[str, Any] = {}
             log("timing atkit PGD-20 (fp32)")

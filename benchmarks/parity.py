@@ -12,7 +12,8 @@ and, per seed, the two paths' numbers are listed side by side. The CPU form (sma
 bf16 autocast on the CPU) checks the mechanics in minutes; the GPU form is the real measurement::
 
     python benchmarks/parity.py --device cpu --model small_cnn --fast-precision bf16 --n-train 1024 \\
-        --epochs 3 --seeds 0,1,2 --eval-n 500 --out benchmarks/results/parity-cpu-<date>.json
+        --batch-size 64 --epochs 3 --schedule constant --attack-steps 5 --seeds 0,1,2 --eval-n 300 \\
+        --out benchmarks/results/parity-cpu-<date>.json
     python benchmarks/parity.py --device cuda --model resnet18 --dataset folder --root data/cifar10-jpeg \\
         --epochs 10 --seeds 0,1,2 --eval-n 10000 --out benchmarks/results/parity-h200-resnet18.json
 """

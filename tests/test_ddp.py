@@ -58,6 +58,21 @@ WORKER = textwrap.dedent('''
     models.MODELS["tiny_nobn"] = TinyNoBN
     models._EXTRA_KW["tiny_nobn"] = ()
 
+    from atkit.methods import LossOutput, Method, register
+
+
+    @register
+    class TwoForwards(Method):
+        """0.5 CE(z(x)) + 0.5 CE(z(flip(x))): two forwards with parameter gradients before one backward,
+        deterministic (unlike TRADES, whose sign steps from x' = x follow rounding noise of the batch shape)."""
+
+        name = "two_forwards_test"
+
+        def loss(self, model, batch, ctx):
+            a, b = model(batch.x), model(batch.x.flip(-1))
+            loss = 0.5 * F.cross_entropy(a, batch.y) + 0.5 * F.cross_entropy(b, batch.y)
+            return LossOutput(loss, {"ce": loss.detach()}, batch.y, logits_clean=a.detach())
+
     out = Path(sys.argv[1])
     mode = sys.argv[2]
     rank = int(os.environ.get("RANK", "0"))
@@ -96,6 +111,9 @@ WORKER = textwrap.dedent('''
     b = train(cfg(method="pgd_at", method_params={"random_start": "none"}, epochs=1, name="b", **NOBN),
               progress=False, evaluate_final=False)
     dump("b", b)
+    # T: two forwards with parameter gradients before one backward, both through DDP.
+    t = train(cfg(method="two_forwards_test", epochs=1, name="t", **NOBN), progress=False, evaluate_final=False)
+    dump("t", t)
 
     if mode == "ddp":
         # pgd on a bare DDP module unwraps it; a training step through DDP afterwards still reduces.
@@ -105,6 +123,10 @@ WORKER = textwrap.dedent('''
         x_adv = pgd(ddp, x, y, eps=8 / 255, step_size=2 / 255, steps=2)
         assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
         F.cross_entropy(ddp(x_adv), y).backward()
+        # A real two-forward method (clean and adversarial logits with gradients) runs under DDP.
+        trades = train(cfg(method="trades", epochs=1, max_steps_per_epoch=2, name="trades", **NOBN),
+                       progress=False, evaluate_final=False)
+        dump("trades", trades)
 
         # C: BN model + ReBAT (weight average, BN in train mode while attacking, random starts), exact resume.
         c_cfg = dict(method="rebat", method_params={"wa_start": 0.5}, model="small_cnn",
@@ -155,7 +177,7 @@ def _load(out: Path, name: str, mode: str, rank: int = 0) -> dict:
     return torch.load(out / f"{name}-{mode}-rank{rank}.pt", weights_only=False)
 
 
-@pytest.mark.parametrize("name", ["a", "b"])
+@pytest.mark.parametrize("name", ["a", "b", "t"])
 def test_two_processes_match_one_process_on_the_same_total_batch(runs, name):
     one, two = _load(runs, name, "single"), _load(runs, name, "ddp")
     assert one["world"] == 1 and two["world"] == 2
@@ -187,7 +209,7 @@ def test_training_actually_moved_the_weights(runs):
 
 
 def test_ranks_hold_one_model(runs):
-    for name in ("a", "b", "c-straight", "c-resumed"):
+    for name in ("a", "b", "t", "trades", "c-straight", "c-resumed"):
         r0, r1 = _load(runs, name, "ddp", 0), _load(runs, name, "ddp", 1)
         for key, v0 in r0["state"].items():
             assert torch.equal(v0, r1["state"][key]), f"{name}: {key} differs between ranks"
