@@ -39,6 +39,11 @@ def test_synthetic_deterministic_in_seed():
     # The test split has its own stream: changing n_test leaves the training images alone.
     d = make_synthetic(n_train=200, n_test=80, seed=3)
     assert torch.equal(a.train_x, d.train_x) and torch.equal(a.train_y, d.train_y)
+    # A larger split starts with the smaller one (also across the generator's 1024-image chunks).
+    e = make_synthetic(n_train=1100, n_test=50, seed=3)
+    assert torch.equal(e.train_x[:200], a.train_x) and torch.equal(e.train_y[:200], a.train_y)
+    f = make_synthetic(n_train=2100, n_test=50, seed=3)
+    assert torch.equal(f.train_x[:1100], e.train_x)
 
 
 def test_synthetic_shapes_dtypes_labels():
@@ -61,24 +66,66 @@ def test_synthetic_robust_feature_agreement_rate():
     assert set(k[k != y].tolist()) == set(range(ds.num_classes))
 
 
-def test_synthetic_texture_is_below_eps_and_flip_symmetric():
+def test_synthetic_texture_is_below_eps():
     # Same seed with and without the texture: images differ by at most the texture amplitude
     # (plus uint8 rounding), i.e. the fully predictive feature fits inside the 8/255 ball.
     kw = dict(n_train=64, n_test=8, seed=5)
-    with_tex = make_synthetic(**kw)
+    with_tex = make_synthetic(texture_amplitude=6 / 255, **kw)
     without = make_synthetic(texture_amplitude=0.0, **kw)
     diff = (with_tex.train_x.int() - without.train_x.int()).abs()
-    assert int(diff.max()) <= 6  # 5/255 texture + one rounding step
-    assert float(diff.float().mean()) > 3.0  # ... and it is really there on most pixels
-    tiles = data._texture_tiles(10, 8, torch.Generator().manual_seed(0))
-    assert torch.equal(tiles, tiles.flip(-1))
-    assert set(tiles.unique().tolist()) == {-1.0, 1.0}
-    # Tiles of different classes are different under every cyclic shift.
-    for a in range(10):
-        for b in range(a + 1, 10):
-            for dy in range(8):
-                for dx in range(8):
-                    assert not torch.equal(tiles[a], tiles[b].roll((dy, dx), dims=(-2, -1)))
+    assert int(diff.max()) <= 7  # 6/255 texture + one rounding step
+    assert float(diff.float().mean()) > 3.0  # ... and it is really there (2 of 3 channels per pixel)
+    # Opponent colour: the texture does not change a pixel's channel sum (no luminance part).
+    lum = (with_tex.train_x.int() - without.train_x.int()).sum(1).abs()
+    assert int(lum.max()) <= 2
+
+
+@pytest.mark.parametrize("classes,period,colour", [(10, 4, "opponent"), (10, 8, "rgb"), (100, 4, "opponent")])
+def test_texture_tiles_symmetric_and_distinct(classes, period, colour):
+    tiles = data._texture_tiles(classes, period, torch.Generator().manual_seed(0), colour)
+    assert tiles.shape == (classes, 3, period, period)
+    assert torch.equal(tiles, tiles.flip(-1))  # a flipped image shows the same tile
+    if colour == "rgb":
+        assert set(tiles.unique().tolist()) == {-1.0, 1.0}
+    else:
+        assert set(tiles.unique().tolist()) == {-1.0, 0.0, 1.0}
+        assert int(tiles.sum(1).abs().max()) == 0  # zero-sum over channels at every pixel
+        assert bool(((tiles != 0).sum(1) == 2).all())  # two opposite channels per pixel
+    energy = float((tiles[0] ** 2).sum())
+    assert not bool((tiles == tiles[:, :, :1, :1]).flatten(1).all(1).any())  # no flat tile
+    # Tiles of different classes stay far apart under every cyclic shift (any phase).
+    flat = tiles.flatten(1)
+    for dy in range(period):
+        for dx in range(period):
+            shifted = tiles.roll((dy, dx), dims=(-2, -1)).flatten(1)
+            d2 = ((flat[:, None, :] - shifted[None, :, :]) ** 2).sum(-1)
+            d2.fill_diagonal_(float("inf"))
+            assert float(d2.min()) >= energy / 2
+
+
+def test_synthetic_flip_and_shift_keep_the_texture_class():
+    # Texture only (no blob or background field), on a level of 0.4 = 102/255 with amplitude 6/255:
+    # (x - 102) / 6 is the tiled texture. A flipped image of class c equals the class-c tiling at
+    # another phase, and never another class's tiling.
+    ds = make_synthetic(
+        n_train=40, n_test=1, seed=2, robust_amplitude=0.0, background_amplitude=0.0, background_level=0.4
+    )
+    tiles = ds.meta["texture_tiles"]
+    tex = (ds.train_x.float() - 102) / 6
+    assert set(tex.unique().tolist()) == {-1.0, 0.0, 1.0}
+
+    def matches(img, cls):
+        for dy in range(4):
+            for dx in range(4):
+                if torch.equal(img, tiles[cls].roll((dy, dx), dims=(-2, -1)).repeat(1, 8, 8)):
+                    return True
+        return False
+
+    for i in range(40):
+        c = int(ds.train_y[i])
+        assert matches(tex[i], c)
+        assert matches(tex[i].flip(-1), c)
+        assert not any(matches(tex[i], o) for o in range(10) if o != c)
 
 
 def test_synthetic_rejects_bad_values():
@@ -91,12 +138,13 @@ def test_synthetic_rejects_bad_values():
 
 
 def test_palette_separation_many_classes():
-    for c in (2, 10, 30, 100):
+    # grid levels L: smallest with L^3 - (L-1)^3 >= classes; separation one grid step 1/(L-1).
+    for c, step in ((2, 1.0), (7, 1.0), (10, 0.5), (30, 1 / 3), (100, 1 / 6)):
         pal = data._palette(c)
         assert pal.shape == (c, 3)
-        assert torch.allclose(pal.abs().amax(1), torch.ones(c))
+        assert float(pal.min()) >= 0.0 and torch.allclose(pal.amax(1), torch.ones(c))
         d = (pal[:, None] - pal[None]).abs().amax(-1) + torch.eye(c) * 9
-        assert float(d.min()) > 0.3
+        assert float(d.min()) >= step - 1e-6
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +222,9 @@ def test_loader_without_augmentation_returns_exact_pixels():
     x, y = _data()
     for b in BatchLoader(x, y, 32, augment=False, shuffle=True, seed=3):
         assert torch.equal(b.x, x[b.index].float() / 255)
+    xf = x.float() / 255  # float input in [0, 1] is used as is
+    for b in BatchLoader(xf, y, 32, augment=False, seed=3):
+        assert torch.equal(b.x, xf[b.index])
     ev = list(eval_loader(x, y, 40))
     assert torch.equal(torch.cat([b.index for b in ev]), torch.arange(103))
     assert torch.equal(torch.cat([b.x for b in ev]), x.float() / 255)
@@ -355,8 +406,11 @@ def test_folder_dataset_default_cache_resize_and_jpeg(tmp_path):
     _write_tree(root, {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}}, size=(10, 10), fmt="jpg")
     ds = load_dataset("folder", root=root, image_size=4)
     assert ds.train_x.shape == (4, 3, 4, 4) and ds.test_x.shape == (2, 3, 4, 4)
-    assert list((root / ".atkit_cache").glob("folder-*.pt"))
+    assert len(list((root / ".atkit_cache").glob("folder-*.pt"))) == 1
     assert ds.name == "folder:jpgs"
+    full = load_dataset("folder", root=root)  # another size keeps its own cache file
+    assert full.train_x.shape == (4, 3, 10, 10) and full.image_size == 10
+    assert len(list((root / ".atkit_cache").glob("folder-*.pt"))) == 2
 
 
 def test_folder_dataset_mixed_sizes_need_image_size(tmp_path):

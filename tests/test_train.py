@@ -24,18 +24,19 @@ def tiny(tmp_path, **kw):
 
 
 def test_tiny_run_learns(tmp_path):
-    cfg = tiny(tmp_path, method="standard", data={"n_train": 1000, "n_test": 200}, epochs=3, lr=0.05,
-               eval={"n_test": 200, "pgd_steps": 0, "final_attacks": ["clean"]})
+    # The pang110 shape scaled to 4 epochs decays the lr in the last epoch, as a real run does at 100/105.
+    cfg = tiny(tmp_path, method="standard", data={"n_train": 1000, "n_test": 200}, epochs=4, lr=0.1,
+               schedule="pang110", eval={"n_test": 200, "pgd_steps": 0, "final_attacks": ["clean"]})
     trainer = train(cfg, progress=False)
-    first, last = trainer.history[0], trainer.history[-1]
+    losses = [r["train_loss"] for r in trainer.history]
     assert trainer.status == "finished"
-    assert last["train_loss"] < first["train_loss"]
-    # 10 balanced classes: chance is 10%.
-    assert last["test_clean_acc"] > 50.0
+    assert all(b < a for a, b in zip(losses, losses[1:])), losses
+    # 10 balanced classes: chance is 10%; seeded, this run ends near 70%.
+    assert trainer.history[-1]["test_clean_acc"] > 50.0
     files = {p.name for p in trainer.run_dir.iterdir()}
     assert {"config.yaml", "metrics.csv", "metrics.json", "eval.json", "checkpoints"} <= files
     rows = (trainer.run_dir / "metrics.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 3 and "train_clean_acc" in rows[0]
+    assert len(rows) == 1 + 4 and "train_clean_acc" in rows[0]
     ev = json.loads((trainer.run_dir / "eval.json").read_text())
     assert set(ev) >= {"final", "best", "best_epoch"}
 
