@@ -117,6 +117,19 @@ class ImageDataset:
     def channels(self) -> int:
         return int(self.train_x.shape[1])
 
+    def channel_stats(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training images in [0, 1], e.g. for a model's ``normalize``."""
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        total_sq = torch.zeros(self.channels, dtype=torch.float64)
+        for start in range(0, len(self.train_x), 4096):  # chunks keep the float copy small
+            xb = self.train_x[start : start + 4096].to(torch.float64) / 255.0
+            total += xb.sum(dim=(0, 2, 3))
+            total_sq += (xb**2).sum(dim=(0, 2, 3))
+        count = len(self.train_x) * self.train_x.shape[2] * self.train_x.shape[3]
+        mean = total / count
+        std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+        return mean.tolist(), std.tolist()
+
     def split_validation(self, n_val: int = 1000, seed: int = 0) -> "ImageDataset":
         """Hold out ``n_val`` random training images as ``val_x``/``val_y`` (see :func:`split_validation`)."""
         return split_validation(self, n_val=n_val, seed=seed)

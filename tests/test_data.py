@@ -183,6 +183,15 @@ def test_imagedataset_validates():
         ImageDataset(ds.train_x.float(), ds.train_y, ds.test_x, ds.test_y, 5, list("abcde"), "bad")
 
 
+def test_channel_stats():
+    ds = _tiny_ds()
+    mean, std = ds.channel_stats()
+    xf = ds.train_x.double() / 255
+    for c in range(3):
+        assert abs(mean[c] - float(xf[:, c].mean())) < 1e-9
+        assert abs(std[c] - float(xf[:, c].std(unbiased=False))) < 1e-9
+
+
 def test_subset():
     ds = _tiny_ds().subset(n_train=20, n_test=4, seed=0)
     assert len(ds.train_y) == 20 and len(ds.test_y) == 4
