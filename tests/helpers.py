@@ -34,3 +34,28 @@ def tiny_batch(b: int = 8, num_classes: int = 5, seed: int = 0, two_views: bool 
     y = torch.randint(0, num_classes, (b,), generator=g)
     x2 = torch.rand(b, 3, 4, 4, generator=g) if two_views else None
     return TinyBatch(x, y, x2, torch.arange(b))
+
+
+def make_blobs(n: int, seed: int, num_classes: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Easy 3x8x8 images: a fixed grey-ish prototype per class plus Gaussian noise, in [0, 1]."""
+    protos = 0.5 + 0.1 * (2 * torch.rand(num_classes, 3, 8, 8, generator=torch.Generator().manual_seed(1234)) - 1)
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, num_classes, (n,), generator=g)
+    return (protos[y] + 0.1 * torch.randn(n, 3, 8, 8, generator=g)).clamp(0, 1), y
+
+
+def fit_blobs(model: nn.Module, steps: int = 200, num_classes: int = 4) -> nn.Module:
+    """Train ``model`` with Adam on 1,024 blob images (seeded); returns it in eval mode without grads."""
+    import torch.nn.functional as F
+
+    x, y = make_blobs(1024, seed=0, num_classes=num_classes)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(steps):
+        idx = torch.randint(0, 1024, (64,), generator=g)
+        loss = F.cross_entropy(model(x[idx]), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    return model.eval()

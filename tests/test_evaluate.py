@@ -12,6 +12,7 @@ from atkit.attacks import run_autoattack
 from atkit.evaluate import EvalResult, evaluate, evaluate_dummy_protocols
 from atkit.models.base import AtkitModel
 from atkit.utils import ConfigError
+from helpers import fit_blobs, make_blobs
 
 NUM_CLASSES = 4
 EPS = 8 / 255
@@ -39,27 +40,11 @@ class TinyNet(nn.Module):
         return self.fc(F.max_pool2d(F.relu(self.bn(self.conv(x))), 2).flatten(1))
 
 
-def make_blobs(n: int, seed: int):
-    protos = 0.5 + 0.1 * (2 * torch.rand(NUM_CLASSES, 3, 8, 8, generator=torch.Generator().manual_seed(1234)) - 1)
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    return (protos[y] + 0.1 * torch.randn(n, 3, 8, 8, generator=g)).clamp(0, 1), y
-
-
 @pytest.fixture(scope="module")
 def trained():
     torch.manual_seed(0)
     model = TinyNet()
-    x, y = make_blobs(1024, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(200):
-        idx = torch.randint(0, 1024, (64,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
+    fit_blobs(model)
     x_test, y_test = make_blobs(128, seed=1)
     # A few wrong labels, so that clean accuracy is below 100% and "correct" is not all-True.
     y_test[:6] = (y_test[:6] + 1) % NUM_CLASSES

@@ -15,6 +15,7 @@ from atkit.models.base import AtkitModel
 from atkit.sanity import CHECK_NAMES, _monotone, checks_summary, run_sanity_checks
 from atkit.train import train
 from atkit.utils import ConfigError
+from helpers import fit_blobs, make_blobs
 
 NUM_CLASSES = 4
 # Small and cheap: 128 samples for the gradient checks, Square on 64 of them.
@@ -76,27 +77,11 @@ def _one_thread():
     torch.set_num_threads(previous)
 
 
-def make_blobs(n: int, seed: int):
-    protos = 0.5 + 0.1 * (2 * torch.rand(NUM_CLASSES, 3, 8, 8, generator=torch.Generator().manual_seed(1234)) - 1)
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    return (protos[y] + 0.1 * torch.randn(n, 3, 8, 8, generator=g)).clamp(0, 1), y
-
-
 @pytest.fixture(scope="module")
 def trained():
     torch.manual_seed(0)
     net = TinyNet()
-    x, y = make_blobs(1024, seed=0)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(200):
-        idx = torch.randint(0, 1024, (64,), generator=g)
-        loss = F.cross_entropy(net(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    net.zero_grad(set_to_none=True)
+    fit_blobs(net)
     x_test, y_test = make_blobs(128, seed=1)
     return net.eval(), x_test, y_test
 
