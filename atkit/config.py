@@ -172,11 +172,12 @@ class RunConfig:
 
     def validate(self) -> None:
         """Check every name and number that can be checked without loading data or models."""
-        from .data import DATASETS
+        from .data import DATASETS, check_dataset_options
         from .models import MODELS
 
         if self.dataset not in DATASETS:
             raise unknown_name_error("dataset", self.dataset, DATASETS)
+        check_dataset_options(self.dataset, self.data)
         if self.model not in MODELS:
             raise unknown_name_error("model", self.model, MODELS)
         self.resolved_schedule()

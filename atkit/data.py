@@ -130,6 +130,22 @@ class ImageDataset:
         std = (total_sq / count - mean**2).clamp_min(0).sqrt()
         return mean.tolist(), std.tolist()
 
+    def fingerprint(self) -> str:
+        """SHA-256 (hex, 16 characters) of every split's images and labels and the class count.
+
+        Recorded by each training run so that a finished run is reused, and a run resumed, only on
+        the very data it was trained on: a configuration names a dataset, but the bytes behind the
+        name can change (a newer synthetic generator, a re-extracted folder).
+        """
+        h = hashlib.sha256(f"{self.num_classes}|{tuple(self.train_x.shape[1:])}".encode())
+        splits = [self.train_x, self.train_y, self.test_x, self.test_y]
+        if self.val_x is not None:
+            splits += [self.val_x, self.val_y]
+        for t in splits:
+            h.update(str(tuple(t.shape)).encode())
+            h.update(t.contiguous().numpy())
+        return h.hexdigest()[:16]
+
     def split_validation(self, n_val: int = 1000, seed: int = 0) -> "ImageDataset":
         """Hold out ``n_val`` random training images as ``val_x``/``val_y`` (see :func:`split_validation`)."""
         return split_validation(self, n_val=n_val, seed=seed)
@@ -286,6 +302,7 @@ def make_synthetic(
     image_size: int = 32,
     robust_amplitude: float = 0.4,
     robust_agreement: float = 0.75,
+    robust_strength: tuple[float, float] | list[float] = (0.7, 1.0),
     texture_amplitude: float = 6 / 255,
     texture_period: int = 4,
     texture_colour: str = "opponent",
@@ -303,7 +320,9 @@ def make_synthetic(
       per channel, bilinearly upsampled).
     - ``robust`` (large amplitude, low frequency, only partly predictive): a Gaussian colour blob,
       ``robust_amplitude · s · exp(-‖p − c‖² / 2σ²) · u_k``, random centre ``c`` (±4 px around the
-      middle at 32 px), random width σ ∈ [5, 8] px, strength s ∈ [0.7, 1], colour direction ``u_k``
+      middle at 32 px), random width σ ∈ [5, 8] px, strength s uniform in ``robust_strength``
+      ([0.7, 1] by default; a range reaching 0 gives a spectrum of margins down to blobs an
+      ε = 8/255 attack can flip, so robust training meets samples near its decision boundary), colour direction ``u_k``
       from a fixed palette of well separated RGB directions (L∞ distance ≥ 1 between classes, so
       with the defaults two classes' blobs differ by ≥ 0.14 ≈ 4.5·(8/255) in some channel at the
       centre). ``k`` is the true class with probability ``robust_agreement`` and a uniformly drawn
@@ -341,6 +360,12 @@ def make_synthetic(
         raise ConfigError(f"image_size={image_size} must be >= 8")
     if not 0.0 <= robust_agreement <= 1.0:
         raise ConfigError(f"robust_agreement={robust_agreement} must be in [0, 1]")
+    try:
+        s_lo, s_hi = (float(v) for v in robust_strength)
+    except (TypeError, ValueError):
+        raise ConfigError(f"robust_strength={robust_strength!r} must be two numbers [min, max]") from None
+    if not 0.0 <= s_lo <= s_hi:
+        raise ConfigError(f"robust_strength={robust_strength!r} must satisfy 0 <= min <= max")
     if int(texture_period) < 2:
         raise ConfigError(f"texture_period={texture_period} must be >= 2")
     check_choice("texture_colour", texture_colour, ("opponent", "rgb"))
@@ -369,7 +394,7 @@ def make_synthetic(
         scale = s / 32.0
         centre = (s - 1) / 2 + (torch.rand(n, 2, generator=gen) * 2 - 1) * 4 * scale
         sigma = (5 + 3 * torch.rand(n, generator=gen)) * scale
-        strength = 0.7 + 0.3 * torch.rand(n, generator=gen)
+        strength = s_lo + (s_hi - s_lo) * torch.rand(n, generator=gen)
         pos = torch.arange(s, dtype=torch.float32)
         dy2 = (pos[None, :] - centre[:, 0:1]) ** 2  # (n, s)
         dx2 = (pos[None, :] - centre[:, 1:2]) ** 2
@@ -396,6 +421,7 @@ def make_synthetic(
     test_x, test_y, test_k = split(int(n_test), 2)
     params = dict(
         seed=int(seed), robust_amplitude=robust_amplitude, robust_agreement=robust_agreement,
+        robust_strength=[s_lo, s_hi],
         texture_amplitude=texture_amplitude, texture_period=texture_period, texture_colour=texture_colour,
         noise_std=noise_std, background_level=background_level,
         background_amplitude=background_amplitude,
@@ -796,7 +822,7 @@ def _load_torchvision(name: str, root: str | os.PathLike | None, download: bool)
 DATASETS = ("cifar10", "cifar100", "svhn", "tiny-imagenet", "folder", "synthetic")
 _ALIASES = {"tinyimagenet": "tiny-imagenet", "tiny-imagenet-200": "tiny-imagenet", "imagefolder": "folder"}
 _SYNTHETIC_KW = {
-    "n_train", "n_test", "num_classes", "seed", "image_size", "robust_amplitude", "robust_agreement",
+    "n_train", "n_test", "num_classes", "seed", "image_size", "robust_amplitude", "robust_agreement", "robust_strength",
     "texture_amplitude", "texture_period", "texture_colour", "noise_std", "background_level",
     "background_amplitude",
 }
@@ -811,6 +837,19 @@ def _check_kwargs(name: str, kw: dict[str, Any], accepted: set[str]) -> None:
             f"dataset {name!r} does not take option(s) {', '.join(map(repr, bad))}; "
             f"accepted: {', '.join(sorted(accepted)) or '(none)'}"
         )
+
+
+_DATASET_KW = {"synthetic": _SYNTHETIC_KW, "folder": _FOLDER_KW, "tiny-imagenet": _TINY_KW}
+
+
+def check_dataset_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown dataset name or option (what :func:`load_dataset` would refuse) without loading."""
+    key = str(name).strip().lower().replace("_", "-")
+    key = _ALIASES.get(key, key)
+    if key not in DATASETS:
+        raise unknown_name_error("dataset", name, DATASETS)
+    _check_kwargs(key, {k: v for k, v in options.items() if k not in ("root", "download", "cache_dir")},
+                  _DATASET_KW.get(key, set()))
 
 
 def load_dataset(
@@ -834,16 +873,13 @@ def load_dataset(
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise unknown_name_error("dataset", name, DATASETS)
+    _check_kwargs(key, kw, _DATASET_KW.get(key, set()))
     if key == "synthetic":
-        _check_kwargs(key, kw, _SYNTHETIC_KW)
         return make_synthetic(**kw)
     if key == "folder":
-        _check_kwargs(key, kw, _FOLDER_KW)
         return _load_folder(root, cache_dir=cache_dir, **kw)
     if key == "tiny-imagenet":
-        _check_kwargs(key, kw, _TINY_KW)
         return _load_tiny_imagenet(root, download=download, cache_dir=cache_dir, **kw)
-    _check_kwargs(key, kw, set())
     return _load_torchvision(key, root, download)
 
 

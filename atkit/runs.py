@@ -46,11 +46,24 @@ def iter_runs(out_dir: str | Path = "outputs/runs") -> Iterator[tuple[Path, dict
         yield run_dir, cfg, metrics
 
 
-def find_run(config: RunConfig, out_dir: str | Path | None = None, status: str = "finished") -> Optional[Path]:
-    """The newest run folder whose configuration computes the same thing as ``config`` and has ``status``."""
+def data_fingerprint(config: RunConfig) -> str:
+    """The fingerprint (:meth:`atkit.data.ImageDataset.fingerprint`) of the data ``config`` trains on."""
+    from .data import load_dataset
+
+    return load_dataset(config.dataset, **config.data).fingerprint()
+
+
+def find_run(config: RunConfig, out_dir: str | Path | None = None, status: str = "finished", *,
+             check_data: bool = True) -> Optional[Path]:
+    """The newest run folder whose configuration computes the same thing as ``config`` and has ``status``.
+
+    With ``check_data`` (the default) the run must also have been trained on the same bytes: its recorded
+    data fingerprint must equal that of the data ``config`` loads now (loaded once, only when some run's
+    configuration matches). A run that recorded no fingerprint is never reused.
+    """
     out_dir = out_dir if out_dir is not None else config.out_dir
     target = _comparable(config)
-    found = None
+    found, fingerprint = None, None
     for run_dir, cfg_d, metrics in iter_runs(out_dir):
         if metrics.get("status") != status:
             continue
@@ -58,8 +71,14 @@ def find_run(config: RunConfig, out_dir: str | Path | None = None, status: str =
             other = _comparable(RunConfig.from_dict(cfg_d))
         except Exception:
             continue
-        if other == target:
-            found = run_dir
+        if other != target:
+            continue
+        if check_data:
+            if fingerprint is None:
+                fingerprint = data_fingerprint(config)
+            if metrics.get("data_fingerprint") != fingerprint:
+                continue
+        found = run_dir
     return found
 
 

@@ -130,6 +130,7 @@ class Prepared:
     method: Method
     eval_x: torch.Tensor
     eval_y: torch.Tensor
+    data_fingerprint: str = ""
 
 
 def prepare(config: RunConfig, device: torch.device) -> Prepared:
@@ -139,6 +140,7 @@ def prepare(config: RunConfig, device: torch.device) -> Prepared:
 
     method = config.build_method()
     dataset = load_dataset(config.dataset, **config.data)
+    fingerprint = dataset.fingerprint()
     if config.val_size > 0:
         dataset, val = split_validation(dataset, n_val=config.val_size, seed=config.seed)
         eval_x, eval_y = val.test_x, val.test_y
@@ -149,7 +151,8 @@ def prepare(config: RunConfig, device: torch.device) -> Prepared:
         model_params["dummy_classes"] = True
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=dataset.num_classes, **model_params).to(device)
-    return Prepared(dataset, model, method, to_float_images(eval_x[: config.eval.n_test]), eval_y[: config.eval.n_test])
+    return Prepared(dataset, model, method, to_float_images(eval_x[: config.eval.n_test]), eval_y[: config.eval.n_test],
+                    fingerprint)
 
 
 def to_float_images(x: torch.Tensor) -> torch.Tensor:
@@ -181,6 +184,7 @@ class Trainer:
         prep = prepared or prepare(config, self.device)
         self.dataset, self.model, self.method = prep.dataset, prep.model.to(self.device), prep.method
         self.eval_x, self.eval_y = prep.eval_x, prep.eval_y
+        self.data_fingerprint = prep.data_fingerprint or prep.dataset.fingerprint()
         self.num_classes = self.dataset.num_classes
         self.epochs = config.resolved_epochs()
         self.schedule = config.resolved_schedule()
@@ -283,11 +287,18 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "rng": rng_state(),
             "config": self.config.to_dict(),
+            "data_fingerprint": self.data_fingerprint,
         }
 
     def load_checkpoint(self, path: str | Path) -> None:
         state = torch.load(path, map_location=self.device, weights_only=False)
         check_checkpoint_compatible(state, self.config.model, self.model)
+        recorded = state.get("data_fingerprint")
+        if recorded and recorded != self.data_fingerprint:
+            # Resuming on other bytes would silently mix two datasets in one run.
+            raise ConfigError(f"{str(path)!r} was trained on data with fingerprint {recorded}, but "
+                              f"{self.config.dataset!r} with data={self.config.data} now gives "
+                              f"{self.data_fingerprint}; the data changed since the run started, start a new run")
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
@@ -349,7 +360,8 @@ class Trainer:
     def write_metrics(self, error: Optional[str] = None) -> None:
         if not self.dist.is_main:
             return
-        payload = {"status": self.status, "run_dir": str(self.run_dir), "epochs": self.epochs,
+        payload = {"status": self.status, "run_dir": str(self.run_dir), "data_fingerprint": self.data_fingerprint,
+                   "epochs": self.epochs,
                    "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
                    else None, "history": self.history}
         if error:
