@@ -9,20 +9,29 @@ import pandas as pd
 import seaborn as sns
 
 
-def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None) -> plt.Figure:
+def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
+                          log_scale: Optional[bool] = None) -> plt.Figure:
     """Seed 002 Fig. 2: bars of mean logit MSE for success / failure cases per (training, perturbation)
     pair, and lines of clean and perturbed accuracy on a second axis.
 
     ``summary`` has one row per pair with columns ``pair``, ``mse_success``, ``mse_failure``,
-    ``clean_acc``, ``perturbed_acc``.
+    ``clean_acc``, ``perturbed_acc``. ``log_scale=None`` puts the MSE axis on a log scale when the
+    bars span more than 30x (random noise moves logits orders of magnitude less than an attack, and
+    its bars would vanish on a linear axis).
     """
     sns.set_theme(style="whitegrid")
     bars = summary.melt(id_vars="pair", value_vars=["mse_success", "mse_failure"], var_name="case", value_name="MSE")
     bars["case"] = bars["case"].map({"mse_success": "success", "mse_failure": "failure"})
     fig, ax = plt.subplots(figsize=(7, 4.2))
     sns.barplot(data=bars, x="pair", y="MSE", hue="case", palette={"success": "#4c72b0", "failure": "#dd8452"}, ax=ax)
+    values = bars["MSE"].dropna()
+    values = values[values > 0]
+    if log_scale is None:
+        log_scale = len(values) > 1 and float(values.max()) > 30 * float(values.min())
+    if log_scale:
+        ax.set_yscale("log")
     ax.set_xlabel("training algorithm / perturbation method")
-    ax.set_ylabel("MSE on logits (benign vs perturbed)")
+    ax.set_ylabel("MSE on logits (benign vs perturbed)" + (", log scale" if log_scale else ""))
     ax2 = ax.twinx()
     ax2.grid(False)
     xs = range(len(summary))
@@ -32,7 +41,8 @@ def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None) ->
     ax2.set_ylabel("accuracy (%)")
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax.legend(h1 + h2, l1 + l2, loc="upper left", fontsize=8, frameon=True)
+    # Below the axes: inside, the legend hides bars or accuracy markers whatever corner it takes.
+    ax.legend(h1 + h2, l1 + l2, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=4, fontsize=8, frameon=False)
     if title:
         ax.set_title(title)
     fig.tight_layout()

@@ -163,7 +163,7 @@ def test_always_failed_overlap_notebook(tmp_path):
     assert hard_cfg["status"] == "finished"
     assert yaml.safe_load((Path(metrics["toy_runs"]["hard-label DUCAT"]) / "config.yaml").read_text())[
         "method_params"]["hard_labels"] is True
-    assert len(metrics["checks"]) == 4
+    assert len(metrics["checks"]) == 3 + len(p.get("toy_protocols", ["published", "adaptive"]))
 
 
 # ============================================================================================
