@@ -342,9 +342,11 @@ def make_synthetic(
     one-cycle lr 0.05 give 100% / 0.0%. PGD-AT (PGD-10, ε = 8/255, 6 epochs) cannot use the texture,
     follows the blob colour (on every test image whose blob disagrees with its label it predicts
     the blob's class) and ends at 76.9% clean / 71.5% PGD-20: the accuracy-robustness trade-off of
-    real data in minutes on a CPU. While the learning rate is high, a BatchNorm net's eval-mode
-    accuracy on this data can sit near chance although its train-mode accuracy is high (its
-    running statistics lag the fast-moving texture features); it recovers once the rate decays.
+    real data in minutes on a CPU. Standard training (5,000 images, 10 epochs, pang110 scaled) ends
+    at 100% clean test accuracy for seeds 0, 1 and 2 with the trainer's default ``last_batch="auto"``;
+    keeping the 8-image last batch instead threw the loss back to 2-5 at the start of epochs and
+    ended seed 0 at 59%. While the learning rate is 0.1 the eval-mode accuracy can still dip for an
+    epoch (seed 1: 33% at epoch 6), as BatchNorm running statistics lag the texture features.
 
     ``meta``: ``robust_label_train``/``robust_label_test`` (the class whose colour each blob shows),
     ``palette`` (per-class blob colour directions), ``texture_tiles``, ``params``. Class templates

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .config import RunConfig, load_config
+from .config import RunConfig, drop_last_batch, load_config
 from .distributed import init_from_env
 from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model
 from .methods import LossOutput, Method, StepContext
@@ -195,7 +195,9 @@ class Trainer:
         self.local_batch_size = self.dist.local_batch_size(self.batch_size)  # batch_size is the total over ranks
         self.loader = BatchLoader(self.dataset.train_x, self.dataset.train_y, self.local_batch_size,
                                   device=self.device, shuffle=True, augment=config.augment, seed=config.seed,
-                                  two_views=self.method.needs_two_views, drop_last=False,
+                                  two_views=self.method.needs_two_views,
+                                  drop_last=drop_last_batch(math.ceil(len(self.dataset.train_y) / self.dist.world_size),
+                                                            self.local_batch_size, config.last_batch),
                                   rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.loader)
         if config.max_steps_per_epoch is not None:

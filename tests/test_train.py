@@ -154,3 +154,27 @@ def test_cli_train_and_bad_yaml(tmp_path):
                           timeout=120)
     assert done.returncode == 2
     assert "learning_rate" in done.stderr and "Accepted" in done.stderr
+
+
+def test_last_batch_policy():
+    from atkit.config import drop_last_batch
+
+    # The standard datasets at their standard batch sizes keep every image, as the papers' code does.
+    assert not drop_last_batch(50000, 128) and not drop_last_batch(50000, 512) and not drop_last_batch(73257, 128)
+    assert not drop_last_batch(100000, 128)  # 32 left: exactly a quarter, kept
+    # A handful of images does not get a full-lr step with BatchNorm statistics of its own.
+    assert drop_last_batch(5000, 128)  # 8 left
+    assert not drop_last_batch(5000, 128, "keep") and drop_last_batch(50000, 128, "drop")
+    assert not drop_last_batch(5120, 128, "drop")  # nothing to drop
+    with pytest.raises(ConfigError, match="sometimes"):
+        drop_last_batch(5000, 128, "sometimes")
+
+
+def test_last_batch_setting_reaches_the_trainer(tmp_path):
+    data = {"n_train": 520, "n_test": 64, "image_size": 16}  # 520 = 8 x 64 + 8
+    auto = Trainer.new(tiny(tmp_path, method="standard", data=data), progress=False)
+    keep = Trainer.new(tiny(tmp_path, method="standard", data=data, last_batch="keep"), progress=False)
+    assert auto.steps_per_epoch == 8 and keep.steps_per_epoch == 9
+    assert sum(len(b.y) for b in auto.loader) == 512 and sum(len(b.y) for b in keep.loader) == 520
+    with pytest.raises(ConfigError, match=r"unknown last_batch 'sometimes'\. Accepted: auto, drop, keep"):
+        tiny(tmp_path, method="standard", last_batch="sometimes").validate()
