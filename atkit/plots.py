@@ -222,13 +222,17 @@ def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> plt.Fig
     for ax, subset in zip(axes, ("success", "failure")):
         mat = table[table["subset"] == subset].pivot(index="surrogate", columns="target", values="fooled_pct")
         mat = mat.reindex(index=order, columns=order)
-        sns.heatmap(mat, annot=True, fmt=".0f", vmin=0, vmax=100, cmap="rocket_r", ax=ax,
-                    cbar_kws={"label": "% of target fooled"})
+        # One colour bar (same 0-100 scale) on the right: a bar between the panels collides with the
+        # right panel's row labels.
+        last = subset == "failure"
+        sns.heatmap(mat, annot=True, fmt=".0f", vmin=0, vmax=100, cmap="rocket_r", ax=ax, cbar=last,
+                    cbar_kws={"label": "% of target fooled"} if last else None)
         sizes = table[(table["subset"] == subset)].drop_duplicates("surrogate").set_index("surrogate")["n"]
         ax.set_yticklabels([f"{s} (n={int(sizes.get(s, 0))})" for s in order], rotation=0)
         ax.set_title(f"examples that {'fooled' if subset == 'success' else 'did not fool'} the surrogate")
         ax.set_xlabel("target model")
         ax.set_ylabel("surrogate model")
+        ax.tick_params(axis="x", labelrotation=90)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
