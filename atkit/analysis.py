@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from .attacks import eval_logits
 from .models import predict_labels
 
 
@@ -77,20 +78,9 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _eval_logits(model: nn.Module, x: Tensor) -> Tensor:
-    """Logits of ``model`` on ``x`` in eval mode, no gradient (mode restored)."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(was_training)
-
-
 def _eval_predict(model: nn.Module, x: Tensor, num_classes: int) -> Tensor:
     """Projected prediction (:func:`atkit.models.predict_labels`) in eval mode, no gradient."""
-    return predict_labels(_eval_logits(model, x), num_classes)
+    return predict_labels(eval_logits(model, x), num_classes)
 
 
 def _num_classes_of(model: nn.Module, num_classes: Optional[int]) -> int:
@@ -209,7 +199,7 @@ def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence
             yb = y[start:start + batch_size].to(dev).long()
             x_adv = pgd(model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=norm, loss="ce",
                         random_start="uniform", bn_mode="eval")
-            logits_clean, logits_adv = _eval_logits(model, xb), _eval_logits(model, x_adv)
+            logits_clean, logits_adv = eval_logits(model, xb), eval_logits(model, x_adv)
             correct = predict_labels(logits_clean, num_classes) == yb
             for eta in counts:
                 if eta_mode == "scale":
@@ -217,7 +207,7 @@ def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence
                 else:
                     x_red = pgd(model, xb, yb, eps=eta * eps, step_size=eta * step_size, steps=steps, norm=norm,
                                 loss="ce", random_start="uniform", bn_mode="eval")
-                boundary = boundary_mask(logits_clean, logits_adv, _eval_logits(model, x_red), yb, num_classes)
+                boundary = boundary_mask(logits_clean, logits_adv, eval_logits(model, x_red), yb, num_classes)
                 counts[eta][0] += int((~correct).sum())
                 counts[eta][1] += int(boundary.sum())
                 counts[eta][2] += int((correct & ~boundary).sum())

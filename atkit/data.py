@@ -844,14 +844,16 @@ def _check_kwargs(name: str, kw: dict[str, Any], accepted: set[str]) -> None:
 _DATASET_KW = {"synthetic": _SYNTHETIC_KW, "folder": _FOLDER_KW, "tiny-imagenet": _TINY_KW}
 
 
-def check_dataset_options(name: str, options: dict[str, Any]) -> None:
-    """Refuse an unknown dataset name or option (what :func:`load_dataset` would refuse) without loading."""
+def check_dataset_options(name: str, options: dict[str, Any]) -> str:
+    """Refuse an unknown dataset name or option (``root``, ``download`` and ``cache_dir`` are
+    :func:`load_dataset`'s own) without loading anything; returns the canonical dataset name."""
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise unknown_name_error("dataset", name, DATASETS)
     _check_kwargs(key, {k: v for k, v in options.items() if k not in ("root", "download", "cache_dir")},
                   _DATASET_KW.get(key, set()))
+    return key
 
 
 def load_dataset(
@@ -871,11 +873,7 @@ def load_dataset(
     arguments of :func:`make_synthetic`; ``folder`` takes ``image_size``, ``num_workers``,
     ``test_split``; ``tiny-imagenet`` takes ``image_size``, ``num_workers``.
     """
-    key = str(name).strip().lower().replace("_", "-")
-    key = _ALIASES.get(key, key)
-    if key not in DATASETS:
-        raise unknown_name_error("dataset", name, DATASETS)
-    _check_kwargs(key, kw, _DATASET_KW.get(key, set()))
+    key = check_dataset_options(name, kw)
     if key == "synthetic":
         return make_synthetic(**kw)
     if key == "folder":

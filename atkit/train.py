@@ -130,7 +130,7 @@ class Prepared:
     method: Method
     eval_x: torch.Tensor
     eval_y: torch.Tensor
-    data_fingerprint: str = ""
+    data_fingerprint: str  # of the whole dataset as loaded, before any validation split
 
 
 def prepare(config: RunConfig, device: torch.device) -> Prepared:
@@ -184,7 +184,7 @@ class Trainer:
         prep = prepared or prepare(config, self.device)
         self.dataset, self.model, self.method = prep.dataset, prep.model.to(self.device), prep.method
         self.eval_x, self.eval_y = prep.eval_x, prep.eval_y
-        self.data_fingerprint = prep.data_fingerprint or prep.dataset.fingerprint()
+        self.data_fingerprint = prep.data_fingerprint
         self.num_classes = self.dataset.num_classes
         self.epochs = config.resolved_epochs()
         self.schedule = config.resolved_schedule()

@@ -1,10 +1,14 @@
-"""Small shared pieces for tests: a tiny linear model and a batch type."""
+"""Shared pieces for tests: tiny models, a batch type, blob images with a seeded fit, smoke notebook runs."""
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from pathlib import Path
+from typing import Any, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 class TinyBatch(NamedTuple):
@@ -28,6 +32,20 @@ class TinyNet(nn.Module):
         return self.fc(self.bn(x.flatten(1)))
 
 
+class TinyConvNet(nn.Module):
+    """conv-BN-ReLU-pool-linear on 3x8x8 images (the blob images below); BN so that bn_mode matters."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8 * 4 * 4, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.max_pool2d(F.relu(self.bn(self.conv(x))), 2).flatten(1))
+
+
 def tiny_batch(b: int = 8, num_classes: int = 5, seed: int = 0, two_views: bool = False) -> TinyBatch:
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(b, 3, 4, 4, generator=g)
@@ -46,7 +64,6 @@ def make_blobs(n: int, seed: int, num_classes: int = 4) -> tuple[torch.Tensor, t
 
 def fit_blobs(model: nn.Module, steps: int = 200, num_classes: int = 4) -> nn.Module:
     """Train ``model`` with Adam on 1,024 blob images (seeded); returns it in eval mode without grads."""
-    import torch.nn.functional as F
 
     x, y = make_blobs(1024, seed=0, num_classes=num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -59,3 +76,15 @@ def fit_blobs(model: nn.Module, steps: int = 200, num_classes: int = 4) -> nn.Mo
         opt.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
+
+
+def run_smoke_notebook(name: str, tmp_path: Path, **extra: Any) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with ``parameters/smoke/<name>.yaml`` into ``tmp_path/<name>``
+    (runs under ``tmp_path/runs`` unless ``runs_dir`` is given); returns the output folder."""
+    from atkit.cli import run_notebook
+
+    out = tmp_path / name
+    extra.setdefault("runs_dir", str(tmp_path / "runs"))
+    run_notebook(name, str(REPO / "parameters" / "smoke" / f"{name}.yaml"), str(out), device="cpu", extra=extra,
+                 progress=False)
+    return out

@@ -9,8 +9,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atkit.attacks import ATTACK_OBJECTIVES, attack_mode, fgsm, pgd, random_noise, random_start_delta
+from atkit.attacks import (ATTACK_OBJECTIVES, attack_mode, eval_logits, fgsm, frozen_eval, pgd, random_noise,
+                           random_start_delta)
 from atkit.utils import ConfigError
+from helpers import TinyConvNet, fit_blobs, make_blobs
 
 NUM_CLASSES = 4
 EPS = 8 / 255
@@ -19,52 +21,12 @@ L2_EPS = 128 / 255
 L2_STEP = 32 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Tiny tensors: a second thread only adds contention on a shared 2-core machine.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class TinyNet(nn.Module):
-    """conv-BN-ReLU-pool-linear on 3x8x8 images; BN so that bn_mode matters."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.fc = nn.Linear(8 * 4 * 4, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.max_pool2d(F.relu(self.bn(self.conv(x))), 2).flatten(1))
-
-
-def make_blobs(n: int, seed: int, spread: float = 0.1, noise: float = 0.1):
-    """Gaussian blobs around fixed class prototypes near grey: an easy task, yet breakable at 8/255."""
-    protos = 0.5 + spread * (2 * torch.rand(NUM_CLASSES, 3, 8, 8, generator=torch.Generator().manual_seed(1234)) - 1)
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
-    x = (protos[y] + noise * torch.randn(n, 3, 8, 8, generator=g)).clamp(0, 1)
-    return x, y
-
-
-def train_tiny(steps: int = 200) -> TinyNet:
+def train_tiny(steps: int = 200) -> TinyConvNet:
     torch.manual_seed(0)
-    model = TinyNet()
-    x, y = make_blobs(1024, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    g = torch.Generator().manual_seed(1)
-    for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (64,), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval()
+    return fit_blobs(TinyConvNet(), steps=steps)
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +132,7 @@ def _flags(model: nn.Module) -> list[bool]:
 @pytest.mark.parametrize("was_training", [True, False])
 def test_mode_and_requires_grad_restored(bn_mode, was_training):
     torch.manual_seed(0)
-    model = TinyNet()
+    model = TinyConvNet()
     model.train(was_training)
     model.conv.bias.requires_grad_(False)  # a mixed pattern, so "all True" is not what is restored
     before = _flags(model)
@@ -183,7 +145,7 @@ def test_mode_and_requires_grad_restored(bn_mode, was_training):
 
 def test_mode_restored_after_exception_in_forward():
     torch.manual_seed(0)
-    model = TinyNet().train()
+    model = TinyConvNet().train()
     model.fc.weight.requires_grad_(False)
     before = _flags(model)
     calls = {"n": 0}
@@ -204,12 +166,30 @@ def test_mode_restored_after_exception_in_forward():
 
 
 def test_attack_mode_context_restores_on_exception():
-    model = TinyNet().train()
+    model = TinyConvNet().train()
     with pytest.raises(ValueError):
         with attack_mode(model, "eval"):
             assert not model.training and not any(_flags(model))
             raise ValueError
     assert model.training and all(_flags(model))
+
+
+def test_eval_logits_use_running_stats_leave_them_and_restore_the_mode():
+    model = TinyConvNet().train()
+    x, _ = make_blobs(8, seed=2)
+    model(x)  # running statistics now differ from this batch's
+    stats = (model.bn.running_mean.clone(), model.bn.running_var.clone())
+    logits = eval_logits(model, x.requires_grad_())
+    assert model.training and not logits.requires_grad
+    assert torch.equal(model.bn.running_mean, stats[0]) and torch.equal(model.bn.running_var, stats[1])
+    with torch.no_grad():
+        assert torch.equal(logits, model.eval()(x))
+        assert not torch.allclose(logits, model.train()(x))
+    with pytest.raises(ValueError):
+        with frozen_eval(model.train()):
+            assert not model.training and not torch.is_grad_enabled()
+            raise ValueError
+    assert model.training and torch.is_grad_enabled()
 
 
 def test_no_parameter_grad_is_filled(trained):
@@ -223,7 +203,7 @@ def test_no_parameter_grad_is_filled(trained):
 
 def test_bn_running_stats_updated_only_in_train_mode():
     torch.manual_seed(0)
-    model = TinyNet()
+    model = TinyConvNet()
     x, y = make_blobs(16, seed=3)
     before = (model.bn.running_mean.clone(), model.bn.running_var.clone(), int(model.bn.num_batches_tracked))
     pgd(model, x, y, eps=EPS, step_size=STEP, steps=2, bn_mode="eval")
@@ -309,7 +289,7 @@ def test_return_iterate_at_matches_shorter_run(trained, loss):
 
 
 def test_return_iterate_out_of_range():
-    model = TinyNet().eval()
+    model = TinyConvNet().eval()
     x, y = make_blobs(4, seed=0)
     with pytest.raises(ConfigError):
         pgd(model, x, y, eps=EPS, step_size=STEP, steps=3, return_iterate_at=4)
@@ -363,7 +343,7 @@ def test_kl_objective_needs_clean_logits():
 
 # ---------------------------------------------------------------------------- validation
 def test_eps_in_pixel_units_is_rejected():
-    model = TinyNet().eval()
+    model = TinyConvNet().eval()
     x, y = make_blobs(4, seed=0)
     with pytest.raises(ConfigError, match="8/255"):
         pgd(model, x, y, eps=8, step_size=STEP, steps=1)
@@ -374,7 +354,7 @@ def test_eps_in_pixel_units_is_rejected():
 
 
 def test_unknown_loss_and_norm_are_rejected():
-    model = TinyNet().eval()
+    model = TinyConvNet().eval()
     x, y = make_blobs(4, seed=0)
     with pytest.raises(ConfigError, match="'cee'.*'ce'"):
         pgd(model, x, y, eps=EPS, step_size=STEP, steps=1, loss="cee")

@@ -6,44 +6,24 @@ import json
 import pytest
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from atkit.attacks import run_autoattack
 from atkit.evaluate import EvalResult, evaluate, evaluate_dummy_protocols
 from atkit.models.base import AtkitModel
 from atkit.utils import ConfigError
-from helpers import fit_blobs, make_blobs
+from helpers import TinyConvNet, fit_blobs, make_blobs
 
 NUM_CLASSES = 4
 EPS = 8 / 255
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-class TinyNet(nn.Module):
-    """conv-BN-ReLU-pool-linear on 3x8x8 images; a plain nn.Module with a num_classes attribute."""
-
-    def __init__(self, num_classes: int = NUM_CLASSES) -> None:
-        super().__init__()
-        self.num_classes = num_classes
-        self.conv = nn.Conv2d(3, 8, 3, padding=1)
-        self.bn = nn.BatchNorm2d(8)
-        self.fc = nn.Linear(8 * 4 * 4, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.max_pool2d(F.relu(self.bn(self.conv(x))), 2).flatten(1))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def trained():
     torch.manual_seed(0)
-    model = TinyNet()
+    model = TinyConvNet()
     fit_blobs(model)
     x_test, y_test = make_blobs(128, seed=1)
     # A few wrong labels, so that clean accuracy is below 100% and "correct" is not all-True.
@@ -116,7 +96,7 @@ def test_json_round_trip(result, tmp_path):
 def test_evaluate_restores_model_and_rng(trained):
     _, x, y = trained
     torch.manual_seed(0)
-    model = TinyNet().train()
+    model = TinyConvNet().train()
     model.bn.weight.requires_grad_(False)
     flags = [p.requires_grad for p in model.parameters()]
     running = model.bn.running_mean.clone()
@@ -281,7 +261,7 @@ def test_autoattack_state_from_other_run_is_refused(trained, tmp_path):
     run_autoattack(model, x, y, state_path=state, **AA_KW)
     with pytest.raises(ConfigError, match="eps"):
         run_autoattack(model, x, y, state_path=state, **{**AA_KW, "eps": 4 / 255})
-    other = TinyNet().eval()
+    other = TinyConvNet().eval()
     with pytest.raises(ConfigError, match="model_sha256"):
         run_autoattack(other, x, y, state_path=state, **AA_KW)
     with pytest.raises(ConfigError, match="data_sha256"):
@@ -298,7 +278,7 @@ def test_autoattack_validation(trained):
         run_autoattack(model, x, y, eps=8, version="custom", attacks=["apgd-ce"])
     with pytest.raises(ConfigError, match="Linf"):
         run_autoattack(model, x, y, eps=EPS, norm="Linf")
-    three = TinyNet(num_classes=3).eval()
+    three = TinyConvNet(num_classes=3).eval()
     with pytest.raises(ConfigError, match="at least 4"):
         run_autoattack(three, x, y % 3, eps=EPS, version="custom", attacks=["apgd-t"])
 

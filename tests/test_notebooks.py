@@ -1,26 +1,16 @@
 """Each notebook runs under papermill with its smoke parameters and writes the files it promises."""
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from atkit.cli import run_notebook
 from atkit.utils import ConfigError
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _run(name, tmp_path, **extra):
-    out = tmp_path / name
-    extra.setdefault("runs_dir", str(tmp_path / "runs"))
-    run_notebook(name, str(ROOT / "parameters" / "smoke" / f"{name}.yaml"), str(out), device="cpu", extra=extra,
-                 progress=False)
-    return out
+from helpers import run_smoke_notebook
 
 
 def test_mse_perception_notebook(tmp_path):
-    out = _run("mse_perception", tmp_path)
+    out = run_smoke_notebook("mse_perception", tmp_path)
     assert (out / "mse_perception.ipynb").is_file()
     assert (out / "mse_perception.png").stat().st_size > 1000
     metrics = json.loads((out / "metrics.json").read_text())
@@ -34,7 +24,7 @@ def test_mse_perception_notebook(tmp_path):
     assert len(per_sample) == 3 * metrics["n_eval"] and (per_sample["mse"] >= 0).all()
     # A second execution reuses the three finished runs instead of training again.
     runs_before = sorted(p.name for p in (tmp_path / "runs").iterdir())
-    _run("mse_perception", tmp_path)
+    run_smoke_notebook("mse_perception", tmp_path)
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == runs_before
 
 

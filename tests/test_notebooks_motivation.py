@@ -11,24 +11,15 @@ import yaml
 
 from atkit.analysis import CrossAttack, boundary_partition, confusion_matrix
 from atkit.attacks import pgd
-from atkit.cli import run_notebook
 from atkit.data import load_dataset
 from atkit.methods import StepContext, get_method
-from helpers import TinyNet, tiny_batch
+from helpers import TinyNet, run_smoke_notebook, tiny_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _params(name):
     return yaml.safe_load((ROOT / "parameters" / "smoke" / f"{name}.yaml").read_text())
-
-
-def _run(name, tmp_path, **extra):
-    out = tmp_path / name
-    extra.setdefault("runs_dir", str(tmp_path / "runs"))
-    run_notebook(name, str(ROOT / "parameters" / "smoke" / f"{name}.yaml"), str(out), device="cpu", extra=extra,
-                 progress=False)
-    return out
 
 
 def _png_ok(path):
@@ -43,7 +34,7 @@ def _is_accuracy_of(values, n):
 
 def test_boundary_samples_notebook(tmp_path):
     p = _params("boundary_samples")
-    out = _run("boundary_samples", tmp_path)
+    out = run_smoke_notebook("boundary_samples", tmp_path)
     assert (out / "boundary_samples.ipynb").is_file()
     for png in ("boundary_fraction", "boundary_partition", "budget_sweep", "eta_sweep"):
         assert _png_ok(out / f"{png}.png"), png
@@ -96,7 +87,7 @@ def test_boundary_samples_notebook(tmp_path):
 
 def test_always_failed_overlap_notebook(tmp_path):
     p = _params("always_failed_overlap")
-    out = _run("always_failed_overlap", tmp_path)
+    out = run_smoke_notebook("always_failed_overlap", tmp_path)
     assert (out / "always_failed_overlap.ipynb").is_file()
     for png in ("overlap", "transfer", "confusion", "toy_case"):
         assert _png_ok(out / f"{png}.png"), png

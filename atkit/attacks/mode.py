@@ -4,6 +4,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
+import torch
 import torch.nn as nn
 
 from ..utils import check_choice
@@ -35,3 +36,26 @@ def attack_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[nn.Module]:
         for p, flag in zip(params, flags):
             p.requires_grad_(flag)
         model.train(was_training)
+
+
+@contextmanager
+def frozen_eval(model: nn.Module) -> Iterator[nn.Module]:
+    """Forward passes in eval mode without autograd, the model's mode restored on exit.
+
+    For indicators computed from the current model during training (clean logits for the accuracy
+    curve, RAAT's boundary mask): running statistics are used and left untouched, and nothing joins
+    the loss's graph.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
+
+
+def eval_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` under :func:`frozen_eval`."""
+    with frozen_eval(model):
+        return model(x)

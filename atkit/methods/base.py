@@ -17,6 +17,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..attacks import pgd
+from ..attacks.mode import eval_logits
 from ..attacks.pgd import check_budget
 from ..utils import ConfigError, check_choice, unknown_name_error
 
@@ -213,9 +214,4 @@ def clean_logits_for_metrics(model: nn.Module, x: Tensor, ctx: StepContext) -> O
     """
     if not ctx.track_clean:
         return None
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)
-    model.train(was_training)
-    return logits
+    return eval_logits(model, x)

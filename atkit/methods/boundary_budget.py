@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..attacks import frozen_eval
 from .base import LossOutput, Method, Params, StepContext
 from .raat import boundary_mask, reduced_adversarial
 from .registry import register
@@ -97,12 +98,9 @@ class BoundaryBudget(Method):
     def partition(self, model: nn.Module, x: Tensor, y: Tensor, x_adv: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(clean_correct, boundary, clean_logits)`` with the model in eval mode and no gradient."""
         x_red = self.reduced(model, x, y, x_adv)
-        was_training = model.training
-        model.eval()
-        with torch.no_grad():
+        with frozen_eval(model):
             logits_clean = model(x)
             boundary = boundary_mask(logits_clean, model(x_adv), model(x_red), y)
-        model.train(was_training)
         return logits_clean.argmax(dim=1) == y, boundary, logits_clean
 
     # -- the loss ---------------------------------------------------------------------------------

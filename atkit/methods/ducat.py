@@ -65,7 +65,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks import pgd
+from ..attacks import eval_logits, pgd
 from ..models import merge_dummy_logits, predict_labels
 from ..utils import ConfigError, check_choice
 from .base import LossOutput, Method, StepContext, ThreatModel, build_params
@@ -258,7 +258,7 @@ class DUCAT(Method):
             loss = loss + self._regularizer(logits_clean, logits_adv, y, batch.x.shape[0], parts)
         parts["ducat_window"] = torch.full((), float(window), device=loss.device)
         if logits_clean is None:
-            logits_clean = _eval_logits(model, x) if ctx.track_clean else None
+            logits_clean = eval_logits(model, x) if ctx.track_clean else None
         return LossOutput(loss, parts, y, logits_clean=None if logits_clean is None else logits_clean.detach(),
                           logits_adv=logits_adv.detach(), x=x, x_adv=x_adv)
 
@@ -326,15 +326,6 @@ def _real_classes(model: nn.Module) -> int:
         raise ConfigError("DUCAT needs a model with dummy classes (2C outputs): build it with dummy_classes=True "
                           "(the trainer does this for methods with needs_dummy_classes).")
     return int(num_classes)
-
-
-def _eval_logits(model: nn.Module, x: Tensor) -> Tensor:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits = model(x)
-    model.train(was_training)
-    return logits
 
 
 def make_ducat(base: str, threat: ThreatModel | None = None, **hparams: Any) -> DUCAT:

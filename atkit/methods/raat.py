@@ -48,6 +48,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..attacks import frozen_eval
 from ..utils import ConfigError
 from .base import LossOutput, Method, Params, StepContext, ThreatModel
 from .divergences import js_with_temperature, kl_per_sample
@@ -202,14 +203,11 @@ class RAAT(Method):
         logits_eval_clean = logits_eval_adv = None
         boundary = torch.zeros_like(y, dtype=torch.bool)
         if want_mask or p.dicar or ctx.track_clean:
-            was_training = model.training
-            model.eval()
-            with torch.no_grad():
+            with frozen_eval(model):
                 logits_eval_clean = model(x)
                 if want_mask:
                     logits_eval_adv = model(x_adv)
                     boundary = boundary_mask(logits_eval_clean, logits_eval_adv, model(x_red), y)
-            model.train(was_training)
         clean_correct = None if logits_eval_clean is None else logits_eval_clean.argmax(dim=1) == y
 
         train_inputs = x_adv
