@@ -31,7 +31,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer = train(None, resume=args.resume, progress=not args.quiet)
     else:
-        config = load_config(args.config, **overrides)
+        from .config import load_config_dict
+        from .utils import apply_set_options
+
+        config = load_config(apply_set_options(load_config_dict(args.config), args.set), **overrides)
         trainer = train(config, progress=not args.quiet)
     if trainer.dist.is_main:  # under torchrun: one line, from rank 0
         print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
@@ -78,11 +81,12 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         state_cfg = load_config(run_dir / "config.yaml").to_dict()
     config = RunConfig.from_dict(state_cfg)
     dataset = load_dataset(config.dataset, **config.data)
-    n = args.n or len(dataset.test_y)
+    n = min(args.n or len(dataset.test_y), len(dataset.test_y))
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     from .train import to_float_images
 
-    x, y = to_float_images(dataset.test_x[:n]), dataset.test_y[:n]
+    x, y, _ = dataset.eval_subset(n, split="test")  # class-stratified and seeded when n is below the split's size
+    x = to_float_images(x)
     kwargs = dict(attacks=attacks, threat=config.threat_model(), batch_size=args.batch_size, device=device,
                   num_classes=dataset.num_classes, aa_state_dir=run_dir / "aa_state" / f"cli-{args.which}",
                   progress=not args.quiet, sanity=args.sanity)
@@ -122,11 +126,12 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *, device: Optional[str] = None,
                  extra: Optional[dict[str, Any]] = None, kernel_name: str = "python3",
-                 progress: bool = True) -> Path:
+                 progress: bool = True, sets: Optional[Sequence[str]] = None) -> Path:
     """Execute a notebook with papermill into ``out_dir`` (executed copy and the notebook's own outputs).
 
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
-    YAML parameter file; unknown parameter names are refused before execution.
+    YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
+    ``--set``); unknown parameter names are refused before execution.
     """
     import papermill as pm
     import yaml
@@ -144,6 +149,9 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
             raise ConfigError(f"parameter file {params_file!r} does not exist")
         params = yaml.safe_load(pf.read_text()) or {}
     params.update(extra or {})
+    from .utils import apply_set_options
+
+    params = apply_set_options(params, sets)
     params["out_dir"] = str(out_dir)
     if device:
         params["device"] = device
@@ -162,7 +170,8 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
-    executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet)
+    executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet,
+                            sets=args.set)
     print(f"executed notebook: {executed}")
     return 0
 
@@ -200,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, 'auto')")
     p.add_argument("--out-dir", help="parent folder of run folders (default: outputs/runs)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override one key without editing a file: KEY=VALUE, dotted keys reach into mappings, values are YAML "
+                        "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="training precision (default: the config's, 'auto' = bf16 on CUDA, fp32 on the CPU)")
@@ -232,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("notebook", help="name in notebooks/ (e.g. mse_perception) or a path")
     p.add_argument("--params", "-f", help="papermill parameter YAML (parameters/{smoke,demo,paper}/...)")
     p.add_argument("--out", required=True, help="output folder for the executed notebook and its files")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override one key without editing a file: KEY=VALUE, dotted keys reach into mappings, values are YAML "
+                        "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_notebook)

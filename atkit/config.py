@@ -18,12 +18,12 @@ EVAL_ATTACK_CHOICES = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", 
 class EvalConfig:
     """Evaluation during and after training.
 
-    Each epoch: clean and PGD-``pgd_steps`` accuracy on the first ``n_test`` test images (or the
+    Each epoch: clean and PGD-``pgd_steps`` accuracy on ``n_test`` class-stratified test images (or the
     held-out validation split when ``RunConfig.val_size > 0``). ``select_by`` picks the "best"
     checkpoint (PGD-20 for RPAT, PGD-10 for DUCAT/RAAT: REFERENCE.md section 1). At the end,
     ``final_attacks`` are run on ``final_n_test`` test images for the best and the final model.
     ``sanity``: beside a robust final evaluation, run the gradient-masking checks of
-    :mod:`atkit.sanity` on the first ``sanity_n_test`` of those images (results in ``eval.json``).
+    :mod:`atkit.sanity` on the first ``sanity_n_test`` of those images (a stratified prefix) (results in ``eval.json``).
     """
 
     every: int = 1
@@ -248,6 +248,17 @@ class RunConfig:
         return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}"
 
 
+def load_config_dict(source: str | Path) -> dict[str, Any]:
+    """The mapping of a YAML run-config file (before validation), e.g. to apply ``--set`` overrides to it."""
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"config file {str(path)!r} does not exist")
+    d = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {str(path)!r} holds a {type(d).__name__}, not a mapping of RunConfig keys")
+    return d
+
+
 def load_config(source: str | Path | dict[str, Any] | RunConfig, **overrides: Any) -> RunConfig:
     """A :class:`RunConfig` from a YAML path, a dict or a config, with keyword overrides applied."""
     if isinstance(source, RunConfig):
@@ -255,9 +266,6 @@ def load_config(source: str | Path | dict[str, Any] | RunConfig, **overrides: An
     elif isinstance(source, dict):
         d = dict(source)
     else:
-        path = Path(source)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        d = yaml.safe_load(path.read_text()) or {}
+        d = load_config_dict(source)
     d.update(overrides)
     return RunConfig.from_dict(d)

@@ -10,6 +10,11 @@ Names for :func:`load_dataset`: ``cifar10``, ``cifar100``, ``svhn`` (torchvision
 ``tiny-imagenet`` (the standard ``tiny-imagenet-200`` folder), ``folder`` (any ImageFolder-style
 tree with ``train/`` and ``test/``, decoded once and cached on disk) and ``synthetic`` (built-in,
 offline, with a designed accuracy-robustness trade-off; see :func:`make_synthetic`).
+
+Order: folder-based splits (``folder``, ``tiny-imagenet``) are stored in one fixed shuffled order,
+not ImageFolder's class order, so no slice of a split is a single class. Every evaluation or
+analysis subset is still taken with :meth:`ImageDataset.eval_subset` (class-stratified, seeded, the
+indices recorded), never as "the first n".
 """
 from __future__ import annotations
 
@@ -50,11 +55,16 @@ __all__ = [
     "load_dataset",
     "make_synthetic",
     "split_validation",
+    "stratified_indices",
+    "stratified_order",
 ]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 # Bump when the cache layout or the decoding changes, so old caches are not reused.
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: files stored in the fixed shuffled order of _storage_order
+# Folder-based splits are stored in one fixed pseudo-random order (not the class-folder order), so
+# that no slice of a split is one class. The same for every user and run: part of the data itself.
+_STORAGE_ORDER_SEED = 0x0A7C1F
 
 
 # ----------------------------------------------------------------------------------------------
@@ -151,16 +161,38 @@ class ImageDataset:
         return split_validation(self, n_val=n_val, seed=seed)
 
     def subset(self, n_train: int | None = None, n_test: int | None = None, seed: int = 0) -> "ImageDataset":
-        """A random subset (deterministic in ``seed``) of the train and/or test split, for quick runs."""
+        """A class-stratified subset (deterministic in ``seed``) of the train and/or test split, for quick runs."""
         out = self
-        gen = torch.Generator().manual_seed(_mix_seed(seed, 0x5B5E7))
         if n_train is not None:
-            idx = _take_indices(len(self.train_y), n_train, gen, "n_train")
+            idx = stratified_indices(self.train_y, n_train, seed=seed, what="n_train")
             out = replace(out, train_x=out.train_x[idx], train_y=out.train_y[idx])
         if n_test is not None:
-            idx = _take_indices(len(self.test_y), n_test, gen, "n_test")
+            idx = stratified_indices(self.test_y, n_test, seed=seed, what="n_test")
             out = replace(out, test_x=out.test_x[idx], test_y=out.test_y[idx])
         return out
+
+    def eval_subset(
+        self, n: int | None = None, split: str = "test", seed: int = 0
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x, y, indices)`` of ``n`` images of ``split`` (``train``, ``val`` or ``test``) for evaluation or analysis.
+
+        ``n=None`` (or the split's size) is the whole split in stored order. A smaller ``n`` is the
+        class-stratified, seeded subset of :func:`stratified_indices`: the same images for every model
+        evaluated with the same ``(n, seed)``, every class in proportion, and each prefix of it is
+        stratified too. ``x`` stays uint8; ``indices`` index the split and belong in every result.
+        """
+        xs = {"train": self.train_x, "test": self.test_x, "val": self.val_x}
+        ys = {"train": self.train_y, "test": self.test_y, "val": self.val_y}
+        if split not in xs:
+            raise ConfigError(f"split={split!r} is not one of 'train', 'val', 'test'")
+        x, y = xs[split], ys[split]
+        if x is None:
+            raise ConfigError(f"this dataset has no {split!r} split (split_validation makes 'val')")
+        if n is None or int(n) == len(y):
+            idx = torch.arange(len(y))
+        else:
+            idx = stratified_indices(y, n, seed=seed, what="n")
+        return x[idx], y[idx], idx
 
     def __repr__(self) -> str:
         val = f", val={len(self.val_y)}" if self.val_y is not None else ""
@@ -170,10 +202,38 @@ class ImageDataset:
         )
 
 
-def _take_indices(n: int, k: int, gen: torch.Generator, what: str) -> torch.Tensor:
-    if not 0 < k <= n:
-        raise ConfigError(f"{what}={k} must be in [1, {n}]")
-    return torch.randperm(n, generator=gen)[:k].sort().values
+def stratified_order(labels: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """A seeded ordering of all indices in which every prefix holds every class in proportion.
+
+    Each class's indices are shuffled (``seed``); the ``r``-th of a class of ``n_c`` images gets the key
+    ``(r + u) / n_c`` with one seeded offset ``u`` in [0, 1) per class, and the indices are sorted by key.
+    The first ``k`` of the order then hold ``k·n_c/N`` images of each class up to one (a largest-remainder
+    split), for every ``k``: subsets of growing size are nested, and none follows the stored class order.
+    """
+    labels = torch.as_tensor(labels).long().cpu()
+    gen = torch.Generator().manual_seed(_mix_seed(int(seed), 0x57A7))
+    keys = torch.empty(len(labels), dtype=torch.float64)
+    classes = torch.unique(labels)
+    offsets = torch.rand(len(classes), generator=gen, dtype=torch.float64)
+    for c, u in zip(classes.tolist(), offsets.tolist()):
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        keys[members] = (torch.arange(len(members), dtype=torch.float64) + u) / len(members)
+    return torch.argsort(keys, stable=True)
+
+
+def stratified_indices(labels: torch.Tensor, n: int, seed: int = 0, what: str = "n") -> torch.Tensor:
+    """The first ``n`` of :func:`stratified_order`: a class-stratified, seeded subset of ``labels``' indices."""
+    total = len(labels)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 0 < int(n) <= total:
+        raise ConfigError(f"{what}={n!r} must be an integer in [1, {total}]")
+    return stratified_order(labels, seed)[: int(n)]
+
+
+def _storage_order(files: list[str], labels: list[int]) -> tuple[list[str], list[int]]:
+    """``files``/``labels`` in the fixed shuffled storage order (see ``_STORAGE_ORDER_SEED``)."""
+    perm = torch.randperm(len(files), generator=torch.Generator().manual_seed(_STORAGE_ORDER_SEED)).tolist()
+    return [files[i] for i in perm], [labels[i] for i in perm]
 
 
 def split_validation(ds: ImageDataset, n_val: int = 1000, seed: int = 0) -> ImageDataset:
@@ -666,7 +726,8 @@ def _load_folder(
         raise ConfigError(f"no images found under {str(base / test_split)!r}; " + _FOLDER_LAYOUT)
     size = _as_size(image_size)
     data = _cached_decode(
-        "folder", base, {"train": (train_files, train_labels), "test": (test_files, test_labels)},
+        "folder", base,
+        {"train": _storage_order(train_files, train_labels), "test": _storage_order(test_files, test_labels)},
         size, Path(cache_dir) if cache_dir is not None else None, num_workers,
     )
     return ImageDataset(
@@ -754,7 +815,7 @@ def _load_tiny_imagenet(
     test_labels = [test_labels[i] for i in order]
     data = _cached_decode(
         "tiny-imagenet", base,
-        {"train": (train_files, train_labels), "test": (test_files, test_labels)},
+        {"train": _storage_order(train_files, train_labels), "test": _storage_order(test_files, test_labels)},
         _as_size(image_size), Path(cache_dir) if cache_dir is not None else None, num_workers,
     )
     return ImageDataset(

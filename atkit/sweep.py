@@ -42,7 +42,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from .utils import ConfigError, atomic_write_json, atomic_write_text, unknown_name_error
+from .utils import ConfigError, atomic_write_json, atomic_write_text, set_dotted, unknown_name_error
 
 DONE_MARKER = "_sweep_done.json"
 FAILED_MARKER = "_sweep_failed.json"
@@ -75,22 +75,6 @@ class SweepSpec:
 
 
 # ------------------------------------------------------------------------------------ the grid
-def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
-    """``params["a"]["b"] = value`` for ``key = "a.b"`` (creating or copying the inner dict)."""
-    head, _, rest = key.partition(".")
-    if not rest:
-        params[key] = copy.deepcopy(value)
-        return
-    inner = params.get(head)
-    if inner is None:
-        inner = {}
-    if not isinstance(inner, dict):
-        raise ConfigError(f"grid key {key!r}: parameter {head!r} is {inner!r}, not a mapping, so it has no {rest!r}")
-    inner = dict(inner)
-    set_dotted(inner, rest, value)
-    params[head] = inner
-
-
 def expand_grid(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequence[Any]]] | None = None,
                 points: Optional[Sequence[Mapping[str, Any]]] = None) -> list[dict[str, Any]]:
     """The points of a grid: the cartesian product of each mapping ``{name: [values]}`` (a list of

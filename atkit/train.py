@@ -131,6 +131,7 @@ class Prepared:
     eval_x: torch.Tensor
     eval_y: torch.Tensor
     data_fingerprint: str  # of the whole dataset as loaded, before any validation split
+    eval_indices: Optional[torch.Tensor] = None  # which images of the selection split eval_x holds
 
 
 def prepare(config: RunConfig, device: torch.device) -> Prepared:
@@ -142,17 +143,29 @@ def prepare(config: RunConfig, device: torch.device) -> Prepared:
     dataset = load_dataset(config.dataset, **config.data)
     fingerprint = dataset.fingerprint()
     if config.val_size > 0:
-        dataset, val = split_validation(dataset, n_val=config.val_size, seed=config.seed)
-        eval_x, eval_y = val.test_x, val.test_y
+        dataset = split_validation(dataset, n_val=config.val_size, seed=config.seed)
+        split = "val"
     else:
-        eval_x, eval_y = dataset.test_x, dataset.test_y
+        split = "test"
+    # Per-epoch selection images: class-stratified and the same for every seed (never "the first n").
+    n_split = len(dataset.val_y if split == "val" else dataset.test_y)
+    n_select = min(config.eval.n_test, n_split) if config.eval.n_test else None
+    eval_x, eval_y, eval_idx = dataset.eval_subset(n_select, split=split)
     model_params = dict(config.model_params)
     if method.needs_dummy_classes:
         model_params["dummy_classes"] = True
     torch.manual_seed(config.seed)
     model = build_model(config.model, num_classes=dataset.num_classes, **model_params).to(device)
-    return Prepared(dataset, model, method, to_float_images(eval_x[: config.eval.n_test]), eval_y[: config.eval.n_test],
-                    fingerprint)
+    return Prepared(dataset, model, method, to_float_images(eval_x), eval_y, fingerprint, eval_idx)
+
+
+def test_images_record(dataset: Any, indices: torch.Tensor, fingerprint: Optional[str] = None) -> dict[str, Any]:
+    """Which test images an evaluation used: dataset, fingerprint, and the indices (``"all"`` for the whole split)."""
+    n_total = len(dataset.test_y)
+    whole = len(indices) == n_total and bool(torch.equal(indices, torch.arange(n_total)))
+    return {"dataset": dataset.name, "fingerprint": fingerprint or dataset.fingerprint(), "split": "test",
+            "n": int(len(indices)), "of": int(n_total), "selection": "all" if whole else "stratified(seed=0)",
+            "indices": "all" if whole else [int(i) for i in indices]}
 
 
 def to_float_images(x: torch.Tensor) -> torch.Tensor:
@@ -566,7 +579,8 @@ class Trainer:
 
         attacks = list(attacks or self.config.eval.final_attacks)
         n = n_test or self.config.eval.final_n_test or len(self.dataset.test_y)
-        x, y = to_float_images(self.dataset.test_x[:n]), self.dataset.test_y[:n]
+        x, y, indices = self.dataset.eval_subset(min(n, len(self.dataset.test_y)), split="test")
+        x = to_float_images(x)
         threat = self.config.threat_model()
         results: dict[str, Any] = {}
         models = {"final": self.final_model()}
@@ -601,6 +615,7 @@ class Trainer:
                                **kwargs)
                 results[label] = res.to_dict()
         results["best_epoch"] = self.best_epoch
+        results["images"] = test_images_record(self.dataset, indices, self.data_fingerprint)
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
         return results
 

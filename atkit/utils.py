@@ -1,6 +1,7 @@
 """Small shared helpers: validation errors, atomic file writes, seeding, device choice."""
 from __future__ import annotations
 
+import copy
 import difflib
 import json
 import os
@@ -26,6 +27,50 @@ def unknown_name_error(kind: str, name: str, accepted: Iterable[str]) -> ConfigE
     close = difflib.get_close_matches(str(name), accepted, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return ConfigError(f"unknown {kind} {name!r}.{hint} Accepted: {', '.join(accepted)}.")
+
+
+def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
+    """``params["a"]["b"] = value`` for ``key = "a.b"`` (creating or copying the inner dict)."""
+    head, _, rest = key.partition(".")
+    if not head:
+        raise ConfigError(f"key {key!r} is empty before a '.'")
+    if not rest:
+        params[key] = copy.deepcopy(value)
+        return
+    inner = params.get(head)
+    if inner is None:
+        inner = {}
+    if not isinstance(inner, dict):
+        raise ConfigError(f"key {key!r}: {head!r} is {inner!r}, not a mapping, so it has no {rest!r}")
+    inner = dict(inner)
+    set_dotted(inner, rest, value)
+    params[head] = inner
+
+
+def parse_set_options(items: Iterable[str] | None) -> list[tuple[str, Any]]:
+    """``["a.b=1", "name=x"]`` (the CLI's ``--set``) as ``[("a.b", 1), ("name", "x")]``; values are YAML."""
+    import yaml
+
+    out = []
+    for item in items or ():
+        key, sep, raw = str(item).partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE (dotted keys set one entry of a mapping, "
+                              "e.g. data.root=data/cifar10-jpeg)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+        out.append((key.strip(), value))
+    return out
+
+
+def apply_set_options(params: dict[str, Any], items: Iterable[str] | None) -> dict[str, Any]:
+    """A copy of ``params`` with every ``--set KEY=VALUE`` applied in order."""
+    params = dict(params)
+    for key, value in parse_set_options(items):
+        set_dotted(params, key, value)
+    return params
 
 
 def check_choice(kind: str, value: Any, accepted: Iterable[str]) -> Any:

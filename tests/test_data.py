@@ -389,9 +389,16 @@ def test_folder_dataset_decodes_exactly_and_uses_cache(tmp_path, monkeypatch):
     ds = load_dataset("folder", root=root, cache_dir=cache, num_workers=1)
     assert ds.class_names == ["ant", "cat", "dog"] and ds.num_classes == 3
     assert ds.train_x.shape == (7, 3, 6, 5) and ds.image_size == (6, 5)
-    assert ds.train_y.tolist() == [0, 0, 1, 1, 1, 2, 2] and ds.test_y.tolist() == [0, 2, 2]
+    # Stored in the fixed shuffled order, not the class-folder order; every image keeps its label.
+    assert sorted(ds.train_y.tolist()) == [0, 0, 1, 1, 1, 2, 2] and sorted(ds.test_y.tolist()) == [0, 2, 2]
+    for split, x, y in (("train", ds.train_x, ds.train_y), ("test", ds.test_x, ds.test_y)):
+        for row, label in zip(x, y.tolist()):
+            owners = [p for p, a in arrays.items() if f"/{split}/" in p
+                      and torch.equal(row, torch.from_numpy(a).permute(2, 0, 1))]
+            assert len(owners) == 1 and Path(owners[0]).parent.name == ds.class_names[label]
     first = root / "train" / "ant" / "0000.png"
-    assert torch.equal(ds.train_x[0], torch.from_numpy(arrays[str(first)]).permute(2, 0, 1))
+    pos = next(i for i, row in enumerate(ds.train_x)
+               if torch.equal(row, torch.from_numpy(arrays[str(first)]).permute(2, 0, 1)))
     assert len(calls) == 10
 
     calls.clear()
@@ -406,7 +413,7 @@ def test_folder_dataset_decodes_exactly_and_uses_cache(tmp_path, monkeypatch):
     os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     third = load_dataset("folder", root=root, cache_dir=cache)
     assert len(calls) == 10
-    assert torch.equal(third.train_x[0], torch.from_numpy(new).permute(2, 0, 1))
+    assert torch.equal(third.train_x[pos], torch.from_numpy(new).permute(2, 0, 1))
     assert len(list(cache.glob("*.pt"))) == 1
 
 
@@ -484,8 +491,8 @@ def test_tiny_imagenet_layout(tmp_path):
     assert ds.num_classes == 2 and ds.class_names == ["goldfish", "tabby"]
     assert ds.meta["wnids"] == ["n01", "n02"]
     assert ds.train_x.shape == (6, 3, 64, 64) and ds.image_size == 64
-    assert ds.train_y.tolist() == [0, 0, 0, 1, 1, 1]
-    assert ds.test_y.tolist() == [0, 1, 1]
+    assert sorted(ds.train_y.tolist()) == [0, 0, 0, 1, 1, 1]  # stored shuffled, not by class folder
+    assert sorted(ds.test_y.tolist()) == [0, 1, 1]
     # Each image's dominant colour channel identifies its class: red = n01, blue = n02.
     for x, y in ((ds.train_x, ds.train_y), (ds.test_x, ds.test_y)):
         red = x[:, 0].float().mean((1, 2)) > x[:, 2].float().mean((1, 2))
@@ -530,3 +537,49 @@ def test_svhn_missing_files_error(tmp_path):
 def test_torchvision_takes_no_extra_options(tmp_path):
     with pytest.raises(ConfigError, match="image_size"):
         load_dataset("cifar10", root=tmp_path, download=False, image_size=32)
+
+
+def test_class_sorted_folder_gives_stratified_subsets_everywhere(tmp_path):
+    """An ImageFolder tree is class-sorted on disk; no subset taken anywhere may be one class."""
+    from atkit.config import RunConfig
+    from atkit.train import prepare
+
+    classes = [f"c{i}" for i in range(5)]
+    _write_tree(tmp_path / "tree", {"train": {c: 40 for c in classes}, "test": {c: 20 for c in classes}}, size=(4, 4))
+    ds = load_dataset("folder", root=tmp_path / "tree", cache_dir=tmp_path / "cache")
+    # The stored order does not follow the class folders: the first 20 test images are not one class.
+    assert len(set(ds.test_y[:20].tolist())) > 1 and len(set(ds.train_y[:40].tolist())) > 1
+    for split, n_split in (("test", 100), ("train", 200)):
+        for n in (5, 10, 23, 50, n_split - 1):
+            _, y, idx = ds.eval_subset(n, split=split)
+            counts = torch.bincount(y, minlength=5)
+            assert int(counts.max() - counts.min()) <= 1, (split, n, counts.tolist())  # in proportion, up to one
+            assert len(set(idx.tolist())) == n
+        _, _, small = ds.eval_subset(10, split=split)
+        _, _, large = ds.eval_subset(30, split=split)
+        assert torch.equal(large[:10], small)  # nested: a prefix of a stratified subset is the smaller one
+    _, _, whole = ds.eval_subset(None)
+    assert torch.equal(whole, torch.arange(100))
+    # Seeded: the same images for every model of an experiment, other images for another seed.
+    assert torch.equal(ds.eval_subset(10)[2], ds.eval_subset(10)[2])
+    assert not torch.equal(ds.eval_subset(10, seed=1)[2], ds.eval_subset(10)[2])
+    sub = ds.subset(n_train=25, n_test=10)
+    assert torch.bincount(sub.train_y, minlength=5).tolist() == [5] * 5
+    assert torch.bincount(sub.test_y, minlength=5).tolist() == [2] * 5
+    # The trainer's per-epoch selection images are stratified too.
+    cfg = RunConfig.from_dict({"method": "pgd_at", "dataset": "folder",
+                               "data": {"root": str(tmp_path / "tree"), "cache_dir": str(tmp_path / "cache")},
+                               "model": "small_cnn", "epochs": 1, "eval": {"n_test": 10}})
+    prep = prepare(cfg, torch.device("cpu"))
+    assert torch.bincount(prep.eval_y, minlength=5).tolist() == [2] * 5
+    with pytest.raises(ConfigError, match="n=0"):
+        ds.eval_subset(0)
+
+
+def test_stratified_order_proportions_for_unequal_classes():
+    labels = torch.tensor([0] * 70 + [1] * 20 + [2] * 10)
+    for n in (1, 7, 10, 33, 99, 100):
+        counts = torch.bincount(labels[data.stratified_indices(labels, n)], minlength=3).float()
+        assert (counts - n * torch.tensor([0.7, 0.2, 0.1])).abs().max() <= 1.0, (n, counts.tolist())
+    with pytest.raises(ConfigError, match="must be an integer"):
+        data.stratified_indices(labels, True)

@@ -178,12 +178,12 @@ class BregmanTRADES(Method):
                           x_adv=x_adv, extras=extras)
 
     def epoch_metrics(self, trainer: Any) -> dict[str, float]:
-        """``R`` and ``R_prime`` on the first ``log_r_samples`` training images when ``log_r`` is on."""
+        """``R`` and ``R_prime`` on ``log_r_samples`` class-stratified training images when ``log_r`` is on."""
         if not self.params.log_r:
             return {}
-        n = self.params.log_r_samples
-        x = trainer.dataset.train_x[:n].to(trainer.device).float() / 255
-        y = trainer.dataset.train_y[:n].to(trainer.device)
+        n = min(self.params.log_r_samples, len(trainer.dataset.train_y))
+        x, y, _ = trainer.dataset.eval_subset(n, split="train")
+        x, y = x.to(trainer.device).float() / 255, y.to(trainer.device)
         batch_size = getattr(getattr(getattr(trainer, "config", None), "eval", None), "batch_size", 500)
         return robustness_losses(self, trainer.model, x, y, batch_size=batch_size)
 
