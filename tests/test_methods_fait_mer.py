@@ -8,6 +8,7 @@ import torch
 
 from atkit.attacks import pgd
 from atkit.config import load_config
+from atkit.data import ImageDataset, stratified_indices
 from atkit.methods import METHODS, StepContext, get_method
 from atkit.methods.divergences import entropy_per_sample, neg_sum_of_squares_per_sample, squared_error_per_sample
 from atkit.methods.fait import bregman_trades_objective, robustness_losses
@@ -249,8 +250,10 @@ def test_score_attack_maximises_squared_error_not_kl():
 # -- R and R' (Fig. 4) ------------------------------------------------------------------------------------------
 def _fake_trainer(model, n=30):
     g = torch.Generator().manual_seed(0)
-    dataset = SimpleNamespace(train_x=torch.randint(0, 256, (n, 3, 4, 4), generator=g, dtype=torch.uint8),
-                              train_y=torch.randint(0, 5, (n,), generator=g))
+    x = torch.randint(0, 256, (n, 3, 4, 4), generator=g, dtype=torch.uint8)
+    y = torch.arange(n) % 5
+    dataset = ImageDataset(train_x=x, train_y=y, test_x=x[:5], test_y=y[:5], num_classes=5,
+                           class_names=[str(c) for c in range(5)], name="fake")
     return SimpleNamespace(model=model, device=torch.device("cpu"), dataset=dataset,
                            config=SimpleNamespace(eval=SimpleNamespace(batch_size=7)))
 
@@ -270,8 +273,9 @@ def test_epoch_metrics_logs_r_and_r_prime(name, kind):
     assert torch.equal(torch.get_rng_state(), rng_before)  # training's random stream is untouched
     assert model.training and torch.equal(model.bn.running_mean, bn_before)
 
-    x = trainer.dataset.train_x[:20].float() / 255
-    y = trainer.dataset.train_y[:20]
+    idx = stratified_indices(trainer.dataset.train_y, 20)  # the measured images: class-stratified, not the first 20
+    x = trainer.dataset.train_x[idx].float() / 255
+    y = trainer.dataset.train_y[idx]
     x_adv, x_star = pgd(reference, x, y, eps=8 / 255, step_size=2 / 255, steps=4, loss={"kl": "kl", "se": "sq"}[kind],
                         random_start=None, bn_mode="eval", return_iterate_at=2)
     z, z_star, z_adv = _logits(reference, x), _logits(reference, x_star), _logits(reference, x_adv)
