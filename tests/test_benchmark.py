@@ -99,3 +99,25 @@ def test_committed_results_name_date_machine_and_command():
         data = json.loads(path.read_text())
         assert data["date"] and data["command"].startswith("python benchmarks/"), path.name
         assert data["machine"]["cpu"] and data["machine"]["torch"], path.name
+
+
+def test_gpu_suite_dry_form_runs_every_step(tmp_path):
+    """benchmarks/gpu_suite.sh --dry: every step of the one-call GPU suite on the CPU at tiny sizes, one JSON."""
+    import os
+    import subprocess
+
+    out = tmp_path / "suite"
+    env = dict(os.environ, OUT=str(out), PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(BENCH_DIR / "gpu_suite.sh"), "--dry"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:] + (out / "gpu_suite.log").read_text()[-2000:]
+    summary = json.loads((out / "gpu_suite.json").read_text())
+    assert summary["dry"] is True and summary["machine"]["cpu_cores"] >= 1
+    figures = summary["figures"]
+    for key in ("resnet18_epoch_s", "resnet18_speedup", "wrn34_10_epoch_s", "aa_10k_s"):
+        assert figures[key] > 0, key
+        assert summary["targets"][key]["met"] is None  # a dry run judges no target
+    assert summary["aa"]["images"] == 16 and 0.0 <= summary["aa"]["robust_acc"] <= 100.0
+    assert summary["aa"]["seconds_10k_extrapolated"] == pytest.approx(summary["aa"]["seconds"] * 10000 / 16)
+    assert set(summary["parity_summary"]) >= {"test_clean_acc", "test_pgd20_acc"}
+    assert "gpu_suite (dry form" in proc.stdout and "aa_10k_s" in proc.stdout
