@@ -33,7 +33,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import RunConfig, drop_last_batch, load_config
 from .distributed import init_from_env
-from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model
+from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model, training_precision
 from .methods import LossOutput, Method, StepContext
 from .models import predict_labels
 from .utils import (ConfigError, atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device,
@@ -217,8 +217,11 @@ class Trainer:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         # What method.loss sees (atkit.fast): the model itself on the exact fp32 path, else a wrapper with bf16
         # autocast / channels_last / torch.compile / DDP. Checkpoints, evaluation and averages use self.model.
-        self.train_dtype = resolve_precision(config.precision, self.device)
-        self.train_model = training_model(self.model, device=self.device, precision=config.precision,
+        # "auto" is per method: bf16 only where its parity with fp32 was measured (atkit.fast.training_precision).
+        precision, why = training_precision(config.precision, self.device, config.method)
+        self.precision_note = {"precision": precision, "requested": config.precision, "why": why}
+        self.train_dtype = resolve_precision(precision, self.device)
+        self.train_model = training_model(self.model, device=self.device, precision=precision,
                                           channels_last=config.channels_last, compile=config.compile,
                                           ddp=self.dist.wrap_ddp if self.dist.is_distributed else None)
         if self.dist.is_distributed:  # different attack random starts on each rank (restored on resume)
@@ -376,7 +379,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         payload = {"status": self.status, "run_dir": str(self.run_dir), "data_fingerprint": self.data_fingerprint,
-                   "epochs": self.epochs,
+                   "epochs": self.epochs, "training_precision": self.precision_note,
                    "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
                    else None, "history": self.history}
         if error:

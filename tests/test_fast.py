@@ -3,6 +3,7 @@ the exact fp32 switch, and the trainer's use of them. Runs on the CPU (autocast 
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -201,3 +202,27 @@ def test_trainer_bf16_path_trains_and_checkpoints_the_plain_model(tmp_path):
     x, _ = _images(size=16)
     trainer.model.eval()
     torch.testing.assert_close(reloaded(x), trainer.model(x))
+
+
+def test_auto_precision_is_per_method_and_recorded(monkeypatch, tmp_path):
+    """precision: auto trains in bf16 only for a method whose bf16 parity was measured; the run records why."""
+    from atkit import fast
+    from atkit.train import Trainer
+
+    monkeypatch.setattr(fast, "resolve_precision",
+                        lambda p, d: None if p == "fp32" else torch.bfloat16)  # a bf16-capable device
+    assert fast.training_precision("auto", "cpu", "pgd_at+rpat")[0] == "fp32"
+    assert "not been measured" in fast.training_precision("auto", "cpu", "pgd_at+rpat")[1]
+    monkeypatch.setattr(fast, "BF16_VERIFIED_METHODS", frozenset({"pgd_at"}))
+    assert fast.training_precision("auto", "cpu", "pgd_at")[0] == "bf16"
+    assert fast.training_precision("auto", "cpu", "trades")[0] == "fp32"
+    assert fast.training_precision("bf16", "cpu", "trades")[0] == "bf16"  # asked for explicitly
+    assert fast.training_precision("fp32", "cpu", "pgd_at")[0] == "fp32"
+    monkeypatch.undo()
+    trainer = Trainer.new(dict(method="trades", dataset="synthetic", data={"n_train": 32, "n_test": 16, "image_size": 8},
+                               model="small_cnn", epochs=1, max_steps_per_epoch=1, threat={"steps": 1}, device="cpu",
+                               out_dir=str(tmp_path), eval={"n_test": 16, "pgd_steps": 0, "final_attacks": ["clean"]}),
+                          progress=False)
+    trainer.write_metrics()
+    note = json.loads((trainer.run_dir / "metrics.json").read_text())["training_precision"]
+    assert note["precision"] == "fp32" and note["requested"] == "auto" and "cpu" in note["why"]
