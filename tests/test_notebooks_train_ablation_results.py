@@ -60,7 +60,7 @@ def test_ablation_notebook_runs_every_grid_point_headless(executed):
     assert (table["status"] == "finished").all() and (table["method"] == "pgd_at+rpat").all()
     assert table["final_clean"].between(0, 100).all() and table["final_pgd2"].between(0, 100).all()
     assert table["run_dir"].nunique() == 2
-    # seed 001 Table 5's logits row is PGD-AT+RPAT with default hyperparameters: shown beside the mse point only.
+    # The logits row of RPAT, Table 5 is PGD-AT+RPAT with default hyperparameters: shown beside the mse point only.
     assert table.loc[0, "paper_clean"] == 83.20 and table.loc[0, "paper_aa"] == 48.00
     assert math.isnan(table.loc[1, "paper_clean"])
     for name in ("ablation.png", "tradeoff.png", "ablation.ipynb"):
