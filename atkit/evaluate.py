@@ -6,7 +6,7 @@ Attacks (docs/methods.md, common protocol, "evaluation attacks"):
 * ``pgdN`` (``pgd10``, ``pgd20``, ``pgd100``, any N >= 1): PGD on the cross-entropy, uniform random
   start in the eps-ball, step size from the threat model, BatchNorm in eval mode.
 * ``cw`` / ``cwN``: PGD on the CW margin ``max_{k != y} z_k - z_y`` within the same eps-ball, 30
-  steps by default (the released code of one seed runs CW without an eps bound; not copied).
+  steps by default (the released code of one of the papers runs CW without an eps bound; not copied).
 * ``aa``: AutoAttack ``standard`` with the official code (:func:`atkit.attacks.run_autoattack`).
 * ``apgd``: a cheaper AutoAttack subset, APGD-CE then APGD-DLR with one restart each.
 * ``fgsm``: one signed step of size eps; ``random``: uniform noise in the eps-ball.
