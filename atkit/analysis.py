@@ -1,4 +1,4 @@
-"""Measurements behind the motivation experiments (REFERENCE.md section 4)."""
+"""Measurements behind the motivation experiments (docs/experiments.md)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,7 +37,7 @@ class PerceptionMSE:
 def perception_mse(model: nn.Module, x: Tensor, y: Tensor, perturb: Callable[[nn.Module, Tensor, Tensor], Tensor],
                    *, batch_size: int = 500, num_classes: Optional[int] = None,
                    device: Optional[torch.device] = None) -> PerceptionMSE:
-    """Logit MSE ``mean_k (z_k(x) - z_k(x_hat))^2`` for each test sample (seed 002 Sec. 3, Fig. 2).
+    """Logit MSE ``mean_k (z_k(x) - z_k(x_hat))^2`` for each test sample (RPAT, Sec. 3, Fig. 2).
 
     ``perturb(model, x, y)`` returns ``x_hat`` (uniform noise, or a PGD-20 attack). Samples are
     "success" when ``x_hat`` is still classified correctly and "failure" otherwise.
@@ -66,8 +66,8 @@ def perception_mse(model: nn.Module, x: Tensor, y: Tensor, perturb: Callable[[nn
 
 
 # =============================================================================================
-# Boundary samples (seed 000 Fig. 2, 5b; REFERENCE.md section 4.2) and always-failed overlap
-# (seed 003 Fig. 2, 3, 4, 8; REFERENCE.md section 4.3).
+# Boundary samples (RAAT, Fig. 2, 5b; docs/experiments.md, boundary_samples) and always-failed overlap
+# (DUCAT, Fig. 2, 3, 4, 8; docs/experiments.md, always_failed_overlap).
 # =============================================================================================
 AA_PRESETS = ("standard", "apgd")
 
@@ -101,11 +101,11 @@ def autoattack_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, no
                        state_path: Optional[str | Path] = None) -> Tensor:
     """Per-sample correctness ``(N,)`` (bool, CPU) under AutoAttack, by projected prediction.
 
-    ``attacks``: ``None`` or ``"standard"`` (AutoAttack standard, Croce & Hein 2020; REFERENCE.md
-    section 1), ``"apgd"`` (APGD-CE + APGD-DLR, one restart each: :func:`atkit.evaluate.evaluate`'s
+    ``attacks``: ``None`` or ``"standard"`` (AutoAttack standard, Croce & Hein 2020; docs/methods.md,
+    common protocol), ``"apgd"`` (APGD-CE + APGD-DLR, one restart each: :func:`atkit.evaluate.evaluate`'s
     ``apgd``) or a list of AutoAttack attack names (a cheaper custom run). ``n_iter`` /
     ``n_restarts`` override the official budgets (then the result is not "AutoAttack standard").
-    ``protocol`` (dummy-class models only, REFERENCE.md section 3): ``None`` / ``"published"``
+    ``protocol`` (dummy-class models only, docs/methods.md, DUCAT): ``None`` / ``"published"``
     attacks the raw 2C logits, ``"adaptive"`` / ``"adaptive_max"`` the merged C-class model.
     """
     from .attacks import run_autoattack
@@ -171,7 +171,7 @@ def robust_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_s
 def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence[float], eps: float,
                        step_size: float, steps: int = 10, norm: str = "linf", eta_mode: str = "scale",
                        batch_size: int = 500, num_classes: Optional[int] = None, seed: int = 0):
-    """Partition of samples into misclassified / boundary / non-boundary for each ``eta`` (seed 000 eq. 8-9).
+    """Partition of samples into misclassified / boundary / non-boundary for each ``eta`` (RAAT, Eq. 8-9).
 
     ``x'`` is PGD-``steps`` on the CE loss (uniform start, BatchNorm in eval mode); the reduced
     sample is ``x'' = x + eta (x' - x)`` (``eta_mode="scale"``, released RAAT code) or PGD in the
@@ -228,7 +228,7 @@ def confusion_matrix(pred: Tensor, y: Tensor, num_classes: int) -> Tensor:
 
 @dataclass
 class CrossAttack:
-    """Predictions of M models on PGD examples made against each of them (seed 003 Sec. 2.1).
+    """Predictions of M models on PGD examples made against each of them (DUCAT, Sec. 2.1).
 
     ``adv_pred[s, t, i]``: label model ``t`` predicts for sample ``i``'s adversarial example made
     on surrogate ``s`` (``s == t``: the white-box attack). ``clean_pred[m, i]``: clean prediction.
@@ -250,7 +250,7 @@ class CrossAttack:
         return (~self.white_box_correct()).sum(dim=0)
 
     def overlap_by_class(self, class_names: Optional[Sequence[str]] = None):
-        """Seed 003 Fig. 2: DataFrame ``class, class_name, defeated (0..M), count`` (every pair present)."""
+        """DUCAT, Fig. 2: DataFrame ``class, class_name, defeated (0..M), count`` (every pair present)."""
         import pandas as pd
 
         counts = self.defeat_counts()
@@ -274,7 +274,7 @@ class CrossAttack:
                 "share_all_or_none": (all_def + none_def) / n}
 
     def transfer_table(self):
-        """Seed 003 Fig. 3: examples made on each surrogate, split by success on it, scored on every model.
+        """DUCAT, Fig. 3: examples made on each surrogate, split by success on it, scored on every model.
 
         DataFrame ``surrogate, target, subset ("success" | "failure"), n, fooled, fooled_pct`` where
         ``fooled_pct`` is the percentage of the subset the target misclassifies (diagonal: 100 / 0
@@ -294,7 +294,7 @@ class CrossAttack:
         return pd.DataFrame(rows)
 
     def confusion(self, m: int) -> Tensor:
-        """Seed 003 Fig. 8: confusion matrix ``(C, C)`` of model ``m`` under its white-box attack."""
+        """DUCAT, Fig. 8: confusion matrix ``(C, C)`` of model ``m`` under its white-box attack."""
         return confusion_matrix(self.adv_pred[m, m], self.y, self.num_classes)
 
 
@@ -302,7 +302,7 @@ def cross_attack(models: dict[str, nn.Module], x: Tensor, y: Tensor, *, eps: flo
                  steps: int = 10, norm: str = "linf", batch_size: int = 500, num_classes: Optional[int] = None,
                  seed: int = 0) -> CrossAttack:
     """Run PGD-``steps`` (CE, uniform start, BatchNorm eval) against every model and let every model
-    classify every attack's examples: the white-box overlap (seed 003 Fig. 2, 8) and the transfer
+    classify every attack's examples: the white-box overlap (DUCAT, Fig. 2, 8) and the transfer
     matrix (Fig. 3) from one pass. Predictions are projected (dummy-class heads allowed)."""
     from .attacks import pgd
 

@@ -92,7 +92,7 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
                   progress=not args.quiet, sanity=args.sanity)
     out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
     if getattr(model, "dummy_classes", False):
-        # Dummy-class models: the published protocol never without the adaptive one (REFERENCE.md 3, DUCAT).
+        # Dummy-class models: the published protocol never without the adaptive one (docs/methods.md, DUCAT).
         from .evaluate import evaluate_dummy_protocols
 
         by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)

@@ -20,7 +20,7 @@ class EvalConfig:
 
     Each epoch: clean and PGD-``pgd_steps`` accuracy on ``n_test`` class-stratified test images (or the
     held-out validation split when ``RunConfig.val_size > 0``). ``select_by`` picks the "best"
-    checkpoint (PGD-20 for RPAT, PGD-10 for DUCAT/RAAT: REFERENCE.md section 1). At the end,
+    checkpoint (PGD-20 for RPAT, PGD-10 for DUCAT/RAAT: docs/methods.md, common protocol). At the end,
     ``final_attacks`` are run on ``final_n_test`` test images for the best and the final model.
     ``sanity``: beside a robust final evaluation, run the gradient-masking checks of
     :mod:`atkit.sanity` on the first ``sanity_n_test`` of those images (a stratified prefix) (results in ``eval.json``).
@@ -54,10 +54,10 @@ def drop_last_batch(rows: int, batch_size: int, last_batch: str = "auto") -> boo
 
 @dataclass
 class RunConfig:
-    """Everything that defines a training run (REFERENCE.md section 1 gives the paper defaults).
+    """Everything that defines a training run (paper defaults: docs/methods.md, common protocol).
 
     ``init_checkpoint`` starts from the weights of an existing checkpoint (e.g. DUCAT fine-tuning of
-    a robust model, seed 003 Algorithm 1) and ``start_epoch`` makes the run begin at that epoch of
+    a robust model, DUCAT, Algorithm 1) and ``start_epoch`` makes the run begin at that epoch of
     its schedule, so epoch windows (DUCAT's ``t``) and the learning rate line up with the paper.
 
     ``epochs``, ``lr`` and ``batch_size`` default to the schedule's values (e.g. ``fait100`` trains

@@ -1,7 +1,7 @@
 """Datasets as uint8 tensors held in memory, and a device-side batch loader with augmentation.
 
 Every dataset is decoded once into ``uint8`` NCHW tensors (CPU) with ``int64`` labels; models see
-float images in [0, 1] (REFERENCE.md §1: no normalization outside the model). Training batches get
+float images in [0, 1] (docs/methods.md, common protocol: no normalization outside the model). Training batches get
 the §1 augmentation, random crop with zero padding (4 px) and horizontal flip p=0.5, computed on
 whole batches on the target device by :class:`BatchLoader`, whose randomness depends only on
 ``(seed, epoch)`` so a resumed run sees exactly the batches of an uninterrupted one.
@@ -77,7 +77,7 @@ class ImageDataset:
     """A labelled image dataset held in memory.
 
     ``*_x`` are ``uint8`` tensors ``(N, C, H, W)`` on the CPU, ``*_y`` are ``int64`` labels in
-    ``[0, num_classes)``. ``val_x``/``val_y`` are set by :meth:`split_validation` (REFERENCE.md §1:
+    ``[0, num_classes)``. ``val_x``/``val_y`` are set by :meth:`split_validation` (docs/methods.md, common protocol:
     1,000 held-out training images as the cleaner model-selection alternative to test-set
     selection). ``image_size`` is ``H`` for square images, else ``(H, W)``; it is filled in from the
     tensors. ``meta`` holds provenance (root folder, generator parameters, ...).
@@ -239,7 +239,7 @@ def _storage_order(files: list[str], labels: list[int]) -> tuple[list[str], list
 def split_validation(ds: ImageDataset, n_val: int = 1000, seed: int = 0) -> ImageDataset:
     """Move ``n_val`` training images, chosen uniformly at random from ``seed``, into ``val_x``/``val_y``.
 
-    REFERENCE.md §1 ("checkpoint selection"): the papers select the best epoch on the test set; a
+    docs/methods.md, common protocol ("checkpoint selection"): the papers select the best epoch on the test set; a
     held-out split of 1,000 training images is the cleaner alternative. The remaining training
     images keep their original order. Deterministic in ``seed``; the global RNG is not touched.
     """
@@ -661,7 +661,7 @@ def _as_size(image_size: int | Sequence[int] | None) -> tuple[int, int] | None:
 
 _FOLDER_LAYOUT = (
     "expected an ImageFolder tree: <root>/train/<class>/<image> and <root>/test/<class>/<image> "
-    "(png/jpg/...), e.g. the unpacked /work/shared/data/cifar10-jpeg.tar.gz -> cifar10-jpeg/{train,test}/<class>/NNNN.jpg"
+    "(png/jpg/...), e.g. an unpacked JPEG copy of CIFAR-10: cifar10-jpeg/{train,test}/<class>/NNNN.jpg"
 )
 
 
@@ -976,7 +976,7 @@ def crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, paddi
     """Random-crop-with-zero-padding and horizontal flip for a whole batch, without a Python loop.
 
     ``out[b, c, i, j] = pad(x)[b, c, dy_b + i, dx_b + j']`` with ``j' = W-1-j`` where ``flips[b]``
-    (else ``j' = j``); ``pad`` adds ``padding`` zero pixels on each side (REFERENCE.md §1). Works on
+    (else ``j' = j``); ``pad`` adds ``padding`` zero pixels on each side (docs/methods.md, common protocol). Works on
     any dtype (uint8 before the float conversion is cheapest) and device.
     """
     b, c, h, w = x.shape
@@ -1005,7 +1005,7 @@ class BatchLoader:
     DistributedSampler does) and rank ``r`` takes positions ``r, r + world_size, ...``; the
     augmentation draws belong to positions, so the union over ranks is the single-process epoch.
     ``two_views`` adds ``x2``, an independent second augmentation of the same images
-    (Consistency-AT, REFERENCE.md §2). ``len(loader)`` is the number of batches per epoch.
+    (Consistency-AT, docs/methods.md, baselines). ``len(loader)`` is the number of batches per epoch.
     ``x`` may also be a float tensor in [0, 1] (used as is).
     """
 

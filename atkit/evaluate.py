@@ -1,19 +1,19 @@
 """One evaluation entry point: clean and robust accuracy of a model under a list of attacks.
 
-Attacks (REFERENCE.md section 1, "evaluation attacks"):
+Attacks (docs/methods.md, common protocol, "evaluation attacks"):
 
 * ``clean``
 * ``pgdN`` (``pgd10``, ``pgd20``, ``pgd100``, any N >= 1): PGD on the cross-entropy, uniform random
   start in the eps-ball, step size from the threat model, BatchNorm in eval mode.
 * ``cw`` / ``cwN``: PGD on the CW margin ``max_{k != y} z_k - z_y`` within the same eps-ball, 30
-  steps by default (the released code of one seed runs CW without an eps bound; not copied).
+  steps by default (the released code of one of the papers runs CW without an eps bound; not copied).
 * ``aa``: AutoAttack ``standard`` with the official code (:func:`atkit.attacks.run_autoattack`).
 * ``apgd``: a cheaper AutoAttack subset, APGD-CE then APGD-DLR with one restart each.
 * ``fgsm``: one signed step of size eps; ``random``: uniform noise in the eps-ball.
 
 Every accuracy is by :func:`atkit.models.predict_labels`, so a DUCAT model with 2C outputs is scored
 by its projected prediction; :func:`evaluate_dummy_protocols` runs the published and the adaptive
-protocols of REFERENCE.md section 3 side by side. Accuracies are in percent, as the papers report.
+protocols of DUCAT (docs/methods.md, DUCAT) side by side. Accuracies are in percent, as the papers report.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
 PROTOCOLS = ("published", "adaptive", "adaptive_max")
-# Which merge of real and dummy logits each adaptive protocol attacks (seed 003, REFERENCE.md section 3 (b)).
+# Which merge of real and dummy logits each adaptive protocol attacks (DUCAT; docs/methods.md, DUCAT, adaptive protocol).
 _PROTOCOL_MERGE = {"adaptive": "logsumexp", "adaptive_max": "max"}
 ATTACK_NAMES = ("clean", "pgd10", "pgd20", "pgd100", "pgdN", "cw", "cwN", "aa", "apgd", "fgsm", "random")
 CW_DEFAULT_STEPS = 30
@@ -102,7 +102,7 @@ class EvalResult:
     ``(n,)`` on CPU, True where the sample is classified correctly under that attack.
     ``robust_metric``: the attack behind ``mean`` and ``nrr`` (``aa``, else ``apgd``, else the PGD
     with most steps; None if none ran). ``mean = (Clean + R) / 2`` and
-    ``nrr = 2 Clean R / (Clean + R)`` with ``R`` that accuracy (REFERENCE.md section 1), percent,
+    ``nrr = 2 Clean R / (Clean + R)`` with ``R`` that accuracy (docs/methods.md, common protocol), percent,
     None without ``clean`` or a robust attack. ``details``: per attack, its settings and seconds
     (and AutoAttack's per-attack counts). ``protocol``: DUCAT protocol or None for a plain model.
     ``checks``: the sanity checks of :mod:`atkit.sanity` (``evaluate(..., sanity=True)``), each
@@ -386,7 +386,7 @@ def evaluate_dummy_protocols(
     protocols: Sequence[str] = PROTOCOLS,
     **kwargs: Any,
 ) -> dict[str, EvalResult]:
-    """Both DUCAT evaluation protocols side by side (seed 003; REFERENCE.md section 3):
+    """Both DUCAT evaluation protocols side by side (docs/methods.md, DUCAT):
     ``published`` (attacks on the raw 2C logits) and ``adaptive`` / ``adaptive_max`` (attacks on
     ``MergedDummyModel(model, how="logsumexp" / "max")``), every accuracy by projected prediction.
     The gap published - adaptive is the robustness the published protocol over-reports.

@@ -11,7 +11,7 @@ import seaborn as sns
 
 def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
                           log_scale: Optional[bool] = None) -> plt.Figure:
-    """Seed 002 Fig. 2: bars of mean logit MSE for success / failure cases per (training, perturbation)
+    """RPAT, Fig. 2: bars of mean logit MSE for success / failure cases per (training, perturbation)
     pair, and lines of clean and perturbed accuracy on a second axis.
 
     ``summary`` has one row per pair with columns ``pair``, ``mse_success``, ``mse_failure``,
@@ -63,7 +63,7 @@ def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
 
 
 # =============================================================================================
-# Boundary samples (seed 000 Fig. 2, 5b) and always-failed overlap (seed 003 Fig. 2, 3, 4, 8).
+# Boundary samples (RAAT, Fig. 2, 5b) and always-failed overlap (DUCAT, Fig. 2, 3, 4, 8).
 # =============================================================================================
 def _metric_long(df: pd.DataFrame, id_vars: list, metric_cols: dict) -> pd.DataFrame:
     """Wide accuracy columns -> long rows with a readable ``metric`` name."""
@@ -73,7 +73,7 @@ def _metric_long(df: pd.DataFrame, id_vars: list, metric_cols: dict) -> pd.DataF
 
 
 def boundary_fraction_figure(history: pd.DataFrame, title: Optional[str] = None) -> plt.Figure:
-    """Seed 000 Fig. 2 (partition over training): boundary fraction per epoch, one line per variant.
+    """RAAT, Fig. 2 (partition over training): boundary fraction per epoch, one line per variant.
 
     ``history``: columns ``epoch``, ``variant``, ``train_boundary_frac`` (of all samples) and
     ``train_boundary_frac_of_correct`` (of clean-correct samples).
@@ -119,7 +119,7 @@ def boundary_partition_figure(partition: pd.DataFrame, title: Optional[str] = No
 
 
 def budget_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> plt.Figure:
-    """Seed 000 Fig. 2 form: accuracy against the budget scale of one group, the other at full eps.
+    """RAAT, Fig. 2 form: accuracy against the budget scale of one group, the other at full eps.
 
     ``results``: one row per trained variant with ``boundary_scale``, ``nonboundary_scale`` and the
     accuracy columns named in ``metric_cols`` (column -> legend label, e.g. ``{"clean": "clean"}``).
@@ -163,7 +163,7 @@ def budget_grid_figure(results: pd.DataFrame, metric_cols: dict, title: Optional
 
 def eta_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None,
                      reference: Optional[dict] = None, reference_label: str = "PGD-AT") -> plt.Figure:
-    """Seed 000 Fig. 5b form: accuracy against eta, one line per metric (``results`` has ``eta``).
+    """RAAT, Fig. 5b form: accuracy against eta, one line per metric (``results`` has ``eta``).
 
     ``reference`` (accuracy column -> value) draws each metric of a reference model as a dashed
     horizontal line in the metric's colour.
@@ -186,7 +186,7 @@ def eta_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[s
 
 
 def overlap_bars_figure(by_class: pd.DataFrame, num_models: int, title: Optional[str] = None) -> plt.Figure:
-    """Seed 003 Fig. 2: per class, stacked counts of test samples whose PGD example defeats 0..M models.
+    """DUCAT, Fig. 2: per class, stacked counts of test samples whose PGD example defeats 0..M models.
 
     ``by_class``: columns ``class_name``, ``defeated``, ``count`` (:meth:`CrossAttack.overlap_by_class`).
     """
@@ -213,7 +213,7 @@ def overlap_bars_figure(by_class: pd.DataFrame, num_models: int, title: Optional
 
 
 def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> plt.Figure:
-    """Seed 003 Fig. 3: % of each target fooled by examples made on each surrogate, for examples that
+    """DUCAT, Fig. 3: % of each target fooled by examples made on each surrogate, for examples that
     succeeded on the surrogate (left) and those that failed (right). ``table`` from
     :meth:`CrossAttack.transfer_table`."""
     sns.set_theme(style="white")
@@ -240,7 +240,7 @@ def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> plt.Fig
 
 
 def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional[str] = None) -> plt.Figure:
-    """Seed 003 Fig. 8: one row-normalised confusion matrix (percent of each true class) per model."""
+    """DUCAT, Fig. 8: one row-normalised confusion matrix (percent of each true class) per model."""
     import numpy as np
 
     sns.set_theme(style="white")
@@ -266,7 +266,7 @@ def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional
 
 
 def toy_case_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> plt.Figure:
-    """Seed 003 Fig. 4: grouped bars of clean / PGD-10 / AutoAttack accuracy per model.
+    """DUCAT, Fig. 4: grouped bars of clean / PGD-10 / AutoAttack accuracy per model.
 
     ``results``: one row per model with a ``model`` column and the accuracy columns of ``metric_cols``.
     """

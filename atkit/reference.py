@@ -1,18 +1,19 @@
-"""Published numbers of the seed papers, each with its source (seed, table, row label as printed).
+"""Published numbers of the papers atkit implements, each with its source (paper short name, table, row
+label as printed). Short names (RPAT, RAAT, DUCAT, FAIT/MER) and full references: docs/references.md.
 
 The results notebook shows these beside the workbook's own runs. Accuracies are in percent, as
-printed; ``mean = (Clean + AA) / 2`` and ``nrr = 2 Clean AA / (Clean + AA)`` (REFERENCE.md section 1).
+printed; ``mean = (Clean + AA) / 2`` and ``nrr = 2 Clean AA / (Clean + AA)`` (docs/methods.md, common protocol).
 
 Caveats, carried into every table built from here (:data:`CAVEATS`):
 
 * The papers trained and tested on the original CIFAR-10 (and CIFAR-100, Tiny-ImageNet). The
-  GPU runs of this project read a JPEG (quality 75) copy of CIFAR-10 (``../shared/data``), so
+  GPU runs of this project read a JPEG (quality 75) copy of CIFAR-10 (``dataset: folder``), so
   absolute accuracies are expected a few points lower: compare directions and rough sizes.
-* "best" is the checkpoint with the highest PGD-20 (seeds 002/001) or PGD-10 (seeds 003/000)
-  test accuracy, as the papers did; seed 004 selects by PGD robustness as well.
-* Seed 003 reports DUCAT under its *published* protocol (attacks on the raw 2C logits); the
-  workbook also reports the adaptive protocol, which is lower (REFERENCE.md section 3).
-* Seed 004 Table 4 lost its method column in the text copy; rows 1-5 are labelled from the order in
+* "best" is the checkpoint with the highest PGD-20 (RPAT) or PGD-10 (DUCAT, RAAT) test
+  accuracy, as the papers did; the FAIT/MER paper selects by PGD robustness as well.
+* DUCAT reports its numbers under its *published* protocol (attacks on the raw 2C logits); the
+  workbook also reports the adaptive protocol, which is lower (docs/methods.md, DUCAT).
+* FAIT/MER paper, Table 4: the text this project was built from lost its method column; rows 1-5 are labelled from the order in
   which the text names the methods (PGD-AT, GAIRAT, MART, TRADES-AWP, HAT; ``label_inferred``),
   rows 6-8 from the values they share with Tables 1 and 3 (FAIT, TRADES-MER) and the text (FAIT-MER).
 * Rows of methods atkit does not implement keep ``method=None``: they are shown, never matched.
@@ -20,6 +21,7 @@ Caveats, carried into every table built from here (:data:`CAVEATS`):
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -28,10 +30,21 @@ import pandas as pd
 
 CAVEATS = (
     "Papers: original CIFAR-10; this project's GPU runs: a JPEG (q=75) copy, expect a few points lower.",
-    "best = checkpoint with the highest PGD-20 (seeds 002/001) or PGD-10 (seeds 003/000) test accuracy.",
-    "Seed 003 (DUCAT) numbers are under the published protocol (attacks on the raw 2C logits).",
-    "Seed 004 Table 4 rows 1-5: method labels inferred from the text (the label column is lost).",
+    "best = checkpoint with the highest PGD-20 (RPAT) or PGD-10 (DUCAT, RAAT) test accuracy.",
+    "DUCAT numbers are under the published protocol (attacks on the raw 2C logits).",
+    "FAIT/MER paper, Table 4 rows 1-5: method labels inferred from the text (the label column is lost).",
 )
+
+# Short name used as ``Reference.source`` -> the paper (full entries with authors and links: docs/references.md).
+PAPERS: dict[str, str] = {
+    "RPAT": "Wang & Liu, Failure Cases Are Better Learned But Boundary Says Sorry, ICCV 2025, arXiv:2508.02186",
+    "RAAT": "Wang et al., Robust Alignment: Harmonizing Clean Accuracy and Adversarial Robustness in Adversarial "
+            "Training, arXiv:2604.26496",
+    "DUCAT": "Wang et al., New Paradigm of Adversarial Training: Breaking Inherent Trade-Off between Accuracy and "
+             "Robustness via Dummy Classes, arXiv:2410.12671",
+    "FAIT/MER": "Wu et al., Lower Difficulty and Better Robustness: A Bregman Divergence Perspective for Adversarial "
+                "Training, arXiv:2208.12511",
+}
 
 METRICS = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "mean", "nrr",
            "pgd10_targeted", "pgd10_targeted_original", "pgd10_targeted_dummy")
@@ -75,7 +88,7 @@ class Reference:
 
     @property
     def key(self) -> str:
-        """``"seed 002 / Table 1"``: the table this number is printed in."""
+        """``"RPAT / Table 1"``: the paper (short name, docs/references.md) and table this number is printed in."""
         return f"{self.source} / {self.table}"
 
 
@@ -106,7 +119,7 @@ def _entry(refs: list[Reference], *, values: Mapping[str, str], **kw: Any) -> No
 
 
 # -------------------------------------------------------------------------------------------------
-# seed 002 (RPAT), Tables 1 and 2: ResNet-18, benchmarks vs +RPAT, best and final, pang110 schedule.
+# RPAT, Tables 1 and 2: ResNet-18, benchmarks vs +RPAT, best and final, pang110 schedule.
 # Columns as printed: base Clean PGD-20 AA Mean NRR (best) | +RPAT Clean b/f, PGD-20 b/f, AA b/f, Mean, NRR.
 _S002_T1 = """
 CIFAR-10 | PGD-AT | 82.92 50.61 46.74 64.830 59.782 83.20 82.99 51.29 50.97 48.00 47.60 65.600 60.878
@@ -138,10 +151,10 @@ Tiny-ImageNet | Consistency-AT | 61.49 44.92 42.59 52.040 50.324 62.19 62.64 45.
 """
 
 
-def _seed002_rpat_tables(refs: list[Reference]) -> None:
+def _rpat_benchmark_tables(refs: list[Reference]) -> None:
     for table, block, norm in (("Table 1", _S002_T1, "linf"), ("Table 2", _S002_T2, "l2")):
         for (ds, label), t in _rows(block):
-            common = dict(source="seed 002", table=table, dataset=_DATASETS[ds], norm=norm, model="ResNet-18",
+            common = dict(source="RPAT", table=table, dataset=_DATASETS[ds], norm=norm, model="ResNet-18",
                           schedule="pang110")
             base = _BASES[label]
             _entry(refs, row=f"{ds} {label}", method=base, checkpoint="best",
@@ -152,7 +165,7 @@ def _seed002_rpat_tables(refs: list[Reference]) -> None:
                    values=dict(clean=t[6], pgd20=t[8], aa=t[10]), **common)
 
 
-# seed 002 Table 3: PreActResNet-18, Clean AA Mean NRR for CIFAR-10 then CIFAR-100 (SOTA numbers are from
+# RPAT, Table 3: PreActResNet-18, Clean AA Mean NRR for CIFAR-10 then CIFAR-100 (SOTA numbers are from
 # their papers, Kanai et al., Wang et al. or the authors' reproduction, as the paper says).
 _S002_T3 = """
 linf | WA | UAI'18 | 83.50 49.89 66.695 62.461 57.26 25.83 41.545 35.601
@@ -169,7 +182,7 @@ linf | RPAT++ | Ours | 82.63 51.00 66.815 63.072 56.84 27.68 42.260 37.230
 l2 | ReBAT | NeurIPS'23 | 88.79 71.00 79.895 78.905 65.58 42.67 54.125 51.701
 l2 | RPAT++ | Ours | 89.06 71.26 80.160 79.172 65.63 42.85 54.240 51.848
 """
-# seed 002 Table 4: WideResNet-34-10, CIFAR-10, l-inf: Clean AA Mean NRR ("*": with CutMix).
+# RPAT, Table 4: WideResNet-34-10, CIFAR-10, l-inf: Clean AA Mean NRR ("*": with CutMix).
 _S002_T4 = """
 WA | UAI'18 | 87.66 52.65 70.155 65.787
 MMA | ICLR'20 | 87.80 43.10 65.450 57.818
@@ -190,29 +203,29 @@ RPAT++* | Ours | 87.57 55.79 71.680 68.158
 _REBAT_FAMILY = {"ReBAT": "rebat", "RPAT++": "rpat_pp"}
 
 
-def _seed002_sota_tables(refs: list[Reference]) -> None:
+def _rpat_sota_tables(refs: list[Reference]) -> None:
     for (norm, label, venue), t in _rows(_S002_T3):
         for ds, off in (("cifar10", 0), ("cifar100", 4)):
-            _entry(refs, source="seed 002", table="Table 3", row=f"{label} ({venue})", method=_REBAT_FAMILY.get(label),
+            _entry(refs, source="RPAT", table="Table 3", row=f"{label} ({venue})", method=_REBAT_FAMILY.get(label),
                    dataset=ds, norm=norm, model="PreActResNet-18", checkpoint="best", schedule="rebat",
                    values=dict(clean=t[off], aa=t[off + 1], mean=t[off + 2], nrr=t[off + 3]))
     for (label, venue), t in _rows(_S002_T4):
         cutmix = label.endswith("*")
         method = None if cutmix else _REBAT_FAMILY.get(label)
-        _entry(refs, source="seed 002", table="Table 4", row=f"{label} ({venue})", method=method, dataset="cifar10",
+        _entry(refs, source="RPAT", table="Table 4", row=f"{label} ({venue})", method=method, dataset="cifar10",
                norm="linf", model="WideResNet-34-10", checkpoint="best", schedule="rebat",
                note="* = trained with CutMix (not in atkit)" if cutmix else "",
                values=dict(clean=t[0], aa=t[1], mean=t[2], nrr=t[3]))
 
 
-# seed 001 (RPAT appendix) Table 5: perception proxy of PGD-AT+RPAT, CIFAR-10, ResNet-18, l-inf: Clean AA Mean NRR.
+# RPAT, Table 5 (appendix): perception proxy of PGD-AT+RPAT, CIFAR-10, ResNet-18, l-inf: Clean AA Mean NRR.
 _S001_T5 = """
 PGD-AT (the baseline as in Table 1) | pgd_at | - | 82.92 46.74 64.83 59.78
 + RPAT, logits (the proxy of Table 1) | pgd_at+rpat | logits | 83.20 48.00 65.60 60.88
 + RPAT, embedding from the second-to-last layer | pgd_at+rpat | penultimate | 83.19 47.89 65.54 60.79
 + RPAT, embedding from the third-to-last layer | pgd_at+rpat | third_to_last | 83.14 48.02 65.58 60.88
 """
-# seed 001 Table 6: stronger training adversary ("$"), PreActResNet-18, CIFAR-10, l-inf:
+# RPAT, Table 6 (appendix): stronger training adversary ("$"), PreActResNet-18, CIFAR-10, l-inf:
 # Clean b/f, PGD-20 b/f, AA b/f, Mean, NRR.
 _S001_T6 = """
 ReBAT | rebat | 0 | 82.09 82.05 55.77 56.03 50.72 50.70 66.405 62.700
@@ -222,22 +235,22 @@ RPAT++$ | rpat_pp | 1 | 79.25 79.47 57.04 56.52 51.25 51.09 65.250 62.246
 """
 
 
-def _seed001_tables(refs: list[Reference]) -> None:
+def _rpat_appendix_tables(refs: list[Reference]) -> None:
     for (label, method, proxy), t in _rows(_S001_T5):
-        _entry(refs, source="seed 001", table="Table 5", row=label, method=method, dataset="cifar10", norm="linf",
+        _entry(refs, source="RPAT", table="Table 5", row=label, method=method, dataset="cifar10", norm="linf",
                model="ResNet-18", checkpoint="best", schedule="pang110",
                method_params={} if proxy == "-" else {"rp_proxy": proxy},
                values=dict(clean=t[0], aa=t[1], mean=t[2], nrr=t[3]))
     for (label, method, strong), t in _rows(_S001_T6):
         params = {"strong_late_attack": True} if strong == "1" else {}
-        common = dict(source="seed 001", table="Table 6", row=label, method=method, dataset="cifar10", norm="linf",
+        common = dict(source="RPAT", table="Table 6", row=label, method=method, dataset="cifar10", norm="linf",
                       model="PreActResNet-18", schedule="rebat", method_params=params,
                       note="$ = stronger training attack (eps 10/255, 12 steps) after the first decay" if params else "")
         _entry(refs, checkpoint="best", values=dict(clean=t[0], pgd20=t[2], aa=t[4], mean=t[6], nrr=t[7]), **common)
         _entry(refs, checkpoint="final", values=dict(clean=t[1], pgd20=t[3], aa=t[5]), **common)
 
 
-# seed 000 (RAAT appendix) Table 5: ResNet-18, l2, mean ± std of three runs: Clean PGD-10 PGD-100 C&W AA.
+# RAAT, Table 5 (appendix D): ResNet-18, l2, mean ± std of three runs: Clean PGD-10 PGD-100 C&W AA.
 _S000_T5 = """
 CIFAR-10 | PGD-AT | 87.76±0.51 68.82±0.23 67.72±0.23 66.64±0.43 66.36±0.37
 CIFAR-10 | TRADES | 83.99±0.28 68.74±0.32 68.59±0.63 67.05±0.55 65.93±0.30
@@ -260,15 +273,15 @@ Tiny-ImageNet | RAAT++ | 57.95±0.10 45.38±0.12 44.92±0.12 43.61±0.08 42.35±
 """
 
 
-def _seed000_tables(refs: list[Reference]) -> None:
+def _raat_tables(refs: list[Reference]) -> None:
     methods = dict(_BASES, **{"RAAT": "raat", "RAAT++": "raat_pp"})
     for (ds, label), t in _rows(_S000_T5):
-        _entry(refs, source="seed 000", table="Table 5", row=f"{ds} {label}", method=methods[label],
+        _entry(refs, source="RAAT", table="Table 5", row=f"{ds} {label}", method=methods[label],
                dataset=_DATASETS[ds], norm="l2", model="ResNet-18", checkpoint="best", schedule="pang110",
                values=dict(clean=t[0], pgd10=t[1], pgd100=t[2], cw=t[3], aa=t[4]))
 
 
-# seed 003 (DUCAT) Tables 1 (ResNet-18) and 3 (WideResNet-28-10), l-inf, ducat130 schedule:
+# DUCAT, Tables 1 (ResNet-18) and 3 (WideResNet-28-10), l-inf, ducat130 schedule:
 # Original Clean PGD-10 PGD-100 AA | +DUCAT Clean PGD-10 PGD-100 AA.
 _S003_T1 = """
 CIFAR-10 | PGD-AT | 82.92 51.81 50.34 46.74 88.81 65.10 62.71 58.61
@@ -298,7 +311,7 @@ Tiny-ImageNet | TRADES | 51.14 24.84 24.58 20.02 51.91 25.77 25.39 20.22
 Tiny-ImageNet | MART | 45.57 26.21 25.92 21.07 50.71 28.48 28.64 26.15
 Tiny-ImageNet | Consistency-AT | 50.12 25.05 24.42 20.64 62.77 25.62 25.01 22.09
 """
-# seed 003 Table 2: CIFAR-10, ResNet-18, SOTAs on the trade-off (the raw data of its Fig. 5): Clean AA, record source.
+# DUCAT, Table 2: CIFAR-10, ResNet-18, SOTAs on the trade-off (the raw data of its Fig. 5): Clean AA, record source.
 _S003_T2 = """
 AWP (Wu et al., 2020) | Liu et al. (2021) | 85.17 47.00
 FAT (Zhang et al., 2020) | Liu et al. (2021) | 87.97 43.90
@@ -319,7 +332,7 @@ VFD (Cao et al., 2024) | original paper | 88.30 46.60
 Ours (PGD-AT + DUCAT) | - | 88.81 58.61
 Ours (Consistency-AT + DUCAT) | - | 89.51 57.18
 """
-# seed 003 Table 4: PGD-10 robustness, untargeted vs targeted (random original / dummy targets); CIFAR-10 ResNet-18
+# DUCAT, Table 4: PGD-10 robustness, untargeted vs targeted (random original / dummy targets); CIFAR-10 ResNet-18
 # (the untargeted column equals Table 1's CIFAR-10 PGD-10): Original untargeted, targeted | +DUCAT untargeted,
 # targeted (original), targeted (dummy).
 _S003_T4 = """
@@ -331,10 +344,10 @@ Consistency-AT | 53.20 74.26 66.83 72.41 72.80
 _DUCAT_NOTE = "published protocol: attacks on the raw 2C logits"
 
 
-def _seed003_tables(refs: list[Reference]) -> None:
+def _ducat_tables(refs: list[Reference]) -> None:
     for table, block, model in (("Table 1", _S003_T1, "ResNet-18"), ("Table 3", _S003_T3, "WideResNet-28-10")):
         for (ds, label), t in _rows(block):
-            common = dict(source="seed 003", table=table, dataset=_DATASETS[ds], norm="linf", model=model,
+            common = dict(source="DUCAT", table=table, dataset=_DATASETS[ds], norm="linf", model=model,
                           checkpoint="best", schedule="ducat130")
             base = _BASES[label]
             _entry(refs, row=f"{ds} {label}", method=base,
@@ -343,12 +356,12 @@ def _seed003_tables(refs: list[Reference]) -> None:
                    values=dict(clean=t[4], pgd10=t[5], pgd100=t[6], aa=t[7]), **common)
     ours = {"Ours (PGD-AT + DUCAT)": "pgd_at+ducat", "Ours (Consistency-AT + DUCAT)": "consistency_at+ducat"}
     for (label, record), t in _rows(_S003_T2):
-        _entry(refs, source="seed 003", table="Table 2", row=label, method=ours.get(label), dataset="cifar10",
+        _entry(refs, source="DUCAT", table="Table 2", row=label, method=ours.get(label), dataset="cifar10",
                norm="linf", model="ResNet-18", checkpoint="best", schedule="ducat130" if label in ours else None,
                note=_DUCAT_NOTE if label in ours else f"record source: {record}",
                values=dict(clean=t[0], aa=t[1]))
     for (label,), t in _rows(_S003_T4):
-        common = dict(source="seed 003", table="Table 4", dataset="cifar10", norm="linf", model="ResNet-18",
+        common = dict(source="DUCAT", table="Table 4", dataset="cifar10", norm="linf", model="ResNet-18",
                       checkpoint="best", schedule="ducat130")
         base = _BASES[label]
         _entry(refs, row=label, method=base, values=dict(pgd10=t[0], pgd10_targeted=t[1]), **common)
@@ -356,7 +369,7 @@ def _seed003_tables(refs: list[Reference]) -> None:
                values=dict(pgd10=t[2], pgd10_targeted_original=t[3], pgd10_targeted_dummy=t[4]), **common)
 
 
-# seed 004 (FAIT/MER) Table 1: CIFAR-10 ResNet-18, lambda sweep, Clean and AA (± std) for TRADES, FAT for TRADES,
+# FAIT/MER paper, Table 1: CIFAR-10 ResNet-18, lambda sweep, Clean and AA (± std) for TRADES, FAT for TRADES,
 # FAIT (I = 2), TRADES-MER (beta_cle = 1, beta_adv = 0).
 _S004_T1 = """
 3 | 83.62±0.25 46.92±0.15 84.45±0.36 45.75±0.14 84.98±0.81 46.84±1.11 87.14±0.17 44.22±0.13
@@ -407,8 +420,8 @@ def _lam(v: str) -> dict[str, float]:
     return {} if v == "-" else {"lam": float(v)}
 
 
-def _seed004_tables(refs: list[Reference]) -> None:
-    common = dict(source="seed 004", norm="linf", checkpoint="best", schedule="fait100")
+def _fait_mer_tables(refs: list[Reference]) -> None:
+    common = dict(source="FAIT/MER", norm="linf", checkpoint="best", schedule="fait100")
     t1_methods = (("TRADES", "trades"), ("FAT for TRADES", None), ("FAIT", "fait"), ("TRADES-MER", "mer"))
     for (lam,), t in _rows(_S004_T1):
         for i, (label, method) in enumerate(t1_methods):
@@ -441,12 +454,12 @@ def _seed004_tables(refs: list[Reference]) -> None:
 
 def _build() -> tuple[Reference, ...]:
     refs: list[Reference] = []
-    _seed002_rpat_tables(refs)
-    _seed002_sota_tables(refs)
-    _seed001_tables(refs)
-    _seed000_tables(refs)
-    _seed003_tables(refs)
-    _seed004_tables(refs)
+    _rpat_benchmark_tables(refs)
+    _rpat_sota_tables(refs)
+    _rpat_appendix_tables(refs)
+    _raat_tables(refs)
+    _ducat_tables(refs)
+    _fait_mer_tables(refs)
     return tuple(refs)
 
 
@@ -455,18 +468,23 @@ REFERENCES: tuple[Reference, ...] = _build()
 
 # -------------------------------------------------------------------------------------------------
 def table_keys() -> list[str]:
-    """Every ``"seed NNN / Table N"`` that has numbers here, in order of appearance."""
+    """Every ``"<paper> / Table N"`` (paper: RPAT, RAAT, DUCAT, FAIT/MER) that has numbers here, in order of
+    appearance."""
     return list(dict.fromkeys(r.key for r in REFERENCES))
 
 
 def _parse_table_key(key: str) -> str:
-    """Accept ``"seed 002 / Table 1"``, ``"002/Table 1"``, ``"002 Table 1"`` or ``"002/1"``."""
+    """Accept ``"RPAT / Table 1"``, ``"RPAT, Table 1"``, ``"rpat table 1"`` or ``"RPAT/1"`` (any case; ``FAIT``
+    or ``MER`` for ``FAIT/MER``)."""
     keys = table_keys()
     if key in keys:
         return key
-    text = key.replace("seed", "").replace("Table", "").replace("/", " ").split()
-    if len(text) == 2:
-        candidate = f"seed {text[0].zfill(3)} / Table {text[1]}"
+    match = re.fullmatch(r"\s*(.+?)\s*(?:,|/)?\s*(?:table\s*)?(\d+)\s*", str(key), flags=re.IGNORECASE)
+    if match:
+        sources = {r.source.lower(): r.source for r in REFERENCES}
+        sources.update({"fait": "FAIT/MER", "mer": "FAIT/MER"})
+        source = sources.get(match.group(1).strip(" ,/").lower())
+        candidate = f"{source} / Table {match.group(2)}"
         if candidate in keys:
             return candidate
     from .utils import unknown_name_error
@@ -569,5 +587,5 @@ def _resolved_key(method: str, params_json: str) -> Optional[str]:
         return None
 
 
-__all__ = ["ARCHITECTURES", "CAVEATS", "METRICS", "REFERENCES", "Reference", "matches", "reference_frame",
+__all__ = ["ARCHITECTURES", "CAVEATS", "METRICS", "PAPERS", "REFERENCES", "Reference", "matches", "reference_frame",
            "resolved_params", "select", "table_keys"]

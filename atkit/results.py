@@ -12,7 +12,7 @@ started, ``metrics.json``; a finished run also has ``eval.json`` (see :mod:`atki
 * :func:`compare_with_reference` -> each published row (:mod:`atkit.reference`) beside the matching
   setting's numbers, or ``status = "missing"`` when no run computes that setting.
 
-Mean and NRR (REFERENCE.md section 1): ``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)`` with
+Mean and NRR (docs/methods.md, common protocol): ``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)`` with
 ``R`` the AutoAttack accuracy (else the strongest attack that ran, named in ``robust_metric``).
 """
 from __future__ import annotations
@@ -50,7 +50,7 @@ def robust_metric(names: Iterable[str]) -> Optional[str]:
 
 
 def trade_off_scores(clean: Optional[float], robust: Optional[float]) -> tuple[Optional[float], Optional[float]]:
-    """``(Mean, NRR)`` of a clean and a robust accuracy in percent (REFERENCE.md section 1)."""
+    """``(Mean, NRR)`` of a clean and a robust accuracy in percent (docs/methods.md, common protocol)."""
     if clean is None or robust is None or _isnan(clean) or _isnan(robust):
         return None, None
     mean = (clean + robust) / 2.0
@@ -356,7 +356,7 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
         if chosen == "published" and "adaptive" in protocols:
-            # Dummy-class runs: the adaptive attack on the merged model beside the published number (REFERENCE.md 3).
+            # Dummy-class runs: the adaptive attack on the merged model beside the published number (docs/methods.md, DUCAT).
             adaptive = agg[(agg["setting"] == setting) & (agg["protocol"] == "adaptive")]
             for rec in adaptive.to_dict(orient="records"):
                 if rec["checkpoint"] in ("best", "final"):
@@ -512,8 +512,8 @@ def has_final_eval(run_dir: str | Path, attacks: Iterable[str]) -> bool:
 # ---------------------------------------------------------------------------------------- figures
 def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, checkpoint: str = "final",
                     title: Optional[str] = None):
-    """Clean and robust accuracy against one ablated parameter (the form of seed 002 Fig. 4, seed 000
-    Fig. 5, seed 003 Fig. 7): one panel per accuracy, points with the spread over seeds.
+    """Clean and robust accuracy against one ablated parameter (the form of RPAT, Fig. 4, RAAT,
+    Fig. 5, DUCAT, Fig. 7): one panel per accuracy, points with the spread over seeds.
 
     ``table``: rows of :class:`atkit.widgets.AblationSession` (``<checkpoint>_clean`` and robust columns);
     ``x``: the column with the parameter's values (shown as categories, in table order)."""
@@ -546,7 +546,7 @@ def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, c
 
 def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *, y: str = "aa",
                     checkpoint: str = "best") -> pd.DataFrame:
-    """Points for a clean-vs-robust scatter (seed 003 Fig. 5): ours (mean over seeds, with std) and the
+    """Points for a clean-vs-robust scatter (DUCAT, Fig. 5): ours (mean over seeds, with std) and the
     published entries that report both ``clean`` and ``y``. When our runs have no ``y`` (e.g. no
     AutoAttack in a quick run) their strongest robust accuracy is used and named in ``robust_metric``."""
     rows = []
@@ -575,7 +575,7 @@ def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *
 
 def tradeoff_figure(points: pd.DataFrame, title: Optional[str] = None, annotate: bool = True):
     """Scatter of clean vs robust accuracy, published points grey, ours coloured with seed error bars
-    (form of seed 003 Fig. 5). Returns a matplotlib Figure (not attached to pyplot)."""
+    (form of DUCAT, Fig. 5). Returns a matplotlib Figure (not attached to pyplot)."""
     import seaborn as sns
     from matplotlib.figure import Figure
 

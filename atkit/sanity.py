@@ -15,9 +15,9 @@ symptoms. Each check here returns a JSON-ready dict ``{name, passed, detail, val
 ``zero_gradients``  no sample may have an all-zero input gradient of the CE loss (AutoAttack's
                     ``check_zero_gradients``);
 ``randomness``      identical forward passes must agree (AutoAttack's ``check_randomized``);
-``dummy_protocol``  for dummy-class models (DUCAT, seed 003): accuracy under the published protocol
+``dummy_protocol``  for dummy-class models (DUCAT): accuracy under the published protocol
                     must not exceed the adaptive one (attacks on the merged logits) by more than the
-                    tolerance (REFERENCE.md section 3).
+                    tolerance (docs/methods.md, DUCAT).
 
 Tolerances are in samples, to absorb the noise of random starts: by default
 ``max(2, ceil(1% of n))`` samples of the ``n`` checked, stated in each check's ``detail``.
@@ -352,7 +352,7 @@ def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
                          tolerance_samples: Optional[int] = None, **eval_kw: Any) -> dict[str, Any]:
     """Dummy-class models: robust accuracy under the published protocol (attacks on the raw 2C logits)
     must not exceed the adaptive one (attacks on the merged C logits, logsumexp) by more than the
-    tolerance; otherwise "the published protocol overstates robustness" (seed 003; REFERENCE.md section 3).
+    tolerance; otherwise "the published protocol overstates robustness" (DUCAT; docs/methods.md, DUCAT).
     """
     from .evaluate import evaluate_dummy_protocols
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedules of the seeds (REFERENCE.md section 1, table)."""
+"""Learning-rate schedules of the papers (docs/methods.md, common protocol)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,16 +48,16 @@ def _rebat(decay: float = 0.5) -> Schedule:
     if not 0 < decay <= 1:
         raise ConfigError(f"rebat decay={decay!r} must be in (0, 1]; ReBAT's released code divides by f = 1.5 "
                           "(ReBAT) or 1.7 (ReBAT++), i.e. decay = 1/1.5 or 1/1.7.")
-    # lr * decay at epoch 100 and lr * decay^2 from epoch 150 (seed 002 Sec. 5.3 "decay factor 0.5").
-    return Schedule("rebat", 200, (100, 150), (decay, decay), source="seed 002 Sec. 5.3; ReBAT code uses f = 1.5/1.7")
+    # lr * decay at epoch 100 and lr * decay^2 from epoch 150 (RPAT, Sec. 5.3 "decay factor 0.5").
+    return Schedule("rebat", 200, (100, 150), (decay, decay), source="RPAT, Sec. 5.3; ReBAT code uses f = 1.5/1.7")
 
 
 _FIXED: dict[str, Schedule] = {
-    "pang110": Schedule("pang110", 110, (100, 105), (0.1, 0.1), source="Pang et al. 2021; seed 001 App. A"),
-    "sota200": Schedule("sota200", 200, (100, 150), (0.1, 0.1), source="seed 001 App. A"),
-    "ducat130": Schedule("ducat130", 130, (100, 105), (0.1, 0.1), source="seed 003"),
+    "pang110": Schedule("pang110", 110, (100, 105), (0.1, 0.1), source="Pang et al. 2021; RPAT, App. A"),
+    "sota200": Schedule("sota200", 200, (100, 150), (0.1, 0.1), source="RPAT, App. A"),
+    "ducat130": Schedule("ducat130", 130, (100, 105), (0.1, 0.1), source="DUCAT, Sec. 3.1"),
     "fait100": Schedule("fait100", 100, (75, 90), (0.1, 0.1), warmup_epochs=5, lr=0.4, batch_size=512,
-                        source="seed 004 experimental setup"),
+                        source="FAIT/MER paper, experimental setup"),
     "constant": Schedule("constant", 1, source="no decay"),
 }
 SCHEDULE_NAMES = tuple(sorted([*_FIXED, "rebat"]))

@@ -230,7 +230,7 @@ class Trainer:
                                          weight_decay=config.weight_decay, nesterov=config.nesterov)
         self.ema: Optional[AveragedModel] = None
         if config.ema_decay is not None:
-            # use_buffers=True averages BatchNorm statistics as well (REFERENCE.md section 2, WA/EMA).
+            # use_buffers=True averages BatchNorm statistics as well (docs/methods.md, baselines, WA/EMA).
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
                                      use_buffers=True)
         self.epoch = 0  # next epoch to run
@@ -335,7 +335,7 @@ class Trainer:
         """Load only the weights (and weight average) of another run's checkpoint: a fine-tuning start."""
         state = torch.load(path, map_location=self.device, weights_only=False)
         adapt = getattr(self.method, "adapt_init_checkpoint", None)
-        if adapt is not None:  # e.g. DUCAT grows a C-class head to its 2C head (seed 003 Algorithm 1)
+        if adapt is not None:  # e.g. DUCAT grows a C-class head to its 2C head (DUCAT, Algorithm 1)
             state = adapt(state, self.model)
         check_checkpoint_compatible(state, self.config.model, self.model)
         self.model.load_state_dict(state["model"])
@@ -599,7 +599,7 @@ class Trainer:
             kwargs = dict(attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size, device=self.device,
                           num_classes=self.num_classes)
             if getattr(model, "dummy_classes", False):
-                # A dummy-class model is never reported under the published protocol alone (REFERENCE.md 3, DUCAT):
+                # A dummy-class model is never reported under the published protocol alone (docs/methods.md, DUCAT):
                 # the adaptive attacks on the merged model stand beside it.
                 from .evaluate import evaluate_dummy_protocols
 

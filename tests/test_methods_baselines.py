@@ -1,4 +1,4 @@
-"""The baseline losses (REFERENCE.md section 2) against their formulas, recomputed by hand."""
+"""The baseline losses (docs/methods.md, baselines) against their formulas, recomputed by hand."""
 import math
 
 import pytest
@@ -113,7 +113,7 @@ def test_standard_and_random_noise(setup):
 
 
 def test_attack_defaults_follow_reference():
-    # REFERENCE.md section 1: uniform start for PGD-AT / Consistency-AT, x + 0.001 N for TRADES / MART;
+    # docs/methods.md, common protocol: uniform start for PGD-AT / Consistency-AT, x + 0.001 N for TRADES / MART;
     # BatchNorm in eval mode for this family.
     assert get_method("pgd_at").start == "uniform"
     assert get_method("consistency_at").start == "uniform"

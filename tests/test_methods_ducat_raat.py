@@ -1,4 +1,4 @@
-"""DUCAT (seed 003) and RAAT / RAAT++ (seed 000): losses recomputed by hand, partitions, head growth,
+"""DUCAT and RAAT / RAAT++: losses recomputed by hand, partitions, head growth,
 targeted evaluation, the two DUCAT evaluation protocols, and a few training steps of every variant."""
 import math
 
@@ -164,7 +164,7 @@ def test_hard_label_toy_case_targets(dummy_setup):
     out = _fixed_attack(get_method("pgd_at+ducat", hard_labels=True, beta1=0.3, beta2=0.2), x_adv).loss(
         model, batch, _ctx())
     z, z_adv = _logits(model, batch.x), _logits(model, x_adv)
-    # Clean target e_y || 0, adversarial target 0 || e_y (seed 003 Fig. 4), whatever beta1 / beta2 say.
+    # Clean target e_y || 0, adversarial target 0 || e_y (DUCAT, Fig. 4), whatever beta1 / beta2 say.
     expected = 0.5 * _ce(z, batch.y).mean() + 0.5 * _ce(z_adv, batch.y + C).mean()
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -407,7 +407,7 @@ def test_raat_bound_and_dicar_terms(raat_setup):
     js = _js_rows(_softmax(z_mix / 0.5), _softmax((r * z1 + (1 - r) * z2) / 0.5)).mean()
     out = _fixed_attack(get_method("raat", eta=eta, mix_lambda=0.3, lam=2.0), x_adv).loss(model, batch, _ctx())
     assert out.loss.item() == pytest.approx((ce + 2.0 * js).item(), rel=1e-5)
-    # Probability-space target (REFERENCE.md's wording) on the same draw.
+    # Probability-space target (the option of docs/methods.md, RAAT) on the same draw.
     js_p = _js_rows(_softmax(z_mix / 0.5), r * _softmax(z1 / 0.5) + (1 - r) * _softmax(z2 / 0.5)).mean()
     out = _fixed_attack(get_method("raat", eta=eta, mix_lambda=0.3, dicar_target_space="probs"), x_adv).loss(
         model, batch, _ctx())

@@ -1,4 +1,4 @@
-"""Seed 004's methods (FAIT, MER, FAIT-MER, SCORE, FAIT_S, MER_S) against their formulas, recomputed by hand."""
+"""The FAIT/MER paper's methods (FAIT, MER, FAIT-MER, SCORE, FAIT_S, MER_S) against their formulas, recomputed by hand."""
 import copy
 from pathlib import Path
 from types import SimpleNamespace
@@ -18,7 +18,7 @@ from helpers import TinyNet, tiny_batch
 REPO = Path(__file__).resolve().parents[1]
 THREAT = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 4}
 
-# What seed 004 says each method is: (divergence, x* interpolation, MER betas or None, lambda).
+# What the FAIT/MER paper says each method is: (divergence, x* interpolation, MER betas or None, lambda).
 PAPER = {
     "fait": ("kl", True, None, 12.0),
     "mer": ("kl", False, (1.0, 0.0), 21.0),
@@ -317,7 +317,7 @@ def test_registered_and_described():
     for name in PAPER:
         assert name in METHODS
         d = METHODS[name].describe()
-        assert "seed 004" in d["paper"] and d["random_start"] == "normal" and d["attack_bn_mode"] == "eval"
+        assert "FAIT/MER paper" in d["paper"] and d["random_start"] == "normal" and d["attack_bn_mode"] == "eval"
         assert {"lam", "interpolation_step", "log_r"} <= set(d["hyperparameters"])
 
 
@@ -337,7 +337,7 @@ def test_bad_hyperparameters_raise_config_error():
 
 @pytest.mark.parametrize("name,lam", [("trades", 9.0)] + [(n, PAPER[n][3]) for n in sorted(PAPER)])
 def test_paper_parameter_files_load(name, lam):
-    # The seed-004 TRADES baseline is named after its schedule: trades_cifar10_resnet18.yaml is the RPAT protocol's.
+    # The FAIT/MER paper's TRADES baseline is named after its schedule: trades_cifar10_resnet18.yaml is the RPAT protocol's.
     stem = "trades_fait100" if name == "trades" else name
     config = load_config(REPO / "parameters" / "paper" / f"{stem}_cifar10_resnet18.yaml")
     assert config.method == name and config.model == "resnet18" and config.schedule == "fait100"

@@ -1,4 +1,4 @@
-"""RPAT (+rpat on any base), ReBAT and RPAT++ against their formulas (REFERENCE.md section 3), recomputed by hand."""
+"""RPAT (+rpat on any base), ReBAT and RPAT++ against their formulas (docs/methods.md, RPAT and ReBAT), recomputed by hand."""
 import copy
 import math
 from pathlib import Path
@@ -488,7 +488,7 @@ def test_resume_with_weight_average_is_exact(tmp_path):
 
 # -- parameter files --------------------------------------------------------------------------------
 PAPER = REPO / "parameters" / "paper"
-# The seed-004 TRADES baseline (fait100) is trades_fait100_cifar10_resnet18.yaml, not one of these.
+# The FAIT/MER paper's TRADES baseline (fait100) is trades_fait100_cifar10_resnet18.yaml, not one of these.
 MINE_NAMES = ([f"{m}_cifar10_resnet18{s}.yaml" for m in (*BASES, *(f"{b}+rpat" for b in BASES)) for s in ("", "_l2")]
               + [f"{m}_cifar10_{v}.yaml" for m in ("rebat", "rpat_pp")
                  for v in ("preact_resnet18", "preact_resnet18_l2", "preact_resnet18_strong", "wrn34_10")])

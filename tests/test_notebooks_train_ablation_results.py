@@ -60,7 +60,7 @@ def test_ablation_notebook_runs_every_grid_point_headless(executed):
     assert (table["status"] == "finished").all() and (table["method"] == "pgd_at+rpat").all()
     assert table["final_clean"].between(0, 100).all() and table["final_pgd2"].between(0, 100).all()
     assert table["run_dir"].nunique() == 2
-    # seed 001 Table 5's logits row is PGD-AT+RPAT with default hyperparameters: shown beside the mse point only.
+    # The logits row of RPAT, Table 5 is PGD-AT+RPAT with default hyperparameters: shown beside the mse point only.
     assert table.loc[0, "paper_clean"] == 83.20 and table.loc[0, "paper_aa"] == 48.00
     assert math.isnan(table.loc[1, "paper_clean"])
     for name in ("ablation.png", "tradeoff.png", "ablation.ipynb"):
@@ -78,7 +78,7 @@ def test_results_notebook_tabulates_every_run_and_shows_missing_published_rows(e
     assert set(table["status"]) == {"finished x1"}
     comparison = pd.read_csv(out / "comparison.csv")
     t1 = comparison[comparison["table"] == "Table 1"]
-    assert len(t1) == len(reference.select(["seed 002 / Table 1"], dataset="cifar10"))
+    assert len(t1) == len(reference.select(["RPAT / Table 1"], dataset="cifar10"))
     assert (t1["status"] == "missing").all()  # the smoke runs are on synthetic data
     not_ours = comparison[comparison["table"] == "Table 2"]
     assert (not_ours["status"] == "not in atkit").sum() == 16 and (not_ours["status"] == "missing").sum() == 2
@@ -149,7 +149,7 @@ def test_seeds_are_aggregated_and_set_beside_the_published_row(tmp_path):
     stopped = table[table["label"] == "pgd_at"].iloc[0]
     assert stopped["Clean best"] == "missing" and stopped["Clean final"] == "40.00" and stopped["AA final"] == "n/a"
 
-    refs = reference.select(["seed 002 / Table 1"], dataset="cifar10")
+    refs = reference.select(["RPAT / Table 1"], dataset="cifar10")
     comparison = compare_with_reference(agg, refs)
     hit = comparison[(comparison["row"] == "CIFAR-10 PGD-AT +RPAT") & (comparison["checkpoint"] == "best")].iloc[0]
     assert hit["label"] == "pgd_at+rpat" and hit["n_seeds"] == 3 and hit["data_variant"] == "jpeg"
@@ -165,7 +165,7 @@ def test_seeds_are_aggregated_and_set_beside_the_published_row(tmp_path):
     shown = comparison_display(comparison)
     assert shown.iloc[1]["AA"].endswith("/ 48.00")
 
-    points = tradeoff_points(agg, reference.select(["seed 003 / Table 2"]))
+    points = tradeoff_points(agg, reference.select(["DUCAT / Table 2"]))
     ours = points[points["who"] == "this workbook"]
     assert set(ours["label"]) == {"pgd_at+rpat", "pgd_at+rpat (rp_distance=kl)"}
     assert (points["who"] == "published").sum() == 18
@@ -195,31 +195,31 @@ def test_published_mean_and_nrr_agree_with_their_clean_and_aa():
 
 def test_every_reference_names_its_source_and_a_buildable_setting():
     keys = reference.table_keys()
-    for k in ("seed 002 / Table 1", "seed 002 / Table 2", "seed 002 / Table 3", "seed 002 / Table 4",
-              "seed 000 / Table 5", "seed 003 / Table 1", "seed 003 / Table 2", "seed 003 / Table 3",
-              "seed 003 / Table 4", "seed 004 / Table 1", "seed 004 / Table 2", "seed 004 / Table 3",
-              "seed 004 / Table 4", "seed 004 / Table 5", "seed 004 / Table 6", "seed 001 / Table 5"):
+    for k in ("RPAT / Table 1", "RPAT / Table 2", "RPAT / Table 3", "RPAT / Table 4",
+              "RAAT / Table 5", "DUCAT / Table 1", "DUCAT / Table 2", "DUCAT / Table 3",
+              "DUCAT / Table 4", "FAIT/MER / Table 1", "FAIT/MER / Table 2", "FAIT/MER / Table 3",
+              "FAIT/MER / Table 4", "FAIT/MER / Table 5", "FAIT/MER / Table 6", "RPAT / Table 5"):
         assert k in keys
     for r in reference.REFERENCES:
-        assert r.source.startswith("seed ") and r.table.startswith("Table ") and r.row
+        assert r.source in reference.PAPERS and r.table.startswith("Table ") and r.row
         assert r.checkpoint in ("best", "final") and r.values
         assert set(r.values) <= set(reference.METRICS)
         assert all(0 < v < 100 for v in r.values.values())
         if r.method is not None:
             get_method(r.method, None, **r.method_params)  # a registered method that accepts these settings
-    cifar10 = reference.select(["002/1"], dataset="cifar10")
+    cifar10 = reference.select(["rpat/1"], dataset="cifar10")
     assert len(cifar10) == 12  # 4 benchmarks (best) + 4 RPAT rows at best and final
 
 
 @pytest.mark.parametrize("key,row,checkpoint,metric,value", [
-    ("seed 002 / Table 1", "CIFAR-10 Consistency-AT +RPAT", "best", "aa", 48.98),
-    ("seed 002 / Table 1", "CIFAR-10 MART +RPAT", "final", "clean", 75.95),
-    ("seed 002 / Table 2", "CIFAR-10 TRADES", "best", "pgd20", 68.60),
-    ("seed 000 / Table 5", "CIFAR-10 RAAT++", "best", "cw", 69.07),
-    ("seed 003 / Table 1", "CIFAR-10 PGD-AT +DUCAT", "best", "aa", 58.61),
-    ("seed 003 / Table 4", "MART +DUCAT", "best", "pgd10_targeted_dummy", 72.89),
-    ("seed 004 / Table 2", "FAIT, lambda = 12, I = 3", "best", "clean", 80.57),
-    ("seed 004 / Table 6", "FAIT_{psi=S}, lambda = 8", "best", "aa", 49.48),
+    ("RPAT / Table 1", "CIFAR-10 Consistency-AT +RPAT", "best", "aa", 48.98),
+    ("RPAT / Table 1", "CIFAR-10 MART +RPAT", "final", "clean", 75.95),
+    ("RPAT / Table 2", "CIFAR-10 TRADES", "best", "pgd20", 68.60),
+    ("RAAT / Table 5", "CIFAR-10 RAAT++", "best", "cw", 69.07),
+    ("DUCAT / Table 1", "CIFAR-10 PGD-AT +DUCAT", "best", "aa", 58.61),
+    ("DUCAT / Table 4", "MART +DUCAT", "best", "pgd10_targeted_dummy", 72.89),
+    ("FAIT/MER / Table 2", "FAIT, lambda = 12, I = 3", "best", "clean", 80.57),
+    ("FAIT/MER / Table 6", "FAIT_{psi=S}, lambda = 8", "best", "aa", 49.48),
 ])
 def test_spot_values_as_printed(key, row, checkpoint, metric, value):
     hits = [r for r in reference.select([key]) if r.row == row and r.checkpoint == checkpoint]
@@ -227,7 +227,7 @@ def test_spot_values_as_printed(key, row, checkpoint, metric, value):
 
 
 def test_matching_uses_resolved_hyperparameters():
-    fait_t2 = {r.row: r for r in reference.select(["seed 004 / Table 2"])}
+    fait_t2 = {r.row: r for r in reference.select(["FAIT/MER / Table 2"])}
     i2 = fait_t2["FAIT, lambda = 12, I = 2"]
     # FAIT's defaults are lambda 12, I 2: an empty or explicit setting matches, logging switches do not matter.
     assert reference.matches(i2, method="fait", method_params={})
@@ -235,7 +235,7 @@ def test_matching_uses_resolved_hyperparameters():
     assert not reference.matches(i2, method="fait", method_params={"interpolation_step": 3})
     assert not reference.matches(i2, method="fait", method_params={}, model="preact_resnet18")
     assert not reference.matches(i2, method="fait", method_params={}, schedule="pang110")
-    ducat = [r for r in reference.select(["seed 003 / Table 1"], dataset="cifar10") if r.method == "trades+ducat"][0]
+    ducat = [r for r in reference.select(["DUCAT / Table 1"], dataset="cifar10") if r.method == "trades+ducat"][0]
     assert reference.matches(ducat, method="trades+ducat", method_params={"lam": 6.0, "beta1": 0.75})
     assert not reference.matches(ducat, method="trades+ducat", method_params={"lam": 9.0})  # the base's lambda counts
 
@@ -294,6 +294,6 @@ def test_dummy_class_runs_show_the_adaptive_protocol_beside_the_published_one(tm
     assert set(agg["protocol"]) == {"published", "adaptive"}
     row = paper_table(agg).iloc[0]
     assert row["AA best"] == "58.00" and row["AA best (adaptive)"] == "41.00" and row["protocol"] == "published"
-    ref = [r for r in reference.select(["seed 003 / Table 1"], dataset="cifar10") if r.method == "pgd_at+ducat"]
+    ref = [r for r in reference.select(["DUCAT / Table 1"], dataset="cifar10") if r.method == "pgd_at+ducat"]
     hit = compare_with_reference(agg, ref).iloc[0]
     assert hit["ours_aa"] == 58.0 and hit["paper_aa"] == 58.61  # the published protocol against the published number

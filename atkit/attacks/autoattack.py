@@ -1,7 +1,7 @@
 """AutoAttack (Croce & Hein, ICML 2020) through the official implementation (``pyautoattack``).
 
 The attacks themselves -- APGD-CE, APGD-DLR, APGD-T, FAB, FAB-T, Square -- are the official objects,
-configured by ``pyautoattack.AutoAttack`` for the chosen version (REFERENCE.md section 1: "AutoAttack
+configured by ``pyautoattack.AutoAttack`` for the chosen version (docs/methods.md, common protocol: "AutoAttack
 ``standard`` with the official code"). atkit only drives them, for two reasons:
 
 * ``pyautoattack`` 0.2.0 cannot resume from its own state file: it writes the attack set with
@@ -11,7 +11,7 @@ configured by ``pyautoattack.AutoAttack`` for the chosen version (REFERENCE.md s
   evaluation resumes to exactly the result of an uninterrupted one.
 * Accuracy is recomputed by atkit from the returned ``x_adv`` with
   :func:`atkit.models.predict_labels`, so a DUCAT dummy-class model is scored by its projected
-  prediction (REFERENCE.md section 3, published protocol).
+  prediction (docs/methods.md, published protocol).
 
 The driving logic is AutoAttack's: the attacks run in order, each only on the points every
 earlier attack failed to break (by the raw ``argmax == y`` of the attacked model), each call of an

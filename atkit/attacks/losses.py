@@ -30,7 +30,7 @@ def kl_objective(logits: Tensor, y: Tensor, clean_logits: Tensor | None) -> Tens
 
 
 def squared_error_objective(logits: Tensor, y: Tensor, clean_logits: Tensor | None) -> Tensor:
-    """``sum_k (p_k(x) - p_k(x'))^2``: the SCORE attack, psi = S in seed 004."""
+    """``sum_k (p_k(x) - p_k(x'))^2``: the SCORE attack, psi = S in the FAIT/MER paper."""
     if clean_logits is None:
         raise ValueError("the 'sq' attack objective needs clean_logits")
     p_clean = F.softmax(clean_logits.float(), dim=1)

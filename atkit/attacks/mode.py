@@ -18,7 +18,7 @@ def attack_mode(model: nn.Module, bn_mode: str = "eval") -> Iterator[nn.Module]:
 
     ``bn_mode="eval"`` uses running statistics (TRADES/MART/Consistency-AT family);
     ``"train"`` uses batch statistics and updates the running ones, as robust_overfitting and ReBAT
-    generate their training attacks (REFERENCE.md section 1). Freezing ``requires_grad`` keeps the
+    generate their training attacks (docs/methods.md, common protocol). Freezing ``requires_grad`` keeps the
     attack's backward passes from building parameter-gradient graphs at all, which is both faster
     and guarantees nothing leaks into ``.grad``. The previous mode and flags are restored on exit,
     also when the attack raises.

@@ -96,7 +96,7 @@ def pgd(
     the objective towards them. Gradients are taken with respect to the input only
     (``torch.autograd.grad``), parameters are frozen, and the model's mode is set by ``bn_mode``
     and restored afterwards (:func:`attack_mode`). With ``return_iterate_at=I`` the iterate after
-    step ``I`` is returned too (FAIT's ``x*``, seed 004); ``I = 0`` is the starting point.
+    step ``I`` is returned too (FAIT's ``x*``, FAIT/MER paper); ``I = 0`` is the starting point.
     ``forward`` replaces ``model(x)`` (e.g. mixed-precision forwards); it must call ``model``.
     """
     check_budget(eps, step_size, steps, norm)

@@ -1,4 +1,4 @@
-"""Uniform random noise in the eps-ball: the 'Random' perturbation of seed 002 Fig. 2."""
+"""Uniform random noise in the eps-ball: the 'Random' perturbation of RPAT, Fig. 2."""
 from __future__ import annotations
 
 from torch import Tensor

@@ -26,7 +26,7 @@ from ..utils import ConfigError, check_choice, unknown_name_error
 class ThreatModel:
     """The perturbation set and the training attack's budget.
 
-    Defaults are the L-inf setting of REFERENCE.md section 1 (eps 8/255, step 2/255, 10 steps);
+    Defaults are the L-inf setting of docs/methods.md, common protocol (eps 8/255, step 2/255, 10 steps);
     :meth:`l2` gives the L2 one (eps 128/255, step 32/255).
     """
 

@@ -1,7 +1,7 @@
 """Boundary-budget training: PGD-AT with separate perturbation budgets for boundary and non-boundary samples.
 
-The training variants behind the boundary-sample motivation of the robust-alignment paper (seed 000
-Fig. 2 as its appendix C.1 describes it, and Fig. 5b; REFERENCE.md section 4.2). At every step the
+The training variants behind the boundary-sample motivation of the robust-alignment paper (RAAT,
+Fig. 2 as its appendix C.1 describes it, and Fig. 5b; docs/experiments.md, boundary_samples). At every step the
 clean-correct samples of the batch are split by ``eta`` into *boundary* samples (the reduced
 adversarial ``x''`` is already misclassified, :func:`atkit.methods.raat.boundary_mask`) and
 *non-boundary* samples, with the current model as a fixed indicator (eval mode, no gradient), as
@@ -20,7 +20,7 @@ RAAT's BOUND treatment without DICAR (``raat`` with ``dicar=False``).
 Each epoch logs the partition measured during training (:meth:`BoundaryBudget.epoch_metrics`):
 ``train_boundary_frac``, ``train_nonboundary_frac``, ``train_misclassified_frac`` (fractions of all
 training samples seen) and ``train_boundary_frac_of_correct`` (boundary share of the clean-correct
-ones): the boundary fraction over epochs of seed 000 Fig. 2.
+ones): the boundary fraction over epochs of RAAT, Fig. 2.
 """
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ class BoundaryBudgetParams(Params):
         "help": "budget of non-boundary clean-correct samples as a fraction of eps", "range": _SCALE_RANGE})
     misclassified_scale: float = field(default=1.0, metadata={
         "help": "budget of clean-misclassified samples as a fraction of eps (RAAT: 1)", "range": _SCALE_RANGE})
-    eta: float = field(default=0.1, metadata={"help": "reduction factor defining boundary samples (seed 000 eq. 8-9)",
+    eta: float = field(default=0.1, metadata={"help": "reduction factor defining boundary samples (RAAT, Eq. 8-9)",
                                               "range": _SCALE_RANGE})
     eta_mode: str = field(default="scale", metadata={
         "help": "x'' for the partition: 'scale' = x + eta (x' - x) (released RAAT code), "
@@ -64,11 +64,11 @@ class BoundaryBudget(Method):
     """PGD-AT where boundary, non-boundary and misclassified samples get budgets ``s_b``, ``s_n``, ``s_m``.
 
     ``loss = mean_i CE(z(x_i + s_{g(i)} delta_i), y_i)`` with ``g(i)`` the group of sample ``i`` under
-    the current model (seed 000 eq. 9; REFERENCE.md section 4.2). See the module docstring.
+    the current model (RAAT, Eq. 9; docs/experiments.md, boundary_samples). See the module docstring.
     """
 
     name = "boundary_budget"
-    paper = "seed 000 appendix C.1 eq. 8-9, Fig. 2 and 5b (as described there); REFERENCE.md section 4.2"
+    paper = "RAAT, App. C.1, Eq. 8-9, Fig. 2 and 5b (as described there); docs/experiments.md, boundary_samples"
     Params = BoundaryBudgetParams
 
     def __init__(self, threat=None, **hparams: Any) -> None:

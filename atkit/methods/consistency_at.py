@@ -22,14 +22,14 @@ class ConsistencyParams(Params):
 
 @register
 class ConsistencyAT(Method):
-    """``CE over the 2B adversarial views + lam * JS(p_T(x1'), p_T(x2'))`` (REFERENCE.md section 2).
+    """``CE over the 2B adversarial views + lam * JS(p_T(x1'), p_T(x2'))`` (docs/methods.md, baselines).
 
     The two independent augmentations ``x1, x2`` of each image are attacked together as one 2B batch
     (CE, uniform start, BatchNorm in eval mode) and trained with one forward of the stacked batch.
     """
 
     name = "consistency_at"
-    paper = "Tack et al., AAAI 2022; REFERENCE.md section 2"
+    paper = "Tack et al., AAAI 2022; docs/methods.md, baselines"
     Params = ConsistencyParams
     needs_two_views = True
 

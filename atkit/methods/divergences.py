@@ -18,7 +18,7 @@ def js_with_temperature(logits_1: Tensor, logits_2: Tensor, temperature: float =
     """Jensen-Shannon divergence of tempered softmaxes, batch mean (Consistency-AT, Tack et al. 2022).
 
     ``p_i = softmax(z_i / T)``, ``M = clamp((p_1 + p_2)/2, min=m_floor)``,
-    ``JS = 1/2 (KL(p_1 || M) + KL(p_2 || M))`` averaged over the batch (REFERENCE.md section 2).
+    ``JS = 1/2 (KL(p_1 || M) + KL(p_2 || M))`` averaged over the batch (docs/methods.md, baselines).
     """
     p1 = F.softmax(logits_1 / temperature, dim=1)
     p2 = F.softmax(logits_2 / temperature, dim=1)
@@ -32,7 +32,7 @@ def js_with_temperature(logits_1: Tensor, logits_2: Tensor, temperature: float =
 def squared_error_per_sample(p_logits: Tensor, q_logits: Tensor) -> Tensor:
     """``sum_k (p_k - q_k)^2`` of the two softmaxes for each row, shape ``(B,)``.
 
-    The Bregman divergence of ``psi(p) = sum_k p_k^2`` (SCORE, Pang et al. 2022; seed 004 section 5.3.2).
+    The Bregman divergence of ``psi(p) = sum_k p_k^2`` (SCORE, Pang et al. 2022; FAIT/MER paper, Sec. 5.3.2).
     """
     return (F.softmax(p_logits, dim=1) - F.softmax(q_logits, dim=1)).pow(2).sum(dim=1)
 
@@ -46,6 +46,6 @@ def entropy_per_sample(logits: Tensor) -> Tensor:
 def neg_sum_of_squares_per_sample(logits: Tensor) -> Tensor:
     """``-S(p) = -sum_k p_k^2`` of ``p = softmax(logits)`` for each row, shape ``(B,)``.
 
-    The quantity MER maximises when ``psi = S`` (seed 004 section 5.3.2), as ``H = -psi`` for ``psi = -H``.
+    The quantity MER maximises when ``psi = S`` (FAIT/MER paper, Sec. 5.3.2), as ``H = -psi`` for ``psi = -H``.
     """
     return -F.softmax(logits, dim=1).pow(2).sum(dim=1)

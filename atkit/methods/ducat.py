@@ -1,6 +1,6 @@
 """DUCAT: dummy classes-based adversarial training, a plug-in to PGD-AT, TRADES, MART and Consistency-AT.
 
-Seed 003 ("New paradigm of adversarial training ... via dummy classes"), REFERENCE.md section 3.
+DUCAT ("New paradigm of adversarial training ... via dummy classes"), docs/methods.md, DUCAT.
 The model has a 2C-output head; output ``k + C`` is the dummy of class ``k`` and the prediction is
 the argmax over the 2C outputs mapped ``k >= C -> k - C`` (:func:`atkit.models.predict_labels`).
 
@@ -8,7 +8,7 @@ Composite names ``"<base>+ducat"`` (``pgd_at``, ``trades``, ``mart``, ``consiste
 through ``registry.COMPOSERS["ducat"]``; the hyperparameters of the base method and of DUCAT go in
 one dict and are split by name.
 
-How the loss is assembled (our reading of seed 003 eq. 9-10 and Algorithm 1, checked against the
+How the loss is assembled (our reading of DUCAT, Eq. 9-10 and Algorithm 1, checked against the
 released code of the paper, which keeps each base method's regulariser):
 
 * Every base loss is split into a *classification term* and a *regulariser*:
@@ -26,8 +26,8 @@ released code of the paper, which keeps each base method's regulariser):
 * Before ``t`` (``before_window``): ``"ce_adv"`` (default, released code) uses ``CE(z(x'), y)`` as
   the classification term for every base, TRADES included; ``"base"`` runs the base method's own
   loss unchanged (labels ``y`` on the 2C outputs).
-* ``base_regularizer=False`` drops the regulariser, leaving exactly the formula of REFERENCE.md
-  section 3 (window) and plain ``CE(z(x'), y)`` (before the window).
+* ``base_regularizer=False`` drops the regulariser, leaving exactly the formula of docs/methods.md,
+  DUCAT (window) and plain ``CE(z(x'), y)`` (before the window).
 
 The adversarial example, in and out of the window, is the base method's own training attack run on
 the current 2C model with the real label ``y`` (Algorithm 1 line 4: the training adversary
@@ -79,7 +79,7 @@ TARGET_KINDS = ("original", "dummy")
 # ------------------------------------------------------------------------------------------ labels
 def soft_label(y: Tensor, beta: float, num_classes: int) -> Tensor:
     """``l(y, beta) = beta e_y || (1 - beta) e_y``: shape ``(B, 2C)``, ``beta`` on the real class
-    ``y`` and ``1 - beta`` on its dummy ``y + C`` (seed 003 eq. 8)."""
+    ``y`` and ``1 - beta`` on its dummy ``y + C`` (DUCAT, Eq. 8)."""
     target = torch.zeros(y.shape[0], 2 * num_classes, device=y.device, dtype=torch.float32)
     rows = torch.arange(y.shape[0], device=y.device)
     target[rows, y] = beta
@@ -94,7 +94,7 @@ def soft_cross_entropy(logits: Tensor, target: Tensor) -> Tensor:
 
 def ducat_classification_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tensor, num_classes: int, *,
                               alpha: float = 0.5, beta1: float = 0.75, beta2: float = 1.0) -> Tensor:
-    """``alpha * CE(z(x), l(y, beta1)) + (1 - alpha) * CE(z(x'), l(y, 1 - beta2))``, batch mean (seed 003 eq. 10).
+    """``alpha * CE(z(x), l(y, beta1)) + (1 - alpha) * CE(z(x'), l(y, 1 - beta2))``, batch mean (DUCAT, Eq. 10).
 
     The hard-label toy case of Fig. 4 is ``beta1 = beta2 = 1``: clean target ``e_y || 0``,
     adversarial target ``0 || e_y``.
@@ -153,7 +153,7 @@ class DUCATParams:
     beta2: float = field(default=1.0, metadata={"help": "adversarial soft label: beta2 on the dummy y + C, "
                                                         "1 - beta2 on y", "range": (0.0, 1.0)})
     hard_labels: bool = field(default=False, metadata={
-        "help": "toy case of seed 003 Fig. 4: clean target e_y || 0, adversarial 0 || e_y (overrides beta1, beta2)",
+        "help": "toy case of DUCAT, Fig. 4: clean target e_y || 0, adversarial 0 || e_y (overrides beta1, beta2)",
         "choices": (False, True)})
     before_window: str = field(default="ce_adv", metadata={
         "help": "loss before the window: 'ce_adv' = CE(z(x'), y) as classification term (released code, even for "
@@ -177,7 +177,7 @@ class DUCAT(Method):
     """
 
     name = "ducat"
-    paper = "seed 003 (DUCAT) eq. 8-10, Algorithm 1; REFERENCE.md section 3"
+    paper = "DUCAT (Wang et al., arXiv:2410.12671), Eq. 8-10, Algorithm 1; docs/methods.md, DUCAT"
     Params = DUCATParams
     needs_dummy_classes = True
 
@@ -336,7 +336,7 @@ def make_ducat(base: str, threat: ThreatModel | None = None, **hparams: Any) -> 
 def _describe_ducat() -> dict[str, Any]:
     hparams = {f.name: {"default": f.default, "help": f.metadata.get("help", "")}
                for f in dataclasses.fields(DUCATParams)}
-    return {"name": "<base>+ducat", "paper": "seed 003 (DUCAT, Algorithm 1); add-on to pgd_at, trades, mart, "
+    return {"name": "<base>+ducat", "paper": "DUCAT (Wang et al., arXiv:2410.12671), Algorithm 1; add-on to pgd_at, trades, mart, "
                                              "consistency_at, e.g. trades+ducat; 2C-output head",
             "add_on": True, "hyperparameters": hparams}
 
@@ -348,7 +348,7 @@ COMPOSERS["ducat"] = make_ducat
 # ------------------------------------------------------------------------------ targeted attacks
 def random_targets(y: Tensor, num_classes: int, kind: str = "original",
                    generator: Optional[torch.Generator] = None) -> Tensor:
-    """Random attack targets for seed 003 Table 4: a uniformly drawn *other* real class ``k != y``
+    """Random attack targets for DUCAT, Table 4: a uniformly drawn *other* real class ``k != y``
     (``kind="original"``, in ``[0, C)``) or the dummy ``k + C`` of such a class (``kind="dummy"``,
     in ``[C, 2C)``). The own dummy ``y + C`` is never drawn: reaching it is projected back to ``y``,
     i.e. it is no attack at all."""
@@ -362,7 +362,7 @@ def targeted_eval(model: nn.Module, x: Tensor, y: Tensor, *, target_kind: str = 
                   eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10, norm: str = "linf",
                   random_start: Optional[str] = "uniform", num_classes: Optional[int] = None,
                   batch_size: int = 500, seed: int = 0, return_targets: bool = False):
-    """Accuracy (percent) under targeted PGD towards random targets, by projected prediction (seed 003 Table 4).
+    """Accuracy (percent) under targeted PGD towards random targets, by projected prediction (DUCAT, Table 4).
 
     Targets come from :func:`random_targets` (``"original"`` works for any model, ``"dummy"`` needs a
     2C head). The attack minimises ``CE(z(x'), target)`` on the raw logits (PGD-10, step 2/255 by

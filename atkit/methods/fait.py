@@ -1,7 +1,7 @@
-"""The Bregman-divergence family of seed 004 (Wu et al., "Lower Difficulty and Better Robustness"):
+"""The Bregman-divergence family of the FAIT/MER paper (Wu et al., "Lower Difficulty and Better Robustness"):
 the shared TRADES-shaped base, FAIT, FAIT-MER and FAIT with ``psi = S``.
 
-Every member minimises (seed 004 eq. 3, section 4, eq. 10, section 5.3.2)::
+Every member minimises (FAIT/MER paper, Eq. 3, Sec. 4, Eq. 10, Sec. 5.3.2)::
 
     CE(z(x), y) + lam * R  -  (beta_clean * h(p(x)) + beta_adv * h(p(x')))
 
@@ -59,11 +59,11 @@ def bregman_trades_objective(
     logits_star: Optional[Tensor] = None,
     entropy_weights: Optional[tuple[float, float]] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The loss of the seed-004 family as a function of logits; returns ``(loss, parts)``.
+    """The loss of the FAIT/MER paper's family as a function of logits; returns ``(loss, parts)``.
 
     ``loss = CE(z(x), y) + lam * R - (beta_clean * mean h(p(x)) + beta_adv * mean h(p(x')))`` with
     ``R = mean D(p(x), p(x'))`` when ``logits_star`` is None and
-    ``R' = mean [D(p(x), p(x*)) + D(p(x*), p(x'))]`` otherwise (FAIT, seed 004 section 4.1).
+    ``R' = mean [D(p(x), p(x*)) + D(p(x*), p(x'))]`` otherwise (FAIT, FAIT/MER paper, Sec. 4.1).
     ``D`` and ``h`` follow ``psi`` (module docstring); divergences are summed over classes and
     every term is averaged over the batch. ``entropy_weights = (beta_clean, beta_adv)`` adds the MER
     term (eq. 10); None leaves it out. Nothing is detached: all three predictions carry gradients,
@@ -108,7 +108,7 @@ class BregmanParams(Params):
         "range": (0, None)})
     log_r: bool = field(default=False, metadata={
         "help": "log R = D(p(x), p(x')) and R' = D(p(x), p(x*)) + D(p(x*), p(x')) after each epoch on the first "
-                "log_r_samples training images (seed 004 Fig. 4)",
+                "log_r_samples training images (FAIT/MER paper, Fig. 4)",
         "choices": (False, True)})
     log_r_samples: int = field(default=1000, metadata={"help": "how many training images R and R' average over",
                                                        "range": (1, None)})
@@ -125,12 +125,12 @@ class EntropyParams(BregmanParams):
 
 
 class BregmanTRADES(Method):
-    """TRADES-shaped base of the seed-004 family: the loss of :func:`bregman_trades_objective`.
+    """TRADES-shaped base of the FAIT/MER paper's family: the loss of :func:`bregman_trades_objective`.
 
-    The attack is TRADES' (REFERENCE.md section 2): PGD maximising ``D_psi(p(x), p(x'))`` from
+    The attack is TRADES' (docs/methods.md, baselines): PGD maximising ``D_psi(p(x), p(x'))`` from
     ``x + 0.001 N(0,1)``, BatchNorm in eval mode. ``x*`` is the iterate after
     ``interpolation_step`` steps of that same run (``return_iterate_at``), so FAIT costs no extra
-    attack steps (seed 004 Algorithm 1, lines 5-10). The logits of ``x``, ``x*`` and ``x'`` come
+    attack steps (FAIT/MER paper, Algorithm 1, lines 5-10). The logits of ``x``, ``x*`` and ``x'`` come
     from three train-mode forwards, each carrying gradients.
 
     Subclasses set ``psi`` (``"neg_entropy"`` or ``"square"``), ``interpolates`` (FAIT) and a
@@ -138,7 +138,7 @@ class BregmanTRADES(Method):
     :class:`EntropyParams`.
     """
 
-    paper = "Wu et al., Lower Difficulty and Better Robustness (seed 004); REFERENCE.md section 3"
+    paper = "FAIT/MER paper (Wu et al., arXiv:2208.12511); docs/methods.md, FAIT and MER"
     Params = BregmanParams
     default_random_start = "normal"
     psi: ClassVar[str] = "neg_entropy"
@@ -190,7 +190,7 @@ class BregmanTRADES(Method):
 
 def robustness_losses(method: BregmanTRADES, model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500,
                       seed: int = 0) -> dict[str, float]:
-    """Seed 004 Fig. 4: ``R = mean D(p(x), p(x'))`` and ``R' = mean [D(p(x), p(x*)) + D(p(x*), p(x'))]``.
+    """FAIT/MER paper, Fig. 4: ``R = mean D(p(x), p(x'))`` and ``R' = mean [D(p(x), p(x*)) + D(p(x*), p(x'))]``.
 
     ``x'`` and ``x*`` (iterate ``I = interpolation_step``) come from one run of the method's own
     attack; ``D`` is the method's divergence (KL for ``psi = -H``, where ``R`` is TRADES' KL).
@@ -230,7 +230,7 @@ class FAITParams(BregmanParams):
 class FAIT(BregmanTRADES):
     """FAIT: ``CE(z(x), y) + lam * [KL(p(x) || p(x*)) + KL(p(x*) || p(x'))]``, lam = 12, I = 2.
 
-    ``x*`` = iterate ``I`` of the 10-step KL-PGD that yields ``x'`` (seed 004 section 4.1,
+    ``x*`` = iterate ``I`` of the 10-step KL-PGD that yields ``x'`` (FAIT/MER paper, Sec. 4.1,
     Algorithm 1; Table 1 for lam, Table 2 for I). The paper writes ``R'_theta`` with ``p_theta`` on all
     three points and takes ``grad_theta`` of the whole loss, so gradients flow through ``p(x)``,
     ``p(x*)`` and ``p(x')``; ``x*`` itself is an input (no gradient to the attack), and its logits
@@ -250,7 +250,7 @@ class FAITMERParams(EntropyParams):
 
 @register
 class FAITMER(BregmanTRADES):
-    """FAIT-MER: FAIT's loss ``- (beta_clean H(p(x)) + beta_adv H(p(x')))``, lam = 30 (seed 004 Table 4).
+    """FAIT-MER: FAIT's loss ``- (beta_clean H(p(x)) + beta_adv H(p(x')))``, lam = 30 (FAIT/MER paper, Table 4).
 
     The paper gives no separate betas for FAIT-MER; the TRADES-MER choice (1, 0) of Table 3 is the default.
     """
@@ -270,7 +270,7 @@ class FAITS(BregmanTRADES):
     """FAIT with ``psi = S``: ``CE(z(x), y) + lam * [SE(p(x), p(x*)) + SE(p(x*), p(x'))]``, lam = 8.
 
     ``SE(p, q) = sum_k (p_k - q_k)^2``. Built on SCORE, so the attack maximises SE too ("for FAIT,
-    there is no other difference from Algorithm 1", seed 004 section 5.3.2, Table 6).
+    there is no other difference from Algorithm 1", FAIT/MER paper, Sec. 5.3.2, Table 6).
     """
 
     name = "fait_s"

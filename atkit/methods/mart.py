@@ -32,11 +32,11 @@ def boosted_ce(logits_adv: Tensor, y: Tensor) -> Tensor:
 class MART(Method):
     """``BCE(p(x'), y) + lam * mean_i[KL(p(x_i) || p(x'_i)) * (1 - p_y(x_i))]``.
 
-    CE attack from ``x + 0.001 N(0,1)``, BatchNorm in eval mode (REFERENCE.md section 2).
+    CE attack from ``x + 0.001 N(0,1)``, BatchNorm in eval mode (docs/methods.md, baselines).
     """
 
     name = "mart"
-    paper = "Wang et al., ICLR 2020; REFERENCE.md section 2"
+    paper = "Wang et al., ICLR 2020; docs/methods.md, baselines"
     Params = MARTParams
     default_random_start = "normal"
 

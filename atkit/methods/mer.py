@@ -1,4 +1,4 @@
-"""Maximum entropy regularisation on TRADES (seed 004 section 4.2, eq. 10): TRADES-MER and its ``psi = S`` form."""
+"""Maximum entropy regularisation on TRADES (FAIT/MER paper, Sec. 4.2, Eq. 10): TRADES-MER and its ``psi = S`` form."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,7 +17,7 @@ class MER(BregmanTRADES):
     """TRADES-MER: ``CE(z(x), y) + lam * KL(p(x) || p(x')) - (beta_clean H(p(x)) + beta_adv H(p(x')))``.
 
     ``H(p) = -sum_k p_k log p_k``, averaged over the batch; subtracting it makes training raise the
-    entropy. lam = 21, beta_clean = 1, beta_adv = 0 (seed 004 eq. 10, Tables 1 and 3). With both
+    entropy. lam = 21, beta_clean = 1, beta_adv = 0 (FAIT/MER paper, Eq. 10, Tables 1 and 3). With both
     betas 0 this is TRADES exactly (same attack, same forwards).
     """
 
@@ -34,7 +34,7 @@ class MERSParams(EntropyParams):
 class MERS(BregmanTRADES):
     """TRADES-MER with ``psi = S``: ``SCORE loss - (beta_clean (-S(p(x))) + beta_adv (-S(p(x'))))``, lam = 10.
 
-    ``S(p) = sum_k p_k^2``; the paper maximises ``-S`` in place of ``H`` (seed 004 section 5.3.2,
+    ``S(p) = sum_k p_k^2``; the paper maximises ``-S`` in place of ``H`` (FAIT/MER paper, Sec. 5.3.2,
     Table 6), so the loss adds ``beta_clean * mean S(p(x)) + beta_adv * mean S(p(x'))``. The
     attack maximises SE as in SCORE. The paper does not restate the betas for this variant; the
     TRADES-MER choice (1, 0) of Table 3 is the default.

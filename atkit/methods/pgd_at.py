@@ -10,10 +10,10 @@ from .registry import register
 
 @register
 class PGDAT(Method):
-    """``CE(z(x'), y)`` with ``x'`` from PGD on the CE loss, uniform random start (REFERENCE.md section 2)."""
+    """``CE(z(x'), y)`` with ``x'`` from PGD on the CE loss, uniform random start (docs/methods.md, baselines)."""
 
     name = "pgd_at"
-    paper = "Madry et al., ICLR 2018; REFERENCE.md section 2"
+    paper = "Madry et al., ICLR 2018; docs/methods.md, baselines"
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         x_adv = self.attack(model, batch.x, batch.y, loss="ce")

@@ -1,4 +1,4 @@
-"""RAAT and RAAT++: robust alignment adversarial training (seed 000 appendix C, Table 4; REFERENCE.md section 3).
+"""RAAT and RAAT++: robust alignment adversarial training (RAAT, App. C, Table 4; docs/methods.md, RAAT).
 
 Our reading of the paper and its released code (``adv_train_bd.py``, run as ``--mode adv_train --BD``
 for RAAT and ``--mode adv_mart --BD`` for RAAT++):
@@ -19,7 +19,7 @@ for RAAT and ``--mode adv_mart --BD`` for RAAT++):
   the same mixture of the two clean views' predictions, ``JS_T`` with ``T = 0.5`` averaged over the
   images whose two views are both clean-correct, weight ``lam = 1``. The released code mixes the
   clean views' *logits* (then applies the tempered softmax inside JS) and does not detach them;
-  ``dicar_target_space="probs"`` mixes the tempered probabilities instead (REFERENCE.md's wording).
+  ``dicar_target_space="probs"`` mixes the tempered probabilities instead (an option; docs/methods.md, RAAT).
   ``dicar_form="paper"`` is Table 4 read as ``JS(p(beta x1' + (1 - beta) x1) || beta p(x1) +
   (1 - beta) p(x2))`` with ``beta ~ Beta(gamma, gamma)`` used as drawn (no max), target mixed in
   probability space unless ``dicar_target_space`` says otherwise.
@@ -30,12 +30,12 @@ for RAAT and ``--mode adv_mart --BD`` for RAAT++):
   the KL term; set ``mart_lam=1`` for that reading.
 
 The loss parts include ``boundary_frac`` (share of boundary samples in the batch; measured even with
-``bound=False`` in ``"scale"`` mode, for the boundary-fraction curves of REFERENCE.md section 4.2);
+``bound=False`` in ``"scale"`` mode, for the boundary-fraction curves of docs/experiments.md, boundary_samples);
 ``LossOutput.extras["boundary"]`` is the per-sample mask.
 
-Switches for the ablation of seed 000 Fig. 5a: ``bound`` and ``dicar``. ``two_views`` defaults to
+Switches for the ablation of RAAT, Fig. 5a: ``bound`` and ``dicar``. ``two_views`` defaults to
 ``dicar`` so that ``bound=False, dicar=False`` is exactly PGD-AT (``CE(z(x'), y)`` on one view).
-The attack is the base method's: CE, BatchNorm in eval mode (REFERENCE.md section 1), uniform
+The attack is the base method's: CE, BatchNorm in eval mode (docs/methods.md, common protocol), uniform
 start for RAAT, ``x + 0.001 N(0, 1)`` for RAAT++ (MART's).
 """
 from __future__ import annotations
@@ -64,7 +64,7 @@ def reduced_adversarial(x: Tensor, x_adv: Tensor, eta: float) -> Tensor:
 
 def boundary_mask(clean_logits: Tensor, adv_logits: Tensor, reduced_logits: Tensor, y: Tensor,
                   num_classes: Optional[int] = None) -> Tensor:
-    """Boundary samples of seed 000 eq. 9: ``f(x) == y`` and ``f(x') != y`` and ``f(x'') != y``.
+    """Boundary samples of RAAT, Eq. 9: ``f(x) == y`` and ``f(x') != y`` and ``f(x'') != y``.
 
     Inputs are the logits of the clean, adversarial and reduced adversarial images (any order of
     computation; the training code uses eval-mode, gradient-free forwards) and the labels; returns a
@@ -89,7 +89,7 @@ def dicar_term(mixed_logits: Tensor, target_logits_1: Tensor, target_logits_2: T
     """``JS_T(p_T(z_mix) || target)`` averaged over the rows, where the target mixes two predictions with
     ``weight`` on the first: ``softmax((w z1 + (1 - w) z2) / T)`` (``target_space="logits"``, released
     code) or ``w softmax(z1 / T) + (1 - w) softmax(z2 / T)`` (``"probs"``). ``JS = (KL(p||M) + KL(q||M)) / 2``,
-    ``M = (p + q) / 2`` clamped at ``m_floor`` (Consistency-AT's JS, REFERENCE.md section 2)."""
+    ``M = (p + q) / 2`` clamped at ``m_floor`` (Consistency-AT's JS, docs/methods.md, baselines)."""
     if target_space == "logits":
         return js_with_temperature(mixed_logits, weight * target_logits_1 + (1.0 - weight) * target_logits_2,
                                    temperature, m_floor)
@@ -146,11 +146,11 @@ class RAAT(Method):
     """RAAT: PGD-AT on two views + boundary treatment (BOUND) + DICAR; see the module docstring.
 
     ``loss = mean_i CE(z(s_i), y_i) + lam * DICAR`` with ``s_i = x''_i`` for boundary samples and
-    ``x'_i`` otherwise (seed 000 Table 4, released code).
+    ``x'_i`` otherwise (RAAT, Table 4, released code).
     """
 
     name = "raat"
-    paper = "seed 000 appendix C.2, Table 4; released RAAT code; REFERENCE.md section 3"
+    paper = "RAAT (Wang et al., arXiv:2604.26496), App. C.2, Table 4; released RAAT code; docs/methods.md, RAAT"
     Params = RAATParams
     mart_based = False
 
@@ -197,7 +197,7 @@ class RAAT(Method):
 
         # Partition with the current model as a fixed indicator (eval mode, no gradient).
         # The boundary mask is also measured with BOUND off (cheap in "scale" mode), so the boundary
-        # fraction can be tracked over epochs for the ablations (REFERENCE.md section 4.2).
+        # fraction can be tracked over epochs for the ablations (docs/experiments.md, boundary_samples).
         want_mask = p.bound or p.eta_mode == "scale"
         x_red = self.reduced(model, x, y, x_adv) if want_mask else None
         logits_eval_clean = logits_eval_adv = None
@@ -254,11 +254,11 @@ class RAATPP(RAAT):
     """RAAT++: MART (BCE + ``mart_lam * KL(p(x) || p(x')) (1 - p_y(x))``) with BOUND and DICAR.
 
     ``loss = mean_i BCE(z(s_i), y_i) + lam * DICAR + mart_lam * mean_i KL(p(x_i) || p(x'_i)) (1 - p_y(x_i))``
-    with ``s_i`` as in RAAT (seed 000 Table 4).
+    with ``s_i`` as in RAAT (RAAT, Table 4).
     """
 
     name = "raat_pp"
-    paper = "seed 000 appendix C.2, Table 4 (RAAT++); REFERENCE.md section 3"
+    paper = "RAAT (Wang et al., arXiv:2604.26496), App. C.2, Table 4 (RAAT++); docs/methods.md, RAAT"
     Params = RAATPPParams
     mart_based = True
     default_random_start = "normal"

@@ -1,4 +1,4 @@
-"""Training on uniformly perturbed images (the 'Random' training of seed 002 Fig. 2)."""
+"""Training on uniformly perturbed images (the 'Random' training of RPAT, Fig. 2)."""
 from __future__ import annotations
 
 import torch.nn as nn
@@ -14,7 +14,7 @@ class RandomNoise(Method):
     """``CE(z(x + u), y)`` with ``u`` uniform in the eps-ball (no model-dependent attack)."""
 
     name = "random_noise"
-    paper = "seed 002 Sec. 3 / Fig. 2 ('Random' training algorithm)"
+    paper = "RPAT, Sec. 3 / Fig. 2 ('Random' training algorithm)"
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         x_noisy = random_noise(batch.x, eps=self.threat.eps, norm=self.threat.norm)

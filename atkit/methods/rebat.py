@@ -1,7 +1,7 @@
-"""ReBAT (Wang et al., NeurIPS 2023) and RPAT++ = ReBAT + the released RP term (seed 002 Sec. 5.3).
+"""ReBAT (Wang et al., NeurIPS 2023) and RPAT++ = ReBAT + the released RP term (RPAT, Sec. 5.3).
 
 Both are PGD-AT (CE on ``x'``, uniform start, BatchNorm in *train* mode while attacking, as in
-robust_overfitting/ReBAT: REFERENCE.md section 1) with a weight average ``f_wa`` kept by the method:
+robust_overfitting/ReBAT: docs/methods.md, common protocol) with a weight average ``f_wa`` kept by the method:
 
 - WA: after every optimiser step ``w_wa <- d * w_wa + (1 - d) * w`` for parameters and BatchNorm
   running statistics (``num_batches_tracked`` copied), with ``d = wa_decay`` (0.999) from epoch
@@ -10,7 +10,7 @@ robust_overfitting/ReBAT: REFERENCE.md section 1) with a weight average ``f_wa``
   ``F.kl_div(log_softmax(z(x')), softmax(z_wa(x')), reduction="batchmean")``; ``boat_lambda`` = 1
   (ReBAT uses 2 for WRN-34-10 with CutMix).
 - "ReBAT$" (``strong_late_attack``): training attack with eps 10/255 and 12 steps (step size unchanged)
-  from the first learning-rate decay, epoch ``strong_start`` = 100 of 200 (seed 001 Table 6).
+  from the first learning-rate decay, epoch ``strong_start`` = 100 of 200 (RPAT, Table 6).
 - RPAT++ (``rpat_pp``) from ``wa_start``, with ``b = z_wa(x)``, ``m = z_wa(x + a delta)`` (no gradient,
   a = 0.5): ``rp_lambda * F.kl_div(log_softmax(a z(x')), softmax(m - (1 - a) b), reduction="batchmean")``,
   i.e. ``KL(softmax(m - (1-a) b) || softmax(a z(x')))`` (target first, in the mathematical order).
@@ -22,7 +22,7 @@ configured schedule's own length, 200 for ``rebat``/``sota200``); shorter or lon
 the same ratio the trainer applies to learning-rate milestones (:meth:`atkit.schedules.Schedule.scaled_to`),
 compared against the fractional epoch ``epoch + step / steps_per_epoch``. The WA is forwarded in eval
 mode (running statistics). The trainer evaluates :meth:`ReBAT.averaged_model` as ``wa_test_*``, selects
-"best" by it and reports it as the final model (REFERENCE.md section 3: model selection by PGD-10).
+"best" by it and reports it as the final model (docs/methods.md, ReBAT and RPAT++: model selection by PGD-10).
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class ReBAT(Method):
     """``CE(z(x'), y) + boat_lambda * KL(p_wa(x') || p(x'))`` with a weight average (see module docstring)."""
 
     name = "rebat"
-    paper = "Wang et al., NeurIPS 2023 (ReBAT); seed 002 Sec. 5.3, seed 001 Table 6; REFERENCE.md section 3"
+    paper = "Wang et al., NeurIPS 2023 (ReBAT); RPAT, Sec. 5.3 and Table 6; docs/methods.md, ReBAT and RPAT++"
     Params = ReBATParams
     default_bn_mode = "train"
     default_random_start = "uniform"
@@ -222,7 +222,7 @@ class RPATPlusPlus(ReBAT):
     """ReBAT with the released RPAT++ term after ``wa_start`` (see the module docstring)."""
 
     name = "rpat_pp"
-    paper = "Wang & Liu, ICCV 2025 (RPAT++, seed 002 Sec. 5.3, Tables 3-4; seed 001 Table 6); REFERENCE.md section 3"
+    paper = "Wang & Liu, ICCV 2025 (RPAT++: RPAT, Sec. 5.3, Tables 3, 4 and 6); docs/methods.md, ReBAT and RPAT++"
     Params = RPATPPParams
 
     def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:

@@ -1,4 +1,4 @@
-"""RPAT: the Robust Perception term, an add-on to any base AT method (seed 002 eq. 3; REFERENCE.md section 3).
+"""RPAT: the Robust Perception term, an add-on to any base AT method (RPAT, Eq. 3; docs/methods.md, RPAT).
 
 ``get_method("trades+rpat", lam=6, rp_lambda=1, rp_alpha=0.5)`` builds TRADES whose loss gets
 ``+ rp_lambda * L_RP``. The add-on reuses the base method's ``x`` and ``x'`` (``LossOutput.x`` /
@@ -60,7 +60,7 @@ def sample_alpha(alpha: AlphaSpec, n: int, *, concentration: float = 0.75, devic
     """Per-sample interpolation rates ``a``, shape ``(n,)``.
 
     A float gives the same ``a`` for every sample; ``"beta-"`` / ``"beta+"`` draw ``b ~ Beta(c, c)``
-    per sample (c = 0.75, seed 002 Sec. 5.4 after Zhang et al.'s mixup) and take ``min(b, 1-b)`` /
+    per sample (c = 0.75, RPAT, Sec. 5.4 after Zhang et al.'s mixup) and take ``min(b, 1-b)`` /
     ``max(b, 1-b)``. Draws use the global torch RNG, so a seeded run is reproducible.
     """
     alpha = check_alpha(alpha)
@@ -108,8 +108,8 @@ def rpat_term(z_clean: Tensor, z_mid: Tensor, z_adv: Tensor, alpha: Union[float,
               distance_kind: str = "mse", scale: str = "code") -> Tensor:
     """The Robust Perception term ``L_RP`` for perceptions of ``x``, ``x~ = x + a (x' - x)`` and ``x'``.
 
-    ``scale="code"``: ``D(z(x~), (1 - a) z(x) + a z(x'))`` (released code, REFERENCE.md section 3);
-    ``scale="paper"``: ``D((z(x~) - z(x)) / a, (z(x') - z(x~)) / (1 - a))`` (seed 002 eq. 3).
+    ``scale="code"``: ``D(z(x~), (1 - a) z(x) + a z(x'))`` (released code, docs/methods.md, RPAT);
+    ``scale="paper"``: ``D((z(x~) - z(x)) / a, (z(x') - z(x~)) / (1 - a))`` (RPAT, Eq. 3).
     ``alpha`` is a float or a per-sample tensor ``(B,)``.
     """
     check_choice("rp_scale", scale, SCALES)
@@ -183,11 +183,11 @@ class RPATAddonParams:
         "help": "interpolation rate a of x~ = x + a*delta: a number in (0,1), or 'beta-' / 'beta+' "
                 "(per-sample min/max(b, 1-b), b ~ Beta(c, c))"})
     rp_beta_concentration: float = field(default=0.75, metadata={
-        "help": "c of Beta(c, c) for rp_alpha 'beta-'/'beta+' (0.75 in seed 002 Sec. 5.4)", "range": (1e-3, None)})
+        "help": "c of Beta(c, c) for rp_alpha 'beta-'/'beta+' (0.75 in RPAT, Sec. 5.4)", "range": (1e-3, None)})
     rp_distance: str = field(default="mse", metadata={
         "help": "distance D: mse, kl = KL(softmax(target)||softmax(z(x~))), js, cosine = 1-cos", "choices": DISTANCES})
     rp_proxy: str = field(default="logits", metadata={
-        "help": "perception proxy: logits, penultimate or third_to_last embedding (seed 001 Table 5)",
+        "help": "perception proxy: logits, penultimate or third_to_last embedding (RPAT, Table 5)",
         "choices": PROXIES})
     rp_scale: str = field(default="code", metadata={
         "help": "'code': D(z(x~), (1-a)z(x)+a z(x')) as released; 'paper': eq. 3 literally, "
@@ -244,7 +244,7 @@ def rpat_class(base_name: str) -> type[Method]:
     name = f"{base_name}+rpat"
     return type(f"{base.__name__}PlusRPAT", (RPATAddon, base), {
         "name": name,
-        "paper": f"{base.paper} + RPAT (Wang & Liu, ICCV 2025, seed 002 eq. 3; REFERENCE.md section 3)",
+        "paper": f"{base.paper} + RPAT (Wang & Liu, ICCV 2025, Eq. 3; docs/methods.md, RPAT)",
         "Params": params_cls,
         "__doc__": f"{base.__name__} plus the Robust Perception term: loss = {base_name} loss + rp_lambda * L_RP.",
         "__module__": __name__,
@@ -259,7 +259,7 @@ def compose_rpat(base_name: str, threat: ThreatModel, **hparams: Any) -> Method:
 def _describe_rpat() -> dict[str, Any]:
     hparams = {f.name: {"default": f.default, "help": f.metadata.get("help", "")}
                for f in dataclasses.fields(RPATAddonParams)}
-    return {"name": "<base>+rpat", "paper": "Wang & Liu, ICCV 2025 (seed 002 eq. 3); add-on to any method, e.g. "
+    return {"name": "<base>+rpat", "paper": "Wang & Liu, ICCV 2025 (RPAT, Eq. 3); add-on to any method, e.g. "
                                             "pgd_at+rpat, trades+rpat, mart+rpat, consistency_at+rpat",
             "add_on": True, "hyperparameters": hparams}
 

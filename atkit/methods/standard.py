@@ -13,7 +13,7 @@ class Standard(Method):
     """``CE(z(x), y)``: empirical risk minimisation on clean images (the reference point of every trade-off)."""
 
     name = "standard"
-    paper = "cross-entropy baseline; REFERENCE.md section 4.1 (seed 002 Fig. 2, 'Clean' training)"
+    paper = "cross-entropy baseline; docs/experiments.md, mse_perception (RPAT, Fig. 2, 'Clean' training)"
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         logits = model(batch.x)

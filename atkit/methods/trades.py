@@ -22,11 +22,11 @@ class TRADES(Method):
     """``CE(z(x), y) + lam * KL(p(x) || p(x'))`` (KL summed over classes, mean over the batch).
 
     The attack maximises the same KL from ``x + 0.001 N(0,1)`` with BatchNorm in eval mode
-    (Zhang et al., ICML 2019, eq. 5; REFERENCE.md section 2).
+    (Zhang et al., ICML 2019, Eq. 5; docs/methods.md, baselines).
     """
 
     name = "trades"
-    paper = "Zhang et al., ICML 2019; REFERENCE.md section 2"
+    paper = "Zhang et al., ICML 2019; docs/methods.md, baselines"
     Params = TRADESParams
     default_random_start = "normal"
 

@@ -19,7 +19,7 @@ class Features(NamedTuple):
 
     - ``logits``: the model output, ``(B, num_outputs)``.
     - ``penultimate``: the vector fed to the final linear layer ("embedding from the second-to-last
-      layer", RPAT appendix, seed 001 Table 5).
+      layer", RPAT, Table 5).
     - ``third_to_last``: the layer before that ("embedding from the third-to-last layer"). For the
       convolutional nets this is the global-average-pooled output of the stage before the last
       stage (ResNet ``layer3``, WideResNet ``block2``); for ``small_cnn`` it is the input of its
@@ -56,9 +56,9 @@ class AtkitModel(nn.Module):
     """A classifier on images in [0, 1] (NCHW) with ``num_outputs`` logits.
 
     ``num_classes`` is the real class count C; with ``dummy_classes=True`` the head has 2C outputs and
-    output ``k + C`` is the dummy of class ``k`` (DUCAT, seed 003; REFERENCE.md section 3).
+    output ``k + C`` is the dummy of class ``k`` (docs/methods.md, DUCAT).
     ``normalize=(mean, std)`` applies ``(x - mean) / std`` per channel inside ``forward`` so attacks
-    keep working in [0, 1] pixel space (REFERENCE.md section 1); ``None`` is the identity.
+    keep working in [0, 1] pixel space (docs/methods.md, common protocol); ``None`` is the identity.
 
     Subclasses build their trunk, set ``self.fc`` (the final ``nn.Linear``) and implement
     :meth:`_trunk`, which returns ``(penultimate, third_to_last or None)``.
@@ -122,7 +122,7 @@ class AtkitModel(nn.Module):
 
     def enable_dummy_classes(self, init: str = "random") -> "AtkitModel":
         """Grow a C-output head to the 2C-output DUCAT head in place (fine-tuning a robust C-class
-        checkpoint, seed 003 Algorithm 1 with resuming epoch T_r).
+        checkpoint, DUCAT, Algorithm 1 with resuming epoch T_r).
 
         The first C rows keep the trained weights; the dummy rows ``C..2C-1`` get a fresh
         ``nn.Linear`` initialisation (``init="random"``) or a copy of their real class's row

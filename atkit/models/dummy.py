@@ -1,4 +1,4 @@
-"""Dummy-class helpers for DUCAT (seed 003; REFERENCE.md section 3): projected prediction and the
+"""Dummy-class helpers for DUCAT (docs/methods.md, DUCAT): projected prediction and the
 merged C-class model used by the adaptive evaluation protocol."""
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def predict_labels(logits: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Predicted real class: ``k = argmax_j z_j`` over all outputs, then ``k >= C -> k - C``.
 
     Works for plain C-output heads (no mapping happens) and DUCAT 2C-output heads, where output
-    ``k + C`` is the dummy of class ``k`` (seed 003).
+    ``k + C`` is the dummy of class ``k`` (DUCAT).
     """
     _check_outputs(logits, num_classes, (num_classes, 2 * num_classes))
     pred = logits.argmax(dim=1)
@@ -36,7 +36,7 @@ def merge_dummy_logits(logits: torch.Tensor, num_classes: int, how: str = "logsu
 
     With ``logsumexp``, ``softmax(z̄)_k = p_k + p_{k+C}``: the probability of class k and its dummy
     together, so an attack on ``z̄`` cannot win by pushing a point into its own dummy class (DUCAT
-    adaptive protocol, REFERENCE.md section 3 (b)).
+    adaptive protocol, docs/methods.md, DUCAT).
     """
     check_choice("dummy merge mode", how, MERGE_MODES)
     _check_outputs(logits, num_classes, (2 * num_classes,))

@@ -2,7 +2,7 @@
 (Rice et al. 2020) and ReBAT: pre-activation blocks, final BN + ReLU before pooling.
 
 Strides are 1,2,2,2 after a 3x3 stride-1 stem, so 32x32 inputs reach 4x4 before pooling; pooling
-is adaptive (REFERENCE.md section 1 lists a stride that breaks 32x32 among reference-code defects).
+is adaptive (docs/methods.md, common protocol, lists a stride that breaks 32x32 among reference-code defects).
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 ``ResNet(BasicBlock, [2,2,2,2])`` is the standard ResNet-18 (512-d features, ~11.2M parameters at
 10 classes). ``ResNet(Bottleneck, [2,2,2,2])`` is what the RPAT/DUCAT released code calls
-"ResNet-18": Bottleneck blocks with expansion 4, 2048-d features (REFERENCE.md section 1, known
+"ResNet-18": Bottleneck blocks with expansion 4, 2048-d features (docs/methods.md, common protocol, known
 defects). Both are offered under honest names.
 """
 from __future__ import annotations

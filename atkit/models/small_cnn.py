@@ -21,7 +21,7 @@ class SmallCNN(AtkitModel):
     about 550 M), so adversarial training on the synthetic data takes seconds per epoch on two cores.
 
     Every conv is followed by BatchNorm and ReLU, so train/eval BN modes during attack generation
-    (REFERENCE.md section 1) change the outputs as in the big nets. The adaptive pool makes the
+    (docs/methods.md, common protocol) change the outputs as in the big nets. The adaptive pool makes the
     head independent of the input size (32 px, 64 px, ...).
 
     Features: ``penultimate`` = input of the last linear layer (``hidden`` dims);

@@ -1,5 +1,5 @@
 """WideResNet (Zagoruyko & Komodakis 2016), the variant used by the TRADES/MART code, with the class
-count as a parameter (that code hard-codes 10; REFERENCE.md section 1).
+count as a parameter (that code hard-codes 10; docs/methods.md, common protocol).
 
 Depth ``d = 6n + 4``: a 3x3 stem to 16 channels, three groups of ``n`` pre-activation blocks of
 widths ``16k, 32k, 64k`` at strides 1, 2, 2, then BN-ReLU, global average pooling and a linear
