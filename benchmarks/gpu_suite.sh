@@ -2,8 +2,8 @@
 # One call for a GPU (one H200, at most about 9 minutes of wall time): the speed and parity figures of
 # benchmarks/README.md, written as one JSON under $OUT, with a one-screen summary on stdout.
 #
-#   OUT=/some/folder DATA_TAR=path/to/cifar10-jpeg.tar.gz bash benchmarks/gpu_suite.sh     # on the GPU
-#   OUT=/tmp/suite bash benchmarks/gpu_suite.sh --dry                                       # CPU dry form (CI)
+#   OUT=outputs/gpu_suite DATA_TAR=path/to/cifar10-jpeg.tar.gz bash benchmarks/gpu_suite.sh     # on the GPU
+#   OUT=outputs/gpu_suite bash benchmarks/gpu_suite.sh --dry                                       # CPU dry form (CI)
 #
 # Steps: (1) unpack the CIFAR-10 ImageFolder archive (DATA_TAR, or DATA_ROOT already unpacked);
 # (2) ResNet-18 PGD-10 AT: atkit's fast path and the plain PyTorch loop, timed in the same process (ratio);
