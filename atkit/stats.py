@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from scipy import stats as _scipy_stats
 
@@ -46,6 +46,18 @@ def accuracy_record(k: int, n: int) -> dict[str, Any]:
     low, high = wilson_interval(k, n)
     return {"accuracy": 100.0 * k / n, "k": int(k), "n": int(n), "ci95": [100.0 * low, 100.0 * high],
             "ci_method": "wilson"}
+
+
+def accuracy_intervals(per_sample: Mapping[str, Any]) -> dict[str, Any]:
+    """Counts and 95 % Wilson intervals (percent) of per-sample correctness flags, one entry per attack:
+    ``{"n_correct": {name: k}, "ci95": {name: [low, high]}, "ci_method": "wilson"}`` (for evaluation JSON)."""
+    counts = {name: int(flags.sum()) if hasattr(flags, "sum") else sum(bool(v) for v in flags)
+              for name, flags in per_sample.items()}
+    intervals = {}
+    for name, flags in per_sample.items():
+        low, high = wilson_interval(counts[name], len(flags))
+        intervals[name] = [100.0 * low, 100.0 * high]
+    return {"n_correct": counts, "ci95": intervals, "ci_method": "wilson"}
 
 
 def format_accuracy(k: int, n: int, digits: int = 2) -> str:
@@ -177,5 +189,5 @@ def mcnemar_from_counts(both: int, only_a: int, only_b: int, neither: int) -> Mc
                          p_value=min(1.0, p_value))
 
 
-__all__ = ["McNemarResult", "SeedSummary", "Z95", "accuracy_record", "format_accuracy", "format_seed_summary",
+__all__ = ["McNemarResult", "SeedSummary", "Z95", "accuracy_intervals", "accuracy_record", "format_accuracy", "format_seed_summary",
            "mcnemar_from_counts", "mcnemar_test", "newcombe_paired_interval", "seed_summary", "wilson_interval"]
