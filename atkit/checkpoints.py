@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -80,14 +81,10 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", *, hint: O
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only load failed" not in str(e).lower() and "weights_only" not in str(e):
-            raise ConfigError(f"cannot read checkpoint {str(path)!r}: it is corrupt or not a PyTorch checkpoint "
-                              f"({_first_line(e)}); {hint}") from None
-        try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
-        except Exception:  # legacy (non-zip) format: torch cannot list them
-            names = []
-        names = [n for n in names if n not in {_qualname(g) for g in SAFE_GLOBALS}]
+        names = _unsafe_globals(path)
+        if names is None:  # neither a zip checkpoint asking for objects nor a legacy pickle: garbage
+            raise ConfigError(f"cannot read checkpoint {str(path)!r}: the file is truncated or not a PyTorch "
+                              f"checkpoint ({_first_line(e)}); {hint}") from None
         what = f" ({', '.join(names[:5])}{', ...' if len(names) > 5 else ''})" if names else ""
         raise ConfigError(f"refused to load checkpoint {str(path)!r}: it holds Python objects beyond tensors{what}, "
                           "and unpickling them could run arbitrary code (atkit loads checkpoints with "
@@ -95,6 +92,21 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", *, hint: O
     except Exception as e:  # truncated zip, a text file, ...: torch raises RuntimeError, OSError, KeyError, EOFError
         raise ConfigError(f"cannot read checkpoint {str(path)!r}: the file is truncated or not a PyTorch checkpoint "
                           f"({type(e).__name__}: {_first_line(e)}); {hint}") from None
+
+
+def _unsafe_globals(path: Path) -> Optional[list[str]]:
+    """Objects a checkpoint asks to unpickle beyond the allow-list: names for a zip checkpoint, ``[]`` for a
+    legacy pickle (torch cannot list them), None when the file is neither (so it is corrupt, not unsafe)."""
+    if zipfile.is_zipfile(path):
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except Exception:
+            return None
+        allowed = {_qualname(g) for g in SAFE_GLOBALS}
+        names = [n for n in names if n not in allowed]
+        return names or None
+    with open(path, "rb") as f:
+        return [] if f.read(1) == b"\x80" else None  # the pickle protocol marker legacy torch.save files start with
 
 
 def _first_line(e: BaseException) -> str:

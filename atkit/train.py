@@ -630,7 +630,11 @@ class Trainer:
         for label in models:  # the final model is the one last.pt holds; best is best.pt
             path = self.ckpt_dir / ("best.pt" if label == "best" else "last.pt")
             attach_provenance(results[label], images=results["images"],
-                              checkpoint=checkpoint_record(path) if path.is_file() else None)
+                              checkpoint=checkpoint_record(path) if path.is_file() else None,
+                              model={"name": self.config.model, "params": dict(self.config.model_params),
+                                     "num_classes": self.num_classes,
+                                     "dummy_classes": bool(getattr(self.model, "dummy_classes", False)),
+                                     "weights": label, "source": "atkit run"})
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
         return results
 
@@ -695,20 +699,24 @@ def train(config: RunConfig | dict | str | Path, *, resume: str | Path | None = 
     return trainer
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
-    """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last."""
-    from .models import build_model
-
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``)."""
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
             if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise ConfigError(f"no checkpoint in {str(path)!r} (looked for checkpoints/best.pt and last.pt)")
+                return candidate
+        raise ConfigError(f"no checkpoint in {str(path)!r} (looked for checkpoints/best.pt and last.pt)")
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
+    """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last."""
+    from .models import build_model
+
+    path = resolve_checkpoint(path)
     state = require_atkit_checkpoint(load_checkpoint_file(path, device), path, keys=("model", "config", "num_classes"))
     config = RunConfig.from_dict(state["config"])
     method_cls_needs_dummy = config.build_method().needs_dummy_classes
