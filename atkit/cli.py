@@ -357,7 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="exact McNemar test of two evaluations on the same test images")
     p.add_argument("run_a", help="run folder (its eval.json), a run's eval.json, or an `atkit eval` JSON file")
     p.add_argument("run_b", help="the same for the baseline")
-    p.add_argument("--attack", help="attack to compare (default: aa when both ran it, else the strongest common one)")
+    p.add_argument("--attack", help="attack to compare (default: aa when both ran it, else per image the worst case "
+                                    "over every robust attack both ran)")
     p.add_argument("--checkpoint", default="final", choices=["final", "best"], help="which model of a run's eval.json")
     p.add_argument("--protocol", default="worst",
                    help="dummy-class models: worst (per image over all protocols, default), published, adaptive, ...")

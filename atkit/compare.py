@@ -88,15 +88,19 @@ def _attacks_of(result: Mapping[str, Any]) -> list[str]:
     return list((entry.get("per_sample") or {}))
 
 
-def default_attack(a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
-    """``aa`` when both ran it, else the strongest robust attack both ran (:func:`atkit.results.robust_metric`),
-    else ``clean``."""
-    from .results import robust_metric
+NOT_ROBUST = ("clean", "random")
 
+
+def default_attacks(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``["aa"]`` when both ran AutoAttack, else every robust attack both ran (compared per image by their worst
+    case, as Mean/NRR are), else ``["clean"]``."""
     common = [n for n in _attacks_of(a) if n in _attacks_of(b)]
     if not common:
         raise ConfigError("the two evaluations share no attack")
-    return robust_metric(common) or ("clean" if "clean" in common else common[0])
+    if "aa" in common:
+        return ["aa"]
+    robust = [n for n in common if n not in NOT_ROBUST]
+    return robust or (["clean"] if "clean" in common else common[:1])
 
 
 def check_same_images(images_a: Optional[Mapping[str, Any]], images_b: Optional[Mapping[str, Any]],
@@ -128,9 +132,10 @@ def compare_evaluations(target_a: str | Path, target_b: str | Path, *, attack: O
     a, images_a, label_a = load_evaluation(target_a, checkpoint)
     b, images_b, label_b = load_evaluation(target_b, checkpoint)
     check_same_images(images_a, images_b, label_a, label_b)
-    attack = attack or default_attack(a, b)
-    flags_a = per_sample_flags(a, attack, protocol)
-    flags_b = per_sample_flags(b, attack, protocol)
+    names = [attack] if attack else default_attacks(a, b)
+    attack = names[0] if len(names) == 1 else f"worst of {', '.join(names)}"
+    flags_a = [all(v) for v in zip(*(per_sample_flags(a, n, protocol) for n in names))]
+    flags_b = [all(v) for v in zip(*(per_sample_flags(b, n, protocol) for n in names))]
     if len(flags_a) != len(flags_b):
         raise ConfigError(f"{label_a} has {len(flags_a)} images and {label_b} {len(flags_b)}: not the same images")
     test: McNemarResult = mcnemar_test(flags_a, flags_b)
@@ -203,5 +208,5 @@ def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: st
     return pd.DataFrame(rows)
 
 
-__all__ = ["check_same_images", "compare_evaluations", "comparison_table", "default_attack", "format_comparison",
+__all__ = ["check_same_images", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
            "load_evaluation", "method_base_pairs", "per_sample_flags"]

@@ -48,10 +48,16 @@ def test_evaluation_json_carries_intervals_and_provenance(trained, tmp_path):
 
 
 def test_autoattack_budget_records_standard_settings(trained):
-    model, x, y = trained
-    res = run_autoattack(model, x[:4], y[:4], eps=0.5 / 255, version="standard", batch_size=4)
-    stages = res.budget["stages"]
-    assert res.budget["version"] == "standard" and list(stages) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    from atkit.attacks.autoattack import STANDARD_ATTACKS, _build_autoattack
+    from atkit.provenance import autoattack_budget
+
+    model, _, _ = trained
+    cfg = {"version": "standard", "norm": "linf", "eps": EPS, "attacks": list(STANDARD_ATTACKS), "seed": 0,
+           "n_iter": None, "n_restarts": None, "square_queries": None}
+    budget = autoattack_budget(_build_autoattack(model, cfg, 4, torch.device("cpu")), list(STANDARD_ATTACKS))
+    stages = budget["stages"]
+    assert budget["version"] == "standard" and list(stages) == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert stages["apgd-ce"] == {"n_iter": 100, "n_restarts": 1, "eot_iter": 1}
     assert stages["apgd-t"]["n_target_classes"] == 3  # 4 classes: every other class
     assert stages["square"]["n_queries"] == 5000 and stages["fab-t"]["n_restarts"] == 1
 

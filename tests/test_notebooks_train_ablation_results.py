@@ -293,7 +293,9 @@ def test_dummy_class_runs_show_the_adaptive_protocol_beside_the_published_one(tm
     agg = aggregate_seeds(collect_runs(tmp_path))
     assert set(agg["protocol"]) == {"published", "adaptive"}
     row = paper_table(agg).iloc[0]
-    assert row["AA best"] == "58.00" and row["AA best (adaptive)"] == "41.00" and row["protocol"] == "published"
+    # One seed: the accuracy with its 95 % Wilson interval on the n = 10 images (atkit.stats).
+    assert row["AA best"] == "58.00 [31.3, 83.2]" and row["AA best (adaptive)"] == "41.00 [16.8, 68.7]"
+    assert row["protocol"] == "published" and row["n"] == 10
     ref = [r for r in reference.select(["seed 003 / Table 1"], dataset="cifar10") if r.method == "pgd_at+ducat"]
     hit = compare_with_reference(agg, ref).iloc[0]
     assert hit["ours_aa"] == 58.0 and hit["paper_aa"] == 58.61  # the published protocol against the published number
