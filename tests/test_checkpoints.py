@@ -183,3 +183,20 @@ def test_no_weights_only_false_left_in_atkit():
     assert hits
     for line in hits:
         assert "weights_only=True" in line or line.startswith("atkit/checkpoints.py") and "m = torch.load(" in line, line
+
+
+def test_run_eval_json_records_provenance_and_truncated_best_is_named_by_eval(tmp_path, capsys):
+    from atkit.train import train
+
+    trainer = train(_config(tmp_path), progress=False)
+    ev = json.loads((trainer.run_dir / "eval.json").read_text())
+    for label, name in (("final", "last.pt"), ("best", "best.pt")):
+        prov = ev[label]["provenance"]
+        assert prov["checkpoint"]["sha256"] == file_sha256(trainer.ckpt_dir / name)
+        assert prov["images"] == ev["images"] and prov["model"]["name"] == "small_cnn"
+        assert prov["software"]["atkit"] and prov["batch_size"] == trainer.config.eval.batch_size
+    best = trainer.ckpt_dir / "best.pt"
+    best.write_bytes(best.read_bytes()[:500])
+    rc = cli_main(["eval", str(trainer.run_dir), "--attacks", "clean", "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "best.pt" in err and "truncated" in err and "last.pt" in err

@@ -205,3 +205,16 @@ def test_card_refuses_non_standard_evaluation(tmp_path, capsys, budget, images, 
         make_card(tmp_path / "ev.json")
     assert cli_main(["card", str(tmp_path / "ev.json"), "--out", str(tmp_path / "c.json")]) == 2
     assert what in capsys.readouterr().err and not (tmp_path / "c.json").exists()
+
+
+def test_compare_without_aa_uses_the_worst_case_over_common_robust_attacks(tmp_path):
+    def ev(pgd, cw):
+        d = _eval_dict([1] * 10, pgd)
+        d["per_sample"] = {"clean": "1" * 10, "pgd20": "".join(map(str, pgd)), "cw": "".join(map(str, cw))}
+        return d
+
+    (tmp_path / "a.json").write_text(json.dumps(ev(A_AA, [1] * 5 + [0] * 5)))
+    (tmp_path / "b.json").write_text(json.dumps(ev(B_AA, B_AA)))
+    cmp = compare_evaluations(tmp_path / "a.json", tmp_path / "b.json")
+    assert cmp["attack"] == "worst of pgd20, cw"
+    assert cmp["test"]["acc_a"] == 40.0  # images 0-4 survive CW, of them 3 fails PGD

@@ -88,6 +88,11 @@ def test_results_notebook_tabulates_every_run_and_shows_missing_published_rows(e
     assert (points["who"] == "this workbook").sum() == 3 and (points["who"] == "published").sum() == 18
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["n_runs"] == 3
+    # Both ablation runs (pgd_at+rpat, mse and kl) paired with train's pgd_at run: same data, model, seed, images.
+    paired = pd.read_csv(out / "paired_tests.csv")
+    assert len(paired) == 2 and set(paired["base"]) == {"pgd_at"} and paired["note"].isna().all()
+    assert paired["McNemar p"].between(0, 1).all() and (paired["n"] == 32).all()
+    assert json.loads((out / "metrics.json").read_text())["n_paired"] == 2
 
 
 # --------------------------------------------------------------------------------------- results.py
