@@ -1,4 +1,4 @@
-"""Command line: ``python -m atkit {train,eval,methods,notebook,sweep}``.
+"""Command line: ``python -m atkit {train,eval,compare,card,methods,notebook,sweep}``.
 
 Bad input exits with status 2 and one clear line (the :class:`ConfigError` message), before any work.
 """
@@ -54,57 +54,165 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         return _cmd_eval_run(args)
 
 
-def _cmd_eval_run(args: argparse.Namespace) -> int:
-    import torch
-
-    from .config import RunConfig
+def _eval_target_run(args: argparse.Namespace, device: Any) -> dict[str, Any]:
+    """Model, dataset, threat and provenance parts for ``atkit eval RUN_DIR_OR_CHECKPOINT`` (atkit's own runs)."""
+    from .checkpoints import load_checkpoint_file
+    from .config import RunConfig, load_config
     from .data import load_dataset
-    from .evaluate import evaluate
-    from .train import load_model
-    from .utils import atomic_write_json, resolve_device
+    from .train import load_model, resolve_checkpoint
 
     target = Path(args.target)
+    ckpt = resolve_checkpoint(target)
+    model = load_model(ckpt, device=device, which=args.which)
+    run_dir = target if target.is_dir() else target.parent.parent
+    state_cfg = load_checkpoint_file(ckpt, "cpu").get("config")
+    if state_cfg is None and (run_dir / "config.yaml").is_file():
+        state_cfg = load_config(run_dir / "config.yaml").to_dict()
+    config = RunConfig.from_dict(state_cfg)
+    dataset = load_dataset(config.dataset, **config.data)
+    model_info = {"name": config.model, "params": dict(config.model_params), "num_classes": dataset.num_classes,
+                  "dummy_classes": bool(getattr(model, "dummy_classes", False)), "weights": args.which,
+                  "source": "atkit run"}
+    return dict(model=model, dataset=dataset, threat=config.threat_model(), checkpoint=ckpt, model_info=model_info,
+                state_dir=run_dir / "aa_state" / f"cli-{args.which}", out=run_dir / f"eval-{args.which}.json")
+
+
+_EXTERNAL_SET_KEYS = ("dataset", "data", "threat", "model_params")
+
+
+def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, Any]:
+    """Someone else's state dict: ``atkit eval --checkpoint FILE --model NAME [--num-classes N] [--dummy-classes]``."""
+    from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
+    from .data import load_dataset
+    from .models import build_model
+    from .utils import apply_set_options, unknown_name_error
+
+    if not args.model:
+        from .models import MODELS
+
+        raise ConfigError(f"--checkpoint needs --model NAME, the architecture of the weights; one of {', '.join(MODELS)}")
+    spec: dict[str, Any] = {"dataset": args.dataset or "cifar10", "data": {}, "threat": {}, "model_params": {}}
+    spec = apply_set_options(spec, args.set)
+    for key in spec:
+        if key not in _EXTERNAL_SET_KEYS:
+            raise unknown_name_error("--set key for an external checkpoint", key, _EXTERNAL_SET_KEYS)
+    for key in ("data", "threat", "model_params"):
+        if not isinstance(spec[key], dict):
+            raise ConfigError(f"--set {key}: expected a mapping (e.g. --set {key}.NAME=VALUE), got {spec[key]!r}")
+    dataset = load_dataset(spec["dataset"], **spec["data"])
+    num_classes = dataset.num_classes if args.num_classes is None else args.num_classes
+    if num_classes != dataset.num_classes:
+        raise ConfigError(f"--num-classes {num_classes} but dataset {spec['dataset']!r} has {dataset.num_classes} "
+                          "classes: the checkpoint's class count and the evaluation data disagree")
+    model = build_model(args.model, num_classes=num_classes, dummy_classes=args.dummy_classes, **spec["model_params"])
+    path = Path(args.checkpoint)
+    raw = load_checkpoint_file(path, "cpu", hint="check that the file is complete (re-download it) and is a PyTorch "
+                                                 "state dict")
+    flags = f"--model {args.model} --num-classes {num_classes}" + (" --dummy-classes" if args.dummy_classes else "")
+    load_weights(model, extract_state_dict(raw, f"checkpoint {str(path)!r}"), f"checkpoint {str(path)!r}",
+                 hint=f"check {flags} (and --set model_params.*) against the checkpoint; a 2C-output DUCAT head "
+                      "needs --dummy-classes")
+    if args.which != "model":
+        raise ConfigError("--which ema applies to atkit runs; an external checkpoint holds one set of weights")
+    model = model.to(device).eval()
+    model_info = {"name": args.model, "params": dict(spec["model_params"]), "num_classes": num_classes,
+                  "dummy_classes": bool(args.dummy_classes), "source": "external state dict"}
+    return dict(model=model, dataset=dataset, threat=spec["threat"] or None, checkpoint=path, model_info=model_info,
+                state_dir=path.parent / f"{path.stem}.aa_state", out=path.with_name(f"{path.stem}-eval.json"))
+
+
+def _accuracy_lines(result: dict[str, Any], tag: str = "") -> list[str]:
+    from .stats import format_accuracy
+
+    lines = []
+    for name, flags in (result.get("per_sample") or {}).items():
+        k = flags.count("1")
+        lines.append(f"{tag}{name:>8s}: {format_accuracy(k, len(flags))}")
+    return lines
+
+
+def _cmd_eval_run(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .provenance import attach_provenance, checkpoint_record
+    from .train import test_images_record, to_float_images
+    from .utils import atomic_write_json, resolve_device
+
     device = resolve_device(args.device or "auto")
-    model = load_model(target, device=device, which=args.which)
+    if args.checkpoint:
+        if args.target:
+            raise ConfigError("give either a run folder / atkit checkpoint or --checkpoint FILE, not both")
+        ctx = _eval_target_external(args, device)
+    elif args.target:
+        ctx = _eval_target_run(args, device)
+    else:
+        raise ConfigError("eval needs a run folder, an atkit checkpoint, or --checkpoint FILE --model NAME")
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n {args.n}: the number of test images must be at least 1")
+    model, dataset = ctx["model"], ctx["dataset"]
     if getattr(args, "precision", None) not in (None, "fp32"):
         from .fast import eval_model
 
         model = eval_model(model, device=device, precision=args.precision, channels_last=device.type == "cuda")
-    ckpt = target if target.is_file() else None
-    run_dir = target if target.is_dir() else target.parent.parent
-    state_cfg = None
-    if ckpt is not None:
-        state_cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
-    elif (run_dir / "config.yaml").is_file():
-        from .config import load_config
-
-        state_cfg = load_config(run_dir / "config.yaml").to_dict()
-    config = RunConfig.from_dict(state_cfg)
-    dataset = load_dataset(config.dataset, **config.data)
     n = min(args.n or len(dataset.test_y), len(dataset.test_y))
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
-    from .train import to_float_images
-
-    x, y, _ = dataset.eval_subset(n, split="test")  # class-stratified and seeded when n is below the split's size
+    x, y, indices = dataset.eval_subset(n, split="test")  # class-stratified and seeded when n is below the split's size
     x = to_float_images(x)
-    kwargs = dict(attacks=attacks, threat=config.threat_model(), batch_size=args.batch_size, device=device,
-                  num_classes=dataset.num_classes, aa_state_dir=run_dir / "aa_state" / f"cli-{args.which}",
-                  progress=not args.quiet, sanity=args.sanity)
-    out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
+    kwargs = dict(attacks=attacks, threat=ctx["threat"], batch_size=args.batch_size, device=device,
+                  num_classes=dataset.num_classes, aa_state_dir=ctx["state_dir"], progress=not args.quiet,
+                  sanity=args.sanity)
+    out = Path(args.out) if args.out else ctx["out"]
+    images = test_images_record(dataset, indices)
+    parts = dict(images=images, checkpoint=checkpoint_record(ctx["checkpoint"]), model=ctx["model_info"])
     if getattr(model, "dummy_classes", False):
         # Dummy-class models: the published protocol never without the adaptive one (docs/methods.md, DUCAT).
+        from .compare import per_sample_flags
         from .evaluate import evaluate_dummy_protocols
+        from .stats import accuracy_record
 
         by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)
-        payload = {p: r.to_dict() for p, r in by_protocol.items()}
-        atomic_write_json(out, {"protocols": payload})
-        print(json.dumps({p: {"accuracy": r.accuracy, "mean": r.mean, "nrr": r.nrr} for p, r in by_protocol.items()}
-                         | {"written": str(out)}))
+        payload: dict[str, Any] = {"protocols": {p: r.to_dict() for p, r in by_protocol.items()}, "images": images}
+        attach_provenance(payload, **parts)
+        lines = [line for p, r in payload["protocols"].items() for line in _accuracy_lines(r, f"[{p}] ")]
+        worst = {a: accuracy_record(sum(f), len(f)) for a in attacks
+                 for f in [per_sample_flags(payload, a, "worst")]}
+        lines += [f"[worst of {', '.join(by_protocol)}] {a:>8s}: {rec['accuracy']:.2f} % "
+                  f"[{rec['ci95'][0]:.1f}, {rec['ci95'][1]:.1f}] (n={rec['n']})" for a, rec in worst.items()]
+        atomic_write_json(out, payload)
+        print("\n".join(lines))
+        print(json.dumps({p: {"accuracy": r.accuracy, "ci95": r.to_dict()["ci95"], "n": r.n, "mean": r.mean,
+                              "nrr": r.nrr} for p, r in by_protocol.items()}
+                         | {"worst_case": worst, "written": str(out)}))
         return 0
     result = evaluate(model, x, y, **kwargs)
-    atomic_write_json(out, result.to_dict())
-    print(json.dumps({"accuracy": result.accuracy, "mean": result.mean, "nrr": result.nrr,
-                      "warnings": result.warnings, "written": str(out)}))
+    payload = result.to_dict()
+    payload["images"] = images
+    attach_provenance(payload, **parts)
+    atomic_write_json(out, payload)
+    print("\n".join(_accuracy_lines(payload)))
+    print(json.dumps({"accuracy": result.accuracy, "ci95": payload["ci95"], "n": result.n, "mean": result.mean,
+                      "nrr": result.nrr, "warnings": result.warnings, "written": str(out)}))
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare_evaluations, format_comparison
+
+    cmp = compare_evaluations(args.run_a, args.run_b, attack=args.attack, checkpoint=args.checkpoint,
+                              protocol=args.protocol)
+    print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))
+    return 0
+
+
+def _cmd_card(args: argparse.Namespace) -> int:
+    from .card import make_card
+    from .utils import atomic_write_json
+
+    card = make_card(args.target, checkpoint=args.checkpoint, name=args.name, link=args.link, authors=args.authors,
+                     venue=args.venue, reported=args.reported, footnote=args.footnote,
+                     additional_data=args.additional_data, architecture=args.architecture)
+    atomic_write_json(args.out, card)
+    print(json.dumps({k: card[k] for k in ("dataset", "architecture", "eps", "clean_acc", "autoattack_acc")}
+                     | {"written": str(args.out)}))
     return 0
 
 
@@ -220,14 +328,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compile", help="torch.compile the model: true, false or a backend name (default: the config's)")
     p.set_defaults(func=_cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run folder or a checkpoint")
-    p.add_argument("target", help="run folder (uses checkpoints/best.pt, else last.pt) or a .pt checkpoint")
+    p = sub.add_parser("eval", help="evaluate a run folder, an atkit checkpoint, or someone else's state dict")
+    p.add_argument("target", nargs="?", help="run folder (uses checkpoints/best.pt, else last.pt) or an atkit .pt checkpoint")
+    p.add_argument("--checkpoint", metavar="FILE", help="a plain PyTorch state dict (wrappers 'state_dict', 'model' and "
+                                                        "'module.' prefixes accepted), evaluated with --model")
+    p.add_argument("--model", help="architecture of --checkpoint (an atkit model name, e.g. wrn34_10)")
+    p.add_argument("--num-classes", type=int, help="classes of --checkpoint (default: the dataset's)")
+    p.add_argument("--dummy-classes", action="store_true", help="--checkpoint has a DUCAT 2C-output head")
+    p.add_argument("--dataset", help="evaluation data for --checkpoint (default: cifar10)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="with --checkpoint: data.*, threat.* or model_params.* options (e.g. --set data.root=data "
+                        "--set threat.norm=l2 --set model_params.normalize=cifar10); repeatable")
     p.add_argument("--attacks", default="clean,pgd20,cw", help="comma-separated: clean,pgd10,pgd20,pgd100,cw,aa,apgd")
     p.add_argument("--which", default="model", choices=["model", "ema"], help="online weights or the weight average")
     p.add_argument("--sanity", action="store_true",
                    help="also run the gradient-masking sanity checks (steps/eps monotonicity, large eps, black-box, "
                         "zero gradients, randomness, dummy-class protocols)")
-    p.add_argument("--n", type=int, default=None, help="evaluate the first N test images (default: all)")
+    p.add_argument("--n", type=int, default=None,
+                   help="evaluate N test images, class-stratified and seeded (default: all)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device")
     p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
@@ -235,6 +353,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
                    help="fp32 (default, exact: the reported numbers) or bf16 autocast (faster, for screening)")
     p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("compare", help="exact McNemar test of two evaluations on the same test images")
+    p.add_argument("run_a", help="run folder (its eval.json), a run's eval.json, or an `atkit eval` JSON file")
+    p.add_argument("run_b", help="the same for the baseline")
+    p.add_argument("--attack", help="attack to compare (default: aa when both ran it, else per image the worst case "
+                                    "over every robust attack both ran)")
+    p.add_argument("--checkpoint", default="final", choices=["final", "best"], help="which model of a run's eval.json")
+    p.add_argument("--protocol", default="worst",
+                   help="dummy-class models: worst (per image over all protocols, default), published, adaptive, ...")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("card", help="write a RobustBench model-info card from a standard AutoAttack evaluation")
+    p.add_argument("target", help="run folder, its eval.json, or an `atkit eval` JSON file")
+    p.add_argument("--out", required=True, help="card JSON file to write")
+    p.add_argument("--checkpoint", default="final", choices=["final", "best"], help="which model of a run's eval.json")
+    for key in ("name", "link", "authors", "venue", "reported", "footnote"):
+        p.add_argument(f"--{key}", default="", help=f"the card's {key!r} field")
+    p.add_argument("--architecture", help="the card's architecture (default: from the model name)")
+    p.add_argument("--additional-data", action="store_true", help="the model was trained with extra data")
+    p.set_defaults(func=_cmd_card)
 
     p = sub.add_parser("methods", help="list the registered methods with their hyperparameters")
     p.add_argument("--json", action="store_true")

@@ -214,7 +214,8 @@ class DistContext:
             nrr = 2.0 * clean * rob / (clean + rob) if clean + rob > 0 else 0.0
         return EvalResult(accuracy=accuracy, per_sample=per_sample, n=n_total, robust_metric=robust, mean=mean,
                           nrr=nrr, threat=first.threat, protocol=first.protocol, num_classes=first.num_classes,
-                          seed=first.seed, details=details)
+                          seed=first.seed, details=details,
+                          provenance=None if first.provenance is None else {**first.provenance, "shards": self.world_size})
 
 
 def init_from_env(device: Union[str, torch.device, None] = "auto") -> DistContext:

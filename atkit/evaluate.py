@@ -29,6 +29,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attacks import attack_mode, check_budget, fgsm, pgd, random_noise, run_autoattack
+from .provenance import build_provenance
+from .stats import accuracy_intervals
 from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
@@ -122,6 +124,7 @@ class EvalResult:
     seed: int = 0
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: Optional[list[dict[str, Any]]] = None
+    provenance: Optional[dict[str, Any]] = None  # what produced the numbers (atkit.provenance.build_provenance)
 
     @property
     def warnings(self) -> list[str]:
@@ -153,6 +156,7 @@ class EvalResult:
             "format": EVAL_FORMAT,
             "n": self.n,
             "accuracy": dict(self.accuracy),
+            **accuracy_intervals(self.per_sample),
             "robust_metric": self.robust_metric,
             "mean": self.mean,
             "nrr": self.nrr,
@@ -164,6 +168,7 @@ class EvalResult:
             "per_sample": {k: _flags_to_str(v) for k, v in self.per_sample.items()},
             "checks": self.checks,
             "warnings": self.warnings,
+            "provenance": self.provenance,
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -188,6 +193,7 @@ class EvalResult:
             seed=int(data.get("seed", 0)),
             details=dict(data.get("details", {})),
             checks=data.get("checks"),
+            provenance=data.get("provenance"),
         )
 
     @classmethod
@@ -340,7 +346,8 @@ def evaluate(
                                         num_classes=num_classes if attack_model is model else None, **kw)
                 for start in range(0, n, batch_size):
                     correct[start:start + batch_size] = score(result.x_adv[start:start + batch_size], start)
-                info.update(per_attack=result.per_attack, resumed=result.resumed, ran_now=result.ran_now)
+                info.update(per_attack=result.per_attack, resumed=result.resumed, ran_now=result.ran_now,
+                            budget=result.budget)
             else:
                 for start in range(0, n, batch_size):
                     xb = x[start:start + batch_size].to(dev, torch.float32)
@@ -373,9 +380,12 @@ def evaluate(
             bad = [c["name"] for c in checks if not c["passed"]]
             print(f"evaluate: sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
                   f"({time.time() - began:.1f} s)", flush=True)
-    return EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, robust_metric=robust, mean=mean, nrr=nrr,
-                      threat=thr, protocol=protocol_used, num_classes=num_classes, seed=int(seed), details=details,
-                      checks=checks)
+    result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, robust_metric=robust, mean=mean, nrr=nrr,
+                        threat=thr, protocol=protocol_used, num_classes=num_classes, seed=int(seed), details=details,
+                        checks=checks)
+    result.provenance = build_provenance(model=model, device=dev, batch_size=batch_size, threat=thr, seed=int(seed),
+                                         details=details, warnings=result.warnings)
+    return result
 
 
 def evaluate_dummy_protocols(

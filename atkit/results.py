@@ -308,6 +308,8 @@ def aggregate_seeds(frame: pd.DataFrame, metrics: Optional[Sequence[str]] = None
             cells = [c for c in dict.fromkeys(group["checks"].dropna()) if c]
             warn = [c for c in cells if c.startswith("WARN")]
             row["checks"] = "; ".join(warn) if warn else ("ok" if "ok" in cells else (cells[0] if cells else "not run"))
+        sizes = pd.to_numeric(group["n"], errors="coerce").dropna().unique() if "n" in group else []
+        row["n"] = int(sizes[0]) if len(sizes) == 1 else np.nan  # test images per evaluation (NaN: none, or mixed)
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").dropna()
             row[m] = float(values.mean()) if len(values) else np.nan
@@ -316,10 +318,17 @@ def aggregate_seeds(frame: pd.DataFrame, metrics: Optional[Sequence[str]] = None
     return pd.DataFrame(out)
 
 
-def _cell(mean: Any, std: Any, digits: int = 2) -> str:
+def _cell(mean: Any, std: Any, digits: int = 2, n: Any = None) -> str:
+    """``"mean ± std"`` over seeds; one seed with ``n`` test images: ``"acc [low, high]"``, its 95 % Wilson interval."""
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return "n/a"
     if std is None or (isinstance(std, float) and math.isnan(std)):
+        if n is not None and not _isnan(n) and n >= 1:
+            from .stats import wilson_interval
+
+            k = min(max(round(float(mean) * int(n) / 100.0), 0), int(n))  # one evaluation: mean is k/n exactly
+            low, high = wilson_interval(k, int(n))
+            return f"{mean:.{digits}f} [{100 * low:.1f}, {100 * high:.1f}]"
         return f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
@@ -327,8 +336,9 @@ def _cell(mean: Any, std: Any, digits: int = 2) -> str:
 def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), protocol: Optional[str] = None,
                 digits: int = 2) -> pd.DataFrame:
     """The papers' layout, one row per setting: ``Clean``, each of ``robust`` for the best and the final
-    checkpoint, then ``Mean`` and ``NRR`` of the best checkpoint, as ``"mean ± std"`` over seeds
-    (``"n/a"``: not measured). Runs without a final evaluation show their last epoch under "final".
+    checkpoint, then ``Mean`` and ``NRR`` of the best checkpoint, as ``"mean ± std"`` over the ``seeds``
+    (their count is the ``seeds`` column; a single seed shows its 95 % Wilson interval on the ``n`` test
+    images, ``"52.30 [45.4, 59.1]"``; ``"n/a"``: not measured). Runs without a final evaluation show their last epoch under "final".
     ``protocol``: the dummy-class protocol to show (default: the published one, else the only one);
     dummy-class settings also get the last ``robust`` metric under the adaptive protocol, ``"... (adaptive)"``.
     """
@@ -346,12 +356,14 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         first = best or final
         row: dict[str, Any] = {"setting": setting, "dataset": first.get("dataset"), "model": first.get("model"),
                                "norm": first.get("norm"), "label": first.get("label"),
-                               "protocol": chosen, "seeds": first.get("n_seeds"), "status": first.get("statuses"),
+                               "protocol": chosen, "seeds": first.get("n_seeds"), "n": first.get("n"),
+                               "status": first.get("statuses"),
                                "checks": first.get("checks", "not run")}
         for metric in ("clean",) + tuple(robust):
             name = DISPLAY_NAMES.get(metric, metric)
             for tag, rec in (("best", best), ("final", final)):
-                row[f"{name} {tag}"] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits) if rec else "missing"
+                row[f"{name} {tag}"] = (_cell(rec.get(metric), rec.get(f"{metric}_std"), digits, rec.get("n"))
+                                        if rec else "missing")
         for metric in SCORE_METRICS:
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
@@ -362,7 +374,7 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
                 if rec["checkpoint"] in ("best", "final"):
                     metric = tuple(robust)[-1] if robust else "aa"
                     row[f"{DISPLAY_NAMES.get(metric, metric)} {rec['checkpoint']} (adaptive)"] = _cell(
-                        rec.get(metric), rec.get(f"{metric}_std"), digits)
+                        rec.get(metric), rec.get(f"{metric}_std"), digits, rec.get("n"))
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights, require_atkit_checkpoint
 from .config import RunConfig, drop_last_batch, load_config
 from .distributed import init_from_env
 from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model, training_precision
@@ -309,15 +310,16 @@ class Trainer:
         }
 
     def load_checkpoint(self, path: str | Path) -> None:
-        state = torch.load(path, map_location=self.device, weights_only=False)
-        check_checkpoint_compatible(state, self.config.model, self.model)
+        state = require_atkit_checkpoint(load_checkpoint_file(path, self.device), path,
+                                         keys=("model", "optimizer", "epoch", "history", "rng"))
+        check_checkpoint_compatible(state, self.config.model, self.model, path)
         recorded = state.get("data_fingerprint")
         if recorded and recorded != self.data_fingerprint:
             # Resuming on other bytes would silently mix two datasets in one run.
             raise ConfigError(f"{str(path)!r} was trained on data with fingerprint {recorded}, but "
                               f"{self.config.dataset!r} with data={self.config.data} now gives "
                               f"{self.data_fingerprint}; the data changed since the run started, start a new run")
-        self.model.load_state_dict(state["model"])
+        load_weights(self.model, state["model"], f"checkpoint {str(path)!r}")
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
@@ -332,13 +334,20 @@ class Trainer:
             set_rng_state(ranks[self.dist.rank])
 
     def init_from_checkpoint(self, path: str | Path) -> None:
-        """Load only the weights (and weight average) of another run's checkpoint: a fine-tuning start."""
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        """Load only the weights (and weight average) of another run's checkpoint: a fine-tuning start.
+
+        ``path`` is an atkit checkpoint or a plain state dict (wrappers as :func:`atkit.checkpoints.extract_state_dict`).
+        """
+        raw = load_checkpoint_file(path, self.device)
+        if isinstance(raw, dict) and str(raw.get("format", "")).startswith("atkit-checkpoint"):
+            state = dict(raw)
+        else:  # someone else's weights
+            state = {"model": extract_state_dict(raw, f"init_checkpoint {str(path)!r}")}
         adapt = getattr(self.method, "adapt_init_checkpoint", None)
         if adapt is not None:  # e.g. DUCAT grows a C-class head to its 2C head (DUCAT, Algorithm 1)
             state = adapt(state, self.model)
-        check_checkpoint_compatible(state, self.config.model, self.model)
-        self.model.load_state_dict(state["model"])
+        check_checkpoint_compatible(state, self.config.model, self.model, path)
+        load_weights(self.model, state["model"], f"init_checkpoint {str(path)!r}")
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
 
@@ -368,7 +377,7 @@ class Trainer:
         path = self.ckpt_dir / "best.pt"
         if path.is_file():
             try:
-                if torch.load(path, map_location="cpu", weights_only=False).get("epoch") == self.epoch:
+                if load_checkpoint_file(path, "cpu").get("epoch") == self.epoch:
                     return
             except Exception:  # unreadable: rewrite it
                 pass
@@ -619,6 +628,16 @@ class Trainer:
                 results[label] = res.to_dict()
         results["best_epoch"] = self.best_epoch
         results["images"] = test_images_record(self.dataset, indices, self.data_fingerprint)
+        from .provenance import attach_provenance, checkpoint_record
+
+        for label in models:  # the final model is the one last.pt holds; best is best.pt
+            path = self.ckpt_dir / ("best.pt" if label == "best" else "last.pt")
+            attach_provenance(results[label], images=results["images"],
+                              checkpoint=checkpoint_record(path) if path.is_file() else None,
+                              model={"name": self.config.model, "params": dict(self.config.model_params),
+                                     "num_classes": self.num_classes,
+                                     "dummy_classes": bool(getattr(self.model, "dummy_classes", False)),
+                                     "weights": label, "source": "atkit run"})
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
         return results
 
@@ -646,7 +665,7 @@ class Trainer:
         path = self.ckpt_dir / "best.pt"
         if not path.is_file():
             return None
-        state = torch.load(path, map_location=self.device, weights_only=False)
+        state = load_checkpoint_file(path, self.device)
         model = copy.deepcopy(self.model)
         if state.get("averaged_model") is not None:
             model.load_state_dict(state["averaged_model"])
@@ -659,14 +678,18 @@ class Trainer:
         return model
 
 
-def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: nn.Module) -> None:
+def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: nn.Module,
+                                path: Optional[str | Path] = None) -> None:
     """Refuse a checkpoint of another architecture or class count, naming both."""
+    where = "checkpoint" if path is None else f"checkpoint {str(path)!r}"
     if state.get("model_name") not in (None, model_name):
-        raise ConfigError(f"checkpoint is for model {state.get('model_name')!r}, but the run uses {model_name!r}")
+        raise ConfigError(f"{where} is for model {state.get('model_name')!r}, but the run uses {model_name!r}: "
+                          "the checkpoint and the run's config disagree")
     expected = getattr(model, "num_outputs", None)
     if state.get("num_outputs") is not None and expected is not None and state["num_outputs"] != expected:
-        raise ConfigError(f"checkpoint has {state['num_outputs']} outputs, but the model has {expected} "
-                          "(a different class count or dummy-class head)")
+        raise ConfigError(f"{where} has {state['num_outputs']} outputs, but the model has {expected} "
+                          "(a different class count or dummy-class head): the checkpoint and the run's config "
+                          "disagree (dataset, num_classes or dummy classes)")
 
 
 def train(config: RunConfig | dict | str | Path, *, resume: str | Path | None = None, evaluate_final: bool = True,
@@ -679,21 +702,25 @@ def train(config: RunConfig | dict | str | Path, *, resume: str | Path | None = 
     return trainer
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
-    """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last."""
-    from .models import build_model
-
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``)."""
     path = Path(path)
     if path.is_dir():
         for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
             if candidate.is_file():
-                path = candidate
-                break
-        else:
-            raise ConfigError(f"no checkpoint in {str(path)!r} (looked for checkpoints/best.pt and last.pt)")
+                return candidate
+        raise ConfigError(f"no checkpoint in {str(path)!r} (looked for checkpoints/best.pt and last.pt)")
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
-    state = torch.load(path, map_location=device, weights_only=False)
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
+    """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last."""
+    from .models import build_model
+
+    path = resolve_checkpoint(path)
+    state = require_atkit_checkpoint(load_checkpoint_file(path, device), path, keys=("model", "config", "num_classes"))
     config = RunConfig.from_dict(state["config"])
     method_cls_needs_dummy = config.build_method().needs_dummy_classes
     params = dict(config.model_params)
@@ -707,5 +734,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", which: str 
         ema.load_state_dict(state["ema"])
         model = ema.module
     else:
-        model.load_state_dict(state["model"])
+        load_weights(model, state["model"], f"checkpoint {str(path)!r}")
     return model.to(device).eval()

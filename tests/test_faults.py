@@ -18,6 +18,7 @@ import torch
 import yaml
 
 import atkit.utils
+from atkit.checkpoints import file_sha256
 from atkit.config import RunConfig
 from atkit.train import OutputWriteError, Trainer
 from atkit.utils import ConfigError
@@ -178,6 +179,11 @@ def _assert_same_run(ref: Path, other: Path) -> None:
     assert _strip_times(m_ref["history"]) == _strip_times(m_other["history"]) and len(m_ref["history"]) == 3
     assert _csv_rows(ref / "metrics.csv") == _csv_rows(other / "metrics.csv")
     e_ref, e_other = (json.loads((d / "eval.json").read_text()) for d in (ref, other))
+    # Provenance names each run's own checkpoint file (whose history holds wall-clock times) and command line.
+    for label, name in (("final", "last.pt"), ("best", "best.pt")):
+        p_ref, p_other = e_ref[label].pop("provenance"), e_other[label].pop("provenance")
+        assert p_other["checkpoint"]["sha256"] == file_sha256(other / "checkpoints" / name)
+        assert p_ref["images"] == p_other["images"] and p_ref["attacks"] == p_other["attacks"]
     assert _strip_times(e_ref) == _strip_times(e_other)
     # No leftovers of interrupted writes anywhere in the resumed run.
     assert not list(other.rglob("*.tmp"))

@@ -88,6 +88,11 @@ def test_results_notebook_tabulates_every_run_and_shows_missing_published_rows(e
     assert (points["who"] == "this workbook").sum() == 3 and (points["who"] == "published").sum() == 18
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert json.loads((out / "metrics.json").read_text())["n_runs"] == 3
+    # Both ablation runs (pgd_at+rpat, mse and kl) paired with train's pgd_at run: same data, model, seed, images.
+    paired = pd.read_csv(out / "paired_tests.csv")
+    assert len(paired) == 2 and set(paired["base"]) == {"pgd_at"} and paired["note"].isna().all()
+    assert paired["McNemar p"].between(0, 1).all() and (paired["n"] == 32).all()
+    assert json.loads((out / "metrics.json").read_text())["n_paired"] == 2
 
 
 # --------------------------------------------------------------------------------------- results.py
@@ -293,7 +298,9 @@ def test_dummy_class_runs_show_the_adaptive_protocol_beside_the_published_one(tm
     agg = aggregate_seeds(collect_runs(tmp_path))
     assert set(agg["protocol"]) == {"published", "adaptive"}
     row = paper_table(agg).iloc[0]
-    assert row["AA best"] == "58.00" and row["AA best (adaptive)"] == "41.00" and row["protocol"] == "published"
+    # One seed: the accuracy with its 95 % Wilson interval on the n = 10 images (atkit.stats).
+    assert row["AA best"] == "58.00 [31.3, 83.2]" and row["AA best (adaptive)"] == "41.00 [16.8, 68.7]"
+    assert row["protocol"] == "published" and row["n"] == 10
     ref = [r for r in reference.select(["DUCAT / Table 1"], dataset="cifar10") if r.method == "pgd_at+ducat"]
     hit = compare_with_reference(agg, ref).iloc[0]
     assert hit["ours_aa"] == 58.0 and hit["paper_aa"] == 58.61  # the published protocol against the published number

@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..provenance import autoattack_budget
 from ..utils import ConfigError, atomic_torch_save, atomic_write_json, check_choice, unknown_name_error
 from .mode import attack_mode
 from .pgd import check_budget
@@ -73,6 +74,7 @@ class AutoAttackResult:
     ran_now: list[str] = field(default_factory=list)
     resumed: bool = False
     config: dict[str, Any] = field(default_factory=dict)
+    budget: dict[str, Any] = field(default_factory=dict)  # per stage, read from the AutoAttack object (provenance)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -216,6 +218,10 @@ def _run_checks(aa: Any, model: nn.Module, x: Tensor, y: Tensor, batch_size: int
                            aa.fab.n_target_classes, logger=logger)
 
 
+class _OtherBatching(ConfigError):
+    """A state file of the same evaluation with another batch size: started over, never mixed."""
+
+
 class _State:
     """Progress of one AutoAttack evaluation; saved as JSON plus a ``.xadv.pt`` file of the
     adversarial images found so far (images first, so the JSON never claims a break it cannot show)."""
@@ -263,6 +269,10 @@ class _State:
             raise ConfigError(f"{str(path)!r} is not an atkit AutoAttack state file (format {data.get('format')!r}).")
         saved = data["config"]
         diff = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        if diff and set(diff) <= {"batch_size"}:
+            raise _OtherBatching(f"AutoAttack state {str(path)!r} was made with batch_size={saved.get('batch_size')!r}, "
+                                 f"now {config['batch_size']}; the batching decides how seeded starts fall, so the "
+                                 "evaluation starts over")
         if diff:
             detail = ", ".join(f"{k}: state {a!r} vs now {b!r}" for k, (a, b) in sorted(diff.items()))
             raise ConfigError(
@@ -354,7 +364,7 @@ def run_autoattack(
         config: dict[str, Any] = {
             "eps": float(eps), "norm": norm, "version": version, "attacks": run_attacks, "seed": int(seed),
             "n_iter": n_iter, "n_restarts": n_restarts, "square_queries": square_queries, "n": int(n),
-            "num_outputs": int(num_outputs),
+            "num_outputs": int(num_outputs), "batch_size": int(batch_size),
         }
         if state_file is not None:
             # Only needed to validate a resume; hashing is cheap next to any attack.
@@ -364,10 +374,15 @@ def run_autoattack(
         _run_checks(aa, model, x[:batch_size].to(dev, torch.float32), y_cpu[:batch_size].to(dev),
                     batch_size, run_attacks, num_outputs)
 
+        budget = autoattack_budget(aa, run_attacks, n_restarts is not None)
         resumed = state_file is not None and state_file.exists()
         if resumed:
-            state = _State.load(state_file, config)
-        else:
+            try:
+                state = _State.load(state_file, config)
+            except _OtherBatching as exc:
+                logger.warning("%s", exc)
+                resumed = False
+        if not resumed:
             robust = torch.zeros(n, dtype=torch.bool)
             with torch.no_grad():
                 for start in range(0, n, batch_size):
@@ -433,4 +448,5 @@ def run_autoattack(
         ran_now=ran_now,
         resumed=resumed,
         config={k: v for k, v in config.items() if not k.endswith("_sha256")},
+        budget=budget,
     )

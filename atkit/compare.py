@@ -1,0 +1,212 @@
+"""Paired comparison of two evaluations on the same test images (``python -m atkit compare RUN_A RUN_B``).
+
+The per-sample correctness every evaluation stores (``per_sample`` in ``eval.json`` / ``atkit eval``
+output) gives an exact McNemar test of A against B (:func:`atkit.stats.mcnemar_test`): the two
+accuracies with their 95 % Wilson intervals, the difference A - B with its 95 % Newcombe paired
+interval, and the two-sided p-value of the discordant pairs. Two evaluations are only compared on
+identical images: the recorded dataset fingerprint and test indices must agree, else
+:class:`~atkit.utils.ConfigError`.
+
+A dummy-class model's evaluation holds one result per protocol (published, adaptive, adaptive_max);
+the default ``protocol="worst"`` takes per image the worst case over them (a point counts as correct
+only if it survives every protocol's attack), the published number alone is ``protocol="published"``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from .stats import McNemarResult, mcnemar_test
+from .utils import ConfigError
+
+CHECKPOINTS = ("final", "best")
+
+
+def load_evaluation(target: str | Path, checkpoint: str = "final") -> tuple[dict[str, Any], Optional[dict[str, Any]], str]:
+    """``(result, images, label)`` from a run folder (its ``eval.json``), a run's ``eval.json`` or an
+    ``atkit eval`` JSON file. ``result`` is one evaluation dict (possibly with ``protocols``)."""
+    path = Path(target)
+    if path.is_dir():
+        if not (path / "eval.json").is_file():
+            raise ConfigError(f"{str(path)!r} has no eval.json (the run has no final evaluation yet: finish it, or "
+                              "pass an `atkit eval` JSON file)")
+        path = path / "eval.json"
+    if not path.is_file():
+        raise ConfigError(f"{str(target)!r} is neither a run folder nor an evaluation JSON file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"cannot read {str(path)!r}: {e}") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{str(path)!r} is not an atkit evaluation (a JSON object was expected)")
+    label = str(path.parent if path.name == "eval.json" else path)
+    images = data.get("images")
+    if checkpoint not in CHECKPOINTS:
+        raise ConfigError(f"unknown checkpoint {checkpoint!r}; accepted: {', '.join(CHECKPOINTS)}")
+    if any(k in data for k in CHECKPOINTS):  # a run's eval.json: {"final": ..., "best": ..., "images": ...}
+        if not isinstance(data.get(checkpoint), Mapping):
+            raise ConfigError(f"{str(path)!r} holds no {checkpoint!r} evaluation (has: "
+                              f"{', '.join(k for k in CHECKPOINTS if k in data)})")
+        result = dict(data[checkpoint])
+        label += f" [{checkpoint}]"
+    elif "per_sample" in data or "protocols" in data:
+        result = dict(data)
+    else:
+        raise ConfigError(f"{str(path)!r} is not an atkit evaluation (no per_sample results in it)")
+    if images is None:
+        images = (result.get("provenance") or {}).get("images")
+    return result, images, label
+
+
+def per_sample_flags(result: Mapping[str, Any], attack: str, protocol: str = "worst") -> list[bool]:
+    """Per-image correctness under ``attack``; for dummy-class results the chosen protocol or the worst case."""
+    protocols = result.get("protocols")
+    if protocols:
+        if protocol == "worst":
+            entries = list(protocols.values())
+        elif protocol in protocols:
+            entries = [protocols[protocol]]
+        else:
+            raise ConfigError(f"unknown protocol {protocol!r}; this evaluation has: worst, {', '.join(protocols)}")
+    else:
+        entries = [result]
+    flags: Optional[list[bool]] = None
+    for entry in entries:
+        stored = (entry.get("per_sample") or {}).get(attack)
+        if stored is None:
+            have = sorted((entry.get("per_sample") or {}))
+            raise ConfigError(f"attack {attack!r} was not run in this evaluation; it has: {', '.join(have) or 'none'}")
+        current = [c == "1" for c in stored]
+        flags = current if flags is None else [a and b for a, b in zip(flags, current)]
+    assert flags is not None
+    return flags
+
+
+def _attacks_of(result: Mapping[str, Any]) -> list[str]:
+    entry = next(iter((result.get("protocols") or {}).values()), result)
+    return list((entry.get("per_sample") or {}))
+
+
+NOT_ROBUST = ("clean", "random")
+
+
+def default_attacks(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[str]:
+    """``["aa"]`` when both ran AutoAttack, else every robust attack both ran (compared per image by their worst
+    case, as Mean/NRR are), else ``["clean"]``."""
+    common = [n for n in _attacks_of(a) if n in _attacks_of(b)]
+    if not common:
+        raise ConfigError("the two evaluations share no attack")
+    if "aa" in common:
+        return ["aa"]
+    robust = [n for n in common if n not in NOT_ROBUST]
+    return robust or (["clean"] if "clean" in common else common[:1])
+
+
+def check_same_images(images_a: Optional[Mapping[str, Any]], images_b: Optional[Mapping[str, Any]],
+                      label_a: str, label_b: str) -> None:
+    """Refuse two evaluations on different test images (dataset fingerprint or indices differ, or unrecorded)."""
+    for images, label in ((images_a, label_a), (images_b, label_b)):
+        if not images:
+            raise ConfigError(f"{label} does not record its test images (evaluated before atkit stored them); "
+                              "re-run its evaluation so that both sides can be checked to be on the same images")
+    for key, what in (("fingerprint", "data fingerprints"), ("split", "splits"), ("indices", "test indices")):
+        if images_a.get(key) != images_b.get(key):
+            detail = (f"{images_a.get(key)!r} vs {images_b.get(key)!r}" if key != "indices" else
+                      f"{_describe_indices(images_a)} vs {_describe_indices(images_b)}")
+            raise ConfigError(f"{label_a} and {label_b} were evaluated on different images ({what} differ: {detail}); "
+                              "a paired test needs the same images: evaluate both on the same dataset and n")
+
+
+def _describe_indices(images: Mapping[str, Any]) -> str:
+    idx = images.get("indices")
+    if idx == "all":
+        return f"all {images.get('of')}"
+    return f"{len(idx)} of {images.get('of')} ({images.get('selection')})" if isinstance(idx, list) else repr(idx)
+
+
+def compare_evaluations(target_a: str | Path, target_b: str | Path, *, attack: Optional[str] = None,
+                        checkpoint: str = "final", protocol: str = "worst") -> dict[str, Any]:
+    """Exact McNemar comparison of A against B; ``{"attack", "checkpoint", "protocol", "a", "b", "images",
+    "test": McNemarResult.to_dict()}``."""
+    a, images_a, label_a = load_evaluation(target_a, checkpoint)
+    b, images_b, label_b = load_evaluation(target_b, checkpoint)
+    check_same_images(images_a, images_b, label_a, label_b)
+    names = [attack] if attack else default_attacks(a, b)
+    attack = names[0] if len(names) == 1 else f"worst of {', '.join(names)}"
+    flags_a = [all(v) for v in zip(*(per_sample_flags(a, n, protocol) for n in names))]
+    flags_b = [all(v) for v in zip(*(per_sample_flags(b, n, protocol) for n in names))]
+    if len(flags_a) != len(flags_b):
+        raise ConfigError(f"{label_a} has {len(flags_a)} images and {label_b} {len(flags_b)}: not the same images")
+    test: McNemarResult = mcnemar_test(flags_a, flags_b)
+    return {"attack": attack, "checkpoint": checkpoint, "protocol": protocol if (a.get("protocols") or
+                                                                                b.get("protocols")) else None,
+            "a": label_a, "b": label_b, "images": {k: v for k, v in images_a.items() if k != "indices"},
+            "test": test.to_dict()}
+
+
+def format_comparison(cmp: Mapping[str, Any]) -> str:
+    """The comparison as a few human-readable lines."""
+    t = cmp["test"]
+    img = cmp["images"]
+    proto = f", protocol {cmp['protocol']}" if cmp.get("protocol") else ""
+    lines = [
+        f"paired comparison on {cmp['attack']} ({cmp['checkpoint']} checkpoint{proto}): n = {t['n']} identical test "
+        f"images of {img.get('dataset')} (fingerprint {str(img.get('fingerprint'))[:12]}, {img.get('selection')})",
+        f"  A {cmp['a']}: {t['acc_a']:.2f} % [{t['ci_a'][0]:.2f}, {t['ci_a'][1]:.2f}] (95 % Wilson)",
+        f"  B {cmp['b']}: {t['acc_b']:.2f} % [{t['ci_b'][0]:.2f}, {t['ci_b'][1]:.2f}] (95 % Wilson)",
+        f"  A - B = {t['difference']:+.2f} points, 95 % CI [{t['diff_ci95'][0]:+.2f}, {t['diff_ci95'][1]:+.2f}] "
+        f"({t['diff_ci_method']})",
+        f"  both correct {t['both']}, only A {t['only_a']}, only B {t['only_b']}, neither {t['neither']}; "
+        f"exact McNemar p = {t['p_value']:.4g}",
+    ]
+    return "\n".join(lines)
+
+
+def method_base_pairs(frame: Any) -> list[tuple[str, str]]:
+    """``(method_run_dir, base_run_dir)`` for each run of ``method = base+addon`` whose ``base`` run has the same
+    dataset, model, threat, schedule, epochs and seed (rows of :func:`atkit.results.collect_runs`)."""
+    if frame is None or len(frame) == 0:
+        return []
+    keys = ("dataset", "data_variant", "model", "norm", "eps", "schedule", "epochs", "seed")
+    runs = frame.drop_duplicates("run_dir").to_dict(orient="records")
+    pairs = []
+    for rec in runs:
+        method = str(rec.get("method", ""))
+        if "+" not in method:
+            continue
+        base = method.split("+")[0]
+        for other in runs:
+            if other["method"] == base and all(str(other.get(k)) == str(rec.get(k)) for k in keys):
+                pairs.append((rec["run_dir"], other["run_dir"]))
+    return pairs
+
+
+def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: str = "final") -> Any:
+    """One row per method-vs-base pair (:func:`method_base_pairs`) with the exact McNemar test; pairs that
+    cannot be compared (no eval.json, different images) get their reason in ``note``."""
+    import pandas as pd
+
+    rows = []
+    labels = {r["run_dir"]: r for r in frame.to_dict(orient="records")} if len(frame) else {}
+    for run_a, run_b in method_base_pairs(frame):
+        rec = labels[run_a]
+        row: dict[str, Any] = {"method": labels[run_a]["label"], "base": labels[run_b]["label"],
+                               "dataset": rec.get("dataset"), "model": rec.get("model"), "seed": rec.get("seed")}
+        try:
+            cmp = compare_evaluations(run_a, run_b, attack=attack, checkpoint=checkpoint)
+        except ConfigError as e:
+            rows.append({**row, "note": str(e)})
+            continue
+        t = cmp["test"]
+        row.update({"attack": cmp["attack"], "n": t["n"],
+                    "method acc": f"{t['acc_a']:.2f} [{t['ci_a'][0]:.1f}, {t['ci_a'][1]:.1f}]",
+                    "base acc": f"{t['acc_b']:.2f} [{t['ci_b'][0]:.1f}, {t['ci_b'][1]:.1f}]",
+                    "difference": f"{t['difference']:+.2f} [{t['diff_ci95'][0]:+.1f}, {t['diff_ci95'][1]:+.1f}]",
+                    "only method": t["only_a"], "only base": t["only_b"], "McNemar p": t["p_value"], "note": ""})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+__all__ = ["check_same_images", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
+           "load_evaluation", "method_base_pairs", "per_sample_flags"]

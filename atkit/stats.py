@@ -1,0 +1,193 @@
+"""Statistics for reported accuracies: Wilson intervals, mean ± sd over seeds, exact paired McNemar test.
+
+* :func:`wilson_interval` -- 95 % Wilson score interval of an accuracy ``k / n`` (Wilson 1927;
+  Newcombe 1998, method 3): ``(p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``.
+* :func:`seed_summary` -- mean, sample standard deviation (ddof = 1) and the number of seeds.
+* :func:`mcnemar_test` -- exact McNemar test of two classifiers on the same images: a two-sided
+  binomial test of the discordant pairs ``b`` (A right, B wrong) and ``c`` (A wrong, B right) with
+  ``p = 1/2``, plus the paired difference ``(b - c) / n`` and its 95 % Newcombe interval
+  (Newcombe 1998, "Improved confidence intervals for the difference between binomial proportions
+  based on paired data", method 10: Wilson intervals of both marginals combined with the
+  correlation ``phi`` of the 2x2 table).
+
+On CIFAR-10's 10,000 test images an accuracy near 50 % has a 95 % margin of about ±1 point; a paired
+test is what separates a one-point gain of a method from noise.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+from scipy import stats as _scipy_stats
+
+Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
+
+
+def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
+    """95 % Wilson score interval ``(low, high)`` of the proportion ``k / n`` as fractions in [0, 1].
+
+    ``(p + z²/(2n) ± z sqrt(p(1-p)/n + z²/(4n²))) / (1 + z²/n)`` with ``p = k/n`` (Wilson 1927).
+    """
+    if isinstance(n, bool) or int(n) != n or n < 1:
+        raise ValueError(f"n={n!r} must be a positive integer")
+    if int(k) != k or not 0 <= k <= n:
+        raise ValueError(f"k={k!r} must be an integer in [0, n={n}]")
+    p = k / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # Clamp rounding at the ends (k = 0 or k = n give exactly 0 or 1).
+    return (0.0 if k == 0 else max(0.0, centre - half), 1.0 if k == n else min(1.0, centre + half))
+
+
+def accuracy_record(k: int, n: int) -> dict[str, Any]:
+    """``{"accuracy", "k", "n", "ci95": [low, high], "ci_method"}`` of ``k`` correct of ``n``, in percent."""
+    low, high = wilson_interval(k, n)
+    return {"accuracy": 100.0 * k / n, "k": int(k), "n": int(n), "ci95": [100.0 * low, 100.0 * high],
+            "ci_method": "wilson"}
+
+
+def accuracy_intervals(per_sample: Mapping[str, Any]) -> dict[str, Any]:
+    """Counts and 95 % Wilson intervals (percent) of per-sample correctness flags, one entry per attack:
+    ``{"n_correct": {name: k}, "ci95": {name: [low, high]}, "ci_method": "wilson"}`` (for evaluation JSON)."""
+    counts = {name: int(flags.sum()) if hasattr(flags, "sum") else sum(bool(v) for v in flags)
+              for name, flags in per_sample.items()}
+    intervals = {}
+    for name, flags in per_sample.items():
+        low, high = wilson_interval(counts[name], len(flags))
+        intervals[name] = [100.0 * low, 100.0 * high]
+    return {"n_correct": counts, "ci95": intervals, "ci_method": "wilson"}
+
+
+def format_accuracy(k: int, n: int, digits: int = 2) -> str:
+    """``"52.50 % [45.6, 59.3] (n=200)"``: the accuracy with its 95 % Wilson interval and n."""
+    rec = accuracy_record(k, n)
+    low, high = rec["ci95"]
+    return f"{rec['accuracy']:.{digits}f} % [{low:.1f}, {high:.1f}] (n={n})"
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """Mean and sample standard deviation (ddof = 1; NaN for one seed) of a metric over ``n_seeds`` seeds."""
+
+    mean: float
+    sd: float
+    n_seeds: int
+
+    def __str__(self) -> str:
+        return format_seed_summary(self.mean, self.sd, self.n_seeds)
+
+
+def seed_summary(values: Iterable[float]) -> SeedSummary:
+    """Mean ± sample sd over seeds (NaN values are dropped; an empty list gives NaN with 0 seeds)."""
+    vals = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    if not vals:
+        return SeedSummary(math.nan, math.nan, 0)
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else math.nan
+    return SeedSummary(mean, sd, len(vals))
+
+
+def format_seed_summary(mean: Optional[float], sd: Optional[float], n_seeds: Optional[int], digits: int = 2) -> str:
+    """``"52.30 ± 0.41 (3 seeds)"``; ``"52.30 (1 seed)"`` without a spread; ``"n/a"`` without a value."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "n/a"
+    seeds = "" if n_seeds is None else f" ({int(n_seeds)} seed{'s' if int(n_seeds) != 1 else ''})"
+    if sd is None or (isinstance(sd, float) and math.isnan(sd)):
+        return f"{mean:.{digits}f}{seeds}"
+    return f"{mean:.{digits}f} ± {sd:.{digits}f}{seeds}"
+
+
+@dataclass(frozen=True)
+class McNemarResult:
+    """Exact McNemar test of A against B on the same ``n`` images (accuracies and difference in percent).
+
+    ``both`` / ``only_a`` / ``only_b`` / ``neither``: images both / only A / only B / neither classify
+    correctly. ``p_value``: two-sided exact binomial test of ``only_a`` in ``only_a + only_b`` trials,
+    ``p = 1/2`` (1.0 without discordant pairs). ``difference = acc_a - acc_b`` and ``diff_ci95`` its
+    95 % Newcombe (1998, method 10) interval for paired proportions.
+    """
+
+    n: int
+    both: int
+    only_a: int
+    only_b: int
+    neither: int
+    acc_a: float
+    acc_b: float
+    ci_a: tuple[float, float]
+    ci_b: tuple[float, float]
+    difference: float
+    diff_ci95: tuple[float, float]
+    p_value: float
+    test: str = "exact McNemar (two-sided binomial on discordant pairs)"
+    diff_ci_method: str = "Newcombe (1998) method 10, paired Wilson"
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("ci_a", "ci_b", "diff_ci95"):
+            d[key] = list(d[key])
+        return d
+
+
+def newcombe_paired_interval(both: int, only_a: int, only_b: int, neither: int,
+                             z: float = Z95) -> tuple[float, float]:
+    """95 % interval of ``p_A - p_B`` for paired data as fractions (Newcombe 1998, method 10).
+
+    With Wilson intervals ``(l1, u1)`` of ``p_A = (both + only_a)/n`` and ``(l2, u2)`` of
+    ``p_B = (both + only_b)/n``, ``D = p_A - p_B`` and ``phi`` Newcombe's corrected correlation of
+    the 2x2 table (with ``A = both*neither - only_a*only_b`` and ``M`` the product of the four
+    margins: ``(A - n/2)/sqrt(M)`` if ``A > n/2``, 0 if ``0 <= A <= n/2``, ``A/sqrt(M)`` if ``A < 0``;
+    0 when a margin is empty; as in Fagerland, Lydersen & Laake 2013):
+    ``low = D - sqrt((p_A-l1)² - 2 phi (p_A-l1)(u2-p_B) + (u2-p_B)²)``,
+    ``high = D + sqrt((u1-p_A)² - 2 phi (u1-p_A)(p_B-l2) + (p_B-l2)²)``.
+    """
+    n = both + only_a + only_b + neither
+    p_a, p_b = (both + only_a) / n, (both + only_b) / n
+    l1, u1 = wilson_interval(both + only_a, n, z)
+    l2, u2 = wilson_interval(both + only_b, n, z)
+    margins = (both + only_a) * (only_b + neither) * (both + only_b) * (only_a + neither)
+    cross = both * neither - only_a * only_b
+    phi = 0.0
+    if margins > 0 and (cross > n / 2 or cross < 0):
+        phi = (cross - n / 2 if cross > 0 else cross) / math.sqrt(margins)
+    d = p_a - p_b
+    dl = math.sqrt(max(0.0, (p_a - l1) ** 2 - 2 * phi * (p_a - l1) * (u2 - p_b) + (u2 - p_b) ** 2))
+    du = math.sqrt(max(0.0, (u1 - p_a) ** 2 - 2 * phi * (u1 - p_a) * (p_b - l2) + (p_b - l2) ** 2))
+    return max(-1.0, d - dl), min(1.0, d + du)
+
+
+def mcnemar_test(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemarResult:
+    """Exact McNemar test of per-sample correctness ``correct_a`` against ``correct_b`` (same images, same order)."""
+    a = [bool(v) for v in correct_a]
+    b = [bool(v) for v in correct_b]
+    if len(a) != len(b) or not a:
+        raise ValueError(f"paired correctness must have the same non-zero length; got {len(a)} and {len(b)}")
+    both = sum(1 for u, v in zip(a, b) if u and v)
+    only_a = sum(1 for u, v in zip(a, b) if u and not v)
+    only_b = sum(1 for u, v in zip(a, b) if v and not u)
+    neither = len(a) - both - only_a - only_b
+    return mcnemar_from_counts(both, only_a, only_b, neither)
+
+
+def mcnemar_from_counts(both: int, only_a: int, only_b: int, neither: int) -> McNemarResult:
+    """:func:`mcnemar_test` from the four cells of the paired 2x2 table."""
+    n = both + only_a + only_b + neither
+    if n < 1:
+        raise ValueError("the paired table is empty")
+    discordant = only_a + only_b
+    p_value = (float(_scipy_stats.binomtest(only_a, discordant, 0.5, alternative="two-sided").pvalue)
+               if discordant else 1.0)
+    la, ha = wilson_interval(both + only_a, n)
+    lb, hb = wilson_interval(both + only_b, n)
+    dl, dh = newcombe_paired_interval(both, only_a, only_b, neither)
+    return McNemarResult(n=n, both=both, only_a=only_a, only_b=only_b, neither=neither,
+                         acc_a=100.0 * (both + only_a) / n, acc_b=100.0 * (both + only_b) / n,
+                         ci_a=(100.0 * la, 100.0 * ha), ci_b=(100.0 * lb, 100.0 * hb),
+                         difference=100.0 * (only_a - only_b) / n, diff_ci95=(100.0 * dl, 100.0 * dh),
+                         p_value=min(1.0, p_value))
+
+
+__all__ = ["McNemarResult", "SeedSummary", "Z95", "accuracy_intervals", "accuracy_record", "format_accuracy", "format_seed_summary",
+           "mcnemar_from_counts", "mcnemar_test", "newcombe_paired_interval", "seed_summary", "wilson_interval"]
