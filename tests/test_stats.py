@@ -89,3 +89,20 @@ def test_paired_interval_narrower_than_unpaired_when_correlated():
     d = 0.02
     unpaired_half = math.hypot(0.51 - la, hb - 0.49)
     assert d - low < 0.6 * unpaired_half
+
+
+def test_mean_difference_interval_matches_welch_on_normal_samples_and_is_seeded():
+    import numpy as np
+    from scipy import stats as st
+
+    from atkit.stats import mean_difference_interval
+
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(1.0, 2.0, 800), rng.normal(0.6, 1.0, 600)
+    got = mean_difference_interval(a, b, seed=1)
+    assert got["difference"] == pytest.approx(a.mean() - b.mean())
+    welch = st.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)
+    assert got["ci95"][0] == pytest.approx(welch.low, abs=0.03) and got["ci95"][1] == pytest.approx(welch.high, abs=0.03)
+    assert mean_difference_interval(a, b, seed=1) == got
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_difference_interval([1.0], b)
