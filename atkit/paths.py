@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Optional
 
 OUTPUTS_ENV = "ATKIT_OUTPUTS"
 ROOT_ENV = "ATKIT_ROOT"
@@ -77,10 +76,4 @@ def resolve_input_path(path: str | os.PathLike[str]) -> Path:
     return candidate if candidate.exists() else p
 
 
-def maybe_output_path(path: Optional[str | os.PathLike[str]]) -> Optional[Path]:
-    """:func:`resolve_output_path`, passing ``None`` through."""
-    return None if path is None else resolve_output_path(path)
-
-
-__all__ = ["OUTPUTS_ENV", "ROOT_ENV", "maybe_output_path", "outputs_root", "project_root", "resolve_input_path",
-           "resolve_output_path"]
+__all__ = ["OUTPUTS_ENV", "ROOT_ENV", "outputs_root", "project_root", "resolve_input_path", "resolve_output_path"]

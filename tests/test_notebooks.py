@@ -5,6 +5,7 @@ import nbformat
 import pandas as pd
 import papermill as pm
 import pytest
+import yaml
 
 from atkit.claims import NOT_LEARNED, model_learned
 from atkit.cli import run_notebook
@@ -67,6 +68,17 @@ def test_committed_notebooks_are_output_free_with_their_default_parameters():
         for name, value in expected.items():
             if name in defaults:
                 assert defaults[name] == value, (path.name, name, defaults[name])
+
+
+def test_smoke_parameter_sets_write_under_outputs_smoke_only():
+    """Running a smoke set by hand never mixes its tiny runs into the user's outputs/runs."""
+    for path in NOTEBOOKS:
+        declared = pm.inspect_notebook(str(path))
+        params = yaml.safe_load((REPO / "parameters" / "smoke" / f"{path.stem}.yaml").read_text())
+        for key in ("runs_dir", "out_dir", "outputs_dir"):
+            if key in declared:
+                assert str(params.get(key, "")).startswith("outputs/smoke/") or params.get(key) == "outputs/smoke", (
+                    path.stem, key, params.get(key))
 
 
 def _tiny_notebook(path):
