@@ -49,11 +49,11 @@ DONE_MARKER = "_sweep_done.json"
 FAILED_MARKER = "_sweep_failed.json"
 PARAMS_FILE = "_sweep_params.yaml"
 LOG_FILE = "sweep.log"
-# Parameters that never change what a point computes: excluded from its hash.
 # The Jupyter kernel every notebook names in its kernelspec and every execution uses: ``python3`` is the
 # Python of the environment Jupyter runs in (the project's .venv for ``make lab``), so no kernel needs
 # registering and the notebooks run the same in JupyterLab, under papermill and in the tests.
 KERNEL_NAME = "python3"
+# Parameters that never change what a point computes: excluded from its hash.
 _HASH_IGNORED = ("out_dir", "device", "progress", "INTERACTIVE")
 _GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name")
 

@@ -74,6 +74,16 @@ def test_run_folders_and_the_run_scan_use_the_outputs_root(elsewhere, tmp_path, 
     assert list(collect_runs("outputs")["run_dir"]) == [str(run)]
 
 
+def test_sweep_out_is_read_against_the_outputs_root(elsewhere, tmp_path, monkeypatch, capsys):
+    from atkit.cli import main
+
+    monkeypatch.setenv(paths.OUTPUTS_ENV, str(tmp_path / "store"))
+    assert main(["sweep", "-f", str(REPO / "parameters" / "demo" / "ablation_sweep.yaml"), "--out", "outputs/sw",
+                 "--dry-run"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert len(listed) == 3 and all(f" {tmp_path / 'store' / 'sw'}/" in line for line in listed)
+
+
 def test_papermill_with_cwd_notebooks_writes_under_the_outputs_root(tmp_path, monkeypatch):
     """The results notebook as JupyterLab and `papermill --cwd notebooks` run it: its relative out_dir and
     outputs_dir go to $ATKIT_OUTPUTS (the kernel inherits it), nothing to notebooks/outputs; smoke runs are
