@@ -2,7 +2,6 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-KERNEL := atkit
 DEMO_NOTEBOOKS ?= mse_perception boundary_samples always_failed_overlap
 STAMP := $(VENV)/.atkit-installed
 
@@ -15,7 +14,6 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --upgrade pip
 	$(PY) -m pip install -e ".[notebooks,dev]"
-	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (atkit)"
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from .paths import resolve_output_path
+from .sweep import KERNEL_NAME
 from .utils import ConfigError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
@@ -233,10 +235,11 @@ def _cmd_methods(args: argparse.Namespace) -> int:
 
 
 def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *, device: Optional[str] = None,
-                 extra: Optional[dict[str, Any]] = None, kernel_name: str = "python3",
+                 extra: Optional[dict[str, Any]] = None, kernel_name: str = KERNEL_NAME,
                  progress: bool = True, sets: Optional[Sequence[str]] = None) -> Path:
     """Execute a notebook with papermill into ``out_dir`` (executed copy and the notebook's own outputs).
 
+    A relative ``out_dir`` is read against the project root (:func:`atkit.paths.resolve_output_path`).
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
     YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
     ``--set``); unknown parameter names are refused before execution.
@@ -260,7 +263,8 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     from .utils import apply_set_options
 
     params = apply_set_options(params, sets)
-    params["out_dir"] = str(out_dir)
+    out = resolve_output_path(out_dir)  # the project root's outputs/, whatever the working directory
+    params["out_dir"] = str(out)
     if device:
         params["device"] = device
     declared = pm.inspect_notebook(str(path))
@@ -269,7 +273,8 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
         from .utils import unknown_name_error
 
         raise unknown_name_error(f"parameter of notebook {path.name}", unknown[0], declared)
-    out = Path(out_dir)
+    if "INTERACTIVE" in declared:  # executed headless: the batch mode unless the parameters ask otherwise
+        params.setdefault("INTERACTIVE", False)
     out.mkdir(parents=True, exist_ok=True)
     executed = out / path.name
     pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
@@ -288,7 +293,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import format_summary, load_grid, run_sweep
 
     spec = load_grid(args.grid, notebook=args.notebook)
-    out = args.out or str(Path("outputs") / "sweeps" / spec.name)
+    out = str(resolve_output_path(args.out or Path("outputs") / "sweeps" / spec.name))
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
     if args.dry_run:
         from .sweep import make_points
@@ -316,7 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="YAML run config")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, 'auto')")
-    p.add_argument("--out-dir", help="parent folder of run folders (default: outputs/runs)")
+    p.add_argument("--out-dir", help="parent folder of run folders (default: outputs/runs; relative paths are read "
+                                          "against the project root, see atkit.paths)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override one key without editing a file: KEY=VALUE, dotted keys reach into mappings, values are YAML "
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
@@ -382,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("notebook", help="execute a notebook with papermill and a parameter file")
     p.add_argument("notebook", help="name in notebooks/ (e.g. mse_perception) or a path")
     p.add_argument("--params", "-f", help="papermill parameter YAML (parameters/{smoke,demo,paper}/...)")
-    p.add_argument("--out", required=True, help="output folder for the executed notebook and its files")
+    p.add_argument("--out", required=True, help="output folder for the executed notebook and its files (relative: "
+                                                     "against the project root, see atkit.paths)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override one key without editing a file: KEY=VALUE, dotted keys reach into mappings, values are YAML "
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
@@ -399,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", help="comma-separated GPU ids to use (default: all visible; '' for CPU only)")
     p.add_argument("--device", help="device parameter for notebooks that declare one (default: cuda/cpu per worker)")
     p.add_argument("--timeout", type=float, help="seconds per point before it is stopped and marked failed")
-    p.add_argument("--kernel", default="python3", help="Jupyter kernel name (default: python3)")
+    p.add_argument("--kernel", default=KERNEL_NAME, help=f"Jupyter kernel name (default: {KERNEL_NAME}, the one the "
+                                                         "notebooks name)")
     p.add_argument("--dry-run", action="store_true", help="list the points and their folders, run nothing")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_cmd_sweep)

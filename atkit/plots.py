@@ -1,16 +1,52 @@
-"""Seaborn figures in the form of the papers' figures. Each takes a tidy DataFrame and returns the Figure."""
+"""Seaborn figures in the form of the papers' figures. Each takes a tidy DataFrame and returns the Figure.
+
+The figures are not attached to pyplot (``matplotlib.figure.Figure``), so a notebook shows each one exactly
+once, where it calls :func:`show_figure`, and never again when the cell ends (the inline backend shows every
+open pyplot figure, which is how figures used to appear twice), and they can be drawn from a thread.
+"""
 from __future__ import annotations
 
+import io
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
+from matplotlib.artist import setp
+from matplotlib.figure import Figure
+
+
+def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+    """``pyplot.subplots`` without pyplot: a new Figure and its axes."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
+
+
+def figure_png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """PNG bytes of ``fig`` (pyplot's or not)."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def show_figure(fig: Figure, dpi: int = 110) -> None:
+    """Show ``fig`` once in the notebook as a PNG (outside IPython: nothing). A pyplot figure is closed
+    afterwards, so that the inline backend does not show it a second time when the cell ends."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import Image, display
+    except ImportError:  # a plain Python without IPython: nothing to show on
+        return
+    if get_ipython() is not None:
+        display(Image(data=figure_png_bytes(fig, dpi=dpi), format="png"))
+    if getattr(fig.canvas, "manager", None) is not None:
+        import matplotlib.pyplot as plt  # only pyplot's own figures have a manager
+
+        plt.close(fig)
 
 
 def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
-                          log_scale: Optional[bool] = None) -> plt.Figure:
+                          log_scale: Optional[bool] = None) -> Figure:
     """RPAT, Fig. 2: bars of mean logit MSE for success / failure cases per (training, perturbation)
     pair, and lines of clean and perturbed accuracy on a second axis.
 
@@ -22,7 +58,7 @@ def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
     sns.set_theme(style="whitegrid")
     bars = summary.melt(id_vars="pair", value_vars=["mse_success", "mse_failure"], var_name="case", value_name="MSE")
     bars["case"] = bars["case"].map({"mse_success": "success", "mse_failure": "failure"})
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig, ax = _subplots(figsize=(7, 4.2))
     sns.barplot(data=bars, x="pair", y="MSE", hue="case", palette={"success": "#4c72b0", "failure": "#dd8452"}, ax=ax)
     values = bars["MSE"].dropna()
     values = values[values > 0]
@@ -49,10 +85,8 @@ def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
     return fig
 
 
-def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 150) -> Path:
+def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     """Save as PNG (atomically: a temporary file renamed over the target)."""
-    import io
-
     from .utils import atomic_write_bytes
 
     path = Path(path)
@@ -72,14 +106,14 @@ def _metric_long(df: pd.DataFrame, id_vars: list, metric_cols: dict) -> pd.DataF
     return long
 
 
-def boundary_fraction_figure(history: pd.DataFrame, title: Optional[str] = None) -> plt.Figure:
+def boundary_fraction_figure(history: pd.DataFrame, title: Optional[str] = None) -> Figure:
     """RAAT, Fig. 2 (partition over training): boundary fraction per epoch, one line per variant.
 
     ``history``: columns ``epoch``, ``variant``, ``train_boundary_frac`` (of all samples) and
     ``train_boundary_frac_of_correct`` (of clean-correct samples).
     """
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, axes = _subplots(1, 2, figsize=(10, 3.8), sharex=True)
     for ax, col, label in ((axes[0], "train_boundary_frac", "boundary share of all samples"),
                            (axes[1], "train_boundary_frac_of_correct", "boundary share of clean-correct")):
         sns.lineplot(data=history, x="epoch", y=col, hue="variant", marker="o", ax=ax)
@@ -92,11 +126,11 @@ def boundary_fraction_figure(history: pd.DataFrame, title: Optional[str] = None)
     return fig
 
 
-def boundary_partition_figure(partition: pd.DataFrame, title: Optional[str] = None) -> plt.Figure:
+def boundary_partition_figure(partition: pd.DataFrame, title: Optional[str] = None) -> Figure:
     """Stacked bars per ``eta``: shares of misclassified, boundary and non-boundary samples
     (``partition`` from :func:`atkit.analysis.boundary_partition`)."""
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = _subplots(figsize=(6.5, 3.8))
     labels = [f"{e:g}" for e in partition["eta"]]
     bottom = pd.Series([0.0] * len(partition))
     for col, name, color in (("n_misclassified", "misclassified", "#c44e52"), ("n_boundary", "boundary", "#dd8452"),
@@ -118,7 +152,7 @@ def boundary_partition_figure(partition: pd.DataFrame, title: Optional[str] = No
     return fig
 
 
-def budget_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> plt.Figure:
+def budget_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> Figure:
     """RAAT, Fig. 2 form: accuracy against the budget scale of one group, the other at full eps.
 
     ``results``: one row per trained variant with ``boundary_scale``, ``nonboundary_scale`` and the
@@ -126,7 +160,7 @@ def budget_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optiona
     Left panel: boundary budget varied (non-boundary at 1); right: non-boundary budget varied.
     """
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharey=True)
+    fig, axes = _subplots(1, 2, figsize=(10, 3.8), sharey=True)
     panels = (("boundary_scale", "nonboundary_scale", "boundary samples' budget (x eps)"),
               ("nonboundary_scale", "boundary_scale", "non-boundary samples' budget (x eps)"))
     for ax, (varied, fixed, xlabel) in zip(axes, panels):
@@ -144,10 +178,10 @@ def budget_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optiona
     return fig
 
 
-def budget_grid_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> plt.Figure:
+def budget_grid_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> Figure:
     """Heatmaps of each accuracy over the full (boundary budget, non-boundary budget) grid."""
     sns.set_theme(style="white")
-    fig, axes = plt.subplots(1, len(metric_cols), figsize=(4.2 * len(metric_cols), 3.8), squeeze=False)
+    fig, axes = _subplots(1, len(metric_cols), figsize=(4.2 * len(metric_cols), 3.8), squeeze=False)
     for ax, (col, label) in zip(axes[0], metric_cols.items()):
         grid = results.pivot_table(index="boundary_scale", columns="nonboundary_scale", values=col, aggfunc="mean")
         sns.heatmap(grid.sort_index(ascending=False), annot=True, fmt=".1f", cmap="viridis", ax=ax,
@@ -162,14 +196,14 @@ def budget_grid_figure(results: pd.DataFrame, metric_cols: dict, title: Optional
 
 
 def eta_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None,
-                     reference: Optional[dict] = None, reference_label: str = "PGD-AT") -> plt.Figure:
+                     reference: Optional[dict] = None, reference_label: str = "PGD-AT") -> Figure:
     """RAAT, Fig. 5b form: accuracy against eta, one line per metric (``results`` has ``eta``).
 
     ``reference`` (accuracy column -> value) draws each metric of a reference model as a dashed
     horizontal line in the metric's colour.
     """
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = _subplots(figsize=(6.5, 3.8))
     long = _metric_long(results, ["eta"], metric_cols)
     colors = dict(zip(metric_cols.values(), sns.color_palette(n_colors=len(metric_cols))))
     sns.lineplot(data=long, x="eta", y="accuracy", hue="metric", marker="o", ax=ax, palette=colors)
@@ -185,13 +219,13 @@ def eta_sweep_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[s
     return fig
 
 
-def overlap_bars_figure(by_class: pd.DataFrame, num_models: int, title: Optional[str] = None) -> plt.Figure:
+def overlap_bars_figure(by_class: pd.DataFrame, num_models: int, title: Optional[str] = None) -> Figure:
     """DUCAT, Fig. 2: per class, stacked counts of test samples whose PGD example defeats 0..M models.
 
     ``by_class``: columns ``class_name``, ``defeated``, ``count`` (:meth:`CrossAttack.overlap_by_class`).
     """
     sns.set_theme(style="whitegrid")
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = _subplots(figsize=(9, 4))
     table = by_class.pivot_table(index="class_name", columns="defeated", values="count", aggfunc="sum", sort=False)
     colors = sns.color_palette("RdYlGn_r", num_models + 1)
     bottom = None
@@ -205,20 +239,20 @@ def overlap_bars_figure(by_class: pd.DataFrame, num_models: int, title: Optional
     handles, labels = ax.get_legend_handles_labels()
     ax.legend(handles[::-1], labels[::-1], fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0),
               title="PGD example", title_fontsize=8)
-    plt.setp(ax.get_xticklabels(), rotation=30, ha="right")
+    setp(ax.get_xticklabels(), rotation=30, ha="right")
     if title:
         ax.set_title(title)
     fig.tight_layout()
     return fig
 
 
-def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> plt.Figure:
+def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> Figure:
     """DUCAT, Fig. 3: % of each target fooled by examples made on each surrogate, for examples that
     succeeded on the surrogate (left) and those that failed (right). ``table`` from
     :meth:`CrossAttack.transfer_table`."""
     sns.set_theme(style="white")
     order = list(dict.fromkeys(table["surrogate"]))
-    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2))
+    fig, axes = _subplots(1, 2, figsize=(10.5, 4.2))
     for ax, subset in zip(axes, ("success", "failure")):
         mat = table[table["subset"] == subset].pivot(index="surrogate", columns="target", values="fooled_pct")
         mat = mat.reindex(index=order, columns=order)
@@ -239,7 +273,7 @@ def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> plt.Fig
     return fig
 
 
-def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional[str] = None) -> plt.Figure:
+def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional[str] = None) -> Figure:
     """DUCAT, Fig. 8: one row-normalised confusion matrix (percent of each true class) per model."""
     import numpy as np
 
@@ -247,7 +281,7 @@ def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional
     m = len(matrices)
     ncols = 2 if m == 4 else min(m, 3)
     nrows = -(-m // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 4.3 * nrows), squeeze=False)
+    fig, axes = _subplots(nrows, ncols, figsize=(4.6 * ncols, 4.3 * nrows), squeeze=False)
     for ax in axes.flat[m:]:
         ax.set_visible(False)
     for ax, (name, mat) in zip(axes.flat, matrices.items()):
@@ -265,14 +299,14 @@ def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional
     return fig
 
 
-def toy_case_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> plt.Figure:
+def toy_case_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[str] = None) -> Figure:
     """DUCAT, Fig. 4: grouped bars of clean / PGD-10 / AutoAttack accuracy per model.
 
     ``results``: one row per model with a ``model`` column and the accuracy columns of ``metric_cols``.
     """
     sns.set_theme(style="whitegrid")
     long = _metric_long(results, ["model"], metric_cols)
-    fig, ax = plt.subplots(figsize=(max(6.5, 1.9 * len(results)), 4))
+    fig, ax = _subplots(figsize=(max(6.5, 1.9 * len(results)), 4))
     sns.barplot(data=long, x="model", y="accuracy", hue="metric", ax=ax)
     for container in ax.containers:
         ax.bar_label(container, fmt="%.1f", fontsize=7)
@@ -280,8 +314,86 @@ def toy_case_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[st
     ax.set_xlabel("")
     ax.set_ylabel("accuracy (%)")
     ax.legend(fontsize=8)
-    plt.setp(ax.get_xticklabels(), rotation=15, ha="right")
+    setp(ax.get_xticklabels(), rotation=15, ha="right")
     if title:
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+# =============================================================================================
+# Trade-off scatter of the results notebook (form of DUCAT, Fig. 5).
+# =============================================================================================
+_DISPLAY = {"clean": "Clean", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "CW", "aa": "AutoAttack",
+            "apgd": "APGD", "fgsm": "FGSM", "random": "Random"}
+
+
+def _place_keys(ax: Any, xs: list, ys: list, min_px: float = 9.0) -> list[tuple[float, float]]:
+    """Offsets (points) for the number beside each marker, picked so that no two numbers overlap."""
+    ax.autoscale_view()
+    placed: list[tuple[float, float]] = []
+    offsets = []
+    candidates = [(5, 4), (5, -11), (-13, 4), (-13, -11), (5, 12), (-13, 12), (5, -19), (-13, -19), (13, -3)]
+    for x, y in zip(xs, ys):
+        px, py = ax.transData.transform((x, y))
+        choice = candidates[0]
+        for dx, dy in candidates:
+            cx, cy = px + dx * 1.4, py + dy * 1.4  # points to pixels at the figure's dpi (about 100)
+            if all(abs(cx - qx) >= min_px or abs(cy - qy) >= min_px for qx, qy in placed):
+                choice = (dx, dy)
+                break
+        placed.append((px + choice[0] * 1.4, py + choice[1] * 1.4))
+        offsets.append(choice)
+    return offsets
+
+
+def tradeoff_figure(points: pd.DataFrame, title: Optional[str] = None, annotate: bool = True) -> Figure:
+    """Clean vs robust accuracy, one panel per (threat model, robust attack), both named on the panel: ours as
+    coloured stars with the seed spread, published entries grey (only those :func:`atkit.results.tradeoff_points`
+    kept: same dataset, model family and threat model). Points carry their ``key`` number; a numbered legend
+    beside each panel names them, so labels never print over each other."""
+    sns.set_theme(style="whitegrid")
+    panels = list(dict.fromkeys(zip(points["threat"], points["robust_metric"]))) if not points.empty else []
+    fig, axes = _subplots(1, max(1, len(panels)), figsize=(6.8 * max(1, len(panels)), 5.0), squeeze=False)
+    if not panels:
+        ax = axes[0][0]
+        ax.text(0.5, 0.5, "no runs with clean and robust accuracy yet", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_xlabel("clean accuracy (%)")
+        ax.set_ylabel("robust accuracy (%)")
+    for ax, (threat, metric) in zip(axes[0], panels):
+        sub = points[(points["robust_metric"] == metric) & (points["threat"] == threat)]
+        published, ours = sub[sub["who"] == "published"], sub[sub["who"] == "this workbook"]
+        if not published.empty:
+            ax.scatter(published["clean"], published["robust"], s=30, color="0.55", marker="o", label="published")
+        colors = sns.color_palette(n_colors=max(1, len(ours)))
+        for color, rec in zip(colors, ours.to_dict(orient="records")):
+            ax.errorbar(rec["clean"], rec["robust"], xerr=_float(rec.get("clean_std")),
+                        yerr=_float(rec.get("robust_std")), fmt="*", ms=12, color=color, ecolor="0.4", lw=0.8)
+        ordered = pd.concat([ours, published])
+        lines = []
+        if annotate and not ordered.empty:
+            offsets = _place_keys(ax, list(ordered["clean"]), list(ordered["robust"]))
+            for (dx, dy), rec in zip(offsets, ordered.to_dict(orient="records")):
+                ax.annotate(str(rec["key"]), (rec["clean"], rec["robust"]), xytext=(dx, dy), textcoords="offset points",
+                            fontsize=7, color="black" if rec["who"] != "published" else "0.35")
+                where = "" if rec["who"] != "published" else f"  [{rec['source']}]"
+                lines.append(f"{rec['key']:>3}  {rec['label']}{where}")
+            ax.text(1.02, 1.0, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=6,
+                    family="monospace")
+        ax.set_xlabel("clean accuracy (%)")
+        ax.set_ylabel(f"robust accuracy (%) under {_DISPLAY.get(metric, metric)}")
+        ax.set_title(f"{threat}, {_DISPLAY.get(metric, metric)}: {len(ours)} of ours (stars), {len(published)} "
+                     "published (grey)", fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def _float(v: Any) -> float:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return 0.0
+    return 0.0 if f != f else f

@@ -29,6 +29,7 @@ import pandas as pd
 import yaml
 
 from . import reference as ref_mod
+from .paths import resolve_input_path, resolve_output_path
 
 # Columns of the accuracy metrics, in the order tables show them.
 ACCURACY_METRICS = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
@@ -116,6 +117,43 @@ def _fmt_value(v: Any) -> str:
     return str(v)
 
 
+def data_size_label(config: Mapping[str, Any]) -> str:
+    """``"synthetic n_train=2000 n_test=500"`` (the sizes the config sets) or ``"cifar10"`` (no size set)."""
+    dataset, variant = dataset_label(config)
+    data = config.get("data") or {}
+    name = dataset if variant in ("original", dataset) else f"{dataset} ({variant})"
+    sizes = [f"{k}={data[k]}" for k in ("n_train", "n_test") if data.get(k) is not None]
+    return " ".join([name, *sizes])
+
+
+def run_label(config: Mapping[str, Any]) -> str:
+    """What a run computes in one line: the method and its non-default hyperparameters, the data and its
+    size, the model, the threat model when not l-inf 8/255, and the epochs:
+    ``"pgd_at+rpat (rp_distance=kl) | synthetic n_train=2000 n_test=500 | small_cnn | 5 ep"``."""
+    method = str(config.get("method", ""))
+    parts = [setting_label(method, config.get("method_params") or {}), data_size_label(config),
+             str(config.get("model", "?"))]
+    threat = _threat(config)
+    norm, eps = threat.get("norm"), threat.get("eps")
+    if isinstance(eps, (int, float)) and (norm != "linf" or abs(float(eps) - 8 / 255) > 1e-6):
+        parts.append(f"{norm} {float(eps) * 255:.4g}/255")
+    epochs = setting_of(config).get("epochs", config.get("epochs"))
+    if epochs is not None:
+        parts.append(f"{epochs} ep")
+    return " | ".join(parts)
+
+
+def unique_run_labels(frame: pd.DataFrame) -> pd.Series:
+    """``run_label`` of each row, with ``" #<setting hash>"`` appended where different settings (e.g. other
+    lr or schedule, which the label leaves out) would share one label."""
+    if frame.empty or "run_label" not in frame:
+        return frame.get("run_label", pd.Series(dtype=object))
+    per_label = frame.groupby("run_label")["setting"].nunique()
+    shared = set(per_label[per_label > 1].index)
+    return pd.Series([f"{lab} #{setting[:6]}" if lab in shared else lab
+                      for lab, setting in zip(frame["run_label"], frame["setting"])], index=frame.index)
+
+
 def setting_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a run computes, without its seed and bookkeeping: defaults resolved, so two configs that
     train the same way give equal dicts."""
@@ -141,8 +179,9 @@ def stable_hash(obj: Any, length: int = 10) -> str:
 # --------------------------------------------------------------------------------------- loading
 def find_run_dirs(root: str | Path) -> list[Path]:
     """Every run folder at any depth under ``root`` (a folder with ``config.yaml`` and, as trainers write
-    it, a ``checkpoints/`` folder or ``metrics.json``), sorted."""
-    root = Path(root)
+    it, a ``checkpoints/`` folder or ``metrics.json``), sorted. A relative ``root`` is read against the
+    project root (:func:`atkit.paths.resolve_output_path`)."""
+    root = resolve_output_path(root)
     if not root.is_dir():
         return []
     found = set()
@@ -230,6 +269,7 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     base = {
         "run_dir": str(run["run_dir"]), "run": Path(run["run_dir"]).name, "method": method,
         "method_params": json.dumps(params, sort_keys=True, default=str), "label": setting_label(method, params),
+        "run_label": run_label(config),
         "setting": stable_hash(setting), "dataset": dataset, "data_variant": variant,
         "model": config.get("model"), "norm": threat.get("norm"), "eps": threat.get("eps"),
         "schedule": config.get("schedule"), "epochs": setting.get("epochs", config.get("epochs")),
@@ -246,11 +286,14 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def collect_runs(root: str | Path | Sequence[str | Path] = "outputs") -> pd.DataFrame:
+def collect_runs(root: str | Path | Sequence[str | Path] = "outputs", *, exclude: Sequence[str] = ()) -> pd.DataFrame:
     """One row per (run, checkpoint, protocol) for every run folder under ``root`` (one or several folders).
 
+    ``exclude``: folder names; a run folder with one of them in its path below ``root`` is left out (the
+    results notebook passes ``["smoke"]``, so the test suite's tiny runs under ``outputs/smoke/`` stay out).
     Columns: ``run_dir``, ``run``, ``method``, ``method_params`` (JSON), ``label`` (method and its
-    non-default hyperparameters), ``setting`` (hash of everything that changes training except the
+    non-default hyperparameters), ``run_label`` (the label with the data and its size, the model, the threat
+    model and the epochs: different settings never share one), ``setting`` (hash of everything that changes training except the
     seed), ``dataset``, ``data_variant`` (``jpeg`` for the JPEG CIFAR-10 copy), ``model``, ``norm``,
     ``eps``, ``schedule``, ``epochs``, ``epochs_done``, ``seed``, ``status``, ``best_epoch``,
     ``checkpoint`` (best, final, or "last epoch" without a final evaluation), ``protocol``,
@@ -259,10 +302,12 @@ def collect_runs(root: str | Path | Sequence[str | Path] = "outputs") -> pd.Data
     roots = [root] if isinstance(root, (str, Path)) else list(root)
     rows: list[dict[str, Any]] = []
     seen = set()
+    excluded = set(exclude)
     for r in roots:
-        for run_dir in find_run_dirs(r):
+        base = resolve_output_path(r)
+        for run_dir in find_run_dirs(base):
             key = run_dir.resolve()
-            if key in seen:
+            if key in seen or excluded & set(run_dir.relative_to(base).parts):
                 continue
             seen.add(key)
             rows.extend(run_rows(load_run(run_dir)))
@@ -271,11 +316,13 @@ def collect_runs(root: str | Path | Sequence[str | Path] = "outputs") -> pd.Data
         if m not in frame.columns:
             frame[m] = np.nan
         frame[m] = pd.to_numeric(frame[m], errors="coerce")
+    if not frame.empty:
+        frame["run_label"] = unique_run_labels(frame)
     return frame
 
 
 # ----------------------------------------------------------------------------------- aggregation
-_SETTING_COLUMNS = ("label", "method", "method_params", "dataset", "data_variant", "model", "norm", "eps", "schedule",
+_SETTING_COLUMNS = ("label", "run_label", "method", "method_params", "dataset", "data_variant", "model", "norm", "eps", "schedule",
                     "epochs")
 
 
@@ -342,7 +389,7 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
     ``protocol``: the dummy-class protocol to show (default: the published one, else the only one);
     dummy-class settings also get the last ``robust`` metric under the adaptive protocol, ``"... (adaptive)"``.
     """
-    columns = ["setting", "dataset", "model", "norm", "label", "seeds"]
+    columns = ["setting", "dataset", "model", "norm", "label", "run_label", "seeds"]
     if agg.empty:
         return pd.DataFrame(columns=columns)
     rows = []
@@ -356,6 +403,7 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         first = best or final
         row: dict[str, Any] = {"setting": setting, "dataset": first.get("dataset"), "model": first.get("model"),
                                "norm": first.get("norm"), "label": first.get("label"),
+                               "run_label": first.get("run_label"),
                                "protocol": chosen, "seeds": first.get("n_seeds"), "n": first.get("n"),
                                "status": first.get("statuses"),
                                "checks": first.get("checks", "not run")}
@@ -471,7 +519,7 @@ def run_config_from(config: Optional[str | Path | Mapping[str, Any]] = None, *,
     elif isinstance(config, Mapping):
         d = json.loads(json.dumps(dict(config), default=str))
     else:
-        path = Path(config)
+        path = resolve_input_path(config)  # the config's path from the project root also works in notebooks/
         if not path.is_file():
             from .utils import ConfigError
 
@@ -502,7 +550,7 @@ def open_run(config: Any, *, runs_dir: Optional[str | Path] = None, resume: Opti
 
     if resume is not None:
         return Trainer.resume(resume, **trainer_kwargs), "resumed"
-    runs_dir = Path(runs_dir if runs_dir is not None else config.out_dir)
+    runs_dir = resolve_output_path(runs_dir if runs_dir is not None else config.out_dir)
     if reuse:
         done = find_run(config, runs_dir)
         if done is not None:
@@ -556,11 +604,40 @@ def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, c
 
 
 
+# The threat model of the published CIFAR numbers: l-inf 8/255, l2 128/255 (about 0.5).
+PAPER_EPS = {"linf": 8 / 255, "l2": 0.5}
+_EPS_TOLERANCE = 0.005
+
+
+def _same_threat(norm: Any, eps: Any, ref_norm: str) -> bool:
+    """Whether a run's ``(norm, eps)`` is the threat model of a published entry of norm ``ref_norm``."""
+    if norm != ref_norm or ref_norm not in PAPER_EPS:
+        return False
+    try:
+        return abs(float(eps) - PAPER_EPS[ref_norm]) <= _EPS_TOLERANCE
+    except (TypeError, ValueError):
+        return False
+
+
+def threat_label(norm: Any, eps: Any) -> str:
+    """``"linf 8/255"``: a threat model in the papers' notation (ε in 1/255)."""
+    try:
+        return f"{norm} {float(eps) * 255:.4g}/255"
+    except (TypeError, ValueError):
+        return str(norm)
+
+
 def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *, y: str = "aa",
                     checkpoint: str = "best") -> pd.DataFrame:
-    """Points for a clean-vs-robust scatter (DUCAT, Fig. 5): ours (mean over seeds, with std) and the
-    published entries that report both ``clean`` and ``y``. When our runs have no ``y`` (e.g. no
-    AutoAttack in a quick run) their strongest robust accuracy is used and named in ``robust_metric``."""
+    """Points for a clean-vs-robust scatter (form of DUCAT, Fig. 5), one robust attack per point, named in
+    ``robust_metric``: ours (mean over seeds, with std) on ``y``, or on their strongest robust attack when
+    they have no ``y`` (e.g. no AutoAttack in a quick run); a published entry of ``refs`` only beside our
+    points of the same dataset (the JPEG copy counts as the original), model family and threat model (norm
+    and the papers' ε, :data:`PAPER_EPS`), on each robust attack those points use that the entry reports.
+    ``threat`` names the threat model (a published point takes that of our points it stands beside);
+    ``key`` numbers the points (ours first) for the numbered legend of :func:`atkit.plots.tradeoff_figure`."""
+    columns = ["key", "who", "label", "dataset", "model", "norm", "eps", "threat", "clean", "robust", "robust_metric",
+               "clean_std", "robust_std", "source"]
     rows = []
     if not agg.empty:
         sel = agg[agg["checkpoint"].isin([checkpoint, "last epoch"] if checkpoint == "final" else [checkpoint])]
@@ -572,54 +649,40 @@ def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *
             metric = y if y in names else robust_metric(names)
             if metric is None or _isnan(rec.get("clean", np.nan)):
                 continue
-            rows.append({"who": "this workbook", "label": rec["label"], "dataset": rec.get("dataset"),
+            rows.append({"who": "this workbook", "label": rec.get("run_label") or rec["label"],
+                         "dataset": rec.get("dataset"), "model": rec.get("model"), "norm": rec.get("norm"),
+                         "eps": rec.get("eps"), "threat": threat_label(rec.get("norm"), rec.get("eps")),
                          "clean": rec["clean"], "robust": rec[metric], "robust_metric": metric,
-                         "clean_std": rec.get("clean_std"), "robust_std": rec.get(f"{metric}_std"),
-                         "source": "ours"})
-    for r in refs:
-        if "clean" in r.values and y in r.values:
-            rows.append({"who": "published", "label": r.row, "dataset": r.dataset, "clean": r.values["clean"],
-                         "robust": r.values[y], "robust_metric": y, "clean_std": r.std.get("clean"),
-                         "robust_std": r.std.get(y), "source": f"{r.source} {r.table}"})
-    return pd.DataFrame(rows, columns=["who", "label", "dataset", "clean", "robust", "robust_metric", "clean_std",
-                                       "robust_std", "source"])
+                         "clean_std": rec.get("clean_std"), "robust_std": rec.get(f"{metric}_std"), "source": "ours"})
+    ours = list(rows)
+    by_row: dict[tuple[str, str, str], ref_mod.Reference] = {}
+    for r in refs:  # one point per published row: its entry at ``checkpoint`` when it prints both
+        k = (r.source, r.table, r.row)
+        if k not in by_row or (r.checkpoint == checkpoint and by_row[k].checkpoint != checkpoint):
+            by_row[k] = r
+    for r in by_row.values():
+        if "clean" not in r.values:
+            continue
+        families = ref_mod.ARCHITECTURES.get(r.model, ())
+        panels = dict.fromkeys((o["robust_metric"], o["threat"]) for o in ours
+                               if o["dataset"] == r.dataset and o["model"] in families
+                               and _same_threat(o["norm"], o["eps"], r.norm) and o["robust_metric"] in r.values)
+        for metric, threat in panels:
+            rows.append({"who": "published", "label": r.row, "dataset": r.dataset, "model": r.model, "norm": r.norm,
+                         "eps": PAPER_EPS.get(r.norm), "threat": threat, "clean": r.values["clean"],
+                         "robust": r.values[metric],
+                         "robust_metric": metric, "clean_std": r.std.get("clean"), "robust_std": r.std.get(metric),
+                         "source": f"{r.source} {r.table}"})
+    for i, row in enumerate(rows):
+        row["key"] = i + 1
+    return pd.DataFrame(rows, columns=columns)
 
 
 def tradeoff_figure(points: pd.DataFrame, title: Optional[str] = None, annotate: bool = True):
-    """Scatter of clean vs robust accuracy, published points grey, ours coloured with seed error bars
-    (form of DUCAT, Fig. 5). Returns a matplotlib Figure (not attached to pyplot)."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
+    """:func:`atkit.plots.tradeoff_figure` (kept here for the imports that name it in this module)."""
+    from .plots import tradeoff_figure as figure
 
-    sns.set_theme(style="whitegrid")
-    fig = Figure(figsize=(7.5, 5.2))
-    ax = fig.add_subplot(1, 1, 1)
-    published = points[points["who"] == "published"]
-    ours = points[points["who"] == "this workbook"]
-    if not published.empty:
-        sns.scatterplot(data=published, x="clean", y="robust", hue="source", style="source", ax=ax, s=40,
-                        palette="Greys", legend="brief")
-    if not ours.empty:
-        sns.scatterplot(data=ours, x="clean", y="robust", hue="label", ax=ax, s=90, marker="*", legend="brief")
-        ax.errorbar(ours["clean"], ours["robust"], xerr=ours["clean_std"].astype(float).fillna(0).to_numpy(),
-                    yerr=ours["robust_std"].astype(float).fillna(0).to_numpy(), fmt="none", ecolor="0.4", lw=0.8)
-    if annotate:
-        for rec in points.to_dict(orient="records"):
-            text = rec["label"] if len(str(rec["label"])) <= 28 else str(rec["label"])[:26] + ".."
-            ax.annotate(text, (rec["clean"], rec["robust"]), fontsize=6, xytext=(3, 3), textcoords="offset points",
-                        color="0.35" if rec["who"] == "published" else "black")
-    metrics = sorted(set(points["robust_metric"].dropna())) if not points.empty else []
-    ax.set_xlabel("clean accuracy (%)")
-    ax.set_ylabel(f"robust accuracy (%): {', '.join(DISPLAY_NAMES.get(m, m) for m in metrics) or 'n/a'}")
-    if ax.get_legend() is not None:
-        ax.legend(fontsize=6, loc="best", frameon=True)
-    if title:
-        ax.set_title(title)
-    if points.empty:
-        ax.text(0.5, 0.5, "no runs with clean and robust accuracy yet", ha="center", va="center",
-                transform=ax.transAxes)
-    fig.tight_layout()
-    return fig
+    return figure(points, title=title, annotate=annotate)
 
 
 def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ import torch.nn as nn
 import yaml
 
 from .config import RunConfig, load_config
+from .paths import resolve_output_path
 
 # Keys that do not change what a run computes.
 _IGNORED_KEYS = {"name", "out_dir", "device", "eval"}
@@ -30,8 +31,9 @@ def _comparable(cfg: RunConfig) -> dict[str, Any]:
 
 
 def iter_runs(out_dir: str | Path = "outputs/runs") -> Iterator[tuple[Path, dict[str, Any], dict[str, Any]]]:
-    """Yield ``(run_dir, config_dict, metrics_dict)`` for every run folder with a config and metrics."""
-    out_dir = Path(out_dir)
+    """Yield ``(run_dir, config_dict, metrics_dict)`` for every run folder with a config and metrics
+    (a relative ``out_dir`` is read against the project root: :func:`atkit.paths.resolve_output_path`)."""
+    out_dir = resolve_output_path(out_dir)
     if not out_dir.is_dir():
         return
     for run_dir in sorted(p for p in out_dir.iterdir() if p.is_dir()):

@@ -42,14 +42,19 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from .paths import resolve_output_path
 from .utils import ConfigError, atomic_write_json, atomic_write_text, set_dotted, unknown_name_error
 
 DONE_MARKER = "_sweep_done.json"
 FAILED_MARKER = "_sweep_failed.json"
 PARAMS_FILE = "_sweep_params.yaml"
 LOG_FILE = "sweep.log"
+# The Jupyter kernel every notebook names in its kernelspec and every execution uses: ``python3`` is the
+# Python of the environment Jupyter runs in (the project's .venv for ``make lab``), so no kernel needs
+# registering and the notebooks run the same in JupyterLab, under papermill and in the tests.
+KERNEL_NAME = "python3"
 # Parameters that never change what a point computes: excluded from its hash.
-_HASH_IGNORED = ("out_dir", "device", "progress")
+_HASH_IGNORED = ("out_dir", "device", "progress", "INTERACTIVE")
 _GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name")
 
 
@@ -286,7 +291,7 @@ def _write_summary(out: Path, spec: SweepSpec, notebook: Path, results: Sequence
 
 
 def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = None,
-              gpus: Optional[Sequence[str]] = None, device: Optional[str] = None, kernel_name: str = "python3",
+              gpus: Optional[Sequence[str]] = None, device: Optional[str] = None, kernel_name: str = KERNEL_NAME,
               timeout: Optional[float] = None, progress: bool = True, dry_run: bool = False,
               on_result: Optional[Callable[[PointResult], None]] = None) -> list[PointResult]:
     """Run every point of ``spec`` not finished yet into ``out_dir/<point folder>``; see the module docstring.
@@ -295,7 +300,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = 
     ``cpu`` on CPU workers, unless the point sets it). ``timeout``: seconds per point. Returns one
     :class:`PointResult` per point; failures are reported there (never raised).
     """
-    out = Path(out_dir).resolve()
+    out = resolve_output_path(out_dir).resolve()  # relative: against the project root, not the cwd
     notebook = resolve_notebook(spec.notebook).resolve()
     points = make_points(spec)
     declared = check_parameters(notebook, points)
@@ -421,6 +426,8 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
         params["device"] = device or ("cuda" if slot is not None else "cpu")
     if "out_dir" in declared:
         params["out_dir"] = str(point_dir)
+    if "INTERACTIVE" in declared:  # a sweep point is headless: the batch mode unless the point asks otherwise
+        params.setdefault("INTERACTIVE", False)
     worker = "cpu" if slot is None else f"gpu {slot}"
     atomic_write_text(point_dir / PARAMS_FILE, yaml.safe_dump(params, sort_keys=False))
     executed = point_dir / notebook.name

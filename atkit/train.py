@@ -37,6 +37,7 @@ from .distributed import init_from_env
 from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model, training_precision
 from .methods import LossOutput, Method, StepContext
 from .models import predict_labels
+from .paths import resolve_output_path
 from .utils import (ConfigError, atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device,
                     seed_everything)
 
@@ -91,8 +92,9 @@ def new_run_dir(out_dir: str | Path, name: str) -> Path:
     """Create and return a fresh folder ``out_dir/name`` (``name-2``, ``name-3``... if taken).
 
     ``mkdir`` without ``exist_ok`` is atomic, so two runs started at the same time never share a folder.
+    A relative ``out_dir`` is read against the project root, not the working directory (:mod:`atkit.paths`).
     """
-    out_dir = Path(out_dir)
+    out_dir = resolve_output_path(out_dir)
     for i in range(1, 100000):
         path = out_dir / (name if i == 1 else f"{name}-{i}")
         try:

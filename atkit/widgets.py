@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import threading
 import time
 import traceback
@@ -29,6 +30,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import pandas as pd
 
+from .paths import resolve_output_path
 from .utils import ConfigError
 
 # Point keys that are not method hyperparameters.
@@ -184,7 +186,8 @@ def split_point(point: Mapping[str, Any], method: str) -> tuple[dict[str, Any], 
 class AblationSession:
     """Runs points on top of ``base`` (a RunConfig dict) and keeps one results row per run.
 
-    ``runs_dir``: where run folders go (and where identical finished runs are reused from when ``reuse``).
+    ``runs_dir``: where run folders go (and where identical finished runs are reused from when ``reuse``);
+    a relative one is read against the project root (:mod:`atkit.paths`).
     """
 
     def __init__(self, base: Mapping[str, Any], *, runs_dir: str | Path = "outputs/runs", reuse: bool = True,
@@ -194,7 +197,7 @@ class AblationSession:
         self.base = dict(base)
         self.base["out_dir"] = str(runs_dir)
         load_config(self.base)  # refuse a bad base before any run
-        self.runs_dir = Path(runs_dir)
+        self.runs_dir = resolve_output_path(runs_dir)
         self.reuse = reuse
         self.progress = progress
         self.rows: list[dict[str, Any]] = []
@@ -610,5 +613,56 @@ class AblationUI:
         display(self.widget)
 
 
-__all__ = ["AblationSession", "AblationUI", "ParamSpec", "make_control", "method_choices", "param_specs",
-           "parse_text_value", "point_label", "read_control", "split_point", "tradeoff_scatter"]
+# ----------------------------------------------------------------------------- interactive or batch
+PAPERMILL_CELL_COMMENT = "# Parameters\n"  # the first line of the cell papermill injects (its default comment)
+
+
+def _parent_is_papermill() -> bool:
+    """Whether the kernel's parent process is papermill's command line (Linux ``/proc``; else False)."""
+    try:
+        argv = Path(f"/proc/{os.getppid()}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return False
+    # ``papermill ...`` (its console script) or ``python -m papermill ...`` (atkit sweep's points).
+    return any(Path(a).name == "papermill" for a in argv[:2]) or any(
+        a == "-m" and b == "papermill" for a, b in zip(argv, argv[1:]))
+
+
+def run_by_papermill() -> bool:
+    """Whether papermill executes this kernel's notebook: papermill's injected-parameters cell (its first line
+    is ``# Parameters``) is in the kernel's input history, or the kernel's parent process is papermill."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    history = shell.user_ns.get("In", []) if shell is not None else []
+    if any(isinstance(src, str) and src.startswith(PAPERMILL_CELL_COMMENT) for src in history):
+        return True
+    return shell is not None and _parent_is_papermill()
+
+
+def has_front_end() -> bool:
+    """Whether this code runs in a Jupyter kernel (a front end such as JupyterLab can show widgets)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def interactive_mode(value: Optional[bool]) -> bool:
+    """``INTERACTIVE`` of the ablation notebook: ``True``/``False`` as given; ``None`` (its default): the widget
+    UI when a Jupyter front end runs the notebook and papermill does not (``atkit notebook`` and ``atkit sweep``
+    also pass ``INTERACTIVE=False``), so enabling the UI never needs an edit of the tracked notebook."""
+    if value is not None:
+        if not isinstance(value, bool):
+            raise ConfigError(f"INTERACTIVE={value!r} is not accepted; choose None (automatic), True or False")
+        return value
+    return has_front_end() and not run_by_papermill()
+
+
+__all__ = ["AblationSession", "AblationUI", "ParamSpec", "has_front_end", "interactive_mode", "make_control",
+           "method_choices", "param_specs", "parse_text_value", "point_label", "read_control", "run_by_papermill",
+           "split_point", "tradeoff_scatter"]

@@ -88,3 +88,18 @@ def run_smoke_notebook(name: str, tmp_path: Path, **extra: Any) -> Path:
     run_notebook(name, str(REPO / "parameters" / "smoke" / f"{name}.yaml"), str(out), device="cpu", extra=extra,
                  progress=False)
     return out
+
+
+def figure_outputs(executed: Path) -> tuple[int, int]:
+    """``(PNG images, "<Figure size ...>" texts)`` among the outputs of an executed notebook: every figure
+    shown once as an image gives ``(number of figures, 0)``."""
+    import json
+
+    images = texts = 0
+    for cell in json.loads(Path(executed).read_text())["cells"]:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            images += "image/png" in data
+            text = data.get("text/plain", "")
+            texts += "<Figure size" in ("".join(text) if isinstance(text, list) else text)
+    return images, texts

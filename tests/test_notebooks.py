@@ -1,12 +1,20 @@
 """Each notebook runs under papermill with its smoke parameters and writes the files it promises."""
 import json
 
+import nbformat
 import pandas as pd
+import papermill as pm
 import pytest
+import yaml
 
+from atkit.claims import NOT_LEARNED, model_learned
 from atkit.cli import run_notebook
+from atkit.sweep import KERNEL_NAME
 from atkit.utils import ConfigError
-from helpers import run_smoke_notebook
+from atkit.widgets import interactive_mode
+from helpers import REPO, figure_outputs, run_smoke_notebook
+
+NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 def test_mse_perception_notebook(tmp_path):
@@ -20,6 +28,11 @@ def test_mse_perception_notebook(tmp_path):
         assert pair["n_success"] + pair["n_failure"] == metrics["n_eval"]
     table = pd.read_csv(out / "mse_perception.csv")
     assert list(table["training"]) == ["standard", "random_noise", "pgd_at"]
+    assert figure_outputs(out / "mse_perception.ipynb") == (1, 0)  # the figure shown once, as an image
+    for pair in metrics["pairs"]:  # a verdict only on a model that learned
+        learned = model_learned(pair["clean_acc"], 10, n=metrics["n_eval"]).learned
+        assert pair["verdict"].startswith(NOT_LEARNED) != learned
+        assert (pair["agrees_with_paper"] is None) or learned
     per_sample = pd.read_csv(out / "mse_per_sample.csv")
     assert len(per_sample) == 3 * metrics["n_eval"] and (per_sample["mse"] >= 0).all()
     # A second execution reuses the three finished runs instead of training again.
@@ -31,3 +44,74 @@ def test_mse_perception_notebook(tmp_path):
 def test_unknown_notebook_parameter_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="epochz"):
         run_notebook("mse_perception", None, str(tmp_path / "x"), extra={"epochz": 3}, progress=False)
+
+
+def test_committed_notebooks_are_output_free_with_their_default_parameters():
+    """What JupyterLab autosaves must not reach the repository: outputs, execution counts, papermill's
+    injected cell, or an edited parameter such as INTERACTIVE = True (which made every batch run of the
+    ablation notebook train nothing)."""
+    assert len(NOTEBOOKS) == 6
+    for path in NOTEBOOKS:
+        nb = nbformat.read(str(path), as_version=4)
+        assert nb.metadata["kernelspec"]["name"] == KERNEL_NAME, path.name
+        assert "papermill" not in nb.metadata, path.name
+        tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+        assert len(tagged) == 1, path.name
+        for cell in nb.cells:
+            assert "injected-parameters" not in cell.metadata.get("tags", []), path.name
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, (path.name, cell.source[:60])
+        defaults = {k: v["default"] for k, v in pm.inspect_notebook(str(path)).items()}
+        assert defaults["out_dir"] == f'"outputs/{path.stem}"', path.name
+        expected = {"INTERACTIVE": "None", "runs_dir": '"outputs/runs"', "device": '"auto"', "progress": "True",
+                    "outputs_dir": '"outputs"', "exclude": '["smoke"]'}
+        for name, value in expected.items():
+            if name in defaults:
+                assert defaults[name] == value, (path.name, name, defaults[name])
+
+
+def test_smoke_parameter_sets_write_under_outputs_smoke_only():
+    """Running a smoke set by hand never mixes its tiny runs into the user's outputs/runs."""
+    for path in NOTEBOOKS:
+        declared = pm.inspect_notebook(str(path))
+        params = yaml.safe_load((REPO / "parameters" / "smoke" / f"{path.stem}.yaml").read_text())
+        for key in ("runs_dir", "out_dir", "outputs_dir"):
+            if key in declared:
+                assert str(params.get(key, "")).startswith("outputs/smoke/") or params.get(key) == "outputs/smoke", (
+                    path.stem, key, params.get(key))
+
+
+def _tiny_notebook(path):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL_NAME, "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell("x = 1")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(
+        "from atkit.widgets import interactive_mode\nprint('interactive:', interactive_mode(None))")]
+    nbformat.write(nb, str(path))
+    return path
+
+
+def _printed(executed):
+    nb = nbformat.read(str(executed), as_version=4)
+    return "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def test_interactive_mode_is_the_ui_in_a_kernel_and_batch_under_papermill(tmp_path):
+    assert interactive_mode(True) is True and interactive_mode(False) is False
+    assert interactive_mode(None) is False  # plain Python: no front end
+    with pytest.raises(ConfigError, match="INTERACTIVE='yes'"):
+        interactive_mode("yes")
+    nb = _tiny_notebook(tmp_path / "tiny.ipynb")
+    # papermill with parameters (as every papermill command line of the README): its injected cell says batch.
+    pm.execute_notebook(str(nb), str(tmp_path / "batch.ipynb"), parameters={"x": 2}, progress_bar=False)
+    assert "interactive: False" in _printed(tmp_path / "batch.ipynb")
+    # The same kernel without papermill's cell (as a front end runs it) gets the UI.
+    pm.execute_notebook(str(nb), str(tmp_path / "ui.ipynb"), progress_bar=False)
+    assert "interactive: True" in _printed(tmp_path / "ui.ipynb")
+
+
+def test_ablation_batch_mode_with_an_empty_plan_is_an_error(tmp_path):
+    with pytest.raises(pm.PapermillExecutionError, match="batch mode has nothing to run"):
+        run_notebook("ablation", str(REPO / "parameters" / "smoke" / "ablation.yaml"), str(tmp_path / "a"),
+                     device="cpu", extra={"seeds": [], "runs_dir": str(tmp_path / "runs")}, progress=False)

@@ -13,7 +13,8 @@ from atkit.analysis import CrossAttack, boundary_partition, confusion_matrix
 from atkit.attacks import pgd
 from atkit.data import load_dataset
 from atkit.methods import StepContext, get_method
-from helpers import TinyNet, run_smoke_notebook, tiny_batch
+from atkit.claims import NOT_LEARNED, model_learned
+from helpers import TinyNet, figure_outputs, run_smoke_notebook, tiny_batch
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -83,6 +84,19 @@ def test_boundary_samples_notebook(tmp_path):
 
     claims = [c["claim"] for c in metrics["checks"]]
     assert len(claims) == 4 and all(c["agrees"] in (True, False, None) for c in metrics["checks"])
+    _assert_verdicts_need_learned_models(metrics["checks"], [v["clean_acc"] for v in metrics["variants"]], n_eval)
+    # Four figures, each shown once as an image (no second copy, no "<Figure size ...>" text).
+    assert figure_outputs(out / "boundary_samples.ipynb") == (4, 0)
+
+
+def _assert_verdicts_need_learned_models(checks, clean_accs, n, num_classes=10):
+    """No verdict when no model learned; no "not judged" when every model learned (atkit.claims)."""
+    learned = [model_learned(a, num_classes, n=n).learned for a in clean_accs]
+    for check in checks:
+        if not any(learned):
+            assert check["agrees"] is None and check["verdict"].startswith(NOT_LEARNED), check
+        if all(learned):
+            assert not check["verdict"].startswith(NOT_LEARNED), check
 
 
 def test_always_failed_overlap_notebook(tmp_path):
@@ -155,6 +169,9 @@ def test_always_failed_overlap_notebook(tmp_path):
     assert yaml.safe_load((Path(metrics["toy_runs"]["hard-label DUCAT"]) / "config.yaml").read_text())[
         "method_params"]["hard_labels"] is True
     assert len(metrics["checks"]) == 3 + len(p.get("toy_protocols", ["published", "adaptive"]))
+    _assert_verdicts_need_learned_models(metrics["checks"], list(metrics["clean_acc"].values())
+                                         + [r["clean_acc"] for r in metrics["toy_case"]], n)
+    assert figure_outputs(out / "always_failed_overlap.ipynb") == (4, 0)
 
 
 # ============================================================================================

@@ -11,8 +11,10 @@ import yaml
 from atkit import reference
 from atkit.cli import run_notebook
 from atkit.methods import get_method
+from atkit.plots import tradeoff_figure
 from atkit.results import (aggregate_seeds, collect_runs, compare_with_reference, comparison_display, paper_table,
                            run_config_from, setting_label, tradeoff_points)
+from helpers import figure_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -39,6 +41,7 @@ def test_train_notebook_writes_curves_and_final_evaluation_into_the_run(executed
     run_dir = Path(summary["run_dir"])
     assert summary["status"] == "finished" and summary["how"] == "new" and summary["epochs_done"] == 1
     assert run_dir.parent == executed["runs"]
+    assert figure_outputs(out / "train.ipynb") == (1, 0)  # the learning curves, shown once as an image
     for name in ("eval.json", "metrics.json", "learning_curves.png", "final_eval.csv", "config.yaml"):
         assert (run_dir / name).is_file(), name
     final_eval = pd.read_csv(out / "final_eval.csv")
@@ -65,6 +68,7 @@ def test_ablation_notebook_runs_every_grid_point_headless(executed):
     assert math.isnan(table.loc[1, "paper_clean"])
     for name in ("ablation.png", "tradeoff.png", "ablation.ipynb"):
         assert (out / name).stat().st_size > 1000, name
+    assert figure_outputs(out / "ablation.ipynb") == (2, 0)  # inline images, not "<Figure size ...>" text
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["varied"] == ["rp_distance"] and summary["n_runs"] == 2 and summary["n_failed"] == 0
 
@@ -85,8 +89,11 @@ def test_results_notebook_tabulates_every_run_and_shows_missing_published_rows(e
     display = pd.read_csv(out / "comparison_display.csv")
     assert display["Clean"].str.startswith("missing /").all()
     points = pd.read_csv(out / "tradeoff_points.csv")
-    assert (points["who"] == "this workbook").sum() == 3 and (points["who"] == "published").sum() == 18
+    # Synthetic-data runs: the papers' CIFAR-10 points are not set beside them.
+    assert (points["who"] == "this workbook").sum() == 3 and (points["who"] == "published").sum() == 0
+    assert points["label"].nunique() == 3 and points["label"].str.contains("synthetic n_train=128 n_test=32").all()
     assert (out / "tradeoff.png").stat().st_size > 1000
+    assert figure_outputs(out / "results.ipynb") == (1, 0)
     assert json.loads((out / "metrics.json").read_text())["n_runs"] == 3
     # Both ablation runs (pgd_at+rpat, mse and kl) paired with train's pgd_at run: same data, model, seed, images.
     paired = pd.read_csv(out / "paired_tests.csv")
@@ -172,8 +179,57 @@ def test_seeds_are_aggregated_and_set_beside_the_published_row(tmp_path):
 
     points = tradeoff_points(agg, reference.select(["DUCAT / Table 2"]))
     ours = points[points["who"] == "this workbook"]
-    assert set(ours["label"]) == {"pgd_at+rpat", "pgd_at+rpat (rp_distance=kl)"}
+    assert sorted(label.split(" | ")[0] for label in ours["label"]) == ["pgd_at+rpat", "pgd_at+rpat (rp_distance=kl)"]
     assert (points["who"] == "published").sum() == 18
+
+
+def test_tradeoff_scatter_keeps_published_points_beside_their_own_setting_one_attack_per_axis(tmp_path):
+    """Published points only beside runs of the same dataset, model family and threat model; one panel per
+    (threat model, robust attack), both named; every point numbered once; settings never share a label."""
+    root = tmp_path / "outputs"
+    _fake_run(root, "cifar_aa", dict(CIFAR_RPAT, seed=0), {"best": {"clean": 83.0, "pgd20": 50.0, "aa": 47.0}})
+    _fake_run(root, "cifar_pgd", dict(CIFAR_RPAT, method="pgd_at", method_params={}, seed=0),
+              {"best": {"clean": 82.0, "pgd20": 51.0}})  # no AutoAttack: its own PGD-20 panel
+    _fake_run(root, "cifar_l2", dict(CIFAR_RPAT, threat={"norm": "l2", "eps": 0.5}, seed=0),
+              {"best": {"clean": 88.0, "pgd20": 70.0, "aa": 68.0}})
+    for n_train in (128, 256):  # two synthetic settings that differ only in the data size
+        _fake_run(root, f"syn{n_train}", {"method": "pgd_at", "dataset": "synthetic", "data": {"n_train": n_train},
+                                          "model": "small_cnn", "seed": 0}, {"best": {"clean": 60.0, "aa": 40.0}})
+    _fake_run(root / "smoke" / "runs", "tiny", dict(CIFAR_RPAT, seed=0), {"best": {"clean": 10.0, "aa": 9.0}})
+    runs = collect_runs(root, exclude=["smoke"])
+    assert runs["run_dir"].nunique() == 5 and collect_runs(root)["run_dir"].nunique() == 6
+    agg = aggregate_seeds(runs)
+    assert agg["run_label"].nunique() == agg["setting"].nunique() == 5
+    syn = sorted(agg.loc[agg["dataset"] == "synthetic", "run_label"].unique())
+    assert syn[0].startswith("pgd_at | synthetic n_train=128") and syn[1].startswith("pgd_at | synthetic n_train=256")
+    assert any("l2 127.5/255" in label for label in agg["run_label"])
+
+    refs = reference.select(["seed 003 / Table 2", "seed 002 / Table 1", "seed 002 / Table 2"])
+    points = tradeoff_points(agg, refs)
+    published = points[points["who"] == "published"]
+    assert set(published["dataset"]) == {"cifar10"} and set(published["model"]) == {"ResNet-18"}
+    for (threat, metric), group in published.groupby(["threat", "robust_metric"]):
+        norm = "l2" if threat.startswith("l2") else "linf"
+        expected = {(r.source, r.table, r.row) for r in refs if r.norm == norm and r.dataset == "cifar10"
+                    and r.model == "ResNet-18" and "clean" in r.values and metric in r.values}
+        assert (group["norm"] == norm).all() and len(group) == len(expected) and group["label"].is_unique
+    assert set(zip(published["threat"], published["robust_metric"])) <= set(
+        zip(points.loc[points["who"] == "this workbook", "threat"], points.loc[points["who"] == "this workbook",
+                                                                                "robust_metric"]))
+    assert not published[published["threat"] == "linf 8/255"].empty
+    ours = points[points["who"] == "this workbook"]
+    assert sorted(ours["robust_metric"]) == ["aa", "aa", "aa", "aa", "pgd20"]
+    assert list(points["key"]) == list(range(1, len(points) + 1))
+
+    fig = tradeoff_figure(points)
+    panels = [ax for ax in fig.axes if ax.get_ylabel()]
+    expected_panels = list(dict.fromkeys(zip(points["threat"], points["robust_metric"])))
+    assert len(panels) == len(expected_panels) >= 3
+    for ax, (threat, metric) in zip(panels, expected_panels):
+        assert ax.get_ylabel().endswith({"aa": "AutoAttack", "pgd20": "PGD-20"}[metric]) and threat in ax.get_title()
+        keys = sorted(int(t.get_text()) for t in ax.texts if t.get_text().isdigit())
+        sub = points[(points["threat"] == threat) & (points["robust_metric"] == metric)]
+        assert keys == sorted(sub["key"])  # each point of the panel numbered once
 
 
 def test_run_config_from_applies_parameters_over_a_paper_config(tmp_path):
