@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Optional
 
+from .stats import wilson_interval
+
 CHANCE_FACTOR = 1.5
 CHANCE_MARGIN = 10.0
 NOT_LEARNED = "not judged: model did not learn"
@@ -31,18 +33,6 @@ def learning_minimum(num_classes: int) -> float:
         raise ValueError(f"num_classes={num_classes!r}: a classifier needs at least 2 classes")
     chance = 100.0 / num_classes
     return min(100.0, max(CHANCE_FACTOR * chance, chance + CHANCE_MARGIN))
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval (percent) of ``correct`` successes in ``n`` trials (Wilson, 1927):
-    ``(p + z²/2n ± z sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``."""
-    if n <= 0:
-        raise ValueError(f"n={n!r}: an interval needs at least one image")
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return 100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half)
 
 
 @dataclass(frozen=True)
@@ -78,7 +68,7 @@ def model_learned(clean_acc: float, num_classes: int, n: Optional[int] = None, n
     acc = float(clean_acc) if clean_acc is not None else float("nan")
     lower = None
     if n is not None and math.isfinite(acc):
-        lower = wilson_interval(int(round(acc * n / 100.0)), int(n))[0]
+        lower = 100.0 * wilson_interval(int(round(acc * n / 100.0)), int(n))[0]
     return Learned(name=name, clean_acc=acc, num_classes=int(num_classes), minimum=learning_minimum(num_classes),
                    n=None if n is None else int(n), lower95=lower)
 
@@ -102,5 +92,31 @@ def judge_check(check: Mapping[str, Any], models: Iterable[Learned], key: str = 
     return {**check, key: agrees, "verdict": text}
 
 
-__all__ = ["CHANCE_FACTOR", "CHANCE_MARGIN", "Learned", "NOT_LEARNED", "judge_check", "learning_minimum",
-           "model_learned", "verdict", "wilson_interval"]
+REPRODUCES = "reproduces"
+DOES_NOT_REPRODUCE = "does not reproduce"
+INCONCLUSIVE = "inconclusive within noise"
+
+
+def interval_verdict(low: float, high: float, expected: str, models: Iterable[Learned] = ()) -> str:
+    """The verdict on a paper's claim about the sign of an effect, from the effect's 95 % interval ``[low, high]``.
+
+    ``expected`` is the paper's sign (``"positive"`` or ``"negative"``). :data:`REPRODUCES` when the whole
+    interval lies strictly on the paper's side of zero, :data:`DOES_NOT_REPRODUCE` when it lies strictly on the
+    other side, :data:`INCONCLUSIVE` when it contains zero; ``"not judged: model did not learn (...)"`` when one
+    of ``models`` did not learn (:func:`model_learned`), whatever the interval.
+    """
+    if expected not in ("positive", "negative"):
+        raise ValueError(f"expected={expected!r}: accepted 'positive', 'negative'")
+    if not low <= high:
+        raise ValueError(f"interval [{low}, {high}] has its low end above its high end")
+    failed = [m for m in models if not m.learned]
+    if failed:
+        return f"{NOT_LEARNED} ({'; '.join(m.describe() for m in failed)})"
+    if low <= 0.0 <= high:
+        return INCONCLUSIVE
+    above = low > 0.0
+    return REPRODUCES if above == (expected == "positive") else DOES_NOT_REPRODUCE
+
+
+__all__ = ["CHANCE_FACTOR", "CHANCE_MARGIN", "DOES_NOT_REPRODUCE", "INCONCLUSIVE", "Learned", "NOT_LEARNED",
+           "REPRODUCES", "interval_verdict", "judge_check", "learning_minimum", "model_learned", "verdict"]

@@ -2,7 +2,14 @@
 the verdict that refuses to judge models at chance level."""
 import pytest
 
-from atkit.claims import NOT_LEARNED, judge_check, learning_minimum, model_learned, verdict, wilson_interval
+from atkit.claims import (DOES_NOT_REPRODUCE, INCONCLUSIVE, NOT_LEARNED, REPRODUCES, interval_verdict, judge_check,
+                          learning_minimum, model_learned, verdict)
+from atkit.stats import Z95
+from atkit.stats import wilson_interval as wilson_fraction
+
+
+def wilson_interval(correct, n):  # the guard's interval, in percent (one implementation: atkit.stats)
+    return tuple(100.0 * v for v in wilson_fraction(correct, n))
 
 
 @pytest.mark.parametrize("classes, minimum", [(10, 20.0), (8, 22.5), (100, 11.0), (2, 75.0), (4, 37.5)])
@@ -14,7 +21,7 @@ def test_wilson_interval_by_hand():
     lo, hi = wilson_interval(50, 100)
     assert (lo, hi) == (pytest.approx(40.383, abs=1e-3), pytest.approx(59.617, abs=1e-3))
     lo, hi = wilson_interval(0, 10)  # 0 successes: from 0, to z^2 / (n + z^2)
-    assert lo == 0.0 and hi == pytest.approx(100 * 1.96 ** 2 / (10 + 1.96 ** 2))
+    assert lo == 0.0 and hi == pytest.approx(100 * Z95 ** 2 / (10 + Z95 ** 2))
 
 
 def test_a_model_at_chance_did_not_learn():
@@ -39,3 +46,19 @@ def test_verdicts_on_models_that_learned_and_on_models_that_did_not():
     check = judge_check({"claim": "c", "measured": "m", "agrees": True}, [bad])
     assert check["claim"] == "c" and check["measured"] == "m" and check["agrees"] is None
     assert check["verdict"].startswith("not judged: model did not learn")
+
+
+def test_interval_verdict_reads_the_side_of_zero_and_refuses_unlearned_models():
+    assert interval_verdict(0.2, 1.5, "positive") == REPRODUCES
+    assert interval_verdict(-1.5, -0.2, "negative") == REPRODUCES
+    assert interval_verdict(-1.5, -0.2, "positive") == DOES_NOT_REPRODUCE
+    assert interval_verdict(0.1, 0.3, "negative") == DOES_NOT_REPRODUCE
+    assert interval_verdict(-0.4, 0.9, "positive") == INCONCLUSIVE
+    assert interval_verdict(0.0, 0.9, "positive") == INCONCLUSIVE  # touching zero is not excluding it
+    chance = model_learned(10.5, 10, n=2000, name="standard")
+    assert interval_verdict(0.2, 1.5, "positive", models=[chance]).startswith(NOT_LEARNED)
+    assert interval_verdict(0.2, 1.5, "positive", models=[model_learned(60.0, 10, n=2000)]) == REPRODUCES
+    with pytest.raises(ValueError, match="expected"):
+        interval_verdict(0.1, 0.2, "up")
+    with pytest.raises(ValueError, match="low end"):
+        interval_verdict(0.3, 0.2, "positive")

@@ -204,7 +204,7 @@ def test_tradeoff_scatter_keeps_published_points_beside_their_own_setting_one_at
     assert syn[0].startswith("pgd_at | synthetic n_train=128") and syn[1].startswith("pgd_at | synthetic n_train=256")
     assert any("l2 127.5/255" in label for label in agg["run_label"])
 
-    refs = reference.select(["seed 003 / Table 2", "seed 002 / Table 1", "seed 002 / Table 2"])
+    refs = reference.select(["DUCAT / Table 2", "RPAT / Table 1", "RPAT / Table 2"])
     points = tradeoff_points(agg, refs)
     published = points[points["who"] == "published"]
     assert set(published["dataset"]) == {"cifar10"} and set(published["model"]) == {"ResNet-18"}
