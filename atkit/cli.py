@@ -93,7 +93,7 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
     if getattr(model, "dummy_classes", False):
         # Dummy-class models: the headline is the per-sample worst case over the protocols, each protocol's numbers
-        # beside it, the published one labelled as the papers' protocol (REFERENCE.md 3, DUCAT).
+        # beside it, the published one labelled as the papers' protocol (DUCAT evaluation protocols).
         from .evaluate import PROTOCOL_LABELS, dummy_protocols_record, evaluate_dummy_protocols
 
         by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)

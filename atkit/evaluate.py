@@ -13,7 +13,7 @@ Attacks (REFERENCE.md section 1, "evaluation attacks"):
 
 Every accuracy is by :func:`atkit.models.predict_labels`, so a DUCAT model with 2C outputs is scored
 by its projected prediction; :func:`evaluate_dummy_protocols` runs the published and the adaptive
-protocols of REFERENCE.md section 3 side by side, headed by their per-sample worst case
+DUCAT protocols side by side, headed by their per-sample worst case
 (:func:`worst_case_over_protocols`), the number a dummy-class model is reported by. Accuracies are in
 percent, as the papers report.
 
@@ -109,7 +109,7 @@ def worst_case_name(attacks: Sequence[str]) -> Optional[str]:
 
 
 def _trade_off(clean: Optional[float], robust: Optional[float]) -> tuple[Optional[float], Optional[float]]:
-    """``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)`` (REFERENCE.md section 1), percent."""
+    """``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)``, percent (the papers' trade-off scores)."""
     if clean is None or robust is None:
         return None, None
     return (clean + robust) / 2.0, (2.0 * clean * robust / (clean + robust) if clean + robust > 0 else 0.0)
@@ -456,7 +456,7 @@ def _set_robust(result: EvalResult) -> None:
 def worst_case_over_protocols(results: Mapping[str, EvalResult]) -> EvalResult:
     """Per-sample worst case of one model's results under several DUCAT protocols: for each attack run
     under every protocol, a sample is correct only if it is correct under all of them (the published
-    protocol can only over-report, seed 003 / REFERENCE.md section 3, so the headline is the worst case).
+    protocol can only over-report (DUCAT's adaptive attacks), so the headline is the worst case).
     ``protocol = "worst_case"``; ``details[attack]`` gives each protocol's accuracy; Mean and NRR
     follow from the worst-case accuracies (:func:`evaluate`). The results must share images and labels
     (same ``n``, same ``clean`` per sample).
@@ -500,7 +500,7 @@ def evaluate_dummy_protocols(
     sanity: bool | Mapping[str, Any] = False,
     **kwargs: Any,
 ) -> dict[str, EvalResult]:
-    """The DUCAT evaluation protocols side by side (DUCAT; REFERENCE.md section 3), headed by their
+    """The DUCAT evaluation protocols side by side, headed by their
     per-sample worst case: ``{"worst_case": ..., "published": ..., "adaptive": ..., "adaptive_max": ...}``.
 
     ``published`` (the papers' protocol: attacks on the raw 2C logits) and ``adaptive`` /

@@ -388,7 +388,7 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         for metric in SCORE_METRICS:
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
-        # Dummy-class runs: every other protocol's number beside the one shown (REFERENCE.md 3).
+        # Dummy-class runs: every other protocol's number beside the one shown (DUCAT protocols).
         for other in [p for p in _BESIDE_PROTOCOLS if p in protocols and p != chosen]:
             beside = agg[(agg["setting"] == setting) & (agg["protocol"] == other)]
             for rec in beside.to_dict(orient="records"):

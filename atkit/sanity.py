@@ -21,7 +21,7 @@ symptoms. Each check here returns a JSON-ready dict ``{name, passed, detail, val
 ``randomness``      identical forward passes must agree (AutoAttack's ``check_randomized``);
 ``dummy_protocol``  for dummy-class models (DUCAT): accuracy under the published protocol must not
                     exceed the adaptive ones (attacks on the merged logits) by more than the
-                    tolerance (REFERENCE.md section 3), compared on the strongest attack that ran
+                    tolerance, compared on the strongest attack that ran
                     (AA, APGD or CW; CW is run for the check when none of them was).
 
 Tolerances are in samples, to absorb the noise of random starts: by default
@@ -433,8 +433,8 @@ def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
                          **eval_kw: Any) -> dict[str, Any]:
     """Dummy-class models: robust accuracy under the published protocol (attacks on the raw 2C logits)
     must not exceed the adaptive ones (attacks on the merged C logits, logsumexp and, when run, max)
-    by more than the tolerance; otherwise "the published protocol overstates robustness" (DUCAT;
-    REFERENCE.md section 3). Compare a strong attack (AA, APGD, CW): dummy classes barely move CE-PGD,
+    by more than the tolerance; otherwise "the published protocol overstates robustness" (DUCAT's
+    evaluation protocols). Compare a strong attack (AA, APGD, CW): dummy classes barely move CE-PGD,
     so a PGD-20 comparison can pass with a large AutoAttack inflation.
 
     ``results``: protocol -> :class:`atkit.evaluate.EvalResult` already computed on the same images

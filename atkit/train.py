@@ -596,8 +596,8 @@ class Trainer:
             kwargs = dict(attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size, device=self.device,
                           num_classes=self.num_classes)
             if getattr(model, "dummy_classes", False):
-                # A dummy-class model is reported by the per-sample worst case over the protocols (REFERENCE.md 3,
-                # DUCAT): the published protocol alone over-reports. Every protocol's numbers stay under "protocols".
+                # A dummy-class model is reported by the per-sample worst case over the DUCAT protocols: the
+                # published protocol alone over-reports. Every protocol's numbers stay under "protocols".
                 from .evaluate import dummy_protocols_record, evaluate_dummy_protocols
 
                 by_protocol = evaluate_dummy_protocols(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label,
