@@ -306,6 +306,9 @@ def _protocol_models(model: nn.Module, protocol: Optional[str]) -> tuple[nn.Modu
     from .models import MergedDummyModel  # lazy: evaluate works without the model zoo loaded
 
     merged = MergedDummyModel(model, how=_PROTOCOL_MERGE[protocol])
+    # A new module starts in train mode; an attack that restores the wrapper's mode on exit would then put the
+    # wrapped model (its submodule) in train mode, and the next forward would update its BatchNorm statistics.
+    merged.train(model.training)
     return merged, protocol
 
 

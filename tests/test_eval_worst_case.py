@@ -192,6 +192,22 @@ def test_results_tables_compute_the_worst_case_of_an_older_eval_json(tmp_path):
     assert worst["pgd20"] == min(frame["pgd20"]) == 0.0 and frame.iloc[1]["pgd20"] > 0.0
 
 
+def test_sanity_checks_on_a_merged_view_leave_batchnorm_statistics_alone():
+    """An attack on the merged view used to leave the wrapped model in train mode, so the next forward
+    updated its BatchNorm statistics and every later number (e.g. the next protocol's clean accuracy) moved."""
+    from atkit.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("small_cnn", 4, dummy_classes=True).eval()
+    x, y = make_blobs(16, seed=2)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    for protocol in ("adaptive", "adaptive_max"):
+        run_sanity_checks(model, x, y, checks=("large_eps", "black_box"), protocol=protocol, large_eps_steps=2,
+                          square_n=8, square_queries=5)
+    assert not model.training
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 # --------------------------------------------------------------- 2. adaptive AutoAttack criterion
 def test_adaptive_autoattack_breaks_by_the_projected_prediction():
     model = fake_break_dummy()
