@@ -172,6 +172,15 @@ def test_trainer_eval_json_cli_and_tables_lead_with_the_worst_case(tmp_path, cap
     assert written["protocol"] == WORST_CASE and written["accuracy"] == printed[WORST_CASE]["accuracy"]
     assert printed[WORST_CASE]["robust_metric"] == "pgd2"
 
+    from atkit.widgets import AblationSession
+
+    # The ablation table's row of this run shows the worst case, not the published protocol (made to differ here).
+    full = json.loads((run_dir / "eval.json").read_text())
+    full["final"]["protocols"]["published"]["accuracy"]["pgd2"] = 99.0
+    (run_dir / "eval.json").write_text(json.dumps(full))
+    ablation_row = AblationSession(cfg.to_dict(), runs_dir=tmp_path / "runs")._row(run_dir, {}, reused=True)
+    assert ablation_row["final_pgd2"] == ev["accuracy"]["pgd2"] != 99.0 and ablation_row["final_mean"] == ev["mean"]
+
     agg = aggregate_seeds(collect_runs(tmp_path / "runs"))
     assert WORST_CASE in set(agg["protocol"])
     row = paper_table(agg, robust=("pgd2",)).iloc[0]
