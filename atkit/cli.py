@@ -166,24 +166,19 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     images = test_images_record(dataset, indices)
     parts = dict(images=images, checkpoint=checkpoint_record(ctx["checkpoint"]), model=ctx["model_info"])
     if getattr(model, "dummy_classes", False):
-        # Dummy-class models: the published protocol never without the adaptive one (docs/methods.md, DUCAT).
-        from .compare import per_sample_flags
-        from .evaluate import evaluate_dummy_protocols
-        from .stats import accuracy_record
+        # Dummy-class models: the headline is the per-sample worst case over the protocols, each protocol's numbers
+        # beside it, the published one labelled as the papers' protocol (DUCAT evaluation protocols).
+        from .evaluate import PROTOCOL_LABELS, dummy_protocols_record, evaluate_dummy_protocols
 
         by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)
-        payload: dict[str, Any] = {"protocols": {p: r.to_dict() for p, r in by_protocol.items()}, "images": images}
+        payload = dummy_protocols_record(by_protocol)
+        payload["images"] = images
         attach_provenance(payload, **parts)
-        lines = [line for p, r in payload["protocols"].items() for line in _accuracy_lines(r, f"[{p}] ")]
-        worst = {a: accuracy_record(sum(f), len(f)) for a in attacks
-                 for f in [per_sample_flags(payload, a, "worst")]}
-        lines += [f"[worst of {', '.join(by_protocol)}] {a:>8s}: {rec['accuracy']:.2f} % "
-                  f"[{rec['ci95'][0]:.1f}, {rec['ci95'][1]:.1f}] (n={rec['n']})" for a, rec in worst.items()]
         atomic_write_json(out, payload)
-        print("\n".join(lines))
-        print(json.dumps({p: {"accuracy": r.accuracy, "ci95": r.to_dict()["ci95"], "n": r.n, "mean": r.mean,
-                              "nrr": r.nrr} for p, r in by_protocol.items()}
-                         | {"worst_case": worst, "written": str(out)}))
+        print("\n".join(line for p, r in by_protocol.items()
+                        for line in _accuracy_lines(r.to_dict(), f"[{PROTOCOL_LABELS.get(p, p)}] ")))
+        print(json.dumps({p: {"protocol": PROTOCOL_LABELS.get(p, p), "n": r.n, **_summary(r)}
+                          for p, r in by_protocol.items()} | {"written": str(out)}))
         return 0
     result = evaluate(model, x, y, **kwargs)
     payload = result.to_dict()
@@ -191,8 +186,7 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     attach_provenance(payload, **parts)
     atomic_write_json(out, payload)
     print("\n".join(_accuracy_lines(payload)))
-    print(json.dumps({"accuracy": result.accuracy, "ci95": payload["ci95"], "n": result.n, "mean": result.mean,
-                      "nrr": result.nrr, "warnings": result.warnings, "written": str(out)}))
+    print(json.dumps(_summary(result) | {"ci95": payload["ci95"], "n": result.n, "written": str(out)}))
     return 0
 
 
@@ -216,6 +210,13 @@ def _cmd_card(args: argparse.Namespace) -> int:
     print(json.dumps({k: card[k] for k in ("dataset", "architecture", "eps", "clean_acc", "autoattack_acc")}
                      | {"written": str(args.out)}))
     return 0
+
+
+def _summary(result: Any) -> dict[str, Any]:
+    """The printed line of ``atkit eval``: accuracies, the robust accuracy behind Mean/NRR with its name."""
+    return {"accuracy": result.accuracy, "robust_accuracy": result.robust_accuracy,
+            "robust_metric": result.robust_metric, "mean": result.mean, "nrr": result.nrr,
+            "warnings": result.warnings}
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:

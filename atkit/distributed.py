@@ -180,13 +180,14 @@ class DistContext:
 
     def merge_eval(self, local: Any, n_total: int) -> Any:
         """Gather the ranks' :class:`atkit.evaluate.EvalResult` on shards ``r::W`` into the result on all
-        ``n_total`` images (per-sample flags interleaved back, accuracies, Mean and NRR recomputed).
+        ``n_total`` images (per-sample flags interleaved back, accuracies, the worst case over the robust
+        attacks, Mean and NRR recomputed; AutoAttack's warnings of every rank).
 
         ``details`` are rank 0's, with ``seconds`` the slowest rank's and ``shards`` the world size.
         """
         if not self.is_distributed:
             return local
-        from .evaluate import EvalResult
+        from .evaluate import EvalResult, _set_robust
 
         parts = self.all_gather_object(local.to_dict())
         first = EvalResult.from_dict(parts[0])
@@ -206,16 +207,14 @@ class DistContext:
             if secs:
                 info["seconds"] = max(secs)
             info["shards"] = self.world_size
-        mean = nrr = None
-        robust = first.robust_metric
-        if robust is not None and "clean" in accuracy:
-            clean, rob = accuracy["clean"], accuracy[robust]
-            mean = (clean + rob) / 2.0
-            nrr = 2.0 * clean * rob / (clean + rob) if clean + rob > 0 else 0.0
-        return EvalResult(accuracy=accuracy, per_sample=per_sample, n=n_total, robust_metric=robust, mean=mean,
-                          nrr=nrr, threat=first.threat, protocol=first.protocol, num_classes=first.num_classes,
-                          seed=first.seed, details=details,
-                          provenance=None if first.provenance is None else {**first.provenance, "shards": self.world_size})
+        warnings = list(dict.fromkeys(w for shard in shards for w in shard.attack_warnings))
+        merged = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n_total, threat=first.threat,
+                            protocol=first.protocol, num_classes=first.num_classes, seed=first.seed, details=details,
+                            attack_warnings=warnings,
+                            provenance=None if first.provenance is None else {**first.provenance,
+                                                                              "shards": self.world_size})
+        _set_robust(merged)  # the worst case over the robust attacks, per sample, on all images
+        return merged
 
 
 def init_from_env(device: Union[str, torch.device, None] = "auto") -> DistContext:

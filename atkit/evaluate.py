@@ -13,7 +13,14 @@ Attacks (docs/methods.md, common protocol, "evaluation attacks"):
 
 Every accuracy is by :func:`atkit.models.predict_labels`, so a DUCAT model with 2C outputs is scored
 by its projected prediction; :func:`evaluate_dummy_protocols` runs the published and the adaptive
-protocols of DUCAT (docs/methods.md, DUCAT) side by side. Accuracies are in percent, as the papers report.
+DUCAT protocols side by side, headed by their per-sample worst case
+(:func:`worst_case_over_protocols`), the number a dummy-class model is reported by. Accuracies are in
+percent, as the papers report.
+
+Mean and NRR use the per-sample worst case over every robust attack that ran (``pgdN``, ``cw``/``cwN``,
+``apgd``, ``aa``): a sample counts as robust only if no attack broke it, so a weaker attack in the
+list can never raise the number. ``EvalResult.robust_metric`` names it (``"aa"``, or
+``"worst of pgd20, cw"``).
 """
 from __future__ import annotations
 
@@ -35,6 +42,14 @@ from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
 PROTOCOLS = ("published", "adaptive", "adaptive_max")
+# The headline of a dummy-class model: per sample, correct only if correct under every protocol.
+WORST_CASE = "worst_case"
+PROTOCOL_LABELS = {
+    WORST_CASE: "worst case over the protocols (headline)",
+    "published": "published: the papers' protocol (attacks on the raw 2C logits)",
+    "adaptive": "adaptive: attacks on the logsumexp-merged C logits",
+    "adaptive_max": "adaptive: attacks on the max-merged C logits",
+}
 # Which merge of real and dummy logits each adaptive protocol attacks (DUCAT; docs/methods.md, DUCAT, adaptive protocol).
 _PROTOCOL_MERGE = {"adaptive": "logsumexp", "adaptive_max": "max"}
 ATTACK_NAMES = ("clean", "pgd10", "pgd20", "pgd100", "pgdN", "cw", "cwN", "aa", "apgd", "fgsm", "random")
@@ -82,13 +97,24 @@ def _resolve_threat(threat: Any) -> dict[str, Any]:
     return {"norm": norm, "eps": float(out["eps"]), "step_size": float(out["step_size"])}
 
 
-def _robust_metric(names: Sequence[str]) -> Optional[str]:
-    """The strongest robust number available: ``aa``, else ``apgd``, else the PGD with most steps."""
-    for name in ("aa", "apgd"):
-        if name in names:
-            return name
-    pgds = [(int(n[3:]), n) for n in names if re.fullmatch(r"pgd[0-9]+", n)]
-    return max(pgds)[1] if pgds else None
+def robust_attacks(names: Sequence[str]) -> list[str]:
+    """The robust attacks among ``names``, in their order: ``pgdN``, ``cw``/``cwN``, ``apgd``, ``aa``
+    (``clean``, ``fgsm`` and ``random`` are not robust-accuracy attacks)."""
+    return [n for n in names if n in ("aa", "apgd", "cw") or re.fullmatch(r"(pgd|cw)[0-9]+", n)]
+
+
+def worst_case_name(attacks: Sequence[str]) -> Optional[str]:
+    """``"aa"`` for one attack, ``"worst of pgd20, cw"`` for several, None for none."""
+    if not attacks:
+        return None
+    return attacks[0] if len(attacks) == 1 else "worst of " + ", ".join(attacks)
+
+
+def _trade_off(clean: Optional[float], robust: Optional[float]) -> tuple[Optional[float], Optional[float]]:
+    """``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)``, percent (the papers' trade-off scores)."""
+    if clean is None or robust is None:
+        return None, None
+    return (clean + robust) / 2.0, (2.0 * clean * robust / (clean + robust) if clean + robust > 0 else 0.0)
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -102,14 +128,18 @@ class EvalResult:
 
     ``accuracy``: attack name -> accuracy in percent (0-100). ``per_sample``: name -> bool tensor
     ``(n,)`` on CPU, True where the sample is classified correctly under that attack.
-    ``robust_metric``: the attack behind ``mean`` and ``nrr`` (``aa``, else ``apgd``, else the PGD
-    with most steps; None if none ran). ``mean = (Clean + R) / 2`` and
+    ``robust_accuracy``: the per-sample worst case over ``robust_attacks`` (every robust attack that
+    ran: a sample counts only if none broke it); ``robust_metric`` names it (``"aa"``,
+    ``"worst of pgd20, cw"``; None if no robust attack ran). ``mean = (Clean + R) / 2`` and
     ``nrr = 2 Clean R / (Clean + R)`` with ``R`` that accuracy (docs/methods.md, common protocol), percent,
     None without ``clean`` or a robust attack. ``details``: per attack, its settings and seconds
-    (and AutoAttack's per-attack counts). ``protocol``: DUCAT protocol or None for a plain model.
+    (and AutoAttack's per-attack counts). ``protocol``: DUCAT protocol (or ``"worst_case"``, see
+    :func:`worst_case_over_protocols`) or None for a plain model.
     ``checks``: the sanity checks of :mod:`atkit.sanity` (``evaluate(..., sanity=True)``), each
-    ``{name, passed, detail, values}``, or None when they were not run; :attr:`warnings` lists the
-    failed ones and :meth:`summary_row` / :meth:`table` show them in a "checks" column.
+    ``{name, passed, detail, values}``, or None when they were not run. ``attack_warnings``:
+    AutoAttack's own warnings (randomized model, zero gradients, ...), ``"<attack>: <stage>: <message>"``,
+    recorded whether or not the checks ran. :attr:`warnings` lists both; :meth:`summary_row` /
+    :meth:`table` show the failed checks in a "checks" column.
     """
 
     accuracy: dict[str, float]
@@ -125,11 +155,25 @@ class EvalResult:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     checks: Optional[list[dict[str, Any]]] = None
     provenance: Optional[dict[str, Any]] = None  # what produced the numbers (atkit.provenance.build_provenance)
+    robust_accuracy: Optional[float] = None
+    robust_attacks: list[str] = field(default_factory=list)
+    attack_warnings: list[str] = field(default_factory=list)
 
     @property
     def warnings(self) -> list[str]:
-        """One line per failed sanity check: ``"<name>: <detail>"`` (empty when all passed or none ran)."""
-        return [f"{c['name']}: {c['detail']}" for c in (self.checks or []) if not c.get("passed", True)]
+        """One line per failed sanity check, ``"<name>: <detail>"``, then AutoAttack's own warnings
+        (:attr:`attack_warnings`); empty when all checks passed (or none ran) and AutoAttack raised none."""
+        failed = [f"{c['name']}: {c['detail']}" for c in (self.checks or []) if not c.get("passed", True)]
+        return failed + list(self.attack_warnings)
+
+    def robust_per_sample(self) -> Optional[Tensor]:
+        """Per-sample correctness behind :attr:`robust_accuracy` (AND over :attr:`robust_attacks`)."""
+        if not self.robust_attacks:
+            return None
+        flags = torch.ones(self.n, dtype=torch.bool)
+        for name in self.robust_attacks:
+            flags &= self.per_sample[name]
+        return flags
 
     def summary_row(self, label: Optional[str] = None) -> dict[str, Any]:
         """One table row: accuracies (percent), mean, NRR and a "checks" cell (``"ok"``,
@@ -138,7 +182,8 @@ class EvalResult:
 
         row: dict[str, Any] = {} if label is None else {"model": label}
         row.update(self.accuracy)
-        row.update({"mean": self.mean, "nrr": self.nrr, "n": self.n, "checks": checks_summary(self.checks)})
+        row.update({"robust": self.robust_accuracy, "robust_metric": self.robust_metric, "mean": self.mean,
+                    "nrr": self.nrr, "n": self.n, "checks": checks_summary(self.checks)})
         return row
 
     def table(self, label: Optional[str] = None) -> Any:
@@ -169,6 +214,9 @@ class EvalResult:
             "checks": self.checks,
             "warnings": self.warnings,
             "provenance": self.provenance,
+            "robust_accuracy": self.robust_accuracy,
+            "robust_attacks": list(self.robust_attacks),
+            "attack_warnings": list(self.attack_warnings),
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -194,6 +242,9 @@ class EvalResult:
             details=dict(data.get("details", {})),
             checks=data.get("checks"),
             provenance=data.get("provenance"),
+            robust_accuracy=data.get("robust_accuracy"),
+            robust_attacks=list(data.get("robust_attacks") or []),
+            attack_warnings=list(data.get("attack_warnings") or []),
         )
 
     @classmethod
@@ -261,6 +312,9 @@ def _protocol_models(model: nn.Module, protocol: Optional[str]) -> tuple[nn.Modu
     from .models import MergedDummyModel  # lazy: evaluate works without the model zoo loaded
 
     merged = MergedDummyModel(model, how=_PROTOCOL_MERGE[protocol])
+    # A new module starts in train mode; an attack that restores the wrapper's mode on exit would then put the
+    # wrapped model (its submodule) in train mode, and the next forward would update its BatchNorm statistics.
+    merged.train(model.training)
     return merged, protocol
 
 
@@ -294,6 +348,8 @@ def evaluate(
     ``sanity``: also run the gradient-masking checks of :func:`atkit.sanity.run_sanity_checks`
     (``True``, or a dict of its options, e.g. ``{"n": 200}``) into ``result.checks``; a failed
     check shows in ``result.warnings`` and in the "checks" column of :meth:`EvalResult.summary_row`.
+    AutoAttack (``aa``, ``apgd``) on an adaptive protocol counts a point as broken by the same
+    projected prediction that scores it. With eps = 0 AutoAttack returns the clean result at once.
     """
     specs = {}
     for name in attacks:
@@ -313,6 +369,7 @@ def evaluate(
     accuracy: dict[str, float] = {}
     per_sample: dict[str, Tensor] = {}
     details: dict[str, dict[str, Any]] = {}
+    attack_warnings: list[str] = []
 
     with attack_mode(model, "eval"), torch.random.fork_rng(devices=fork_devices):
         attack_model, protocol_used = _protocol_models(model, protocol)
@@ -341,13 +398,17 @@ def evaluate(
                     state_path = Path(aa_state_dir) / f"{name}{suffix}.json"
                 kw: dict[str, Any] = ({"version": "standard"} if spec["kind"] == "aa" else
                                       {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1})
+                # On a merged view, "broken" is decided by the projected prediction that scores the point.
                 result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], batch_size=batch_size,
-                                        state_path=state_path, seed=seed, device=dev,
-                                        num_classes=num_classes if attack_model is model else None, **kw)
+                                        state_path=state_path, seed=seed, device=dev, num_classes=num_classes,
+                                        score_model=None if attack_model is model else model, **kw)
                 for start in range(0, n, batch_size):
                     correct[start:start + batch_size] = score(result.x_adv[start:start + batch_size], start)
                 info.update(per_attack=result.per_attack, resumed=result.resumed, ran_now=result.ran_now,
-                            budget=result.budget)
+                            budget=result.budget, autoattack_warnings=result.warnings)
+                if "skipped" in result.config:
+                    info["skipped"] = result.config["skipped"]
+                attack_warnings += [f"{name}: {w}" for w in result.warnings]
             else:
                 for start in range(0, n, batch_size):
                     xb = x[start:start + batch_size].to(dev, torch.float32)
@@ -361,12 +422,15 @@ def evaluate(
                 tag = "" if protocol_used is None else f" [{protocol_used}]"
                 print(f"evaluate{tag}: {name} {accuracy[name]:.2f}% ({info['seconds']:.1f} s)", flush=True)
 
-    robust = _robust_metric(list(accuracy))
-    mean = nrr = None
-    if robust is not None and "clean" in accuracy:
-        clean, rob = accuracy["clean"], accuracy[robust]
-        mean = (clean + rob) / 2.0
-        nrr = 2.0 * clean * rob / (clean + rob) if clean + rob > 0 else 0.0
+    result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, threat=thr, protocol=protocol_used,
+                        num_classes=num_classes, seed=int(seed), details=details, attack_warnings=attack_warnings)
+    _set_robust(result)
+    if progress and result.robust_metric is not None:
+        tag = "" if protocol_used is None else f" [{protocol_used}]"
+        print(f"evaluate{tag}: robust {result.robust_accuracy:.2f}% ({result.robust_metric}) behind Mean/NRR",
+              flush=True)
+    for warning in attack_warnings if progress else ():
+        print(f"evaluate: AutoAttack warning: {warning}", flush=True)
     checks = None
     if sanity:
         from .sanity import run_sanity_checks
@@ -376,15 +440,66 @@ def evaluate(
         checks = run_sanity_checks(model, x, y, threat=thr, batch_size=batch_size, device=dev,
                                    num_classes=num_classes, protocol=protocol, seed=seed, reference=per_sample,
                                    **options)
-        if progress:
-            bad = [c["name"] for c in checks if not c["passed"]]
-            print(f"evaluate: sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
-                  f"({time.time() - began:.1f} s)", flush=True)
-    result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, robust_metric=robust, mean=mean, nrr=nrr,
-                        threat=thr, protocol=protocol_used, num_classes=num_classes, seed=int(seed), details=details,
-                        checks=checks)
+        _print_checks(checks, began, progress)
+    result.checks = checks
     result.provenance = build_provenance(model=model, device=dev, batch_size=batch_size, threat=thr, seed=int(seed),
                                          details=details, warnings=result.warnings)
+    return result
+
+
+def _print_checks(checks: Sequence[Mapping[str, Any]], began: float, progress: bool) -> None:
+    if progress:
+        bad = [c["name"] for c in checks if not c["passed"]]
+        print(f"evaluate: sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
+              f"({time.time() - began:.1f} s)", flush=True)
+
+
+def _set_robust(result: EvalResult) -> None:
+    """Fill ``robust_attacks``, ``robust_accuracy``, ``robust_metric``, ``mean`` and ``nrr`` of ``result``
+    from its per-sample results: the worst case over every robust attack that ran."""
+    result.robust_attacks = robust_attacks(list(result.accuracy))
+    flags = result.robust_per_sample()
+    result.robust_metric = worst_case_name(result.robust_attacks)
+    result.robust_accuracy = None if flags is None else 100.0 * int(flags.sum()) / result.n
+    result.mean, result.nrr = _trade_off(result.accuracy.get("clean"), result.robust_accuracy)
+
+
+def worst_case_over_protocols(results: Mapping[str, EvalResult]) -> EvalResult:
+    """Per-sample worst case of one model's results under several DUCAT protocols: for each attack run
+    under every protocol, a sample is correct only if it is correct under all of them (the published
+    protocol can only over-report (DUCAT's adaptive attacks), so the headline is the worst case).
+    ``protocol = "worst_case"``; ``details[attack]`` gives each protocol's accuracy; Mean and NRR
+    follow from the worst-case accuracies (:func:`evaluate`). The results must share images and labels
+    (same ``n``, same ``clean`` per sample).
+    """
+    if not results:
+        raise ConfigError("worst_case_over_protocols needs at least one protocol's result.")
+    items = list(results.items())
+    first = items[0][1]
+    for protocol, res in items:
+        if res.n != first.n or ("clean" in res.per_sample and "clean" in first.per_sample
+                                and not torch.equal(res.per_sample["clean"], first.per_sample["clean"])):
+            raise ConfigError(f"protocol {protocol!r} was evaluated on other images than {items[0][0]!r} "
+                              f"(n {res.n} vs {first.n}, or different clean predictions).")
+    names = [name for name in first.accuracy if all(name in r.per_sample for _, r in items)]
+    per_sample: dict[str, Tensor] = {}
+    accuracy: dict[str, float] = {}
+    details: dict[str, dict[str, Any]] = {}
+    for name in names:
+        flags = torch.ones(first.n, dtype=torch.bool)
+        for _, res in items:
+            flags &= res.per_sample[name]
+        per_sample[name] = flags
+        accuracy[name] = 100.0 * int(flags.sum()) / first.n
+        details[name] = {"worst_case_of": [p for p, _ in items],
+                         "accuracy_by_protocol": {p: r.accuracy[name] for p, r in items}}
+    warnings = [f"[{p}] {w}" for p, r in items for w in r.attack_warnings]
+    result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=first.n, threat=dict(first.threat),
+                        protocol=WORST_CASE, num_classes=first.num_classes, seed=first.seed, details=details,
+                        attack_warnings=warnings)
+    _set_robust(result)
+    if first.provenance is not None:  # what produced the protocols' numbers, the same for each
+        result.provenance = {**first.provenance, "worst_case_of": [p for p, _ in items]}
     return result
 
 
@@ -394,13 +509,20 @@ def evaluate_dummy_protocols(
     y: Tensor,
     *,
     protocols: Sequence[str] = PROTOCOLS,
+    worst_case: bool = True,
+    sanity: bool | Mapping[str, Any] = False,
     **kwargs: Any,
 ) -> dict[str, EvalResult]:
-    """Both DUCAT evaluation protocols side by side (docs/methods.md, DUCAT):
-    ``published`` (attacks on the raw 2C logits) and ``adaptive`` / ``adaptive_max`` (attacks on
-    ``MergedDummyModel(model, how="logsumexp" / "max")``), every accuracy by projected prediction.
-    The gap published - adaptive is the robustness the published protocol over-reports.
-    ``kwargs`` go to :func:`evaluate`.
+    """The DUCAT evaluation protocols side by side, headed by their
+    per-sample worst case: ``{"worst_case": ..., "published": ..., "adaptive": ..., "adaptive_max": ...}``.
+
+    ``published`` (the papers' protocol: attacks on the raw 2C logits) and ``adaptive`` /
+    ``adaptive_max`` (attacks on ``MergedDummyModel(model, how="logsumexp" / "max")``), every accuracy
+    by projected prediction. ``worst_case`` (:func:`worst_case_over_protocols`, first in the dict,
+    left out with ``worst_case=False`` or a single protocol) is the number to report: the published
+    protocol over-reports by the gap to it. ``sanity``: the checks of :func:`atkit.sanity.run_sanity_checks`,
+    run once (not per protocol) and attached to the worst case and the published result; their
+    ``dummy_protocol`` check reads the protocols' results computed here. ``kwargs`` go to :func:`evaluate`.
     """
     if not getattr(model, "dummy_classes", False):
         raise ConfigError("evaluate_dummy_protocols needs a model with dummy_classes=True (2C outputs).")
@@ -409,7 +531,43 @@ def evaluate_dummy_protocols(
     for protocol in protocols:
         if protocol not in PROTOCOLS:
             raise unknown_name_error("evaluation protocol", protocol, PROTOCOLS)
-    return {protocol: evaluate(model, x, y, protocol=protocol, **kwargs) for protocol in protocols}
+    by_protocol = {protocol: evaluate(model, x, y, protocol=protocol, **kwargs) for protocol in protocols}
+    out: dict[str, EvalResult] = {}
+    if worst_case and len(by_protocol) > 1:
+        out[WORST_CASE] = worst_case_over_protocols(by_protocol)
+        if kwargs.get("progress") and out[WORST_CASE].robust_metric is not None:
+            worst = out[WORST_CASE]
+            print(f"evaluate [{WORST_CASE}]: " + ", ".join(f"{k} {v:.2f}%" for k, v in worst.accuracy.items())
+                  + f"; robust {worst.robust_accuracy:.2f}% ({worst.robust_metric}) behind Mean/NRR", flush=True)
+    out.update(by_protocol)
+    if sanity:
+        from .sanity import run_sanity_checks
+
+        options = dict(sanity) if isinstance(sanity, Mapping) else {}
+        began = time.time()
+        first = next(iter(by_protocol.values()))
+        reference = by_protocol.get("published", first).per_sample
+        checks = run_sanity_checks(model, x, y, threat=first.threat, batch_size=kwargs.get("batch_size", 500),
+                                   device=kwargs.get("device"), num_classes=first.num_classes,
+                                   seed=kwargs.get("seed", 0), reference=reference, protocol_results=by_protocol,
+                                   **options)
+        _print_checks(checks, began, bool(kwargs.get("progress")))
+        for key in (WORST_CASE, "published"):
+            if key in out:
+                out[key].checks = checks
+    return out
+
+
+def dummy_protocols_record(by_protocol: Mapping[str, EvalResult]) -> dict[str, Any]:
+    """JSON record of :func:`evaluate_dummy_protocols`: the worst case's :meth:`EvalResult.to_dict` at the
+    top level (the headline), each protocol's under ``"protocols"`` and what each protocol is under
+    ``"protocol_labels"`` (the published one is the papers' protocol)."""
+    protocols = {p: r for p, r in by_protocol.items() if p != WORST_CASE}
+    head = by_protocol.get(WORST_CASE) or next(iter(protocols.values()))
+    record = head.to_dict()
+    record["protocols"] = {p: r.to_dict() for p, r in protocols.items()}
+    record["protocol_labels"] = {p: PROTOCOL_LABELS[p] for p in [head.protocol, *protocols] if p in PROTOCOL_LABELS}
+    return record
 
 
 def results_table(results: Mapping[str, EvalResult] | Sequence[EvalResult]) -> Any:
@@ -422,4 +580,6 @@ def results_table(results: Mapping[str, EvalResult] | Sequence[EvalResult]) -> A
     return pd.DataFrame(rows).set_index("model")
 
 
-__all__ = ["ATTACK_NAMES", "EvalResult", "PROTOCOLS", "evaluate", "evaluate_dummy_protocols", "results_table"]
+__all__ = ["ATTACK_NAMES", "EvalResult", "PROTOCOLS", "PROTOCOL_LABELS", "WORST_CASE", "dummy_protocols_record",
+           "evaluate", "evaluate_dummy_protocols", "results_table", "robust_attacks", "worst_case_name",
+           "worst_case_over_protocols"]

@@ -13,7 +13,12 @@ started, ``metrics.json``; a finished run also has ``eval.json`` (see :mod:`atki
   setting's numbers, or ``status = "missing"`` when no run computes that setting.
 
 Mean and NRR (docs/methods.md, common protocol): ``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)`` with
-``R`` the AutoAttack accuracy (else the strongest attack that ran, named in ``robust_metric``).
+``R`` the per-sample worst case over every robust attack of the final evaluation (named in
+``robust_metric``, e.g. ``"worst of pgd20, cw"``; a run's last epoch: its strongest attack).
+
+Dummy-class (DUCAT) runs: the rows with ``protocol = "worst_case"`` (the per-sample worst case over
+the published and the adaptive protocols) are the headline, and the tables show them by default;
+the published protocol, the papers' own, stays beside it.
 """
 from __future__ import annotations
 
@@ -199,21 +204,41 @@ def _read_json(path: Path) -> Optional[dict[str, Any]]:
         return None
 
 
+def _worst_case_record(res: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
+    """The worst case over the protocols of a dummy-class result: its top level when it is one (atkit
+    writes it so), else computed from the protocols' per-sample results (older ``eval.json``); None
+    when they carry none."""
+    from .evaluate import WORST_CASE, EvalResult, worst_case_over_protocols
+
+    if res.get("protocol") == WORST_CASE:
+        return res
+    protocols = res.get("protocols") or {}
+    if len(protocols) < 2 or not all(isinstance(r, Mapping) and r.get("per_sample") for r in protocols.values()):
+        return None
+    return worst_case_over_protocols({p: EvalResult.from_dict(r) for p, r in protocols.items()}).to_dict()
+
+
 def eval_frame(eval_data: Mapping[str, Any]) -> pd.DataFrame:
     """An ``eval.json`` (as :meth:`atkit.train.Trainer.final_evaluation` writes it) as a table: one row per
-    (checkpoint, protocol), columns ``checkpoint``, ``protocol``, the accuracies, ``mean``, ``nrr``,
-    ``robust_metric``, ``n``. Dummy-class runs give one row per protocol (published, adaptive, ...)."""
+    (checkpoint, protocol), columns ``checkpoint``, ``protocol``, the accuracies, ``robust`` (the
+    per-sample worst case over the robust attacks, named in ``robust_metric``), ``mean``, ``nrr``, ``n``.
+    Dummy-class runs give a ``worst_case`` row (the headline) first, then one per protocol (published,
+    the papers' protocol; adaptive; adaptive_max)."""
     rows = []
     for checkpoint in ("best", "final"):
         res = eval_data.get(checkpoint)
         if not isinstance(res, Mapping):
             continue
-        by_protocol = res.get("protocols") or {res.get("protocol") or "-": res}
+        by_protocol = dict(res.get("protocols") or {res.get("protocol") or "-": res})
+        if res.get("protocols"):
+            worst = _worst_case_record(res)
+            if worst is not None:
+                by_protocol = {"worst_case": worst, **by_protocol}
         for protocol, r in by_protocol.items():
             row: dict[str, Any] = {"checkpoint": checkpoint, "protocol": protocol or "-"}
             row.update({k: float(v) for k, v in (r.get("accuracy") or {}).items()})
-            row.update(mean=r.get("mean"), nrr=r.get("nrr"), robust_metric=r.get("robust_metric"), n=r.get("n"),
-                       checks=_checks_cell(r.get("checks")))
+            row.update(robust=r.get("robust_accuracy"), mean=r.get("mean"), nrr=r.get("nrr"),
+                       robust_metric=r.get("robust_metric"), n=r.get("n"), checks=_checks_cell(r.get("checks")))
             rows.append(row)
     frame = pd.DataFrame(rows)
     if not frame.empty:
@@ -380,14 +405,21 @@ def _cell(mean: Any, std: Any, digits: int = 2, n: Any = None) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
+# Dummy-class protocols shown beside the chosen one in paper_table, with their column labels.
+_BESIDE_PROTOCOLS = {"worst_case": "worst case", "published": "published: papers' protocol", "adaptive": "adaptive",
+                     "adaptive_max": "adaptive_max"}
+
+
 def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), protocol: Optional[str] = None,
                 digits: int = 2) -> pd.DataFrame:
     """The papers' layout, one row per setting: ``Clean``, each of ``robust`` for the best and the final
     checkpoint, then ``Mean`` and ``NRR`` of the best checkpoint, as ``"mean ± std"`` over the ``seeds``
     (their count is the ``seeds`` column; a single seed shows its 95 % Wilson interval on the ``n`` test
     images, ``"52.30 [45.4, 59.1]"``; ``"n/a"``: not measured). Runs without a final evaluation show their last epoch under "final".
-    ``protocol``: the dummy-class protocol to show (default: the published one, else the only one);
-    dummy-class settings also get the last ``robust`` metric under the adaptive protocol, ``"... (adaptive)"``.
+    ``protocol``: the dummy-class protocol to show (default: ``worst_case``, the per-sample worst case
+    over the protocols; else the published one, else the only one); dummy-class settings also get the
+    last ``robust`` metric under each other protocol beside it: ``"AA best (published: papers' protocol)"``,
+    ``"AA best (adaptive)"``, ``"AA best (adaptive_max)"``.
     """
     columns = ["setting", "dataset", "model", "norm", "label", "run_label", "seeds"]
     if agg.empty:
@@ -395,7 +427,8 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
     rows = []
     for setting, group in agg.groupby("setting", sort=False):
         protocols = list(group["protocol"].unique())
-        chosen = protocol if protocol in protocols else ("published" if "published" in protocols else protocols[0])
+        chosen = protocol if protocol in protocols else next(
+            (p for p in ("worst_case", "published") if p in protocols), protocols[0])
         group = group[group["protocol"] == chosen]
         by_ckpt = {r["checkpoint"]: r for r in group.to_dict(orient="records")}
         best = by_ckpt.get("best")
@@ -415,14 +448,14 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         for metric in SCORE_METRICS:
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
-        if chosen == "published" and "adaptive" in protocols:
-            # Dummy-class runs: the adaptive attack on the merged model beside the published number (docs/methods.md, DUCAT).
-            adaptive = agg[(agg["setting"] == setting) & (agg["protocol"] == "adaptive")]
-            for rec in adaptive.to_dict(orient="records"):
+        # Dummy-class runs: every other protocol's number beside the one shown (DUCAT protocols).
+        for other in [p for p in _BESIDE_PROTOCOLS if p in protocols and p != chosen]:
+            beside = agg[(agg["setting"] == setting) & (agg["protocol"] == other)]
+            for rec in beside.to_dict(orient="records"):
                 if rec["checkpoint"] in ("best", "final"):
                     metric = tuple(robust)[-1] if robust else "aa"
-                    row[f"{DISPLAY_NAMES.get(metric, metric)} {rec['checkpoint']} (adaptive)"] = _cell(
-                        rec.get(metric), rec.get(f"{metric}_std"), digits, rec.get("n"))
+                    name = f"{DISPLAY_NAMES.get(metric, metric)} {rec['checkpoint']} ({_BESIDE_PROTOCOLS[other]})"
+                    row[name] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits, rec.get("n"))
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -643,7 +676,10 @@ def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *
         sel = agg[agg["checkpoint"].isin([checkpoint, "last epoch"] if checkpoint == "final" else [checkpoint])]
         if sel.empty:
             sel = agg[agg["checkpoint"] == "last epoch"]
-        sel = sel[sel["protocol"].isin(["-", "published"])]
+        # Dummy-class settings: the worst case over the protocols where it exists, else the published protocol.
+        with_worst = set(sel.loc[sel["protocol"] == "worst_case", "setting"])
+        sel = sel[sel["protocol"].isin(["-", "worst_case"])
+                  | ((sel["protocol"] == "published") & ~sel["setting"].isin(with_worst))]
         for rec in sel.to_dict(orient="records"):
             names = [m for m in metric_columns(agg) if m not in SCORE_METRICS and not _isnan(rec.get(m, np.nan))]
             metric = y if y in names else robust_metric(names)

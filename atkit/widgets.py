@@ -302,8 +302,10 @@ class AblationSession:
         }
         for key, value in point.items():
             row[f"param:{key}"] = value if not isinstance(value, (list, dict)) else json.dumps(value)
+        # Dummy-class runs: the worst case over the protocols is the headline; older runs without it, the published one.
+        shown = ("-", "worst_case") if any(rec.get("protocol") == "worst_case" for rec in tidy) else ("-", "published")
         for rec in tidy:
-            if rec.get("protocol") not in ("-", "published"):
+            if rec.get("protocol") not in shown:
                 continue
             tag = "final" if rec["checkpoint"] in ("final", "last epoch") else rec["checkpoint"]
             for key, value in rec.items():

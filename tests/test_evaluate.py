@@ -63,11 +63,19 @@ def test_evaluate_keys_ranges_and_per_sample(trained, result):
     assert result.details["cw"]["loss"] == "cw"
 
 
-def test_mean_and_nrr_use_strongest_robust_metric(result):
-    assert result.robust_metric == "pgd20"  # no aa/apgd: the PGD with most steps
-    clean, rob = result.accuracy["clean"], result.accuracy["pgd20"]
+def test_mean_and_nrr_use_the_worst_case_over_robust_attacks(result):
+    # Every robust attack that ran (fgsm and random are not robust-accuracy attacks), per sample.
+    assert result.robust_attacks == ["pgd10", "pgd20", "cw"]
+    assert result.robust_metric == "worst of pgd10, pgd20, cw"
+    worst = result.per_sample["pgd10"] & result.per_sample["pgd20"] & result.per_sample["cw"]
+    assert torch.equal(result.robust_per_sample(), worst)
+    clean, rob = result.accuracy["clean"], 100.0 * worst.sum().item() / result.n
+    assert result.robust_accuracy == pytest.approx(rob)
+    assert rob <= min(result.accuracy[a] for a in ("pgd10", "pgd20", "cw"))
     assert result.mean == pytest.approx((clean + rob) / 2)
     assert result.nrr == pytest.approx(2 * clean * rob / (clean + rob))
+    row = result.summary_row()
+    assert row["robust"] == result.robust_accuracy and row["robust_metric"] == result.robust_metric
 
 
 def test_no_robust_metric_without_robust_attack(trained):
@@ -286,7 +294,7 @@ def test_autoattack_validation(trained):
 def test_evaluate_apgd_with_state_dir(trained, tmp_path):
     model, x, y = trained
     res = evaluate(model, x[:32], y[:32], attacks=("clean", "pgd20", "apgd"), batch_size=16, aa_state_dir=tmp_path)
-    assert res.robust_metric == "apgd"
+    assert res.robust_metric == "worst of pgd20, apgd" and res.robust_attacks == ["pgd20", "apgd"]
     assert res.accuracy["apgd"] <= res.accuracy["clean"]
     assert (tmp_path / "apgd.json").exists()
     assert res.details["apgd"]["per_attack"]["clean"] == pytest.approx(res.accuracy["clean"])
@@ -328,13 +336,17 @@ def test_dummy_protocols_published_over_reports():
     x = 0.5 + 0.002 * (2 * torch.rand(16, 1, 2, 2, generator=torch.Generator().manual_seed(0)) - 1)
     y = torch.zeros(16, dtype=torch.long)
     out = evaluate_dummy_protocols(model, x, y, attacks=("clean", "pgd20"))
-    assert list(out) == ["published", "adaptive", "adaptive_max"]
+    # The per-sample worst case heads the protocols: it is what a dummy-class model is reported by.
+    assert list(out) == ["worst_case", "published", "adaptive", "adaptive_max"]
     for protocol, res in out.items():
         assert res.protocol == protocol and res.num_classes == 2
         assert res.accuracy["clean"] == 100.0
     assert out["published"].accuracy["pgd20"] == 100.0
     assert out["adaptive"].accuracy["pgd20"] == 0.0
     assert out["adaptive_max"].accuracy["pgd20"] == 0.0
+    assert out["worst_case"].accuracy["pgd20"] == 0.0 and out["worst_case"].mean == 50.0
+    assert list(evaluate_dummy_protocols(model, x, y, attacks=("clean",), worst_case=False)) == [
+        "published", "adaptive", "adaptive_max"]
     # Without a protocol, a dummy-class model is evaluated as published.
     default = evaluate(model, x, y, attacks=("pgd20",))
     assert default.protocol == "published"

@@ -14,8 +14,15 @@ configured by ``pyautoattack.AutoAttack`` for the chosen version (docs/methods.m
   prediction (docs/methods.md, published protocol).
 
 The driving logic is AutoAttack's: the attacks run in order, each only on the points every
-earlier attack failed to break (by the raw ``argmax == y`` of the attacked model), each call of an
-attack is seeded with ``seed``, and a point counts as broken once any attack finds an example.
+earlier attack failed to break, each call of an attack is seeded with ``seed``, and a point counts
+as broken once any attack finds an example. "Broken" is the raw ``argmax != y`` of the attacked
+model, as in the official code, unless ``score_model`` is given: then it is the prediction the
+score uses, so an attack on a merged view of a dummy-class model (the DUCAT adaptive protocol)
+cannot retire a point whose projected prediction is still correct.
+
+AutoAttack's own warnings (randomized or dynamic model, zero gradients, Square beating the gradient
+attacks, ...) are kept in :attr:`AutoAttackResult.warnings` besides going to the ``atkit.autoattack``
+logger.
 """
 from __future__ import annotations
 
@@ -64,6 +71,8 @@ class AutoAttackResult:
     ``attacks``: the attacks in the order run; ``ran_now``: those that did work in this call (empty
     when a finished state was reloaded); ``resumed``: a state file was found and continued.
     ``config``: everything that defines the run (eps, norm, version, overrides, ...).
+    ``warnings``: AutoAttack's own warnings, each once, prefixed by where it came from
+    (``"checks: ..."``, ``"apgd-ce: ..."``); kept in the state file across a resume.
     """
 
     x_adv: Tensor
@@ -75,6 +84,28 @@ class AutoAttackResult:
     resumed: bool = False
     config: dict[str, Any] = field(default_factory=dict)
     budget: dict[str, Any] = field(default_factory=dict)  # per stage, read from the AutoAttack object (provenance)
+    warnings: list[str] = field(default_factory=list)
+
+
+class _WarningRecorder:
+    """Logger for the official attacks and checks: forwards to :data:`logger` and keeps each warning
+    once (in order of first appearance), prefixed by ``stage`` (the check or attack running)."""
+
+    def __init__(self, previous: Optional[list[str]] = None) -> None:
+        self.messages: list[str] = list(previous or [])
+        self.stage = "checks"
+
+    def warning(self, msg: Any, *args: Any) -> None:
+        text = f"{self.stage}: {msg % args if args else msg}"
+        logger.warning(text)
+        if text not in self.messages:
+            self.messages.append(text)
+
+    def info(self, msg: Any, *args: Any) -> None:
+        logger.info(msg, *args)
+
+    def debug(self, msg: Any, *args: Any) -> None:
+        logger.debug(msg, *args)
 
 
 def _model_device(model: nn.Module) -> torch.device:
@@ -138,7 +169,8 @@ def _check_positive_int(name: str, value: Optional[int]) -> None:
         raise ConfigError(f"{name}={value!r} must be a positive integer (or None for AutoAttack's default).")
 
 
-def _build_autoattack(model: nn.Module, cfg: dict[str, Any], num_outputs: int, device: torch.device) -> Any:
+def _build_autoattack(model: nn.Module, cfg: dict[str, Any], num_outputs: int, device: torch.device,
+                      recorder: _WarningRecorder) -> Any:
     from pyautoattack import AutoAttack
 
     version = cfg["version"]
@@ -151,11 +183,11 @@ def _build_autoattack(model: nn.Module, cfg: dict[str, Any], num_outputs: int, d
         device=device,
         seed=cfg["seed"],
     )
-    # Route AutoAttack's warnings (zero gradients, ...) to atkit's logger; its progress lines go
-    # to debug and are silent unless a handler asks for them.
-    aa.logger = logger
-    aa.apgd.logger = logger
-    aa.apgd_targeted.logger = logger
+    # Route AutoAttack's warnings (zero gradients, ...) to the recorder (and atkit's logger); its
+    # progress lines go to debug and are silent unless a handler asks for them.
+    aa.logger = recorder
+    aa.apgd.logger = recorder
+    aa.apgd_targeted.logger = recorder
     aa.verbose = False
     # The standard 9 target classes need >= 10 outputs; with fewer, target every other class.
     targets = min(_DEFAULT_TARGETS, num_outputs - 1)
@@ -199,23 +231,24 @@ def _perturb(aa: Any, attack: str, x: Tensor, y: Tensor, restarts_overridden: bo
 
 
 def _run_checks(aa: Any, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, attacks: list[str],
-                num_outputs: int) -> None:
+                num_outputs: int, recorder: _WarningRecorder) -> None:
     """AutoAttack's sanity checks (randomized / probability outputs / dynamic defences / class count)."""
     from pyautoattack import checks
 
-    checks.check_randomized(model, x, y, bs=batch_size, logger=logger)
-    checks.check_range_output(model, x, logger=logger)
+    recorder.stage = "checks"
+    checks.check_randomized(model, x, y, bs=batch_size, logger=recorder)
+    checks.check_range_output(model, x, logger=recorder)
     # check_dynamic traces one forward with sys.settrace and then clears the tracer, which would
     # switch off a debugger or coverage tool; its call counters are module globals that never reset.
     previous_tracer = sys.gettrace()
     for key in checks.funcs:
         checks.funcs[key] = 0
     try:
-        checks.check_dynamic(model, x, False, logger=logger)
+        checks.check_dynamic(model, x, False, logger=recorder)
     finally:
         sys.settrace(previous_tracer)
     checks.check_n_classes(num_outputs, attacks, aa.apgd_targeted.n_target_classes,
-                           aa.fab.n_target_classes, logger=logger)
+                           aa.fab.n_target_classes, logger=recorder)
 
 
 class _OtherBatching(ConfigError):
@@ -236,6 +269,7 @@ class _State:
         self.processed: list[int] = []  # indices the current attack has finished with
         self.found_index: list[int] = []
         self.found_x: list[Tensor] = []  # CPU tensors, one per found index
+        self.warnings: list[str] = []  # AutoAttack's warnings from the attack batches done so far
 
     @property
     def x_path(self) -> Optional[Path]:
@@ -257,6 +291,7 @@ class _State:
             "current": self.current,
             "processed": self.processed,
             "n_found": len(self.found_index),
+            "warnings": self.warnings,
         })
 
     @classmethod
@@ -284,6 +319,7 @@ class _State:
         state.done = list(data["done"])
         state.current = data["current"]
         state.processed = [int(i) for i in data["processed"]]
+        state.warnings = [str(w) for w in data.get("warnings", [])]
         if data["n_found"]:
             x_path = state.x_path
             try:
@@ -318,6 +354,7 @@ def run_autoattack(
     n_iter: Optional[int] = None,
     n_restarts: Optional[int] = None,
     square_queries: Optional[int] = None,
+    score_model: Optional[nn.Module] = None,
 ) -> AutoAttackResult:
     """Run AutoAttack on ``(x, y)`` and score the result with the projected prediction.
 
@@ -330,10 +367,14 @@ def run_autoattack(
 
     The model runs in eval mode with frozen parameters (:func:`attack_mode`), restored afterwards;
     the caller's RNG state is left untouched. Correctness per sample is
-    ``predict_labels(model(x_adv), num_classes) == y`` with ``num_classes`` defaulting to
-    ``model.num_classes`` (else the logit width). ``state_path``: a JSON file, updated after every
-    batch, from which an interrupted run continues (same data, model and settings required; the
-    images found so far sit next to it in ``<state_path>.xadv.pt``).
+    ``predict_labels(scorer(x_adv), num_classes) == y``, ``scorer`` being ``score_model`` when given,
+    else ``model``, and ``num_classes`` defaulting to the scorer's ``num_classes`` (else its logit
+    width). ``score_model`` (e.g. the dummy-class model whose merged view ``model`` is) also decides
+    which points count as broken between the attacks, so that every point the score calls correct
+    goes on to the next attack; without it, "broken" is AutoAttack's raw ``argmax != y`` of ``model``.
+    ``state_path``: a JSON file, updated after every batch, from which an interrupted run continues
+    (same data, model and settings required; the images found so far sit next to it in
+    ``<state_path>.xadv.pt``). ``eps = 0`` returns the clean result at once, without running the attacks.
     """
     check_choice("norm", norm, AA_NORM_NAMES)
     check_budget(eps, None, None, norm)
@@ -351,12 +392,31 @@ def run_autoattack(
     n = x.shape[0]
     y_cpu = y.detach().to("cpu", torch.long)
     fork_devices = [dev.index or 0] if dev.type == "cuda" else []
+    scorer = model if score_model is None else score_model
 
-    with attack_mode(model, "eval"), torch.random.fork_rng(devices=fork_devices):
+    with attack_mode(model, "eval"), attack_mode(scorer, "eval"), torch.random.fork_rng(devices=fork_devices):
         with torch.no_grad():
             num_outputs = model(x[:1].to(dev, torch.float32)).shape[1]
-        if num_classes is None:
-            num_classes = int(getattr(model, "num_classes", num_outputs))
+            if num_classes is None:
+                num_classes = getattr(scorer, "num_classes", None)
+                if num_classes is None:
+                    num_classes = scorer(x[:1].to(dev, torch.float32)).shape[1]
+        num_classes = int(num_classes)
+
+        def predicted(xb: Tensor) -> Tensor:
+            """The prediction that decides "broken": the scorer's projected one, else AutoAttack's raw argmax."""
+            logits = scorer(xb)
+            return (logits.argmax(1) if score_model is None else predict_labels(logits, num_classes)).cpu()
+
+        def score(images: Tensor) -> Tensor:
+            correct = torch.zeros(n, dtype=torch.bool)
+            with torch.no_grad():
+                for start in range(0, n, batch_size):
+                    logits = scorer(images[start:start + batch_size].to(dev, torch.float32))
+                    correct[start:start + batch_size] = (predict_labels(logits, num_classes).cpu()
+                                                         == y_cpu[start:start + batch_size])
+            return correct
+
         for name in run_attacks:
             if num_outputs < _MIN_OUTPUTS[name]:
                 raise ConfigError(f"AutoAttack attack {name!r} needs at least {_MIN_OUTPUTS[name]} model "
@@ -366,15 +426,20 @@ def run_autoattack(
             "n_iter": n_iter, "n_restarts": n_restarts, "square_queries": square_queries, "n": int(n),
             "num_outputs": int(num_outputs), "batch_size": int(batch_size),
         }
+        if score_model is not None:
+            config["success"] = "score_model"
+        if eps == 0:
+            # Nothing can move inside a ball of radius 0: every attack leaves the clean accuracy.
+            correct = score(x)
+            clean_pct = 100.0 * int(correct.sum()) / n
+            return AutoAttackResult(x_adv=x.detach().clone(), correct=correct, accuracy=clean_pct,
+                                    per_attack={"clean": clean_pct, **{a: clean_pct for a in run_attacks}},
+                                    attacks=run_attacks, ran_now=[], resumed=False,
+                                    config={**config, "skipped": "eps = 0: the clean result"})
         if state_file is not None:
             # Only needed to validate a resume; hashing is cheap next to any attack.
             config["data_sha256"] = _fingerprint(x, y)
             config["model_sha256"] = _model_fingerprint(model)
-        aa = _build_autoattack(model, config, num_outputs, dev)
-        _run_checks(aa, model, x[:batch_size].to(dev, torch.float32), y_cpu[:batch_size].to(dev),
-                    batch_size, run_attacks, num_outputs)
-
-        budget = autoattack_budget(aa, run_attacks, n_restarts is not None)
         resumed = state_file is not None and state_file.exists()
         if resumed:
             try:
@@ -382,14 +447,22 @@ def run_autoattack(
             except _OtherBatching as exc:
                 logger.warning("%s", exc)
                 resumed = False
+        recorder = _WarningRecorder()
+        aa = _build_autoattack(model, config, num_outputs, dev, recorder)
+        _run_checks(aa, model, x[:batch_size].to(dev, torch.float32), y_cpu[:batch_size].to(dev),
+                    batch_size, run_attacks, num_outputs, recorder)
+        budget = autoattack_budget(aa, run_attacks, n_restarts is not None)
+
         if not resumed:
             robust = torch.zeros(n, dtype=torch.bool)
             with torch.no_grad():
                 for start in range(0, n, batch_size):
                     xb = x[start:start + batch_size].to(dev, torch.float32)
-                    robust[start:start + batch_size] = model(xb).argmax(1).cpu() == y_cpu[start:start + batch_size]
+                    robust[start:start + batch_size] = predicted(xb) == y_cpu[start:start + batch_size]
             state = _State(state_file, config, robust, 100.0 * int(robust.sum()) / n)
             state.save(images_changed=True)
+        check_messages = list(recorder.messages)
+        recorder.messages = list(state.warnings)
 
         ran_now: list[str] = []
         began = time.time()
@@ -398,6 +471,7 @@ def run_autoattack(
                 continue
             if state.current != attack:
                 state.current, state.processed = attack, []
+            recorder.stage = attack
             todo = state.robust.clone()
             if state.processed:
                 todo[torch.tensor(state.processed, dtype=torch.long)] = False
@@ -410,12 +484,13 @@ def run_autoattack(
                 yb = y_cpu[index].to(dev)
                 adv = _perturb(aa, attack, xb, yb, n_restarts is not None).detach()
                 with torch.no_grad():
-                    broken = (model(adv).argmax(1) != yb).cpu()
+                    broken = predicted(adv) != yb.cpu()
                 for i in broken.nonzero().flatten().tolist():
                     state.found_index.append(int(index[i]))
                     state.found_x.append(adv[i].to("cpu", torch.float32))
                 state.robust[index[broken]] = False
                 state.processed.extend(index.tolist())
+                state.warnings = list(recorder.messages)
                 state.save(images_changed=bool(broken.any()))
                 logger.debug("%s: batch %d/%d, %d of %d broken (%.1f s)", attack, start // batch_size + 1,
                              (len(todo_index) + batch_size - 1) // batch_size, int(broken.sum()), len(index),
@@ -428,16 +503,14 @@ def run_autoattack(
 
         from pyautoattack import checks
 
-        checks.check_square_sr({k: v / 100.0 for k, v in state.per_attack.items()}, logger=logger)
+        recorder.stage = "square check"
+        checks.check_square_sr({k: v / 100.0 for k, v in state.per_attack.items()}, logger=recorder)
 
         x_adv = x.detach().clone()
         if state.found_index:
             x_adv[torch.tensor(state.found_index, dtype=torch.long)] = torch.stack(state.found_x).to(x_adv)
-        correct = torch.zeros(n, dtype=torch.bool)
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                logits = model(x_adv[start:start + batch_size].to(dev, torch.float32))
-                correct[start:start + batch_size] = predict_labels(logits, num_classes).cpu() == y_cpu[start:start + batch_size]
+        correct = score(x_adv)
+        warnings = check_messages + [w for w in recorder.messages if w not in check_messages]
 
     return AutoAttackResult(
         x_adv=x_adv,
@@ -449,4 +522,5 @@ def run_autoattack(
         resumed=resumed,
         config={k: v for k, v in config.items() if not k.endswith("_sha256")},
         budget=budget,
+        warnings=warnings,
     )
