@@ -48,13 +48,13 @@ def test_evaluation_json_carries_intervals_and_provenance(trained, tmp_path):
 
 
 def test_autoattack_budget_records_standard_settings(trained):
-    from atkit.attacks.autoattack import STANDARD_ATTACKS, _build_autoattack
+    from atkit.attacks.autoattack import STANDARD_ATTACKS, _build_autoattack, _WarningRecorder
     from atkit.provenance import autoattack_budget
 
     model, _, _ = trained
     cfg = {"version": "standard", "norm": "linf", "eps": EPS, "attacks": list(STANDARD_ATTACKS), "seed": 0,
            "n_iter": None, "n_restarts": None, "square_queries": None}
-    budget = autoattack_budget(_build_autoattack(model, cfg, 4, torch.device("cpu")), list(STANDARD_ATTACKS))
+    budget = autoattack_budget(_build_autoattack(model, cfg, 4, torch.device("cpu"), _WarningRecorder()), list(STANDARD_ATTACKS))
     stages = budget["stages"]
     assert budget["version"] == "standard" and list(stages) == ["apgd-ce", "apgd-t", "fab-t", "square"]
     assert stages["apgd-ce"] == {"n_iter": 100, "n_restarts": 1, "eot_iter": 1}
