@@ -30,7 +30,7 @@ from torch import Tensor
 
 from .attacks import attack_mode, check_budget, fgsm, pgd, random_noise, run_autoattack
 from .provenance import build_provenance
-from .stats import accuracy_intervals
+from .stats import accuracy_intervals, format_accuracy
 from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
@@ -359,7 +359,8 @@ def evaluate(
             details[name] = info
             if progress:
                 tag = "" if protocol_used is None else f" [{protocol_used}]"
-                print(f"evaluate{tag}: {name} {accuracy[name]:.2f}% ({info['seconds']:.1f} s)", flush=True)
+                print(f"evaluate{tag}: {name} {format_accuracy(int(correct.sum()), n)} ({info['seconds']:.1f} s)",
+                      flush=True)
 
     robust = _robust_metric(list(accuracy))
     mean = nrr = None
