@@ -168,7 +168,8 @@ class EvalResult:
             "per_sample": {k: _flags_to_str(v) for k, v in self.per_sample.items()},
             "checks": self.checks,
             "warnings": self.warnings,
-            "provenance": self.provenance,
+            # The warnings as they stand now (checks may be attached after the evaluation ran).
+            "provenance": None if self.provenance is None else {**self.provenance, "warnings": self.warnings},
         }
 
     def to_json(self, path: str | Path) -> None:
