@@ -6,7 +6,7 @@ A card has the fields of RobustBench's ``model_info/<dataset>/<threat>/<Name>.js
 strings with two decimals, as RobustBench writes them), plus an ``atkit`` block: n, the 95 % Wilson
 intervals, the provenance of the evaluation and, for dummy-class models, the AutoAttack accuracy under
 every protocol. The card's ``autoattack_acc`` of a dummy-class model is the per-image worst case over the
-protocols (the published protocol alone over-reports; DUCAT, see docs/methods.md).
+protocols (the published protocol alone over-reports the robustness of dummy-class models, see DUCAT).
 
 RobustBench numbers are standard AutoAttack on the whole test set; :func:`make_card` refuses anything
 else and says what is missing. atkit does not import the robustbench package.

@@ -89,6 +89,8 @@ def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, An
     from .models import build_model
     from .utils import apply_set_options, unknown_name_error
 
+    if args.which != "model":
+        raise ConfigError("--which ema applies to atkit runs; an external checkpoint holds one set of weights")
     if not args.model:
         from .models import MODELS
 
@@ -114,8 +116,6 @@ def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, An
     load_weights(model, extract_state_dict(raw, f"checkpoint {str(path)!r}"), f"checkpoint {str(path)!r}",
                  hint=f"check {flags} (and --set model_params.*) against the checkpoint; a 2C-output DUCAT head "
                       "needs --dummy-classes")
-    if args.which != "model":
-        raise ConfigError("--which ema applies to atkit runs; an external checkpoint holds one set of weights")
     model = model.to(device).eval()
     model_info = {"name": args.model, "params": dict(spec["model_params"]), "num_classes": num_classes,
                   "dummy_classes": bool(args.dummy_classes), "source": "external state dict"}

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .attacks import attack_mode, check_budget, fgsm, pgd, random_noise, run_autoattack
 from .provenance import build_provenance
-from .stats import accuracy_intervals
+from .stats import accuracy_intervals, format_accuracy
 from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
@@ -213,7 +213,8 @@ class EvalResult:
             "per_sample": {k: _flags_to_str(v) for k, v in self.per_sample.items()},
             "checks": self.checks,
             "warnings": self.warnings,
-            "provenance": self.provenance,
+            # The warnings as they stand now (checks may be attached after the evaluation ran).
+            "provenance": None if self.provenance is None else {**self.provenance, "warnings": self.warnings},
             "robust_accuracy": self.robust_accuracy,
             "robust_attacks": list(self.robust_attacks),
             "attack_warnings": list(self.attack_warnings),
@@ -420,7 +421,8 @@ def evaluate(
             details[name] = info
             if progress:
                 tag = "" if protocol_used is None else f" [{protocol_used}]"
-                print(f"evaluate{tag}: {name} {accuracy[name]:.2f}% ({info['seconds']:.1f} s)", flush=True)
+                print(f"evaluate{tag}: {name} {format_accuracy(int(correct.sum()), n)} ({info['seconds']:.1f} s)",
+                      flush=True)
 
     result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, threat=thr, protocol=protocol_used,
                         num_classes=num_classes, seed=int(seed), details=details, attack_warnings=attack_warnings)

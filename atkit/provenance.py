@@ -26,6 +26,9 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 import torch.nn as nn
 
+from . import __version__
+from .checkpoints import file_sha256
+
 PROVENANCE_FORMAT = "atkit-provenance/1"
 
 
@@ -54,8 +57,11 @@ def git_commit() -> tuple[Optional[str], Optional[bool]]:
 
 def software_versions() -> dict[str, Any]:
     """atkit (version, git commit, dirty flag), Python, torch, torchvision, pyautoattack and numpy versions."""
-    from . import __version__
+    return dict(_software_versions())
 
+
+@functools.lru_cache(maxsize=1)
+def _software_versions() -> dict[str, Any]:  # once per process: evaluate() runs every epoch
     commit, dirty = git_commit()
     return {"atkit": __version__, "git_commit": commit, "git_dirty": dirty,
             "python": platform.python_version(), "torch": torch.__version__,
@@ -86,8 +92,6 @@ def precision_of(model: nn.Module, device: Optional[str | torch.device]) -> str:
 
 def checkpoint_record(path: str | Path) -> dict[str, Any]:
     """Path (absolute), SHA-256 and size in bytes of a checkpoint file."""
-    from .checkpoints import file_sha256
-
     path = Path(path)
     return {"path": str(path.resolve()), "sha256": file_sha256(path), "bytes": path.stat().st_size}
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from atkit.checkpoints import extract_state_dict, file_sha256, load_checkpoint_file, load_weights
 from atkit.cli import main as cli_main
@@ -200,3 +201,14 @@ def test_run_eval_json_records_provenance_and_truncated_best_is_named_by_eval(tm
     rc = cli_main(["eval", str(trainer.run_dir), "--attacks", "clean", "--device", "cpu", "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "best.pt" in err and "truncated" in err and "last.pt" in err
+
+
+def test_resume_after_the_config_changed_class_count_says_they_disagree(tmp_path):
+    trainer = Trainer.new(_config(tmp_path, data=dict(DATA, num_classes=6)), progress=False)
+    trainer.save_checkpoint()
+    cfg = yaml.safe_load((trainer.run_dir / "config.yaml").read_text())
+    cfg["data"]["num_classes"] = 4
+    (trainer.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=r"last\.pt.* has 6 outputs, but the model has 4.*checkpoint and the run's "
+                                          "config disagree"):
+        Trainer.resume(trainer.run_dir, progress=False)
