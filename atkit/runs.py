@@ -15,7 +15,7 @@ import yaml
 from .config import RunConfig, load_config
 
 # Keys that do not change what a run computes.
-_IGNORED_KEYS = {"name", "out_dir", "device", "eval"}
+_IGNORED_KEYS = {"name", "out_dir", "device", "eval", "logging"}
 
 
 def _comparable(cfg: RunConfig) -> dict[str, Any]:
