@@ -24,6 +24,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -328,10 +329,12 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def point_results(out: Path, submission: Mapping[str, Any], interrupted: Sequence[str] = ()) -> list[PointResult]:
+def point_results(out: Path, submission: Mapping[str, Any],
+                  interrupted: Optional[Mapping[str, Optional[str]]] = None) -> list[PointResult]:
     """Every point's status from its markers, as the local runner reports it: ``done`` (finished by the latest
-    submission), ``skipped`` (finished before it), ``failed``, ``interrupted`` (its job ended without either
-    marker) or ``pending``."""
+    submission), ``skipped`` (finished before it), ``failed``, ``interrupted`` (``interrupted``: folder -> why
+    its job ended without either marker) or ``pending``."""
+    interrupted = interrupted or {}
     submitted = set(submission.get("submitted", []))
     results = []
     for p in submission["points"]:
@@ -345,12 +348,13 @@ def point_results(out: Path, submission: Mapping[str, Any], interrupted: Sequenc
         elif isinstance(failed, dict) and failed.get("key") == p["key"]:
             res.status, res.seconds, res.error = "failed", failed.get("seconds"), failed.get("error")
         elif p["folder"] in interrupted:
-            res.status = "interrupted"
+            res.status, res.error = "interrupted", interrupted[p["folder"]]
         results.append(res)
     return results
 
 
-def write_summary_files(out: str | Path, interrupted: Sequence[str] = ()) -> list[PointResult]:
+def write_summary_files(out: str | Path, interrupted: Optional[Mapping[str, Optional[str]]] = None
+                        ) -> list[PointResult]:
     """Rewrite ``sweep.json``/``sweep.csv`` from the point markers (under a lock); the per-point results."""
     out = Path(out)
     submission = _read_json(_meta_dir(out) / "submission.json")
@@ -469,7 +473,7 @@ def wait_for_jobs(submission: Submission, *, poll_s: float = 2.0, on_result: Any
     """Wait until every submitted job has ended; rewrite the summary as they do. A job that ended without a
     done or failure record (killed, cancelled, out of requeues) is reported ``interrupted``."""
     pending = dict(submission.jobs)
-    interrupted: list[str] = []
+    interrupted: dict[str, Optional[str]] = {}
     while pending:
         for folder, job in list(pending.items()):
             if submission.cluster == "debug":
@@ -479,12 +483,10 @@ def wait_for_jobs(submission: Submission, *, poll_s: float = 2.0, on_result: Any
             elif submission.cluster == "local":
                 _wait_quietly(job)
             del pending[folder]
-            results = write_summary_files(submission.out)
-            res = next(r for r in results if r.folder == folder)
+            res = next(r for r in write_summary_files(submission.out, interrupted) if r.folder == folder)
             if res.status == "pending":
-                interrupted.append(folder)
-                res.status = "interrupted"
-                res.error = _job_error(job)
+                interrupted[folder] = _job_error(job)
+                res = next(r for r in write_summary_files(submission.out, interrupted) if r.folder == folder)
             if on_result is not None:
                 on_result(res)
         if pending:
@@ -500,10 +502,15 @@ def _wait_quietly(job: Any) -> None:
 
 
 def _job_error(job: Any) -> str:
+    """Why a job ended without a marker: submitit's reason (``Job not requeued because: timed-out too many
+    times``), else the first line of its error (e.g. killed: no result)."""
     try:
         job.result()
     except Exception as e:
-        return f"job {job.job_id} ended without finishing its point: {str(e).strip().splitlines()[-1][:200]}"
+        text = str(e)
+        reason = re.search(r"Job not requeued because: [^\n]*", text)
+        detail = reason.group(0) if reason else (text.strip().splitlines() or [type(e).__name__])[0]
+        return f"job {job.job_id} ended without finishing its point: {detail[:200]}"
     return f"job {job.job_id} ended without finishing its point"
 
 

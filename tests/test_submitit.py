@@ -4,7 +4,6 @@ points are skipped, a time-out requeued through checkpointing (within a retry li
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -163,84 +162,91 @@ def test_debug_executor_gives_the_local_runners_folder_and_records_a_failure(sub
     assert _attempts(local_out / points[0].folder) == [0]  # not executed again
 
 
-def _process_tree(pid: int) -> list:
-    psutil = pytest.importorskip("psutil")
-    parent = psutil.Process(pid)
-    return [parent] + parent.children(recursive=True)
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
 
 
-def test_local_executor_a_killed_job_resumes_on_the_same_command_and_finished_points_are_skipped(
+def _wait_for_progress(state: Path, at_least: int, timeout: float = 240) -> int:
+    began = time.time()
+    while time.time() - began < timeout:
+        try:
+            done = json.loads(state.read_text())["done"]
+        except (OSError, ValueError):
+            done = -1
+        if done >= at_least:
+            return done
+        time.sleep(0.05)
+    raise AssertionError(f"{state} did not reach {at_least} steps")
+
+
+def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_command_resumes(
         submitit_api, tmp_path, capsys):
+    """One 3-point sweep (local executor): a point that finishes, one preempted (the USR2 that SLURM sends before
+    a preemption: the job stops papermill, is requeued and continues from the point's state) and one killed
+    outright (every process at once, as a node failure). The same command then skips the two finished points and
+    resumes the killed one. Beside it, a job that keeps timing out is requeued max_requeues times, then reported."""
     nb = _resumable_notebook(tmp_path)
+    # Time-outs: the local executor's limit is 60 s and its signal comes signal_delay_s before it, 25 s after start.
+    endless = SweepSpec(str(nb), {}, [{"value": 9, "steps": 100000, "step_s": 0.2}])
+    timing_out = submitit_api.submit_sweep(endless, tmp_path / "timeouts", cluster="local", local_signal_delay_s=35,
+                                           options=submitit_api.SlurmOptions.from_sources({"time": 1, "max_requeues": 1}))
     grid = tmp_path / "grid.yaml"
+    slow = {"steps": 80, "step_s": 0.05}
     grid.write_text(yaml.safe_dump({"notebook": str(nb), "base": {"steps": 1},
-                                    "points": [{"value": 1}, {"value": 2}, {"value": 3, "steps": 80, "step_s": 0.05}]}))
+                                    "points": [{"value": 1}, {"value": 2, **slow}, {"value": 3, **slow}]}))
     out = tmp_path / "out"
     spec = load_grid(grid)
     sub = submitit_api.submit_sweep(spec, out, cluster="local")  # what the command below does first
-    slow = out / make_points(spec)[2].folder
-    _wait_for_progress(slow / "state.json", 3)
+    quick, preempted, killed = (out / p.folder for p in make_points(spec))
     jobs = json.loads((out / "_submitit" / "jobs.json").read_text())
-    for p in reversed(_process_tree(int(jobs[slow.name]["job_id"]))):  # as a node failure would: everything at once
-        p.send_signal(signal.SIGKILL)
-    done_before = json.loads((slow / "state.json").read_text())["done"]
+    _wait_for_progress(preempted / "state.json", 3)
+    os.kill(_process_tree(int(jobs[preempted.name]["job_id"]))[1], signal.SIGUSR2)  # to the job's task
+    _wait_for_progress(killed / "state.json", 3)
+    for pid in _process_tree(int(jobs[killed.name]["job_id"])):
+        os.kill(pid, signal.SIGKILL)
+    done_before = json.loads((killed / "state.json").read_text())["done"]
     results = submitit_api.wait_for_jobs(sub, poll_s=0.5)
-    assert 3 <= done_before < 80 and not (slow / "_sweep_done.json").exists()
     assert [r.status for r in results] == ["done", "done", "interrupted"], results
+    assert 3 <= done_before < 80 and not (killed / "_sweep_done.json").exists()
+    first, second = _attempts(preempted)
+    assert first == 0 and second >= 3  # requeued, and continued from the state the preempted attempt kept
+    logs = (out / "_submitit" / "logs")
+    job_log = "".join(p.read_text() for p in logs.glob(f"{jobs[preempted.name]['job_id']}_0_log.*"))
+    assert "this job is preempted" in job_log and "Requeued" in job_log
     assert [p["status"] for p in json.loads((out / "sweep.json").read_text())["points"]] == [
         "done", "done", "interrupted"]
     assert cli_main(["sweep", "--status", str(out)]) == 0
     status = capsys.readouterr().out
-    assert "interrupted" in status and jobs[slow.name]["job_id"] in status
+    assert f"interrupted {killed.name}  job {jobs[killed.name]['job_id']}" in status
 
-    finished = {f: (out / f / "result.json").stat().st_mtime_ns for f in jobs if f != slow.name}
+    finished = {p.name: (p / "result.json").stat().st_mtime_ns for p in (quick, preempted)}
     assert cli_main(["sweep", "-f", str(grid), "--out", str(out), "--backend", "submitit", "--cluster", "local",
                      "--wait", "--quiet"]) == 0
     assert "2 of 3 points already finished, skipped; 1 submitted" in capsys.readouterr().out
     summary = json.loads((out / "sweep.json").read_text())
     assert [p["status"] for p in summary["points"]] == ["skipped", "skipped", "done"]
     assert {f: (out / f / "result.json").stat().st_mtime_ns for f in finished} == finished  # not executed again
-    first, second = _attempts(slow)
+    first, second = _attempts(killed)
     assert first == 0 and second >= done_before  # the second attempt continued where the killed one was
-    assert json.loads((slow / "result.json").read_text())["double"] == 6
+    assert json.loads((killed / "result.json").read_text())["double"] == 6
     assert cli_main(["sweep", "--status", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "3 done"
 
-
-def _wait_for_progress(state: Path, at_least: int, timeout: float = 180) -> None:
-    began = time.time()
-    while time.time() - began < timeout:
-        if state.is_file() and json.loads(state.read_text())["done"] >= at_least:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{state} did not reach {at_least} steps")
-
-
-def test_preempted_and_timed_out_jobs_are_requeued_and_continue_within_the_retry_limit(submitit_api, tmp_path):
-    """The signal SLURM sends before a preemption or a time limit (USR2) checkpoints the job: its papermill process
-    stops, the job is requeued and continues the point from its state. Preemptions always requeue; time-outs
-    only ``max_requeues`` times, then the point is reported interrupted."""
-    nb = _resumable_notebook(tmp_path)
-    # Time-outs: the local executor's limit is 60 s and its signal comes signal_delay_s before it, 8 s after start.
-    endless = SweepSpec(str(nb), {}, [{"value": 2, "steps": 100000, "step_s": 0.2}])
-    timing_out = submitit_api.submit_sweep(endless, tmp_path / "timeouts", cluster="local", local_signal_delay_s=52,
-                                           options=submitit_api.SlurmOptions.from_sources({"time": 1, "max_requeues": 1}))
-    spec = SweepSpec(str(nb), {}, [{"value": 1, "steps": 60, "step_s": 0.05}])
-    sub = submitit_api.submit_sweep(spec, tmp_path / "preempted", cluster="local")
-    folder = tmp_path / "preempted" / make_points(spec)[0].folder
-    _wait_for_progress(folder / "state.json", 3)
-    job = next(iter(sub.jobs.values()))
-    task, = _process_tree(int(job.job_id))[0].children()  # the job's task (the controller's only child)
-    task.send_signal(signal.SIGUSR2)  # as SLURM's --signal before a preemption
-    results = submitit_api.wait_for_jobs(sub, poll_s=0.5)
-    assert results[0].status == "done", results[0]
-    first, second = _attempts(folder)
-    assert first == 0 and second >= 3  # requeued, and continued from the state the preempted attempt kept
-    assert json.loads((folder / "result.json").read_text())["double"] == 2
-    logs = "".join(p.read_text() for p in (tmp_path / "preempted" / "_submitit" / "logs").glob("*_log.*"))
-    assert "this job is preempted" in logs and "Requeued" in logs
-
     timed_out, = submitit_api.wait_for_jobs(timing_out, poll_s=0.5)
     assert timed_out.status == "interrupted" and "timed-out too many times" in timed_out.error
-    assert len(_attempts(tmp_path / "timeouts" / timed_out.folder)) == 2  # the first run, one requeue, no more
-    assert json.loads((tmp_path / "timeouts" / "sweep.json").read_text())["points"][0]["status"] == "interrupted"
+    job_log = "".join(p.read_text() for p in (tmp_path / "timeouts" / "_submitit" / "logs").glob("*_log.*"))
+    assert job_log.count("Starting with JobEnvironment") == 2  # the first run and one requeue, no more
+    point = json.loads((tmp_path / "timeouts" / "sweep.json").read_text())["points"][0]
+    assert point["status"] == "interrupted" and "timed-out too many times" in point["error"]
