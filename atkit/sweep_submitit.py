@@ -170,6 +170,19 @@ class SlurmOptions:
 
 
 # ------------------------------------------------------------------------------------ the job
+class _PointProcesses(set):
+    """The point's running processes (the set :func:`atkit.sweep._execute_point` keeps) and every process it
+    started: an interrupt that cuts a wait short removes the process from the set before we can stop it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list = []
+
+    def add(self, proc: Any) -> None:
+        self.started.append(proc)
+        super().add(proc)
+
+
 class PointJob:
     """One sweep point as a submitit job: the local runner's point function, checkpointable for requeueing.
 
@@ -182,7 +195,7 @@ class PointJob:
                  timeout: Optional[float], gpus: int) -> None:
         self.out, self.notebook, self.declared = out, notebook, list(declared)
         self.device, self.kernel_name, self.timeout, self.gpus = device, kernel_name, timeout, gpus
-        self._procs: set = set()
+        self._procs = _PointProcesses()
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -193,7 +206,7 @@ class PointJob:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._procs, self._lock = set(), threading.Lock()
+        self._procs, self._lock = _PointProcesses(), threading.Lock()
 
     def __call__(self, point: SweepPoint) -> dict[str, Any]:
         out = Path(self.out)
@@ -230,7 +243,7 @@ class PointJob:
         return DelayedSubmission(self, point)
 
     def _stop_processes(self) -> None:
-        for proc in list(self._procs):
+        for proc in list(self._procs.started):  # those still running (a finished one is left alone)
             _terminate(proc)
 
 

@@ -196,12 +196,15 @@ def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_comman
     """One 3-point sweep (local executor): a point that finishes, one preempted (the USR2 that SLURM sends before
     a preemption: the job stops papermill, is requeued and continues from the point's state) and one killed
     outright (every process at once, as a node failure). The same command then skips the two finished points and
-    resumes the killed one. Beside it, a job that keeps timing out is requeued max_requeues times, then reported."""
+    resumes the killed one. Beside it, a job that keeps timing out is requeued max_requeues times, then reported,
+    and a cancelled job stops its notebook."""
     nb = _resumable_notebook(tmp_path)
     # Time-outs: the local executor's limit is 60 s and its signal comes signal_delay_s before it, 25 s after start.
     endless = SweepSpec(str(nb), {}, [{"value": 9, "steps": 100000, "step_s": 0.2}])
     timing_out = submitit_api.submit_sweep(endless, tmp_path / "timeouts", cluster="local", local_signal_delay_s=35,
                                            options=submitit_api.SlurmOptions.from_sources({"time": 1, "max_requeues": 1}))
+    cancelled = submitit_api.submit_sweep(SweepSpec(str(nb), {}, [{"value": 8, "steps": 100000, "step_s": 0.1}]),
+                                          tmp_path / "cancelled", cluster="local")
     grid = tmp_path / "grid.yaml"
     slow = {"steps": 80, "step_s": 0.05}
     grid.write_text(yaml.safe_dump({"notebook": str(nb), "base": {"steps": 1},
@@ -243,6 +246,17 @@ def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_comman
     assert json.loads((killed / "result.json").read_text())["double"] == 6
     assert cli_main(["sweep", "--status", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "3 done"
+
+    # --cancel stops the job and the notebook it runs; the point stays unfinished for the next command.
+    cancelled_state = tmp_path / "cancelled" / cancelled.results[0].folder / "state.json"
+    _wait_for_progress(cancelled_state, 1)
+    assert cli_main(["sweep", "--cancel", str(tmp_path / "cancelled")]) == 0
+    assert f"cancelled 1 job(s): {next(iter(cancelled.jobs.values())).job_id}" in capsys.readouterr().out
+    result, = submitit_api.wait_for_jobs(cancelled, poll_s=0.5)
+    assert result.status == "interrupted"
+    steps_then = json.loads(cancelled_state.read_text())["done"]
+    time.sleep(2)
+    assert json.loads(cancelled_state.read_text())["done"] == steps_then  # the kernel is gone too
 
     timed_out, = submitit_api.wait_for_jobs(timing_out, poll_s=0.5)
     assert timed_out.status == "interrupted" and "timed-out too many times" in timed_out.error
