@@ -36,8 +36,6 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-import yaml
-
 from .sweep import (DONE_MARKER, FAILED_MARKER, LOG_FILE, PointResult, SweepPoint, SweepSpec, _execute_point,
                     _terminate, _write_summary, check_parameters, is_done, make_points, resolve_notebook)
 from .utils import ConfigError, atomic_write_json, atomic_write_text, unknown_name_error

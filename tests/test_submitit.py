@@ -13,7 +13,10 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell, new_notebook
 
+import atkit.sweep as sweep_module
 from atkit.cli import main as cli_main
+from atkit.config import load_config
+from atkit.runs import data_fingerprint
 from atkit.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
 from atkit.utils import ConfigError
 
@@ -98,8 +101,6 @@ def test_slurm_options_come_from_the_grid_file_then_the_flags_and_are_checked(su
 def test_multi_gpu_points_train_with_torchrun_and_resume_a_partial_run(submitit_api, tmp_path, monkeypatch):
     """A train-notebook point with G GPUs: torchrun -m atkit train on the notebook's run config, --resume when
     an identical run was interrupted; other notebooks are refused (they run their points in one process)."""
-    import atkit.sweep as sweep_module
-
     commands = []
     monkeypatch.setattr(sweep_module, "_run_process", lambda cmd, *a, **k: commands.append(cmd) or 0)
     params = {"method": "pgd_at", "dataset": "synthetic", "data": {"n_train": 64, "n_test": 16}, "model": "small_cnn",
@@ -115,9 +116,6 @@ def test_multi_gpu_points_train_with_torchrun_and_resume_a_partial_run(submitit_
     run = tmp_path / "runs" / "interrupted-run"  # an identical run that a preemption left behind
     run.mkdir(parents=True)
     (run / "config.yaml").write_text(Path(cmd[-1]).read_text())
-    from atkit.config import load_config
-    from atkit.runs import data_fingerprint
-
     fingerprint = data_fingerprint(load_config(cmd[-1]))
     (run / "metrics.json").write_text(json.dumps({"status": "running", "data_fingerprint": fingerprint}))
     assert submitit_api._train_with_torchrun(point, tmp_path / "p", train_nb, 4, set(), None) is None
