@@ -293,6 +293,12 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep import format_summary, load_grid, run_sweep
 
+    if args.status or args.cancel:
+        return _cmd_sweep_status(args)
+    if not args.grid:
+        raise ConfigError("atkit sweep needs a grid file (-f GRID.yaml), or --status OUT / --cancel OUT")
+    if args.backend == "submitit":
+        return _cmd_sweep_submitit(args, load_grid(args.grid, notebook=args.notebook))
     spec = load_grid(args.grid, notebook=args.notebook)
     out = str(resolve_output_path(args.out or Path("outputs") / "sweeps" / spec.name))
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
@@ -312,6 +318,71 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(format_summary(results))
     print(f"summary: {Path(out) / 'sweep.csv'}")
     return 0 if all(r.status in ("done", "skipped") for r in results) else 1
+
+
+_SLURM_FLAGS = ("partition", "time", "gpus_per_point", "cpus_per_point", "mem", "account", "array_parallelism",
+                "max_requeues")
+
+
+def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
+    """``--backend submitit``: one job per unfinished point (atkit.sweep_submitit); waits with ``--wait``."""
+    from .sweep import format_summary
+    from .sweep_submitit import SlurmOptions, require_submitit, submit_sweep, wait_for_jobs
+
+    require_submitit()
+    flags = {name: getattr(args, name) for name in _SLURM_FLAGS}
+    flags["gpus"], flags["cpus"] = flags.pop("gpus_per_point"), flags.pop("cpus_per_point")
+    if flags["time"] is not None and str(flags["time"]).isdigit():
+        flags["time"] = int(flags["time"])
+    options = SlurmOptions.from_sources(spec.slurm, flags)
+    out = args.out or str(Path("outputs") / "sweeps" / spec.name)
+    if args.dry_run:
+        from .sweep import make_points, run_sweep
+
+        for r, p in zip(run_sweep(spec, out, gpus=[], dry_run=True), make_points(spec)):
+            print(f"{r.status:8s} {out}/{p.folder}  {json.dumps(p.varied, default=str)}")
+        return 0
+    sub = submit_sweep(spec, out, cluster=args.cluster, options=options, device=args.device, kernel_name=args.kernel,
+                       timeout=args.timeout)
+    n_done = sum(r.status == "skipped" for r in sub.results)
+    ids = sorted({str(j.job_id).split("_")[0] for j in sub.jobs.values()})
+    print(f"sweep {spec.name}: {n_done} of {len(sub.results)} points already finished, skipped; "
+          f"{len(sub.jobs)} submitted ({args.cluster}{', job ' + ', '.join(ids) if ids else ''})"
+          + (f"; {len(sub.still_queued)} still queued from before" if sub.still_queued else ""), flush=True)
+    if not (args.wait or args.cluster == "debug"):
+        print(f"follow it with: python -m atkit sweep --status {out}   (cancel: --cancel {out})")
+        return 0
+
+    def report(res: Any) -> None:
+        if not args.quiet:
+            line = f"[{res.status if res.status == 'done' else res.status.upper()} {res.seconds or 0:.1f}s] {res.folder}"
+            print(line + (f": {res.error.splitlines()[0][:200]}" if res.error else ""), flush=True)
+
+    try:
+        results = wait_for_jobs(sub, on_result=report)
+    except KeyboardInterrupt:
+        print(f"stopped waiting; the jobs go on (python -m atkit sweep --status {out}, --cancel {out})",
+              file=sys.stderr)
+        return 130
+    print(format_summary(results))
+    print(f"summary: {Path(out) / 'sweep.csv'}")
+    return 0 if all(r.status in ("done", "skipped") for r in results) else 1
+
+
+def _cmd_sweep_status(args: argparse.Namespace) -> int:
+    from .sweep_submitit import cancel_sweep, format_status, sweep_status
+
+    if args.cancel:
+        cancelled = cancel_sweep(args.cancel)
+        print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}; finished points "
+              "are kept, the same sweep command submits the rest again")
+        return 0
+    rows = sweep_status(args.status)
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+    else:
+        print(format_status(rows))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -400,8 +471,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="execute a notebook once per grid point (papermill), one worker per GPU")
     p.add_argument("notebook", nargs="?", help="name in notebooks/ or a path (default: the grid file's 'notebook')")
-    p.add_argument("--grid", "-f", required=True, help="grid YAML: notebook, base (parameter file or mapping), "
-                                                       "grid {name: [values]} and/or points [...]")
+    p.add_argument("--grid", "-f", help="grid YAML: notebook, base (parameter file or mapping), "
+                                        "grid {name: [values]} and/or points [...], slurm {...}")
     p.add_argument("--out", help="folder of the point folders and sweep.json/csv (default: outputs/sweeps/<grid>)")
     p.add_argument("--workers", type=int, help="parallel points (default: one per visible GPU, else 1 on the CPU)")
     p.add_argument("--gpus", help="comma-separated GPU ids to use (default: all visible; '' for CPU only)")
@@ -411,6 +482,26 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "notebooks name)")
     p.add_argument("--dry-run", action="store_true", help="list the points and their folders, run nothing")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--status", metavar="OUT", help="show pending/running/done/failed per point of the sweep in OUT "
+                                                   "(either backend; job ids for submitit), then exit")
+    p.add_argument("--json", action="store_true", help="with --status: one JSON row per point")
+    p.add_argument("--cancel", metavar="OUT", help="cancel the submitit jobs of the sweep in OUT (finished points stay)")
+    g = p.add_argument_group("cluster (--backend submitit; needs pip install atkit[slurm]); job resources default "
+                             "to the grid file's slurm: mapping")
+    g.add_argument("--backend", choices=["local", "submitit"], default="local",
+                   help="local: worker processes on this machine (default); submitit: one job per point")
+    g.add_argument("--cluster", choices=["slurm", "local", "debug"], default="slurm",
+                   help="submitit executor: slurm (sbatch job array), local (processes here), debug (in this process)")
+    g.add_argument("--wait", action="store_true", help="wait for the jobs and print the summary (debug always waits)")
+    g.add_argument("--partition", help="SLURM partition")
+    g.add_argument("--time", help="time limit per job: minutes or HH:MM:SS / D-HH:MM:SS (default 1440 minutes)")
+    g.add_argument("--gpus-per-point", type=int,
+                   help="GPUs per job (default 1 on slurm, 0 for local/debug; >1: train notebook points via torchrun)")
+    g.add_argument("--cpus-per-point", type=int, help="CPUs per job")
+    g.add_argument("--mem", help="memory per job, e.g. 32G")
+    g.add_argument("--account", help="SLURM account")
+    g.add_argument("--array-parallelism", type=int, help="jobs of the array running at once (default 256)")
+    g.add_argument("--max-requeues", type=int, help="requeues of a timed-out job (default 3; preemptions always requeue)")
     p.set_defaults(func=_cmd_sweep)
     return parser
 

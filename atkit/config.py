@@ -108,6 +108,8 @@ class RunConfig:
     track_train_clean: bool = True
     init_checkpoint: Optional[str] = None
     start_epoch: int = 0
+    # Extra views of metrics.csv: {tensorboard: true} also writes TensorBoard scalars (atkit.tensorboard_log).
+    logging: dict[str, Any] = field(default_factory=dict)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     # ------------------------------------------------------------------------------------------
@@ -230,6 +232,9 @@ class RunConfig:
         resolve_channels_last(self.channels_last, "cpu")
         check_compile(self.compile)
         check_choice("eval.precision", self.eval.precision, PRECISIONS)
+        from .tensorboard_log import check_logging_options
+
+        check_logging_options(self.logging)
         ev = self.eval
         if ev.select_by not in ("pgd", "clean"):
             raise unknown_name_error("eval.select_by", ev.select_by, ["pgd", "clean"])

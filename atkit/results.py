@@ -41,7 +41,7 @@ ACCURACY_METRICS = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fg
 SCORE_METRICS = ("mean", "nrr")
 DISPLAY_NAMES = {"clean": "Clean", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "CW",
                  "aa": "AA", "apgd": "APGD", "fgsm": "FGSM", "random": "Random", "mean": "Mean", "nrr": "NRR"}
-_RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval")
+_RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval", "logging")
 
 
 # ---------------------------------------------------------------------------------------- helpers

@@ -16,7 +16,7 @@ from .config import RunConfig, load_config
 from .paths import resolve_output_path
 
 # Keys that do not change what a run computes.
-_IGNORED_KEYS = {"name", "out_dir", "device", "eval"}
+_IGNORED_KEYS = {"name", "out_dir", "device", "eval", "logging"}
 
 
 def _comparable(cfg: RunConfig) -> dict[str, Any]:

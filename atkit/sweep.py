@@ -9,6 +9,7 @@ A grid file (YAML)::
       seeds: [[0], [1]]
     points:                               # and/or explicit points, run after the grid's
       - {method: pgd_at}
+    slurm: {partition: gpu, time: "12:00:00", gpus: 1}   # only for --backend submitit (atkit.sweep_submitit)
 
 Each point runs in its own folder ``<out>/<slug>-<hash>`` (``slug``: the varied parameters, readable;
 ``hash``: of all the point's parameters, stable across runs and machines) as one ``python -m papermill``
@@ -55,7 +56,7 @@ LOG_FILE = "sweep.log"
 KERNEL_NAME = "python3"
 # Parameters that never change what a point computes: excluded from its hash.
 _HASH_IGNORED = ("out_dir", "device", "progress", "INTERACTIVE")
-_GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name")
+_GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name", "slurm")
 
 
 @dataclass
@@ -77,6 +78,7 @@ class SweepSpec:
     base: dict[str, Any]
     points: list[dict[str, Any]] = field(default_factory=list)
     name: str = "sweep"
+    slurm: dict[str, Any] = field(default_factory=dict)  # job resources for --backend submitit (atkit.sweep_submitit)
 
 
 # ------------------------------------------------------------------------------------ the grid
@@ -195,7 +197,11 @@ def load_grid(path: str | Path, notebook: Optional[str] = None) -> SweepSpec:
     if not isinstance(base, dict):
         raise ConfigError(f"'base' in {str(path)!r} must be a parameter file path or a mapping; got {base!r}")
     points = expand_grid(data.get("grid"), data.get("points"))
-    return SweepSpec(notebook=str(nb), base=base, points=points, name=str(data.get("name") or path.stem))
+    slurm = data.get("slurm") or {}
+    if not isinstance(slurm, dict):
+        raise ConfigError(f"'slurm' in {str(path)!r} must be a mapping of job resources (partition, time, gpus, ...); "
+                          f"got {slurm!r}")
+    return SweepSpec(notebook=str(nb), base=base, points=points, name=str(data.get("name") or path.stem), slurm=slurm)
 
 
 def resolve_notebook(name_or_path: str) -> Path:

@@ -241,6 +241,13 @@ class Trainer:
         self.best_metric = -math.inf
         self.best_epoch: Optional[int] = None
         self.status = "created"
+        # TensorBoard scalars (atkit.tensorboard_log), opened at the first epoch; rank 0 only, like metrics.csv.
+        self._tensorboard: Any = None
+        self.tensorboard_enabled = bool(config.logging.get("tensorboard")) and self.dist.is_main
+        if self.tensorboard_enabled:
+            from .tensorboard_log import summary_writer_class
+
+            summary_writer_class()  # a missing package is reported before any work
         if config.init_checkpoint is not None:
             self.init_from_checkpoint(config.init_checkpoint)
         self.epoch = config.start_epoch
@@ -407,6 +414,27 @@ class Trainer:
             _guarded(self.run_dir / "metrics.csv", lambda: atomic_write_text(self.run_dir / "metrics.csv",
                                                                             buf.getvalue()))
 
+    def tensorboard(self) -> Any:
+        """The run's :class:`~atkit.tensorboard_log.TensorBoardScalars` (None unless ``logging.tensorboard``).
+
+        Opened on first use with ``purge_step`` = the last recorded epoch, which is written again: events a killed
+        process wrote after its last checkpoint are hidden, and no epoch is missing."""
+        if not self.tensorboard_enabled:
+            return None
+        if self._tensorboard is None:
+            from .tensorboard_log import TensorBoardScalars
+
+            last = self.history[-1] if self.history else None
+            self._tensorboard = TensorBoardScalars(self.run_dir, purge_step=int(last["epoch"]) if last else None)
+            if last is not None:
+                self._tensorboard.log_epoch(last)
+        return self._tensorboard
+
+    def close_tensorboard(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+            self._tensorboard = None
+
     # -- training ----------------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Ask the run to stop after the current step (thread-safe enough for a UI button)."""
@@ -522,6 +550,7 @@ class Trainer:
         """Train to the configured number of epochs (from wherever the run is), then evaluate."""
         self.status = "running"
         self.write_metrics()
+        tensorboard = self.tensorboard()  # a resumed run writes its last epoch again (see tensorboard())
         try:
             while self.epoch < self.epochs and not self._stop_requested:
                 epoch = self.epoch
@@ -548,6 +577,8 @@ class Trainer:
                 self.epoch = epoch + 1
                 self.save_checkpoint(best=improved)
                 self.write_metrics()
+                if tensorboard is not None:
+                    tensorboard.log_epoch(record)
                 for cb in self.callbacks if self.dist.is_main else []:
                     cb(self, record)
         except NonFiniteLossError as e:
@@ -565,8 +596,13 @@ class Trainer:
             self.status = "interrupted"
             self.write_metrics(error="interrupted by the user; resume with Trainer.resume or --resume")
             raise
+        finally:
+            if self.epoch < self.epochs and not self._stop_requested:  # left by an exception
+                self.close_tensorboard()
         self.status = "stopped" if self._stop_requested and self.epoch < self.epochs else "finished"
         self.write_metrics()
+        if self.status != "finished":  # a finished run keeps it open for final_evaluation's scalars
+            self.close_tensorboard()
         return {"status": self.status, "best_epoch": self.best_epoch, "best_metric": self.best_metric,
                 "history": self.history}
 
@@ -634,6 +670,10 @@ class Trainer:
                                      "dummy_classes": bool(getattr(self.model, "dummy_classes", False)),
                                      "weights": label, "source": "atkit run"})
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
+        tensorboard = self.tensorboard()
+        if tensorboard is not None:
+            tensorboard.log_eval(results, step=self.epoch)
+            self.close_tensorboard()
         return results
 
     def final_model(self) -> nn.Module:

@@ -1,0 +1,264 @@
+"""Sweeps through submitit (``--backend submitit``) with its ``debug`` and ``local`` executors: the local runner's
+folder layout, failures recorded and not requeued, a killed job resumed by the same command while finished
+points are skipped, a time-out requeued through checkpointing (within a retry limit), --status and --cancel."""
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+from nbformat.v4 import new_code_cell, new_notebook
+
+import atkit.sweep as sweep_module
+from atkit.cli import main as cli_main
+from atkit.config import load_config
+from atkit.runs import data_fingerprint
+from atkit.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
+from atkit.utils import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def submitit_api():
+    pytest.importorskip("submitit")
+    from atkit import sweep_submitit
+
+    return sweep_submitit
+
+
+def _resumable_notebook(folder: Path) -> Path:
+    """A notebook without torch that does ``steps`` steps of ``step_s`` seconds, keeping its progress in
+    state.json (so a killed run continues where it was), logs where each attempt started in attempts.txt,
+    raises for value == fail_on and writes 2*value to result.json."""
+    params = new_code_cell('value = 1\nfail_on = None\nsteps = 1\nstep_s = 0.0\nout_dir = "."\n')
+    params.metadata["tags"] = ["parameters"]
+    body = new_code_cell(
+        "import json, os, pathlib, time\n"
+        "state = pathlib.Path(out_dir, 'state.json')\n"
+        "done = json.loads(state.read_text())['done'] if state.is_file() else 0\n"
+        "with open(pathlib.Path(out_dir, 'attempts.txt'), 'a') as f:\n"
+        "    f.write(f'{done}\\n')\n"
+        "if value == fail_on:\n"
+        "    raise ValueError(f'point {value} fails on purpose')\n"
+        "for i in range(done, steps):\n"
+        "    time.sleep(step_s)\n"
+        "    tmp = state.with_suffix('.tmp')\n"
+        "    tmp.write_text(json.dumps({'done': i + 1}))\n"
+        "    os.replace(tmp, state)\n"
+        "pathlib.Path(out_dir, 'result.json').write_text(json.dumps({'double': 2 * value}))\n")
+    nb = new_notebook(cells=[params, body])
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    path = folder / "nb" / "tiny.ipynb"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def _layout(out: Path) -> set[str]:
+    """Every file's path under ``out`` without the scheduler's own folder."""
+    return {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and "_submitit" not in p.parts}
+
+
+def _attempts(folder: Path) -> list[int]:
+    return [int(x) for x in (folder / "attempts.txt").read_text().split()]
+
+
+# ---------------------------------------------------------------------------------- no cluster code
+def test_without_submitit_the_backend_exits_with_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
+    nb = _resumable_notebook(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"notebook": str(nb), "grid": {"value": [1]}}))
+    monkeypatch.setitem(sys.modules, "submitit", None)  # the import fails as without the package
+    rc = cli_main(["sweep", "-f", str(grid), "--out", str(tmp_path / "o"), "--backend", "submitit", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "pip install atkit[slurm]" in err and "\n" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_slurm_options_come_from_the_grid_file_then_the_flags_and_are_checked(submitit_api):
+    opts = submitit_api.SlurmOptions.from_sources({"partition": "gpu", "time": "1-02:30:00", "gpus": 2, "mem": "32G"},
+                                                  {"partition": "long", "time": None, "account": "lab"})
+    assert (opts.partition, opts.account, opts.timeout_min(), opts.mem_gb()) == ("long", "lab", 1590, 32.0)
+    params = opts.executor_parameters("slurm", "atkit-x")
+    assert params["gpus_per_node"] == 2 and params["slurm_partition"] == "long" and params["slurm_account"] == "lab"
+    assert params["timeout_min"] == 1590 and params["tasks_per_node"] == 1
+    default = submitit_api.SlurmOptions.from_sources(None)
+    assert default.gpus_for("slurm") == 1 and default.gpus_for("local") == 0
+    assert "slurm_partition" not in opts.executor_parameters("local", "atkit-x")
+    with pytest.raises(ConfigError, match="Did you mean 'partition'"):
+        submitit_api.SlurmOptions.from_sources({"partiton": "gpu"})
+    with pytest.raises(ConfigError, match="time='soon'"):
+        submitit_api.SlurmOptions.from_sources({"time": "soon"})
+    with pytest.raises(ConfigError, match="mem='lots'"):
+        submitit_api.SlurmOptions.from_sources({"mem": "lots"})
+
+
+def test_multi_gpu_points_train_with_torchrun_and_resume_a_partial_run(submitit_api, tmp_path, monkeypatch):
+    """A train-notebook point with G GPUs: torchrun -m atkit train on the notebook's run config, --resume when
+    an identical run was interrupted; other notebooks are refused (they run their points in one process)."""
+    commands = []
+    monkeypatch.setattr(sweep_module, "_run_process", lambda cmd, *a, **k: commands.append(cmd) or 0)
+    params = {"method": "pgd_at", "dataset": "synthetic", "data": {"n_train": 64, "n_test": 16}, "model": "small_cnn",
+              "epochs": 2, "batch_size": 32, "runs_dir": str(tmp_path / "runs")}
+    point = make_points(SweepSpec("train", params, [{"seed": 1}]))[0]
+    train_nb = ROOT / "notebooks" / "train.ipynb"
+    assert submitit_api._train_with_torchrun(point, tmp_path / "p", train_nb, 4, set(), None) is None
+    cmd = commands[-1]
+    assert cmd[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4", "-m"]
+    written = yaml.safe_load(Path(cmd[-1]).read_text())
+    assert written["seed"] == 1 and written["device"] == "cuda" and written["out_dir"] == str(tmp_path / "runs")
+
+    run = tmp_path / "runs" / "interrupted-run"  # an identical run that a preemption left behind
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(Path(cmd[-1]).read_text())
+    fingerprint = data_fingerprint(load_config(cmd[-1]))
+    (run / "metrics.json").write_text(json.dumps({"status": "running", "data_fingerprint": fingerprint}))
+    assert submitit_api._train_with_torchrun(point, tmp_path / "p", train_nb, 4, set(), None) is None
+    assert commands[-1][-2:] == ["--resume", str(run)]
+    error = submitit_api._train_with_torchrun(point, tmp_path / "p", ROOT / "notebooks" / "ablation.ipynb", 2, set(),
+                                              None)
+    assert "needs the train notebook" in error
+
+
+# ------------------------------------------------------------------------------------- executors
+def test_debug_executor_gives_the_local_runners_folder_and_records_a_failure(submitit_api, tmp_path, capsys):
+    nb = _resumable_notebook(tmp_path)
+    spec = SweepSpec(str(nb), {"fail_on": 3}, expand_grid({"value": [1, 3]}))
+    local_out, sub_out = tmp_path / "local", tmp_path / "submitit"
+    local = run_sweep(spec, local_out, workers=2, gpus=[], progress=False)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"notebook": str(nb), "base": {"fail_on": 3}, "grid": {"value": [1, 3]}}))
+    command = ["sweep", "-f", str(grid), "--backend", "submitit", "--cluster", "debug", "--quiet"]
+    assert cli_main(command + ["--out", str(sub_out)]) == 1  # one point failed
+    assert "FAILED value=3" in capsys.readouterr().out
+
+    assert _layout(sub_out) == _layout(local_out)  # same point folders, same files in them
+    local_summary, sub_summary = (json.loads((o / "sweep.json").read_text()) for o in (local_out, sub_out))
+    assert [p["status"] for p in sub_summary["points"]] == [r.status for r in local] == ["done", "failed"]
+    assert sub_summary["counts"] == local_summary["counts"]
+    assert (sub_out / "sweep.csv").read_text().splitlines()[0] == (local_out / "sweep.csv").read_text().splitlines()[0]
+    points = make_points(spec)
+    assert json.loads((sub_out / points[0].folder / "result.json").read_text())["double"] == 2
+    failure = json.loads((sub_out / points[1].folder / "_sweep_failed.json").read_text())
+    assert "fails on purpose" in failure["error"] and _attempts(sub_out / points[1].folder) == [0]  # not requeued
+
+    # --status reads either backend's folder.
+    capsys.readouterr()
+    assert cli_main(["sweep", "--status", str(local_out)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["1 done, 1 failed", f"done        {points[0].folder}",
+                                                   f"failed      {points[1].folder}: {failure['error']}"]
+    # The same command on the local runner's folder: its finished points are skipped, the failed one runs again.
+    assert cli_main(command + ["--out", str(local_out)]) == 1
+    assert "1 of 2 points already finished" in capsys.readouterr().out
+    assert [p["status"] for p in json.loads((local_out / "sweep.json").read_text())["points"]] == ["skipped", "failed"]
+    assert _attempts(local_out / points[1].folder) == [0, 0]
+    assert _attempts(local_out / points[0].folder) == [0]  # not executed again
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Linux /proc), parents first."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop(0))
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def _wait_for_progress(state: Path, at_least: int, timeout: float = 240) -> int:
+    began = time.time()
+    while time.time() - began < timeout:
+        try:
+            done = json.loads(state.read_text())["done"]
+        except (OSError, ValueError):
+            done = -1
+        if done >= at_least:
+            return done
+        time.sleep(0.05)
+    raise AssertionError(f"{state} did not reach {at_least} steps")
+
+
+def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_command_resumes(
+        submitit_api, tmp_path, capsys):
+    """One 3-point sweep (local executor): a point that finishes, one preempted (the USR2 that SLURM sends before
+    a preemption: the job stops papermill, is requeued and continues from the point's state) and one killed
+    outright (every process at once, as a node failure). The same command then skips the two finished points and
+    resumes the killed one. Beside it, a job that keeps timing out is requeued max_requeues times, then reported,
+    and a cancelled job stops its notebook."""
+    nb = _resumable_notebook(tmp_path)
+    # Time-outs: the local executor's limit is 60 s and its signal comes signal_delay_s before it, 25 s after start.
+    endless = SweepSpec(str(nb), {}, [{"value": 9, "steps": 100000, "step_s": 0.2}])
+    timing_out = submitit_api.submit_sweep(endless, tmp_path / "timeouts", cluster="local", local_signal_delay_s=35,
+                                           options=submitit_api.SlurmOptions.from_sources({"time": 1, "max_requeues": 1}))
+    cancelled = submitit_api.submit_sweep(SweepSpec(str(nb), {}, [{"value": 8, "steps": 100000, "step_s": 0.1}]),
+                                          tmp_path / "cancelled", cluster="local")
+    grid = tmp_path / "grid.yaml"
+    slow = {"steps": 80, "step_s": 0.05}
+    grid.write_text(yaml.safe_dump({"notebook": str(nb), "base": {"steps": 1},
+                                    "points": [{"value": 1}, {"value": 2, **slow}, {"value": 3, **slow}]}))
+    out = tmp_path / "out"
+    spec = load_grid(grid)
+    sub = submitit_api.submit_sweep(spec, out, cluster="local")  # what the command below does first
+    quick, preempted, killed = (out / p.folder for p in make_points(spec))
+    jobs = json.loads((out / "_submitit" / "jobs.json").read_text())
+    _wait_for_progress(preempted / "state.json", 3)
+    os.kill(_process_tree(int(jobs[preempted.name]["job_id"]))[1], signal.SIGUSR2)  # to the job's task
+    _wait_for_progress(killed / "state.json", 3)
+    for pid in _process_tree(int(jobs[killed.name]["job_id"])):
+        os.kill(pid, signal.SIGKILL)
+    done_before = json.loads((killed / "state.json").read_text())["done"]
+    results = submitit_api.wait_for_jobs(sub, poll_s=0.5)
+    assert [r.status for r in results] == ["done", "done", "interrupted"], results
+    assert 3 <= done_before < 80 and not (killed / "_sweep_done.json").exists()
+    first, second = _attempts(preempted)
+    assert first == 0 and second >= 3  # requeued, and continued from the state the preempted attempt kept
+    logs = (out / "_submitit" / "logs")
+    job_log = "".join(p.read_text() for p in logs.glob(f"{jobs[preempted.name]['job_id']}_0_log.*"))
+    assert "this job is preempted" in job_log and "Requeued" in job_log
+    assert [p["status"] for p in json.loads((out / "sweep.json").read_text())["points"]] == [
+        "done", "done", "interrupted"]
+    assert cli_main(["sweep", "--status", str(out)]) == 0
+    status = capsys.readouterr().out
+    assert f"interrupted {killed.name}  job {jobs[killed.name]['job_id']}" in status
+
+    finished = {p.name: (p / "result.json").stat().st_mtime_ns for p in (quick, preempted)}
+    assert cli_main(["sweep", "-f", str(grid), "--out", str(out), "--backend", "submitit", "--cluster", "local",
+                     "--wait", "--quiet"]) == 0
+    assert "2 of 3 points already finished, skipped; 1 submitted" in capsys.readouterr().out
+    summary = json.loads((out / "sweep.json").read_text())
+    assert [p["status"] for p in summary["points"]] == ["skipped", "skipped", "done"]
+    assert {f: (out / f / "result.json").stat().st_mtime_ns for f in finished} == finished  # not executed again
+    first, second = _attempts(killed)
+    assert first == 0 and second >= done_before  # the second attempt continued where the killed one was
+    assert json.loads((killed / "result.json").read_text())["double"] == 6
+    assert cli_main(["sweep", "--status", str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == "3 done"
+
+    # --cancel stops the job and the notebook it runs; the point stays unfinished for the next command.
+    cancelled_state = tmp_path / "cancelled" / cancelled.results[0].folder / "state.json"
+    _wait_for_progress(cancelled_state, 1)
+    assert cli_main(["sweep", "--cancel", str(tmp_path / "cancelled")]) == 0
+    assert f"cancelled 1 job(s): {next(iter(cancelled.jobs.values())).job_id}" in capsys.readouterr().out
+    result, = submitit_api.wait_for_jobs(cancelled, poll_s=0.5)
+    assert result.status == "interrupted"
+    steps_then = json.loads(cancelled_state.read_text())["done"]
+    time.sleep(2)
+    assert json.loads(cancelled_state.read_text())["done"] == steps_then  # the kernel is gone too
+
+    timed_out, = submitit_api.wait_for_jobs(timing_out, poll_s=0.5)
+    assert timed_out.status == "interrupted" and "timed-out too many times" in timed_out.error
+    job_log = "".join(p.read_text() for p in (tmp_path / "timeouts" / "_submitit" / "logs").glob("*_log.*"))
+    assert job_log.count("Starting with JobEnvironment") == 2  # the first run and one requeue, no more
+    point = json.loads((tmp_path / "timeouts" / "sweep.json").read_text())["points"][0]
+    assert point["status"] == "interrupted" and "timed-out too many times" in point["error"]
