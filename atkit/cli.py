@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from .utils import ConfigError
+from .utils import ConfigError, claim_output_folder, load_yaml_mapping
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -30,11 +32,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = {"true": True, "false": False}.get(value, value)
     if args.resume:
         trainer = train(None, resume=args.resume, progress=not args.quiet)
+        if getattr(trainer, "already_finished", False) and trainer.dist.is_main:
+            print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epochs); nothing to "
+                  f"train, its final evaluation is in {str(trainer.run_dir / 'eval.json')!r}", file=sys.stderr)
     else:
         from .config import load_config_dict
         from .utils import apply_set_options
 
-        config = load_config(apply_set_options(load_config_dict(args.config), args.set), **overrides)
+        values = apply_set_options(load_config_dict(args.config), args.set)
+        if "method" not in values:  # a file without it would silently train the default for days
+            raise ConfigError(f"config file {args.config!r} names no method: add e.g. 'method: pgd_at' "
+                              "(atkit methods lists them) or --set method=...")
+        config = load_config(values, **overrides)
         trainer = train(config, progress=not args.quiet)
     if trainer.dist.is_main:  # under torchrun: one line, from rank 0
         print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
@@ -61,9 +70,16 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .evaluate import evaluate
     from .train import load_model
-    from .utils import atomic_write_json, resolve_device
+    from .utils import resolve_device
 
     target = Path(args.target)
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n {args.n}: the number of test images must be >= 1 (omit --n for the whole test set)")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
+    run_dir = target if target.is_dir() else target.parent.parent
+    out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
+    check_writable(out, "--out")  # before the evaluation, which can take hours
     device = resolve_device(args.device or "auto")
     model = load_model(target, device=device, which=args.which)
     if getattr(args, "precision", None) not in (None, "fp32"):
@@ -71,7 +87,6 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
 
         model = eval_model(model, device=device, precision=args.precision, channels_last=device.type == "cuda")
     ckpt = target if target.is_file() else None
-    run_dir = target if target.is_dir() else target.parent.parent
     state_cfg = None
     if ckpt is not None:
         state_cfg = torch.load(ckpt, map_location="cpu", weights_only=False)["config"]
@@ -90,22 +105,50 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     kwargs = dict(attacks=attacks, threat=config.threat_model(), batch_size=args.batch_size, device=device,
                   num_classes=dataset.num_classes, aa_state_dir=run_dir / "aa_state" / f"cli-{args.which}",
                   progress=not args.quiet, sanity=args.sanity)
-    out = Path(args.out) if args.out else run_dir / f"eval-{args.which}.json"
     if getattr(model, "dummy_classes", False):
         # Dummy-class models: the published protocol never without the adaptive one (REFERENCE.md 3, DUCAT).
         from .evaluate import evaluate_dummy_protocols
 
         by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)
         payload = {p: r.to_dict() for p, r in by_protocol.items()}
-        atomic_write_json(out, {"protocols": payload})
+        if not _write_or_print(out, {"protocols": payload}):
+            return 1
         print(json.dumps({p: {"accuracy": r.accuracy, "mean": r.mean, "nrr": r.nrr} for p, r in by_protocol.items()}
                          | {"written": str(out)}))
         return 0
     result = evaluate(model, x, y, **kwargs)
-    atomic_write_json(out, result.to_dict())
+    if not _write_or_print(out, result.to_dict()):
+        return 1
     print(json.dumps({"accuracy": result.accuracy, "mean": result.mean, "nrr": result.nrr,
                       "warnings": result.warnings, "written": str(out)}))
     return 0
+
+
+def check_writable(path: Path, what: str) -> None:
+    """Refuse, before any work, an output file whose folder cannot be created or written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {str(path)!r} cannot be written: {e.strerror or e}; give a writable path") from None
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a file name such as {str(path / 'eval.json')!r}")
+
+
+def _write_or_print(out: Path, payload: dict[str, Any]) -> bool:
+    """Write ``payload`` to ``out``; if that fails after all, print it so the numbers are not lost."""
+    from .utils import _json_default, atomic_write_json
+
+    try:
+        atomic_write_json(out, payload)
+        return True
+    except OSError as e:
+        print(json.dumps(payload, default=_json_default))
+        print(f"atkit: error: could not write {str(out)!r} ({e.strerror or e}); the evaluation is printed above",
+              file=sys.stderr)
+        return False
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
@@ -131,10 +174,10 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
 
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
     YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
-    ``--set``); unknown parameter names are refused before execution.
+    ``--set``); unknown parameter names are refused before execution, and so is an ``out_dir`` that holds
+    another notebook's results (:func:`atkit.utils.claim_output_folder`).
     """
     import papermill as pm
-    import yaml
 
     path = Path(name_or_path)
     if not path.suffix:
@@ -144,10 +187,7 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
         raise ConfigError(f"notebook {name_or_path!r} not found; available: {', '.join(names)}")
     params: dict[str, Any] = {}
     if params_file:
-        pf = Path(params_file)
-        if not pf.is_file():
-            raise ConfigError(f"parameter file {params_file!r} does not exist")
-        params = yaml.safe_load(pf.read_text()) or {}
+        params = load_yaml_mapping(params_file, "parameter file", allow_empty=True)
     params.update(extra or {})
     from .utils import apply_set_options
 
@@ -161,8 +201,7 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
         from .utils import unknown_name_error
 
         raise unknown_name_error(f"parameter of notebook {path.name}", unknown[0], declared)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_folder(out_dir, path.stem)  # never over another notebook's results
     executed = out / path.name
     pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
                         cwd=str(path.parent.parent), progress_bar=progress)
