@@ -289,11 +289,9 @@ class Trainer:
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml in it)")
         probe = FolderLock(run_dir)  # refuse a run another process writes in before loading anything
-        try:
-            probe.acquire()  # RunInUseError names the PID; fit() takes the lock for itself
-        except OSError:  # a read-only run folder: nobody writes there, reading it is fine
-            pass
-        probe.release()
+        if os.environ.get("RANK", "0") == "0" and probe.is_locked():  # under torchrun rank 0 speaks for all
+            probe.acquire()  # raises RunInUseError naming the PID (fit() takes the lock for itself)
+            probe.release()
         config = load_config(run_dir / "config.yaml")
         trainer = cls(config, run_dir, **kwargs)
         if trainer.dist.is_main:  # only rank 0 writes run files, so only it may clear their leftovers

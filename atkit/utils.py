@@ -8,6 +8,7 @@ import json
 import os
 import random
 import tempfile
+import time
 import types
 import typing
 from pathlib import Path
@@ -349,14 +350,17 @@ class FolderLock:
             return True
         if not self.path.is_file():
             return False
-        try:
-            self.acquire()
-        except RunInUseError:
-            return True
-        except OSError:  # read-only folder: nobody can be writing there
+        for attempt in range(3):  # another process's probe holds it for microseconds; a writer holds it for good
+            try:
+                self.acquire()
+            except RunInUseError:
+                time.sleep(0.05)
+                continue
+            except OSError:  # read-only folder: nobody can be writing there
+                return False
+            self.release()
             return False
-        self.release()
-        return False
+        return True
 
     def __enter__(self) -> "FolderLock":
         return self.acquire()
