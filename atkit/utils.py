@@ -350,7 +350,7 @@ class FolderLock:
             return True
         if not self.path.is_file():
             return False
-        for attempt in range(3):  # another process's probe holds it for microseconds; a writer holds it for good
+        for _ in range(3):  # another process's probe holds it for microseconds; a writer holds it for good
             try:
                 self.acquire()
             except RunInUseError:
@@ -369,7 +369,10 @@ class FolderLock:
         self.release()
 
     def __del__(self) -> None:
-        self.release()
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the OS closes the file (and drops the lock) anyway
+            pass
 
 
 OUTPUT_MARKER = ".atkit-notebook"
