@@ -33,7 +33,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         trainer = train(None, resume=args.resume, progress=not args.quiet)
         if getattr(trainer, "already_finished", False) and trainer.dist.is_main:
-            print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epochs); nothing to "
+            print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epoch(s)); nothing to "
                   f"train, its final evaluation is in {str(trainer.run_dir / 'eval.json')!r}", file=sys.stderr)
     else:
         from .config import load_config_dict
@@ -306,7 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type, filename: str, lineno: int, line: Optional[str] = None) -> str:
+    """Warnings about the user's input as ``atkit: warning: ...`` (not a source file and line of atkit)."""
+    return f"atkit: warning: {message}\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "train" and not args.config and not args.resume:
