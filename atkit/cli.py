@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .paths import resolve_output_path
 from .sweep import KERNEL_NAME
-from .utils import ConfigError
+from .utils import ConfigError, claim_output_folder, load_yaml_mapping
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -32,11 +34,18 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = {"true": True, "false": False}.get(value, value)
     if args.resume:
         trainer = train(None, resume=args.resume, progress=not args.quiet)
+        if getattr(trainer, "already_finished", False) and trainer.dist.is_main:
+            print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epoch(s)); nothing to "
+                  f"train, its final evaluation is in {str(trainer.run_dir / 'eval.json')!r}", file=sys.stderr)
     else:
         from .config import load_config_dict
         from .utils import apply_set_options
 
-        config = load_config(apply_set_options(load_config_dict(args.config), args.set), **overrides)
+        values = apply_set_options(load_config_dict(args.config), args.set)
+        if "method" not in values:  # a file without it would silently train the default for days
+            raise ConfigError(f"config file {args.config!r} names no method: add e.g. 'method: pgd_at' "
+                              "(atkit methods lists them) or --set method=...")
+        config = load_config(values, **overrides)
         trainer = train(config, progress=not args.quiet)
     if trainer.dist.is_main:  # under torchrun: one line, from rank 0
         print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
@@ -137,8 +146,12 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .provenance import attach_provenance, checkpoint_record
     from .train import test_images_record, to_float_images
-    from .utils import atomic_write_json, resolve_device
+    from .utils import resolve_device
 
+    if args.n is not None and args.n < 1:
+        raise ConfigError(f"--n {args.n}: the number of test images must be >= 1 (omit --n for the whole test set)")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size {args.batch_size} must be >= 1")
     device = resolve_device(args.device or "auto")
     if args.checkpoint:
         if args.target:
@@ -148,8 +161,8 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         ctx = _eval_target_run(args, device)
     else:
         raise ConfigError("eval needs a run folder, an atkit checkpoint, or --checkpoint FILE --model NAME")
-    if args.n is not None and args.n < 1:
-        raise ConfigError(f"--n {args.n}: the number of test images must be at least 1")
+    out = Path(args.out) if args.out else ctx["out"]
+    check_writable(out, "--out")  # before the evaluation, which can take hours
     model, dataset = ctx["model"], ctx["dataset"]
     if getattr(args, "precision", None) not in (None, "fp32"):
         from .fast import eval_model
@@ -162,7 +175,6 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     kwargs = dict(attacks=attacks, threat=ctx["threat"], batch_size=args.batch_size, device=device,
                   num_classes=dataset.num_classes, aa_state_dir=ctx["state_dir"], progress=not args.quiet,
                   sanity=args.sanity)
-    out = Path(args.out) if args.out else ctx["out"]
     images = test_images_record(dataset, indices)
     parts = dict(images=images, checkpoint=checkpoint_record(ctx["checkpoint"]), model=ctx["model_info"])
     if getattr(model, "dummy_classes", False):
@@ -174,7 +186,8 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         payload = dummy_protocols_record(by_protocol)
         payload["images"] = images
         attach_provenance(payload, **parts)
-        atomic_write_json(out, payload)
+        if not _write_or_print(out, payload):
+            return 1
         print("\n".join(line for p, r in by_protocol.items()
                         for line in _accuracy_lines(r.to_dict(), f"[{PROTOCOL_LABELS.get(p, p)}] ")))
         print(json.dumps({p: {"protocol": PROTOCOL_LABELS.get(p, p), "n": r.n, **_summary(r)}
@@ -184,7 +197,8 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     payload = result.to_dict()
     payload["images"] = images
     attach_provenance(payload, **parts)
-    atomic_write_json(out, payload)
+    if not _write_or_print(out, payload):
+        return 1
     print("\n".join(_accuracy_lines(payload)))
     print(json.dumps(_summary(result) | {"ci95": payload["ci95"], "n": result.n, "written": str(out)}))
     return 0
@@ -219,6 +233,33 @@ def _summary(result: Any) -> dict[str, Any]:
             "warnings": result.warnings}
 
 
+def check_writable(path: Path, what: str) -> None:
+    """Refuse, before any work, an output file whose folder cannot be created or written."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"{what} {str(path)!r} cannot be written: {e.strerror or e}; give a writable path") from None
+    if path.is_dir():
+        raise ConfigError(f"{what} {str(path)!r} is a folder; give a file name such as {str(path / 'eval.json')!r}")
+
+
+def _write_or_print(out: Path, payload: dict[str, Any]) -> bool:
+    """Write ``payload`` to ``out``; if that fails after all, print it so the numbers are not lost."""
+    from .utils import _json_default, atomic_write_json
+
+    try:
+        atomic_write_json(out, payload)
+        return True
+    except OSError as e:
+        print(json.dumps(payload, default=_json_default))
+        print(f"atkit: error: could not write {str(out)!r} ({e.strerror or e}); the evaluation is printed above",
+              file=sys.stderr)
+        return False
+
+
 def _cmd_methods(args: argparse.Namespace) -> int:
     from .methods import COMPOSERS, describe_methods
 
@@ -243,10 +284,10 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     A relative ``out_dir`` is read against the project root (:func:`atkit.paths.resolve_output_path`).
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
     YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
-    ``--set``); unknown parameter names are refused before execution.
+    ``--set``); unknown parameter names are refused before execution, and so is an ``out_dir`` that holds
+    another notebook's results (:func:`atkit.utils.claim_output_folder`).
     """
     import papermill as pm
-    import yaml
 
     path = Path(name_or_path)
     if not path.suffix:
@@ -256,10 +297,7 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
         raise ConfigError(f"notebook {name_or_path!r} not found; available: {', '.join(names)}")
     params: dict[str, Any] = {}
     if params_file:
-        pf = Path(params_file)
-        if not pf.is_file():
-            raise ConfigError(f"parameter file {params_file!r} does not exist")
-        params = yaml.safe_load(pf.read_text()) or {}
+        params = load_yaml_mapping(params_file, "parameter file", allow_empty=True)
     params.update(extra or {})
     from .utils import apply_set_options
 
@@ -276,7 +314,7 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
         raise unknown_name_error(f"parameter of notebook {path.name}", unknown[0], declared)
     if "INTERACTIVE" in declared:  # executed headless: the batch mode unless the parameters ask otherwise
         params.setdefault("INTERACTIVE", False)
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_output_folder(out, path.stem)  # never over another notebook's results
     executed = out / path.name
     pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
                         cwd=str(path.parent.parent), progress_bar=progress)
@@ -506,7 +544,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message: Warning | str, category: type, filename: str, lineno: int, line: Optional[str] = None) -> str:
+    """Warnings about the user's input as ``atkit: warning: ...`` (not a source file and line of atkit)."""
+    return f"atkit: warning: {message}\n"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    import warnings
+
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "train" and not args.config and not args.resume:

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
 
-from .utils import ConfigError, check_choice, unknown_name_error
+from .utils import ConfigError, check_choice, check_field_types, load_yaml_mapping, unknown_name_error
 
 EVAL_ATTACK_CHOICES = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
 
@@ -44,10 +46,11 @@ LAST_BATCH_CHOICES = ("auto", "keep", "drop")
 
 def drop_last_batch(rows: int, batch_size: int, last_batch: str = "auto") -> bool:
     """Whether an epoch of ``rows`` images in batches of ``batch_size`` drops its last partial batch
-    under the ``last_batch`` policy of :class:`RunConfig`."""
+    under the ``last_batch`` policy of :class:`RunConfig`. The only batch (``rows < batch_size``) is never
+    dropped: an epoch without a step would leave the model untrained."""
     check_choice("last_batch", last_batch, LAST_BATCH_CHOICES)
     tail = rows % batch_size
-    if tail == 0 or last_batch == "keep":
+    if tail == 0 or last_batch == "keep" or rows < batch_size:  # never drop the only batch: an epoch needs a step
         return False
     return last_batch == "drop" or tail < batch_size / 4
 
@@ -123,15 +126,24 @@ class RunConfig:
             if key not in names:
                 raise unknown_name_error("config key", key, names)
         eval_d = d.pop("eval", None) or {}
+        for key in ("out_dir", "init_checkpoint"):  # a pathlib.Path is as good as its string
+            if isinstance(d.get(key), os.PathLike):
+                d[key] = os.fspath(d[key])
+        # Every value against its declared type first: a wrong type must never reach the code that uses it.
+        check_field_types(cls, d)
         if isinstance(eval_d, EvalConfig):
             eval_cfg = eval_d
         else:
             if not isinstance(eval_d, dict):
                 raise ConfigError(f"config key 'eval' must be a mapping, got {eval_d!r}")
+            eval_d = dict(eval_d)
             eval_names = [f.name for f in dataclasses.fields(EvalConfig)]
             for key in eval_d:
                 if key not in eval_names:
                     raise unknown_name_error("eval config key", key, eval_names)
+            if isinstance(eval_d.get("final_attacks"), str):  # "clean" or "clean,pgd20": one name or a comma list
+                eval_d["final_attacks"] = [a.strip() for a in eval_d["final_attacks"].split(",") if a.strip()]
+            check_field_types(EvalConfig, eval_d, "eval.")
             eval_cfg = EvalConfig(**eval_d)
         cfg = cls(**d, eval=eval_cfg)
         cfg.validate()
@@ -139,15 +151,7 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "RunConfig":
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        with path.open() as f:
-            try:
-                d = yaml.safe_load(f) or {}
-            except yaml.YAMLError as e:
-                raise ConfigError(f"config file {str(path)!r} is not valid YAML: {e}") from None
-        return cls.from_dict(d)
+        return cls.from_dict(load_config_dict(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -199,6 +203,12 @@ class RunConfig:
         from .data import DATASETS, check_dataset_options
         from .models import MODELS
 
+        check_field_types(RunConfig, {f.name: getattr(self, f.name) for f in dataclasses.fields(RunConfig)})
+        check_field_types(EvalConfig, dataclasses.asdict(self.eval), "eval.")
+        if self.name is not None and (not self.name.strip() or self.name in (".", "..")
+                                      or any(sep in self.name for sep in ("/", "\\", os.sep))):
+            raise ConfigError(f"name={self.name!r} must be a plain folder name (no '/', '\\', '.' or '..'): the "
+                              f"run folder is created inside out_dir={self.out_dir!r}")
         if self.dataset not in DATASETS:
             raise unknown_name_error("dataset", self.dataset, DATASETS)
         check_dataset_options(self.dataset, self.data)
@@ -249,19 +259,26 @@ class RunConfig:
             if name not in EVAL_ATTACK_CHOICES and not (name.startswith("pgd") and name[3:].isdigit()):
                 raise unknown_name_error("evaluation attack", name, EVAL_ATTACK_CHOICES)
 
+        self._warn_suspicious()
+
+    def _warn_suspicious(self) -> None:
+        """Values that are legal but almost always a mistake: say so (a warning, the run goes on)."""
+        if self.resolved_lr() == 0:
+            warnings.warn("lr=0: the weights never change, the run only measures its initial model", UserWarning,
+                          stacklevel=3)
+        threat = self.threat_model()
+        if threat.steps > 1 and threat.step_size > threat.eps:
+            warnings.warn(f"threat.step_size={threat.step_size:.4g} is larger than threat.eps={threat.eps:.4g} with "
+                          f"{threat.steps} steps: every step after the first is clipped back to the eps-ball "
+                          "(the papers use step_size = eps/4)", UserWarning, stacklevel=3)
+
     def default_name(self) -> str:
         return f"{self.method}-{self.dataset}-{self.model}-s{self.seed}"
 
 
 def load_config_dict(source: str | Path) -> dict[str, Any]:
     """The mapping of a YAML run-config file (before validation), e.g. to apply ``--set`` overrides to it."""
-    path = Path(source)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    d = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {str(path)!r} holds a {type(d).__name__}, not a mapping of RunConfig keys")
-    return d
+    return load_yaml_mapping(source, "config file")
 
 
 def load_config(source: str | Path | dict[str, Any] | RunConfig, **overrides: Any) -> RunConfig:

@@ -28,7 +28,7 @@ import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Sequence
+from typing import Any, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from atkit.utils import (
     atomic_torch_save,
     atomic_write_text,
     check_choice,
+    check_type,
     resolve_device,
     unknown_name_error,
 )
@@ -511,13 +512,16 @@ def default_data_root() -> Path:
 
 def _decode_image(path: str, size: tuple[int, int] | None) -> np.ndarray:
     """Decode one image file to an ``(H, W, 3)`` uint8 array, resized (bilinear) to ``size`` = (H, W)."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        if size is not None and im.size != (size[1], size[0]):
-            im = im.resize((size[1], size[0]), Image.BILINEAR)
-        return np.asarray(im, dtype=np.uint8)
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.BILINEAR)
+            return np.asarray(im, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # corrupt, truncated, not an image
+        raise ConfigError(f"image file {path!r} cannot be decoded ({err}); replace or delete it") from None
 
 
 def _decode_all(files: Sequence[str], size: tuple[int, int] | None, workers: int | None) -> torch.Tensor:
@@ -805,6 +809,9 @@ def _load_tiny_imagenet(
         missing = [f for f in test_files if not os.path.exists(f)]
         if missing:
             raise ConfigError(f"{len(missing)} files listed in {ann} are missing, e.g. {missing[0]!r}")
+    elif (base / "val" / "images").is_dir():  # the zip's layout without its label file
+        raise ConfigError(f"Tiny-ImageNet: {str(ann)!r} is missing (it labels the images in val/images); "
+                          + _TINY_LAYOUT)
     elif (base / "val").is_dir():
         test_files, test_labels, _ = _scan_class_dirs(base / "val", idx)
     if not train_files or not test_files:
@@ -905,15 +912,55 @@ def _check_kwargs(name: str, kw: dict[str, Any], accepted: set[str]) -> None:
 _DATASET_KW = {"synthetic": _SYNTHETIC_KW, "folder": _FOLDER_KW, "tiny-imagenet": _TINY_KW}
 
 
+def available_memory_bytes() -> Optional[int]:
+    """Memory the system can still give this process (``MemAvailable`` of ``/proc/meminfo``), if known."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def synthetic_bytes(n_images: int, image_size: int) -> int:
+    """Peak memory of :func:`make_synthetic` for ``n_images`` images of ``s``² pixels: the uint8 images (3·s² bytes
+    each) and their two int64 labels, twice (the chunks and their concatenation); the float work of one chunk is
+    bounded and left out."""
+    return 2 * int(n_images) * (3 * int(image_size) ** 2 + 2 * 8)
+
+
+def _check_synthetic_options(options: dict[str, Any]) -> None:
+    """Integer options are integers, and the images fit in the memory available now."""
+    for key in ("n_train", "n_test", "num_classes", "seed", "image_size", "texture_period"):
+        if key in options:
+            value = options[key]
+            if isinstance(value, float) and value.is_integer():
+                continue  # 1.0e4 from YAML is a count too
+            check_type(f"data.{key}", value, int)
+    n = int(options.get("n_train", 5000)) + int(options.get("n_test", 1000))
+    size = int(options.get("image_size", 32))
+    need, free = synthetic_bytes(n, size), available_memory_bytes()
+    if free is not None and need > free:
+        raise ConfigError(f"synthetic data of n_train + n_test = {n} images of {size}x{size} would need about "
+                          f"{need / 2**30:.1f} GiB, but {free / 2**30:.1f} GiB of memory is available; lower n_train")
+
+
 def check_dataset_options(name: str, options: dict[str, Any]) -> str:
     """Refuse an unknown dataset name or option (``root``, ``download`` and ``cache_dir`` are
-    :func:`load_dataset`'s own) without loading anything; returns the canonical dataset name."""
+    :func:`load_dataset`'s own) without loading anything; returns the canonical dataset name.
+    Synthetic options are type-checked and their memory is estimated against what is available."""
     key = str(name).strip().lower().replace("_", "-")
     key = _ALIASES.get(key, key)
     if key not in DATASETS:
         raise unknown_name_error("dataset", name, DATASETS)
     _check_kwargs(key, {k: v for k, v in options.items() if k not in ("root", "download", "cache_dir")},
                   _DATASET_KW.get(key, set()))
+    if key == "synthetic":
+        _check_synthetic_options(options)
     return key
 
 

@@ -14,6 +14,7 @@ import yaml
 
 from .config import RunConfig, load_config
 from .paths import resolve_output_path
+from .utils import FolderLock
 
 # Keys that do not change what a run computes.
 _IGNORED_KEYS = {"name", "out_dir", "device", "eval", "logging"}
@@ -59,6 +60,7 @@ def find_run(config: RunConfig, out_dir: str | Path | None = None, status: str =
              check_data: bool = True) -> Optional[Path]:
     """The newest run folder whose configuration computes the same thing as ``config`` and has ``status``.
 
+    Unfinished runs whose folder lock is held (another live process trains there) are never returned.
     With ``check_data`` (the default) the run must also have been trained on the same bytes: its recorded
     data fingerprint must equal that of the data ``config`` loads now (loaded once, only when some run's
     configuration matches). A run that recorded no fingerprint is never reused.
@@ -69,6 +71,8 @@ def find_run(config: RunConfig, out_dir: str | Path | None = None, status: str =
     for run_dir, cfg_d, metrics in iter_runs(out_dir):
         if metrics.get("status") != status:
             continue
+        if status != "finished" and FolderLock(run_dir).is_locked():
+            continue  # a live process trains in it (a "running" run whose process died has a free lock)
         try:
             other = _comparable(RunConfig.from_dict(cfg_d))
         except Exception:

@@ -44,7 +44,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import yaml
 
 from .paths import resolve_output_path
-from .utils import ConfigError, atomic_write_json, atomic_write_text, set_dotted, unknown_name_error
+from .utils import ConfigError, atomic_write_json, atomic_write_text, load_yaml_mapping, set_dotted, unknown_name_error
 
 DONE_MARKER = "_sweep_done.json"
 FAILED_MARKER = "_sweep_failed.json"
@@ -163,10 +163,7 @@ def _load_params_file(path: str | Path, relative_to: Optional[Path]) -> dict[str
         candidates.append(relative_to / path)
     for c in candidates:
         if c.is_file():
-            data = yaml.safe_load(c.read_text()) or {}
-            if not isinstance(data, dict):
-                raise ConfigError(f"parameter file {str(c)!r} must hold a mapping of parameters")
-            return data
+            return load_yaml_mapping(c, "parameter file", allow_empty=True)
     raise ConfigError(f"base parameter file {str(path)!r} does not exist")
 
 
@@ -176,10 +173,7 @@ def load_grid(path: str | Path, notebook: Optional[str] = None) -> SweepSpec:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"grid file {str(path)!r} is not valid YAML: {e}") from None
+    data = load_yaml_mapping(path, "grid file")
     if not isinstance(data, dict):
         raise ConfigError(f"grid file {str(path)!r} must be a mapping with keys {', '.join(_GRID_FILE_KEYS)}")
     for key in data:
@@ -229,7 +223,41 @@ def check_parameters(notebook: Path, points: Iterable[SweepPoint]) -> list[str]:
             if top not in declared:
                 raise unknown_name_error(f"parameter of notebook {notebook.name} (grid point {p.index})", top,
                                          declared)
+        check_method_params(p)
     return declared
+
+
+def _point_method(params: Mapping[str, Any]) -> tuple[Optional[str], Optional[Mapping[str, Any]]]:
+    """The method and hyperparameters a point's notebook will train: its ``method`` / ``method_params``
+    parameters, else those of its ``base`` mapping or ``config`` file (``(None, None)`` when it names none)."""
+    method, method_params = params.get("method"), params.get("method_params")
+    fallback: Any = params.get("base")
+    if not isinstance(fallback, Mapping) and isinstance(params.get("config"), str):
+        try:
+            fallback = load_yaml_mapping(params["config"], "config file")
+        except ConfigError:
+            fallback = None  # the notebook itself reports a missing config file
+    if isinstance(fallback, Mapping):
+        method = method if method is not None else fallback.get("method")
+        method_params = method_params if method_params is not None else fallback.get("method_params")
+    return (method if isinstance(method, str) else None), method_params
+
+
+def check_method_params(point: SweepPoint) -> None:
+    """Refuse a point whose method hyperparameters the method does not accept (a misspelled dotted key such as
+    ``method_params.rp_lamda``, a wrong type), before any point runs."""
+    from .methods import get_method
+
+    method, method_params = _point_method(point.params)
+    if method is None or method_params is None:
+        return
+    if not isinstance(method_params, Mapping):
+        raise ConfigError(f"grid point {point.index} ({point.varied}): method_params={method_params!r} must be a "
+                          "mapping")
+    try:
+        get_method(method, None, **dict(method_params))
+    except ConfigError as e:
+        raise ConfigError(f"grid point {point.index} ({point.varied}): {e}") from None
 
 
 # --------------------------------------------------------------------------------------- workers

@@ -14,9 +14,11 @@ from its last complete epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import io
+import json
 import math
 import os
 import random
@@ -24,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -38,8 +40,8 @@ from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precisi
 from .methods import LossOutput, Method, StepContext
 from .models import predict_labels
 from .paths import resolve_output_path
-from .utils import (ConfigError, atomic_torch_save, atomic_write_json, atomic_write_text, resolve_device,
-                    seed_everything)
+from .utils import (ConfigError, FolderLock, atomic_torch_save, atomic_write_json, atomic_write_text,
+                    resolve_device, seed_everything)
 
 try:  # tqdm.auto picks the notebook widget bar in Jupyter and the text bar elsewhere.
     from tqdm.auto import tqdm
@@ -48,12 +50,21 @@ except ImportError:  # pragma: no cover
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+    """The training loss became NaN or infinite; the run stops and keeps its last good checkpoint, if any.
 
-    def __init__(self, epoch: int, step: int) -> None:
-        super().__init__(f"non-finite training loss at epoch {epoch}, step {step}; the run was stopped and its "
-                         "last good checkpoint kept (lower the learning rate or check the method's terms)")
-        self.epoch, self.step = epoch, step
+    ``epoch`` counts from 0 (the epoch that diverged); ``kept_epoch`` is the number of completed epochs in
+    the kept ``checkpoints/last.pt``, or ``None`` when the run had written no checkpoint yet.
+    """
+
+    def __init__(self, epoch: int, step: int, kept_epoch: Optional[int] = None) -> None:
+        if kept_epoch is None:
+            kept = ("no checkpoint was kept: the run diverged before its first checkpoint (lower the learning rate "
+                    "or check the method's terms, then start a new run)")
+        else:
+            kept = (f"its last good checkpoint, checkpoints/last.pt after {kept_epoch} completed epoch(s), was kept "
+                    "(lower the learning rate or check the method's terms)")
+        super().__init__(f"non-finite training loss at epoch {epoch}, step {step}; the run was stopped and {kept}")
+        self.epoch, self.step, self.kept_epoch = epoch, step, kept_epoch
 
 
 class OutputWriteError(RuntimeError):
@@ -190,6 +201,8 @@ class Trainer:
         self.config = config
         self.run_dir = Path(run_dir)
         self.ckpt_dir = self.run_dir / "checkpoints"
+        # Held while this process writes the run (fit, final evaluation): no second writer, even in another process.
+        self._lock = FolderLock(self.run_dir)
         self.callbacks = list(callbacks or [])
         self.progress = progress
         # One process unless launched by torchrun; then cuda:LOCAL_RANK and a process group (atkit.distributed).
@@ -216,6 +229,9 @@ class Trainer:
                                                             self.local_batch_size, config.last_batch),
                                   rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ConfigError(f"an epoch would have no training step: {len(self.dataset.train_y)} training images "
+                              f"over {self.dist.world_size} process(es) at batch_size={self.batch_size}")
         if config.max_steps_per_epoch is not None:
             self.steps_per_epoch = min(self.steps_per_epoch, config.max_steps_per_epoch)
         # What method.loss sees (atkit.fast): the model itself on the exact fp32 path, else a wrapper with bf16
@@ -273,7 +289,7 @@ class Trainer:
         run_dir = dist_ctx.broadcast_object(run_dir)
         try:
             trainer = cls(config, run_dir, **kwargs)
-        except ConfigError:  # bad input found while loading data/model: leave no empty run folder behind
+        except BaseException:  # any error before training (bad data, a corrupt image, Ctrl-C): no stale run folder
             if dist_ctx.is_main:
                 shutil.rmtree(run_dir, ignore_errors=True)
             raise
@@ -285,6 +301,10 @@ class Trainer:
         run_dir = Path(run_dir)
         if not (run_dir / "config.yaml").is_file():
             raise ConfigError(f"{str(run_dir)!r} is not a run folder (no config.yaml in it)")
+        probe = FolderLock(run_dir)  # refuse a run another process writes in before loading anything
+        if os.environ.get("RANK", "0") == "0" and probe.is_locked():  # under torchrun rank 0 speaks for all
+            probe.acquire()  # raises RunInUseError naming the PID (fit() takes the lock for itself)
+            probe.release()
         config = load_config(run_dir / "config.yaml")
         trainer = cls(config, run_dir, **kwargs)
         if trainer.dist.is_main:  # only rank 0 writes run files, so only it may clear their leftovers
@@ -502,7 +522,11 @@ class Trainer:
             self._average_buffers_over_ranks()
         bad = int(first_bad)
         if bad >= 0:
-            raise NonFiniteLossError(epoch, bad)
+            kept = self.epoch if (self.ckpt_dir / "last.pt").is_file() else None
+            raise NonFiniteLossError(epoch, bad, kept)
+        if steps_done == 0 and not self._stop_requested:
+            raise RuntimeError(f"epoch {epoch + 1} ran no training step (the loader gave no batch); nothing was "
+                               "learned, so the run is not finished")
         record: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, "steps": steps_done}
         for k, v in sums.items():
             record[f"train_{k}"] = float(v) / max(n_seen, 1)
@@ -547,7 +571,27 @@ class Trainer:
         self.dist.average_buffers(self.averaged_model())
 
     def fit(self) -> dict[str, Any]:
-        """Train to the configured number of epochs (from wherever the run is), then evaluate."""
+        """Train to the configured number of epochs (from wherever the run is), then evaluate.
+
+        Holds the run folder's lock throughout (:class:`atkit.utils.FolderLock`): a second process refuses to
+        write here. Any exception marks the run ``failed`` with its message (Ctrl-C: ``interrupted``).
+        """
+        with self._holding_lock():
+            return self._fit()
+
+    @contextlib.contextmanager
+    def _holding_lock(self) -> Iterator[None]:
+        """Context: this process holds the run's lock (rank 0 only; re-entrant within this trainer)."""
+        if not self.dist.is_main or self._lock.held:
+            yield
+            return
+        _guarded(self._lock.path, self._lock.acquire)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def _fit(self) -> dict[str, Any]:
         self.status = "running"
         self.write_metrics()
         tensorboard = self.tensorboard()  # a resumed run writes its last epoch again (see tensorboard())
@@ -581,20 +625,17 @@ class Trainer:
                     tensorboard.log_epoch(record)
                 for cb in self.callbacks if self.dist.is_main else []:
                     cb(self, record)
-        except NonFiniteLossError as e:
-            self.status = "failed"
-            self.write_metrics(error=str(e))
-            raise
-        except OutputWriteError as e:
-            self.status = "failed"
-            try:  # the metrics file may be writable even when the checkpoint was not (e.g. a quota)
-                self.write_metrics(error=str(e))
-            except OutputWriteError:
-                pass
-            raise
         except KeyboardInterrupt:
             self.status = "interrupted"
             self.write_metrics(error="interrupted by the user; resume with Trainer.resume or --resume")
+            raise
+        except Exception as e:  # whatever it was, the run is not running any more: say so, with the reason
+            self.status = "failed"
+            message = str(e) if isinstance(e, (NonFiniteLossError, OutputWriteError)) else f"{type(e).__name__}: {e}"
+            try:  # the metrics file may be writable even when the checkpoint was not (e.g. a quota)
+                self.write_metrics(error=message)
+            except OutputWriteError:
+                pass
             raise
         finally:
             if self.epoch < self.epochs and not self._stop_requested:  # left by an exception
@@ -621,7 +662,7 @@ class Trainer:
         """
         if not self.dist.is_main:
             return {}
-        with exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
+        with self._holding_lock(), exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
             return self._final_evaluation(attacks, n_test)
 
     def _final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None) -> dict[str, Any]:
@@ -729,12 +770,42 @@ def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: n
 
 def train(config: RunConfig | dict | str | Path, *, resume: str | Path | None = None, evaluate_final: bool = True,
           **kwargs: Any) -> Trainer:
-    """Run (or resume) a training run to the end and, by default, its final evaluation."""
+    """Run (or resume) a training run to the end and, by default, its final evaluation.
+
+    Resuming a run that trained all its epochs trains nothing and keeps its ``eval.json`` when that holds every
+    attack of ``eval.final_attacks``; ``trainer.already_finished`` is then true.
+    """
     trainer = Trainer.resume(resume, **kwargs) if resume is not None else Trainer.new(config, **kwargs)
+    trainer.already_finished = False
+    if resume is not None and trainer.epoch >= trainer.epochs:
+        trainer.already_finished = True
+        trainer.status = "finished"
+        with trainer._holding_lock():
+            if _recorded_status(trainer.run_dir) != "finished":  # killed between its last checkpoint and "finished"
+                trainer.write_metrics()
+            if evaluate_final and not has_final_evaluation(trainer.run_dir, trainer.config.eval.final_attacks):
+                trainer.final_evaluation()
+        return trainer
     trainer.fit()
     if evaluate_final and trainer.status == "finished":
         trainer.final_evaluation()
     return trainer
+
+
+def _recorded_status(run_dir: Path) -> Optional[str]:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text()).get("status")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def has_final_evaluation(run_dir: str | Path, attacks: list[str]) -> bool:
+    """Whether ``run_dir/eval.json`` holds every attack of ``attacks`` for the final model."""
+    try:
+        final = json.loads((Path(run_dir) / "eval.json").read_text()).get("final") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return set(attacks) <= set(final.get("accuracy") or {})
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

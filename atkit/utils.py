@@ -1,4 +1,5 @@
-"""Small shared helpers: validation errors, atomic file writes, seeding, device choice."""
+"""Small shared helpers: validation errors, type checks, YAML files, atomic file writes, run-folder locks,
+seeding, device choice."""
 from __future__ import annotations
 
 import copy
@@ -7,11 +8,15 @@ import json
 import os
 import random
 import tempfile
+import time
+import types
+import typing
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Optional
 
 import numpy as np
 import torch
+import yaml
 
 
 class ConfigError(ValueError):
@@ -49,8 +54,6 @@ def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
 
 def parse_set_options(items: Iterable[str] | None) -> list[tuple[str, Any]]:
     """``["a.b=1", "name=x"]`` (the CLI's ``--set``) as ``[("a.b", 1), ("name", "x")]``; values are YAML."""
-    import yaml
-
     out = []
     for item in items or ():
         key, sep, raw = str(item).partition("=")
@@ -73,6 +76,130 @@ def apply_set_options(params: dict[str, Any], items: Iterable[str] | None) -> di
     return params
 
 
+def _type_words(annotation: Any) -> str:
+    """``Optional[int]`` as ``"an integer or null"`` (what error messages say is accepted)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        words = [_type_words(a) for a in args if a is not type(None)]
+        return " or ".join(words + (["null"] if type(None) in args else []))
+    if annotation is type(None):
+        return "null"
+    base = origin or annotation
+    names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping",
+             list: "a list", tuple: "a list"}
+    if base in (list, tuple) and args and args[0] is not Ellipsis:
+        return f"a list of {_type_words(args[0]).removeprefix('an ').removeprefix('a ')}s"
+    return names.get(base, getattr(base, "__name__", str(base)))
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    if annotation is Any or annotation is typing.Any:
+        return True
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if annotation is type(None):
+        return value is None
+    base = origin or annotation
+    if base is bool:
+        return isinstance(value, bool)
+    if base is int:  # YAML's true/false are not integers
+        return isinstance(value, int) and not isinstance(value, bool)
+    if base is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if base in (dict, Mapping):
+        return isinstance(value, Mapping)
+    if base in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if args and args[-1] is not Ellipsis and base is list:
+            return all(_matches(v, args[0]) for v in value)
+        if args and args[-1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return True
+    if base is str:
+        return isinstance(value, str)
+    return True  # other annotations (classes, callables) are checked where they are used
+
+
+def _number_text_hint(text: str) -> str:
+    """Why a number arrived as a string: YAML 1.1 (PyYAML) reads ``1e-3`` as text, ``1.0e-3`` as a number."""
+    try:
+        float(text)
+    except ValueError:
+        return ""
+    mantissa, _, exponent = text.lower().partition("e")
+    if not exponent:
+        return f"; write {text} without quotes"
+    mantissa = mantissa if "." in mantissa else mantissa + ".0"
+    exponent = exponent if exponent[0] in "+-" else "+" + exponent
+    return f"; YAML reads {text} as text: write {mantissa}e{exponent}"
+
+
+def check_type(where: str, value: Any, annotation: Any) -> None:
+    """Refuse ``value`` unless it has the declared type ``annotation`` (``int``, ``Optional[float]``,
+    ``list[str]``, ``dict[str, Any]``, ...); booleans are not integers, integers are numbers."""
+    if not _matches(value, annotation):
+        hint = ""
+        if isinstance(value, str):
+            hint = _number_text_hint(value.strip())
+        raise ConfigError(f"{where}={value!r} must be {_type_words(annotation)} (got {type(value).__name__}{hint})")
+
+
+def check_field_types(obj_cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
+    """:func:`check_type` for every key of ``values`` that is a field of the dataclass ``obj_cls``."""
+    import dataclasses
+
+    hints = typing.get_type_hints(obj_cls)
+    for f in dataclasses.fields(obj_cls):
+        if f.name in values and f.name in hints:
+            check_type(f"{prefix}{f.name}", values[f.name], hints[f.name])
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+
+
+def _construct_unique_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key].start_mark.line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node
+    return loader.construct_mapping(node, deep=deep)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def load_yaml_mapping(path: str | os.PathLike, what: str = "YAML file", *, allow_empty: bool = False) -> dict[str, Any]:
+    """The mapping in a YAML file, or a one-line :class:`ConfigError`: missing file, YAML syntax error (with
+    its line), a key given twice, a file holding a list or a bare string, or (unless ``allow_empty``) nothing."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{what} {str(path)!r} does not exist")
+    try:
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML{where}: {e.problem or e.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {e}") from None
+    if data is None:
+        if allow_empty:
+            return {}
+        raise ConfigError(f"{what} {str(path)!r} is empty; it must hold a mapping of keys to values")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} holds a {type(data).__name__} ({data!r:.60}), not a mapping "
+                          "of keys to values (write one 'key: value' per line)")
+    return data
+
+
 def check_choice(kind: str, value: Any, accepted: Iterable[str]) -> Any:
     accepted = list(accepted)
     if value not in accepted:
@@ -93,17 +220,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def current_umask() -> int:
+    """The process's file-creation mask (read from ``/proc`` where possible: ``os.umask`` must set it to read it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the complete new one.
 
     The bytes go to a temporary file in the same folder, are flushed to disk, then renamed over the
     target (``os.replace`` is atomic on POSIX and Windows). A crash mid-write leaves at most a stray
-    ``.tmp`` file, never a truncated target.
+    ``.tmp`` file, never a truncated target. The file gets the mode ``open()`` would give it (0666 minus
+    the umask), not the 0600 of a temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; a plain open() would give 0666 minus the umask, which is what users expect.
+        os.fchmod(fd, 0o666 & ~current_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -147,6 +290,118 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+class RunInUseError(ConfigError):
+    """Another live process holds the lock of a run folder (it is training or evaluating there)."""
+
+
+class FolderLock:
+    """An exclusive OS lock (``fcntl.flock``) on ``folder/.lock`` while a process writes in ``folder``.
+
+    The kernel drops the lock when the holder's file is closed, so a process that dies (even by kill -9)
+    frees it at once. The lock file records the holder's PID for the refusal message.
+    """
+
+    FILE = ".lock"
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.path = Path(folder) / self.FILE
+        self._fd: Optional[int] = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self, what: str = "run folder") -> "FolderLock":
+        """Take the lock, or raise :class:`RunInUseError` naming the PID that holds it."""
+        import fcntl
+
+        if self._fd is not None:
+            return self
+        fd = os.open(str(self.path), os.O_RDWR | os.O_CREAT, 0o666 & ~current_umask())
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            holder = self.holder()
+            raise RunInUseError(f"{what} {str(self.path.parent)!r} is in use by PID {holder or '?'} (another process "
+                                "is training or evaluating in it); wait for it to end, or start a new run") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing drops the flock
+
+    def holder(self) -> Optional[int]:
+        """PID recorded by the current (or last) holder, if any."""
+        try:
+            return int(self.path.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def is_locked(self) -> bool:
+        """Whether some open file (this process's or another's) holds the lock now."""
+        if self._fd is not None:
+            return True
+        if not self.path.is_file():
+            return False
+        for _ in range(3):  # another process's probe holds it for microseconds; a writer holds it for good
+            try:
+                self.acquire()
+            except RunInUseError:
+                time.sleep(0.05)
+                continue
+            except OSError:  # read-only folder: nobody can be writing there
+                return False
+            self.release()
+            return False
+        return True
+
+    def __enter__(self) -> "FolderLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown: the OS closes the file (and drops the lock) anyway
+            pass
+
+
+OUTPUT_MARKER = ".atkit-notebook"
+
+
+def claim_output_folder(folder: str | os.PathLike, notebook: str) -> Path:
+    """Create ``folder`` for the outputs of ``notebook`` and record it there (a one-line marker file);
+    refuse a folder that already holds another notebook's results, naming that notebook.
+
+    Two notebooks write files of the same names (``metrics.json``), so sharing an out folder would let the
+    second silently replace the first's numbers.
+    """
+    folder = Path(folder)
+    marker = folder / OUTPUT_MARKER
+    owner = marker.read_text().strip() if marker.is_file() else None
+    if owner is None and (folder / "metrics.json").is_file():  # results written before markers existed
+        try:
+            found = json.loads((folder / "metrics.json").read_text())
+        except (OSError, ValueError):
+            found = None
+        if isinstance(found, dict):
+            owner = found.get("notebook") or found.get("experiment")
+    if owner and owner != notebook:
+        raise ConfigError(f"out folder {str(folder)!r} holds the results of notebook {owner!r}; running "
+                          f"{notebook!r} there would overwrite them (its metrics.json): give another --out")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not marker.is_file():
+        atomic_write_text(marker, notebook + "\n")
+    return folder
 
 
 def seed_everything(seed: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 import torch.nn as nn
@@ -19,7 +19,7 @@ from torch import Tensor
 from ..attacks import pgd
 from ..attacks.mode import eval_logits
 from ..attacks.pgd import check_budget
-from ..utils import ConfigError, check_choice, unknown_name_error
+from ..utils import ConfigError, check_choice, check_field_types, unknown_name_error
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,14 @@ class ThreatModel:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "ThreatModel":
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"threat={d!r} must be a mapping such as {{norm: linf, eps: 0.0314, step_size: 0.0078, "
+                              "steps: 10}")
         d = dict(d or {})
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
             raise unknown_name_error("threat key", sorted(unknown)[0], [f.name for f in dataclasses.fields(cls)])
+        check_field_types(cls, d, "threat.")
         norm = d.get("norm", "linf")
         base = cls.l2() if norm == "l2" else cls.linf()
         return dataclasses.replace(base, **d)
@@ -113,10 +117,14 @@ class LossOutput:
 
 def build_params(params_cls: type, values: dict[str, Any], method: str) -> Any:
     """Instantiate ``params_cls`` from a dict, rejecting unknown keys and values outside ``choices``."""
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"method_params of {method!r} must be a mapping of hyperparameters, got {values!r}")
     fields = {f.name: f for f in dataclasses.fields(params_cls)}
     for key, value in values.items():
         if key not in fields:
             raise unknown_name_error(f"hyperparameter of method {method!r}", key, fields)
+    check_field_types(params_cls, values, f"{method}.")
+    for key, value in values.items():
         choices = fields[key].metadata.get("choices")
         if choices is not None and value not in choices:
             raise ConfigError(
