@@ -203,6 +203,7 @@ def _last_epoch_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 row["robust_metric"] = rob
                 row["mean"], row["nrr"] = trade_off_scores(accs.get("clean"), accs.get(rob) if rob else None)
                 row["epoch"] = record.get("epoch")
+                row["partial"] = bool(record.get("partial"))  # an epoch cut short by a stop (atkit.train)
                 return row
     return {}
 
@@ -233,7 +234,7 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
         "setting": stable_hash(setting), "dataset": dataset, "data_variant": variant,
         "model": config.get("model"), "norm": threat.get("norm"), "eps": threat.get("eps"),
         "schedule": config.get("schedule"), "epochs": setting.get("epochs", config.get("epochs")),
-        "epochs_done": len(history), "seed": config.get("seed"), "status": metrics.get("status", "created"),
+        "epochs_done": sum(1 for r in history if not r.get("partial")), "seed": config.get("seed"), "status": metrics.get("status", "created"),
         "best_epoch": metrics.get("best_epoch"),
     }
     rows = []
