@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -13,6 +14,8 @@ from typing import Any, Optional, Sequence
 from .utils import ConfigError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+DESCRIPTION = ("atkit, a research workbook for adversarial training: train and evaluate models, list the methods, "
+               "run the notebooks and sweeps. Bad input stops with one line and exit status 2.")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -131,7 +134,8 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
 
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
     YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
-    ``--set``); unknown parameter names are refused before execution.
+    ``--set``); unknown parameter names are refused before execution. The kernel shows progress as text
+    lines (``ATKIT_PROGRESS=lines`` unless set): widget bars would be saved in the executed copy as dead bars.
     """
     import papermill as pm
     import yaml
@@ -164,14 +168,27 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     executed = out / path.name
-    pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
-                        cwd=str(path.parent.parent), progress_bar=progress)
+    from .progress import PROGRESS_ENV
+
+    previous = os.environ.get(PROGRESS_ENV)
+    os.environ.setdefault(PROGRESS_ENV, "lines")  # inherited by the kernel papermill starts
+    try:
+        pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
+                            cwd=str(path.parent.parent), progress_bar=progress)
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_ENV, None)
     return executed
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
-    executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet,
-                            sets=args.set)
+    try:
+        executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet,
+                                sets=args.set)
+    except KeyboardInterrupt:
+        print(f"notebook interrupted; what it wrote so far is in {args.out} (run the same command again: finished "
+              "training runs are reused, an interrupted one resumes)", file=sys.stderr)
+        return 130
     print(f"executed notebook: {executed}")
     return 0
 
@@ -201,7 +218,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m atkit", description=__doc__.splitlines()[0])
+    # Plain text: argparse prints help verbatim, so no reST markup (``...``, :class:) belongs here.
+    parser = argparse.ArgumentParser(prog="python -m atkit", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train from a YAML config, or resume a run folder")
@@ -212,7 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override one key without editing a file: KEY=VALUE, dotted keys reach into mappings, values are YAML "
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: no step bar, no line per epoch, no final-evaluation progress")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="training precision (default: the config's, 'auto' = bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--channels-last", dest="channels_last", choices=["auto", "true", "false"],

@@ -347,7 +347,7 @@ def evaluate(
                 result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], batch_size=batch_size,
                                         state_path=state_path, seed=seed, device=dev,
                                         num_classes=num_classes if attack_model is model else None,
-                                        on_batch=lambda sub, k, total: bar.set_postfix_str(f"{sub} {k}/{total}"),
+                                        on_batch=bar.sub,
                                         **kw)
                 for start in range(0, n, batch_size):
                     correct[start:start + batch_size] = score(result.x_adv[start:start + batch_size], start)

@@ -116,9 +116,11 @@ def eta_seconds(done: float, total: Optional[float], elapsed: float) -> float:
 
 def progress_text(desc: str, done: float, total: Optional[float], elapsed: float, unit: str = "it") -> str:
     """``"desc: 300/1000 img (30%), 12 s, ETA 28 s"``: the line the text modes print and UIs show."""
-    if total:
+    if total and done > 0:
         return (f"{desc}: {done:g}/{total:g} {unit} ({100.0 * done / total:.0f}%), {_fmt_seconds(elapsed)}, "
                 f"ETA {_fmt_seconds(eta_seconds(done, total, elapsed))}")
+    if total:  # nothing counted yet (e.g. AutoAttack reports its sub-attacks instead)
+        return f"{desc}: {total:g} {unit}, running for {_fmt_seconds(elapsed)}"
     return f"{desc}: {done:g} {unit}, {_fmt_seconds(elapsed)}"
 
 
@@ -288,6 +290,7 @@ class PhaseBar:
         self.done = 0
         self.postfix = ""
         self.start = self._last_status = time.time()
+        self._sub_began: dict[str, float] = {}
         self.closed = False
 
     def text(self) -> str:
@@ -307,6 +310,12 @@ class PhaseBar:
         self.postfix = s
         self.bar.set_postfix_str(s)
         self.update(0)
+
+    def sub(self, name: str, done: int, total: int) -> None:
+        """Progress of a step inside the phase (AutoAttack's APGD-CE, ...): ``"apgd-ce 200/480 img, ETA 30 s"``."""
+        began = self._sub_began.setdefault(name, time.time())
+        eta = _fmt_seconds(eta_seconds(done, total, time.time() - began))
+        self.set_postfix_str(f"{name} {done}/{total} {self.unit}, ETA {eta}")
 
     def close(self, summary: str = "") -> None:
         if self.closed:

@@ -633,12 +633,15 @@ class Trainer:
         results: dict[str, Any] = {}
         models = {"final": self.final_model()}
         best = self.best_model()
-        if best is not None:
+        # The last epoch was the best and no average is kept: one evaluation serves both (same weights, same numbers).
+        best_is_final = best is not None and _same_weights(best, models["final"])
+        if best is not None and not best_is_final:
             models["best"] = best
         # Gradient-masking checks (atkit.sanity) beside any robust number; a clean-only evaluation has none to check.
         sanity = ({"n": self.config.eval.sanity_n_test}
                   if self.config.eval.sanity and any(a not in ("clean", "random") for a in attacks) else None)
-        phases.note(f"{' and '.join(models)} model{'s' if len(models) > 1 else ''}, {', '.join(attacks)} on "
+        phases.note(f"{' and '.join(models)} model{'s' if len(models) > 1 else ''}"
+                    f"{' (= the best checkpoint)' if best_is_final else ''}, {', '.join(attacks)} on "
                     f"{len(y)} test images" + (f", then sanity checks on {min(sanity['n'] or len(y), len(y))}"
                                                if sanity is not None else "; no sanity checks (eval.sanity: false)"),
                     sep=": ")
@@ -668,6 +671,8 @@ class Trainer:
                 res = evaluate(model, x, y, aa_state_dir=self.run_dir / "aa_state" / label, sanity=sanity or False,
                                **kwargs)
                 results[label] = res.to_dict()
+        if best_is_final:
+            results["best"] = dict(results["final"], same_weights_as="final")
         results["best_epoch"] = self.best_epoch
         results["images"] = test_images_record(self.dataset, indices, self.data_fingerprint)
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
@@ -708,6 +713,13 @@ class Trainer:
             return ema.module
         model.load_state_dict(state["model"])
         return model
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold identical parameters and buffers (names, shapes and values)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].to(sb[k].device), sb[k])
+                                          for k in sa)
 
 
 def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: nn.Module) -> None:
