@@ -135,7 +135,8 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
     YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
     ``--set``); unknown parameter names are refused before execution. The kernel shows progress as text
-    lines (``ATKIT_PROGRESS=lines`` unless set): widget bars would be saved in the executed copy as dead bars.
+    lines (``ATKIT_PROGRESS=lines`` unless set): widget bars would be saved in the executed copy as dead bars;
+    with ``progress`` its printed output is also copied to stderr as it comes.
     """
     import papermill as pm
     import yaml
@@ -173,8 +174,10 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     previous = os.environ.get(PROGRESS_ENV)
     os.environ.setdefault(PROGRESS_ENV, "lines")  # inherited by the kernel papermill starts
     try:
+        # With progress, the kernel's printed lines (one per epoch, the evaluation's) also reach this terminal.
         pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
-                            cwd=str(path.parent.parent), progress_bar=progress)
+                            cwd=str(path.parent.parent), progress_bar=progress,
+                            stdout_file=sys.stderr if progress else None, stderr_file=sys.stderr if progress else None)
     finally:
         if previous is None:
             os.environ.pop(PROGRESS_ENV, None)

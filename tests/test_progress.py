@@ -4,6 +4,7 @@ import io
 import json
 import os
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -119,6 +120,7 @@ def test_ctrl_c_in_atkit_notebook_ends_with_one_line(tmp_path, capsys, monkeypat
 
     def interrupted(*args, **kwargs):
         seen["progress"] = os.environ.get(PROGRESS_ENV)
+        seen["streamed"] = kwargs.get("stdout_file") is sys.stderr  # the kernel's lines reach the terminal
         raise KeyboardInterrupt
 
     monkeypatch.delenv(PROGRESS_ENV, raising=False)
@@ -126,7 +128,7 @@ def test_ctrl_c_in_atkit_notebook_ends_with_one_line(tmp_path, capsys, monkeypat
     assert cli.main(["notebook", "mse_perception", "--out", str(tmp_path / "nb")]) == 130
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("notebook interrupted; what it wrote so far is in ")
-    assert seen["progress"] == "lines"  # the kernel papermill starts prints text progress
+    assert seen["progress"] == "lines" and seen["streamed"]  # the kernel papermill starts prints text progress
     assert PROGRESS_ENV not in os.environ  # restored afterwards
 
 
