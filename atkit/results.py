@@ -234,7 +234,8 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
         "setting": stable_hash(setting), "dataset": dataset, "data_variant": variant,
         "model": config.get("model"), "norm": threat.get("norm"), "eps": threat.get("eps"),
         "schedule": config.get("schedule"), "epochs": setting.get("epochs", config.get("epochs")),
-        "epochs_done": sum(1 for r in history if not r.get("partial")), "seed": config.get("seed"), "status": metrics.get("status", "created"),
+        "epochs_done": sum(1 for r in history if not r.get("partial")), "seed": config.get("seed"),
+        "status": metrics.get("status", "created"),
         "best_epoch": metrics.get("best_epoch"),
     }
     rows = []
@@ -309,6 +310,8 @@ def aggregate_seeds(frame: pd.DataFrame, metrics: Optional[Sequence[str]] = None
             cells = [c for c in dict.fromkeys(group["checks"].dropna()) if c]
             warn = [c for c in cells if c.startswith("WARN")]
             row["checks"] = "; ".join(warn) if warn else ("ok" if "ok" in cells else (cells[0] if cells else "not run"))
+        if "robust_metric" in group:  # the attack behind Mean/NRR (one name unless the seeds ran different ones)
+            row["robust_metric"] = ", ".join(sorted({str(v) for v in group["robust_metric"].dropna()}))
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").dropna()
             row[m] = float(values.mean()) if len(values) else np.nan
@@ -356,6 +359,10 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         for metric in SCORE_METRICS:
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
+        # Mean and NRR are only comparable between rows scored by the same robust attack: name it.
+        scored_by = (best or final).get("robust_metric") or ""
+        row["Mean/NRR by"] = ", ".join(DISPLAY_NAMES.get(m.strip(), m.strip()) for m in scored_by.split(",")
+                                       if m.strip())
         if chosen == "published" and "adaptive" in protocols:
             # Dummy-class runs: the adaptive attack on the merged model beside the published number (REFERENCE.md 3).
             adaptive = agg[(agg["setting"] == setting) & (agg["protocol"] == "adaptive")]
