@@ -123,7 +123,9 @@ def test_run_button_trains_in_a_thread_and_the_results_table_grows(tmp_path):
     assert any("training epoch 1/1" in s for s in statuses)
     assert any("epoch 1/1: evaluating on 16 test images" in s for s in statuses)
     assert any("final evaluation [final] pgd1: 16/16 img in" in s for s in statuses)
-    assert any("final evaluation [best] clean" in s for s in statuses)
+    # One epoch: the best checkpoint is the final model, evaluated once (the same numbers under both names).
+    assert any("final evaluation: final model (= the best checkpoint)" in s for s in statuses)
+    assert not any("[best]" in s for s in statuses) and row["best_clean"] == row["final_clean"]
     assert "final_mean[pgd1]" in row and "final_mean" not in row  # Mean named by the attack it uses
 
     ui.controls["rp_distance"].value = "cosine"
