@@ -41,7 +41,8 @@ def test_progress_mode_reads_the_environment(monkeypatch):
     monkeypatch.setenv(PROGRESS_ENV, "off")
     assert progress_mode() == "off"
     monkeypatch.delenv(PROGRESS_ENV)
-    assert progress_mode() == "lines"  # pytest: no kernel, stderr captured (not a terminal)
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal (also under pytest -s)
+    assert progress_mode() == "lines"  # no kernel, no terminal: plain lines
 
 
 def test_line_progress_prints_whole_lines_with_counts_and_eta():
