@@ -17,6 +17,8 @@ from .sweep import KERNEL_NAME
 from .utils import ConfigError, claim_output_folder, load_yaml_mapping
 
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+DESCRIPTION = ("atkit, a research workbook for adversarial training: train and evaluate models, list the methods, "
+               "run the notebooks and sweeps. Bad input stops with one line and exit status 2.")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -285,7 +287,9 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
     YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
     ``--set``); unknown parameter names are refused before execution, and so is an ``out_dir`` that holds
-    another notebook's results (:func:`atkit.utils.claim_output_folder`).
+    another notebook's results (:func:`atkit.utils.claim_output_folder`). The kernel shows progress as text
+    lines (``ATKIT_PROGRESS=lines`` unless set): widget bars would be saved in the executed copy as dead bars;
+    with ``progress`` its printed output is also copied to stderr as it comes.
     """
     import papermill as pm
 
@@ -316,14 +320,29 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
         params.setdefault("INTERACTIVE", False)
     out = claim_output_folder(out, path.stem)  # never over another notebook's results
     executed = out / path.name
-    pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
-                        cwd=str(path.parent.parent), progress_bar=progress)
+    from .progress import PROGRESS_ENV
+
+    previous = os.environ.get(PROGRESS_ENV)
+    os.environ.setdefault(PROGRESS_ENV, "lines")  # inherited by the kernel papermill starts
+    try:
+        # With progress, the kernel's printed lines (one per epoch, the evaluation's) also reach this terminal.
+        pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
+                            cwd=str(path.parent.parent), progress_bar=progress,
+                            stdout_file=sys.stderr if progress else None, stderr_file=sys.stderr if progress else None)
+    finally:
+        if previous is None:
+            os.environ.pop(PROGRESS_ENV, None)
     return executed
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
-    executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet,
-                            sets=args.set)
+    try:
+        executed = run_notebook(args.notebook, args.params, args.out, device=args.device, progress=not args.quiet,
+                                sets=args.set)
+    except KeyboardInterrupt:
+        print(f"notebook interrupted; what it wrote so far is in {args.out} (run the same command again: finished "
+              "training runs are reused, an interrupted one resumes)", file=sys.stderr)
+        return 130
     print(f"executed notebook: {executed}")
     return 0
 
@@ -424,7 +443,8 @@ def _cmd_sweep_status(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m atkit", description=__doc__.splitlines()[0])
+    # Plain text: argparse prints help verbatim, so no reST markup (``...``, :class:) belongs here.
+    parser = argparse.ArgumentParser(prog="python -m atkit", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train from a YAML config, or resume a run folder")
@@ -436,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="override one key without editing a file: KEY=VALUE, dotted keys reach into mappings, values are YAML "
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress: no step bar, no line per epoch, no final-evaluation progress")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="training precision (default: the config's, 'auto' = bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--channels-last", dest="channels_last", choices=["auto", "true", "false"],

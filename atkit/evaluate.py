@@ -38,6 +38,7 @@ from torch import Tensor
 from .attacks import attack_mode, check_budget, fgsm, pgd, random_noise, run_autoattack
 from .provenance import build_provenance
 from .stats import accuracy_intervals, format_accuracy
+from .progress import Phases, as_phases
 from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
@@ -332,7 +333,7 @@ def evaluate(
     protocol: Optional[str] = None,
     aa_state_dir: Optional[str | Path] = None,
     seed: int = 0,
-    progress: bool = False,
+    progress: bool | Phases = False,
     sanity: bool | Mapping[str, Any] = False,
 ) -> EvalResult:
     """Accuracy (percent) of ``model`` on images ``x`` in [0, 1] with labels ``y`` under each attack.
@@ -351,6 +352,9 @@ def evaluate(
     check shows in ``result.warnings`` and in the "checks" column of :meth:`EvalResult.summary_row`.
     AutoAttack (``aa``, ``apgd``) on an adaptive protocol counts a point as broken by the same
     projected prediction that scores it. With eps = 0 AutoAttack returns the clean result at once.
+    ``progress``: ``True`` shows each attack (images done, ETA) and its result, then each sanity check
+    (:mod:`atkit.progress`, text under papermill); an :class:`atkit.progress.Phases` labels the lines
+    and feeds a UI's status line.
     """
     specs = {}
     for name in attacks:
@@ -371,9 +375,13 @@ def evaluate(
     per_sample: dict[str, Tensor] = {}
     details: dict[str, dict[str, Any]] = {}
     attack_warnings: list[str] = []
+    phases = as_phases(progress, "evaluate")
 
     with attack_mode(model, "eval"), torch.random.fork_rng(devices=fork_devices):
         attack_model, protocol_used = _protocol_models(model, protocol)
+        if phases is not None and protocol_used is not None:
+            phases = phases.child(f"[{protocol_used}]")
+        reporter = phases or Phases(show=False)
         attack_model.eval()
         if num_classes is None:
             num_classes = getattr(model, "num_classes", None)
@@ -388,6 +396,7 @@ def evaluate(
             return predict_labels(logits, num_classes).cpu() == y_cpu[start:start + x_eval.shape[0]]
 
         for name, spec in specs.items():
+            bar = reporter.start(name, n)  # progress plumbing only: what each attack does is unchanged
             began = time.time()
             torch.manual_seed(seed)
             info = _spec_details(spec, thr)
@@ -402,9 +411,11 @@ def evaluate(
                 # On a merged view, "broken" is decided by the projected prediction that scores the point.
                 result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], batch_size=batch_size,
                                         state_path=state_path, seed=seed, device=dev, num_classes=num_classes,
-                                        score_model=None if attack_model is model else model, **kw)
+                                        score_model=None if attack_model is model else model, on_batch=bar.sub,
+                                        **kw)
                 for start in range(0, n, batch_size):
                     correct[start:start + batch_size] = score(result.x_adv[start:start + batch_size], start)
+                bar.update(n)
                 info.update(per_attack=result.per_attack, resumed=result.resumed, ran_now=result.ran_now,
                             budget=result.budget, autoattack_warnings=result.warnings)
                 if "skipped" in result.config:
@@ -415,14 +426,12 @@ def evaluate(
                     xb = x[start:start + batch_size].to(dev, torch.float32)
                     yb = y_cpu[start:start + batch_size].to(dev)
                     correct[start:start + batch_size] = score(_attack_batch(spec, attack_model, xb, yb, thr), start)
+                    bar.update(xb.shape[0])
             per_sample[name] = correct
             accuracy[name] = 100.0 * int(correct.sum()) / n
             info["seconds"] = round(time.time() - began, 3)
             details[name] = info
-            if progress:
-                tag = "" if protocol_used is None else f" [{protocol_used}]"
-                print(f"evaluate{tag}: {name} {format_accuracy(int(correct.sum()), n)} ({info['seconds']:.1f} s)",
-                      flush=True)
+            bar.close(format_accuracy(int(correct.sum()), n))
 
     result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, threat=thr, protocol=protocol_used,
                         num_classes=num_classes, seed=int(seed), details=details, attack_warnings=attack_warnings)
@@ -441,8 +450,11 @@ def evaluate(
         began = time.time()
         checks = run_sanity_checks(model, x, y, threat=thr, batch_size=batch_size, device=dev,
                                    num_classes=num_classes, protocol=protocol, seed=seed, reference=per_sample,
-                                   **options)
-        _print_checks(checks, began, progress)
+                                   progress=phases.child("sanity") if phases is not None else False, **options)
+        if phases is not None:
+            bad = [c["name"] for c in checks if not c["passed"]]
+            phases.note(f"sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
+                        f"({time.time() - began:.1f} s)")
     result.checks = checks
     result.provenance = build_provenance(model=model, device=dev, batch_size=batch_size, threat=thr, seed=int(seed),
                                          details=details, warnings=result.warnings)

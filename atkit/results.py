@@ -267,6 +267,7 @@ def _last_epoch_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 row["robust_metric"] = rob
                 row["mean"], row["nrr"] = trade_off_scores(accs.get("clean"), accs.get(rob) if rob else None)
                 row["epoch"] = record.get("epoch")
+                row["partial"] = bool(record.get("partial"))  # an epoch cut short by a stop (atkit.train)
                 return row
     return {}
 
@@ -298,7 +299,8 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
         "setting": stable_hash(setting), "dataset": dataset, "data_variant": variant,
         "model": config.get("model"), "norm": threat.get("norm"), "eps": threat.get("eps"),
         "schedule": config.get("schedule"), "epochs": setting.get("epochs", config.get("epochs")),
-        "epochs_done": len(history), "seed": config.get("seed"), "status": metrics.get("status", "created"),
+        "epochs_done": sum(1 for r in history if not r.get("partial")), "seed": config.get("seed"),
+        "status": metrics.get("status", "created"),
         "best_epoch": metrics.get("best_epoch"),
     }
     rows = []
@@ -382,6 +384,8 @@ def aggregate_seeds(frame: pd.DataFrame, metrics: Optional[Sequence[str]] = None
             row["checks"] = "; ".join(warn) if warn else ("ok" if "ok" in cells else (cells[0] if cells else "not run"))
         sizes = pd.to_numeric(group["n"], errors="coerce").dropna().unique() if "n" in group else []
         row["n"] = int(sizes[0]) if len(sizes) == 1 else np.nan  # test images per evaluation (NaN: none, or mixed)
+        if "robust_metric" in group:  # the attack behind Mean/NRR (one name unless the seeds ran different ones)
+            row["robust_metric"] = ", ".join(sorted({str(v) for v in group["robust_metric"].dropna()}))
         for m in metrics:
             values = pd.to_numeric(group[m], errors="coerce").dropna()
             row[m] = float(values.mean()) if len(values) else np.nan
@@ -448,6 +452,10 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
         for metric in SCORE_METRICS:
             rec = best or final
             row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
+        # Mean and NRR are only comparable between rows scored by the same robust attack: name it.
+        scored_by = (best or final).get("robust_metric") or ""
+        row["Mean/NRR by"] = ", ".join(DISPLAY_NAMES.get(m.strip(), m.strip()) for m in scored_by.split(",")
+                                       if m.strip())
         # Dummy-class runs: every other protocol's number beside the one shown (DUCAT protocols).
         for other in [p for p in _BESIDE_PROTOCOLS if p in protocols and p != chosen]:
             beside = agg[(agg["setting"] == setting) & (agg["protocol"] == other)]

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -38,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .progress import Phases, as_phases
 from .utils import ConfigError, unknown_name_error
 
 CHECK_NAMES = ("monotone_steps", "monotone_eps", "large_eps", "black_box", "zero_gradients", "randomness",
@@ -491,6 +493,7 @@ def run_sanity_checks(
     num_classes: Optional[int] = None,
     protocol: Optional[str] = None,
     seed: int = 0,
+    progress: bool | Phases = False,
 ) -> list[dict[str, Any]]:
     """Run the ``checks`` (names in :data:`CHECK_NAMES`) on the first ``n`` samples (all if None).
 
@@ -504,6 +507,8 @@ def run_sanity_checks(
     :func:`atkit.evaluate.evaluate_dummy_protocols`) are used instead of re-running the attack.
     ``min_drop``: see :func:`check_monotone_eps`. The model's mode, parameter flags and the caller's
     RNG state are restored. Returns one dict per check.
+    ``progress``: ``True`` or an :class:`atkit.progress.Phases`: each check announced, its attacks' images
+    done with an ETA, its verdict and seconds.
     """
     for name in checks:
         if name not in CHECK_NAMES:
@@ -521,7 +526,8 @@ def run_sanity_checks(
                            max_zero_gradient_fraction=max_zero_gradient_fraction, dummy_attack=dummy_attack,
                            min_drop=min_drop, tolerance_samples=tolerance_samples, reference=reference,
                            protocol_results=protocol_results, batch_size=batch_size, device=device,
-                           num_classes=num_classes, protocol=protocol, seed=seed)
+                           num_classes=num_classes, protocol=protocol, seed=seed,
+                           phases=as_phases(progress, "sanity"))
 
 
 def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: Sequence[str], n: Optional[int],
@@ -531,7 +537,7 @@ def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: 
                 tolerance_samples: Optional[int], reference: Optional[Mapping[str, Tensor]],
                 protocol_results: Optional[Mapping[str, Any]], batch_size: int,
                 device: Optional[str | torch.device], num_classes: Optional[int], protocol: Optional[str],
-                seed: int) -> list[dict[str, Any]]:
+                seed: int, phases: Optional[Phases] = None) -> list[dict[str, Any]]:
     total = x.shape[0]
     m = total if n is None else min(n, total)
     xs, ys = x[:m], y[:m]
@@ -539,24 +545,43 @@ def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: 
     eval_kw = dict(common, protocol=protocol, seed=seed)
     white_box: dict[str, Tensor] = {}
     results: list[dict[str, Any]] = []
+    # Progress plumbing only (no effect on any check): announce each check, time it, report its verdict.
+    dummy = getattr(model, "dummy_classes", False)
+    planned = [c for c in CHECK_NAMES if c in checks and (c != "dummy_protocol" or dummy)]
+    clock = {"began": time.time()}
+
+    def begin(name: str) -> dict[str, Any]:
+        """The check's start; returns the ``progress`` keyword its evaluations take."""
+        clock["began"] = time.time()
+        if phases is None:
+            return {}
+        phases.status(f"{phases.label} {name} (check {planned.index(name) + 1}/{len(planned)}) ...")
+        return {"progress": phases.child(name)}
 
     def keep(check: dict[str, Any]) -> None:
         for name, flags in (check.pop("_per_sample", None) or {}).items():
             if name not in _NOT_WHITE_BOX:
                 white_box[name] = flags
         results.append(check)
+        if phases is not None:
+            phases.note(f"{check['name']} (check {len(results)}/{len(planned)}): "
+                        f"{'passed' if check['passed'] else 'FAILED'} ({time.time() - clock['began']:.1f} s)")
 
     if "monotone_steps" in checks:
+        shown = begin("monotone_steps")
         keep(check_monotone_steps(model, xs, ys, threat=threat, attacks=steps_attacks,
-                                  tolerance_samples=tolerance_samples, **eval_kw))
+                                  tolerance_samples=tolerance_samples, **eval_kw, **shown))
     if "monotone_eps" in checks:
+        shown = begin("monotone_eps")
         keep(check_monotone_eps(model, xs, ys, threat=threat, steps=eps_steps, factors=eps_factors,
-                                tolerance_samples=tolerance_samples, min_drop=min_drop, **eval_kw))
+                                tolerance_samples=tolerance_samples, min_drop=min_drop, **eval_kw, **shown))
     if "large_eps" in checks:
+        begin("large_eps")
         keep(check_large_eps(model, xs, ys, threat=threat, eps=large_eps, steps=large_eps_steps,
                              max_accuracy=large_eps_max_accuracy, protocol=protocol,
                              tolerance_samples=tolerance_samples, **common))
     if "black_box" in checks:
+        shown = begin("black_box")
         k = min(square_n, m)
         wb = {name: flags[:k] for name, flags in white_box.items()}
         for name, flags in (reference or {}).items():
@@ -565,23 +590,26 @@ def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: 
         if not wb:  # nothing ran yet: a PGD reference of our own (check_black_box adds CW to it)
             from .evaluate import evaluate
 
-            wb = dict(evaluate(model, xs[:k], ys[:k], attacks=["pgd20"], threat=threat, **eval_kw).per_sample)
-        results.append(check_black_box(model, xs[:k], ys[:k], threat=threat, n_queries=square_queries,
+            wb = dict(evaluate(model, xs[:k], ys[:k], attacks=["pgd20"], threat=threat, **eval_kw, **shown).per_sample)
+        keep(check_black_box(model, xs[:k], ys[:k], threat=threat, n_queries=square_queries,
                                        white_box=wb, protocol=protocol, seed=seed,
                                        tolerance_samples=tolerance_samples, **common))
     if "zero_gradients" in checks:
-        results.append(check_zero_gradients(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
+        begin("zero_gradients")
+        keep(check_zero_gradients(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
                                             max_fraction=max_zero_gradient_fraction))
     if "randomness" in checks:
-        results.append(check_randomness(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
+        begin("randomness")
+        keep(check_randomness(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
                                         seed=seed))
     if "dummy_protocol" in checks and getattr(model, "dummy_classes", False):
         ran = list(reference or {}) + [a for r in (protocol_results or {}).values() for a in r.accuracy]
         attack = dummy_attack or strongest_attack(ran) or "cw"
         full = protocol_results if protocol_results and all(
             r.n == total for r in protocol_results.values()) else None
-        results.append(check_dummy_protocol(model, xs, ys, threat=threat, attack=attack, results=full,
-                                            tolerance_samples=tolerance_samples, seed=seed, **common))
+        shown = begin("dummy_protocol")
+        keep(check_dummy_protocol(model, xs, ys, threat=threat, attack=attack, results=full,
+                                  tolerance_samples=tolerance_samples, seed=seed, **common, **shown))
     return results
 
 

@@ -466,6 +466,7 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
     atomic_write_text(point_dir / PARAMS_FILE, yaml.safe_dump(params, sort_keys=False))
     executed = point_dir / notebook.name
     env = dict(os.environ)
+    env.setdefault("ATKIT_PROGRESS", "lines")  # text progress in the saved notebook (atkit.progress), not dead widgets
     if slot is None:
         env["CUDA_VISIBLE_DEVICES"] = ""
         # CPU workers share the cores instead of each taking all of them.

@@ -26,7 +26,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
@@ -40,13 +40,9 @@ from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precisi
 from .methods import LossOutput, Method, StepContext
 from .models import predict_labels
 from .paths import resolve_output_path
+from .progress import Phases, default_stream, progress_bar
 from .utils import (ConfigError, FolderLock, atomic_torch_save, atomic_write_json, atomic_write_text,
                     resolve_device, seed_everything)
-
-try:  # tqdm.auto picks the notebook widget bar in Jupyter and the text bar elsewhere.
-    from tqdm.auto import tqdm
-except ImportError:  # pragma: no cover
-    tqdm = None
 
 
 class NonFiniteLossError(RuntimeError):
@@ -182,6 +178,33 @@ def test_images_record(dataset: Any, indices: torch.Tensor, fingerprint: Optiona
             "indices": "all" if whole else [int(i) for i in indices]}
 
 
+def epoch_line(record: Mapping[str, Any], epochs: int, n_eval: Optional[int] = None) -> str:
+    """One log line per epoch: ``epoch 3/10  loss 1.2345  test clean 45.20%, pgd10 30.10% (n=500)  4.1 s + eval 0.8 s``.
+
+    Test accuracies are the per-epoch selection evaluation (online model; ``ema``/``wa`` for the averages);
+    a partial epoch (stopped by :meth:`Trainer.request_stop`) says how many of its steps ran.
+    """
+    head = f"epoch {record.get('epoch')}/{epochs}"
+    if record.get("partial"):
+        head += f" (partial: {record.get('steps')}/{record.get('steps_per_epoch')} steps, not counted)"
+    parts = [head]
+    if record.get("train_loss") is not None:
+        parts.append(f"loss {float(record['train_loss']):.4f}")
+    tests = []
+    for prefix, tag in (("test_", ""), ("ema_test_", "ema "), ("wa_test_", "wa ")):
+        tests += [f"{tag}{k[len(prefix):-4]} {float(v):.2f}%" for k, v in record.items()
+                  if k.startswith(prefix) and k.endswith("_acc")]
+    if tests:
+        parts.append("test " + ", ".join(tests) + (f" (n={n_eval})" if n_eval else ""))
+    else:
+        parts.append("test not evaluated this epoch (eval.every)")
+    seconds = f"{float(record.get('train_time_s', 0.0)):.1f} s"
+    if record.get("eval_time_s") is not None:
+        seconds += f" + eval {float(record['eval_time_s']):.1f} s"
+    parts.append(seconds)
+    return "  ".join(parts)
+
+
 def to_float_images(x: torch.Tensor) -> torch.Tensor:
     """uint8 images (as datasets store them) to float in [0, 1]; float input is returned as is."""
     return x.float().div_(255) if x.dtype == torch.uint8 else x
@@ -192,8 +215,10 @@ class Trainer:
 
     Use :meth:`Trainer.new` for a fresh run and :meth:`Trainer.resume` to continue one from its last
     checkpoint. ``callbacks`` are called as ``cb(trainer, record)`` after each epoch (live plots in
-    notebooks). :meth:`request_stop` ends the run cleanly after the current step, keeping what
-    was measured.
+    notebooks). ``progress``: a bar over each epoch's steps, one :func:`epoch_line` per epoch and the final
+    evaluation attack by attack (text under papermill, :mod:`atkit.progress`). :meth:`request_stop` ends the
+    run cleanly after the current step, keeping what was measured; an epoch cut short is recorded with
+    ``partial: true`` and not counted as done (resume repeats it from the last complete epoch's checkpoint).
     """
 
     def __init__(self, config: RunConfig, run_dir: Path, *, callbacks: Optional[list[Callable]] = None,
@@ -253,7 +278,8 @@ class Trainer:
             self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(config.ema_decay),
                                      use_buffers=True)
         self.epoch = 0  # next epoch to run
-        self.history: list[dict[str, Any]] = []
+        self.history: list[dict[str, Any]] = []  # complete epochs only
+        self.partial_record: Optional[dict[str, Any]] = None  # an epoch cut short by request_stop
         self.best_metric = -math.inf
         self.best_epoch: Optional[int] = None
         self.status = "created"
@@ -416,21 +442,22 @@ class Trainer:
     def write_metrics(self, error: Optional[str] = None) -> None:
         if not self.dist.is_main:
             return
+        history = self.history + ([self.partial_record] if self.partial_record is not None else [])
         payload = {"status": self.status, "run_dir": str(self.run_dir), "data_fingerprint": self.data_fingerprint,
-                   "epochs": self.epochs, "training_precision": self.precision_note,
+                   "epochs": self.epochs, "epochs_done": len(self.history), "training_precision": self.precision_note,
                    "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
-                   else None, "history": self.history}
+                   else None, "history": history}
         if error:
             payload["error"] = error
         _guarded(self.run_dir / "metrics.json", lambda: atomic_write_json(self.run_dir / "metrics.json", payload))
-        if self.history:
+        if history:
             keys: list[str] = []
-            for row in self.history:
+            for row in history:
                 keys += [k for k in row if k not in keys]
             buf = io.StringIO()
             writer = csv.DictWriter(buf, fieldnames=keys)
             writer.writeheader()
-            writer.writerows(self.history)
+            writer.writerows(history)
             _guarded(self.run_dir / "metrics.csv", lambda: atomic_write_text(self.run_dir / "metrics.csv",
                                                                             buf.getvalue()))
 
@@ -478,8 +505,9 @@ class Trainer:
         ctx = StepContext(epoch=epoch, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
                           track_clean=self.config.track_train_clean)
         bar = None
-        if self.progress and tqdm is not None:
-            bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", leave=False)
+        if self.progress and self.dist.is_main:
+            bar = progress_bar(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
+                               leave=False)
         start = time.time()
         lr = self.base_lr
         steps_done = 0
@@ -593,6 +621,7 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         self.status = "running"
+        self.partial_record = None
         self.write_metrics()
         tensorboard = self.tensorboard()  # a resumed run writes its last epoch again (see tensorboard())
         try:
@@ -600,6 +629,10 @@ class Trainer:
                 epoch = self.epoch
                 with exact_fp32(self.train_dtype is None):  # the fp32 path is exact: no TF32 on GPUs
                     record = self.train_epoch(epoch)
+                # Stopped mid-epoch: recorded (what it measured stays visible) but not counted as done.
+                partial = self._stop_requested and record["steps"] < self.steps_per_epoch
+                if partial:
+                    record.update(partial=True, steps_per_epoch=self.steps_per_epoch)
                 improved = False
                 if (epoch + 1) % self.config.eval.every == 0 or epoch + 1 == self.epochs:
                     t0 = time.time()
@@ -614,15 +647,23 @@ class Trainer:
                         record.update({f"wa_test_{k}_acc": v for k, v in acc_wa.items()})
                     record["eval_time_s"] = time.time() - t0
                     metric = self._selection_metric(record)
-                    if metric > self.best_metric:
+                    if metric > self.best_metric and not partial:
                         self.best_metric, self.best_epoch, improved = metric, epoch + 1, True
                 record.update(self.method.epoch_metrics(self))
-                self.history.append(record)
-                self.epoch = epoch + 1
-                self.save_checkpoint(best=improved)
-                self.write_metrics()
-                if tensorboard is not None:
-                    tensorboard.log_epoch(record)
+                if partial:
+                    # last.pt stays at the last complete epoch: a resume repeats this epoch exactly, and the
+                    # partial record (only in metrics.json, after the complete ones) is replaced by the full one.
+                    self.partial_record = record
+                    self.write_metrics()
+                else:
+                    self.history.append(record)
+                    self.epoch = epoch + 1
+                    self.save_checkpoint(best=improved)
+                    self.write_metrics()
+                    if tensorboard is not None:
+                        tensorboard.log_epoch(record)
+                if self.progress and self.dist.is_main:
+                    print(epoch_line(record, self.epochs, len(self.eval_y)), file=default_stream(), flush=True)
                 for cb in self.callbacks if self.dist.is_main else []:
                     cb(self, record)
         except KeyboardInterrupt:
@@ -654,19 +695,26 @@ class Trainer:
         return record.get(f"{prefix}pgd{self.config.eval.pgd_steps}_acc", -math.inf)
 
     # -- final evaluation --------------------------------------------------------------------------
-    def final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None) -> dict[str, Any]:
+    def final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None, *,
+                         progress: Optional[Phases] = None) -> dict[str, Any]:
         """Evaluate the final and the best model on the test set; writes ``eval.json`` into the run.
 
         Runs in ``eval.precision``: exact fp32 (TF32 off) unless asked otherwise. Under torchrun only rank 0
         evaluates (its sanity checks and AutoAttack state are whole-test-set); the other ranks return ``{}``.
+        ``progress``: where each attack and sanity check reports (images done, ETA, result); default: text
+        lines labelled "final evaluation" when the trainer was built with ``progress=True``.
         """
         if not self.dist.is_main:
             return {}
+        phases = progress if progress is not None else Phases("final evaluation", show=self.progress)
         with self._holding_lock(), exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
-            return self._final_evaluation(attacks, n_test)
+            return self._final_evaluation(attacks, n_test, phases)
 
-    def _final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None) -> dict[str, Any]:
+    def _final_evaluation(self, attacks: Optional[list[str]] = None, n_test: Optional[int] = None,
+                          phases: Optional[Phases] = None) -> dict[str, Any]:
         from .evaluate import evaluate
+
+        phases = phases or Phases(show=False)
 
         attacks = list(attacks or self.config.eval.final_attacks)
         n = n_test or self.config.eval.final_n_test or len(self.dataset.test_y)
@@ -676,16 +724,24 @@ class Trainer:
         results: dict[str, Any] = {}
         models = {"final": self.final_model()}
         best = self.best_model()
-        if best is not None:
+        # The last epoch was the best and no average is kept: one evaluation serves both (same weights, same numbers).
+        best_is_final = best is not None and _same_weights(best, models["final"])
+        if best is not None and not best_is_final:
             models["best"] = best
         # Gradient-masking checks (atkit.sanity) beside any robust number; a clean-only evaluation has none to check.
         sanity = ({"n": self.config.eval.sanity_n_test}
                   if self.config.eval.sanity and any(a not in ("clean", "random") for a in attacks) else None)
+        phases.note(f"{' and '.join(models)} model{'s' if len(models) > 1 else ''}"
+                    f"{' (= the best checkpoint)' if best_is_final else ''}, {', '.join(attacks)} on "
+                    f"{len(y)} test images" + (f", then sanity checks on {min(sanity['n'] or len(y), len(y))}"
+                                               if sanity is not None else "; no sanity checks (eval.sanity: false)"),
+                    sep=": ")
         for label, model in models.items():
+            shown = phases.child(f"[{label}]")
             model = eval_model(model, device=self.device, precision=self.config.eval.precision,
                                channels_last=resolve_channels_last(self.config.channels_last, self.device))
             kwargs = dict(attacks=attacks, threat=threat, batch_size=self.config.eval.batch_size, device=self.device,
-                          num_classes=self.num_classes)
+                          num_classes=self.num_classes, progress=shown)
             if getattr(model, "dummy_classes", False):
                 # A dummy-class model is reported by the per-sample worst case over the DUCAT protocols: the
                 # published protocol alone over-reports. Every protocol's numbers stay under "protocols".
@@ -710,6 +766,8 @@ class Trainer:
                                      "num_classes": self.num_classes,
                                      "dummy_classes": bool(getattr(self.model, "dummy_classes", False)),
                                      "weights": label, "source": "atkit run"})
+        if best_is_final:  # after the provenance, so that the copy carries it too
+            results["best"] = dict(results["final"], same_weights_as="final")
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
         tensorboard = self.tensorboard()
         if tensorboard is not None:
@@ -752,6 +810,13 @@ class Trainer:
             return ema.module
         model.load_state_dict(state["model"])
         return model
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold identical parameters and buffers (names, shapes and values)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].to(sb[k].device), sb[k])
+                                          for k in sa)
 
 
 def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: nn.Module,

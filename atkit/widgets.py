@@ -242,13 +242,16 @@ class AblationSession:
 
     def run(self, point: Mapping[str, Any], *, callbacks: Sequence[Callable] = (),
             on_step: Optional[Callable[[Any, int], None]] = None,
-            on_trainer: Optional[Callable[[Any], None]] = None) -> dict[str, Any]:
+            on_trainer: Optional[Callable[[Any], None]] = None,
+            on_status: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
         """Train ``point`` to the end (or until :meth:`request_stop`), evaluate, append and return its row.
 
         A finished identical run under ``runs_dir`` is reused (re-evaluated only when it lacks a
         requested final attack); a stopped or interrupted one is resumed. Errors do not propagate: the
-        row gets ``status = "failed"`` and ``error``.
+        row gets ``status = "failed"`` and ``error``. ``on_status(text)``: what the final evaluation is
+        doing (attack by attack, sanity check by check, images done and ETA), for a status line.
         """
+        from .progress import Phases
         from .results import has_final_eval, open_run
 
         self._stop.clear()
@@ -273,7 +276,9 @@ class AblationSession:
                 trainer.fit()
             if trainer.status == "finished" or reused:
                 if not has_final_eval(run_dir, config.eval.final_attacks):
-                    trainer.final_evaluation(attacks=list(config.eval.final_attacks))
+                    trainer.final_evaluation(attacks=list(config.eval.final_attacks),
+                                             progress=Phases("final evaluation", show=self.progress,
+                                                             on_status=on_status))
             row = self._row(run_dir, point, reused)
         except Exception as e:  # noqa: BLE001 - a failing point is reported in the table, not raised
             row = {"point": point_label(point), "status": "failed", "error": f"{type(e).__name__}: {e}",
@@ -297,8 +302,8 @@ class AblationSession:
             "point": point_label(point), "label": first["label"], "method": first["method"],
             "method_params": first["method_params"], "eps255": round(float(threat.get("eps", 8 / 255)) * 255, 3),
             "epochs": first["epochs"], "seed": first["seed"], "status": first["status"],
-            "epochs_done": first["epochs_done"], "best_epoch": first["best_epoch"], "reused": reused,
-            "run_dir": str(run_dir),
+            "epochs_done": first["epochs_done"], "partial_epoch": _partial_epoch(run["metrics"]),
+            "best_epoch": first["best_epoch"], "reused": reused, "run_dir": str(run_dir),
         }
         for key, value in point.items():
             row[f"param:{key}"] = value if not isinstance(value, (list, dict)) else json.dumps(value)
@@ -307,14 +312,23 @@ class AblationSession:
         for rec in tidy:
             if rec.get("protocol") not in shown:
                 continue
-            tag = "final" if rec["checkpoint"] in ("final", "last epoch") else rec["checkpoint"]
+            # One attack per column: the final evaluation under final_/best_, the per-epoch evaluation of a run
+            # without one (stopped) under last_epoch_, and Mean/NRR named by the attack they use.
+            tag = "last_epoch" if rec["checkpoint"] == "last epoch" else rec["checkpoint"]
+            robust = rec.get("robust_metric")
             for key, value in rec.items():
                 if key in _METRIC_KEYS or key.startswith("pgd") or key.startswith("cw"):
-                    if isinstance(value, float) and math.isnan(value):
+                    if key == "robust_metric" or value is None or (isinstance(value, float) and math.isnan(value)):
                         continue
+                    if key in ("mean", "nrr"):
+                        if not isinstance(robust, str):
+                            continue
+                        key = f"{key}[{robust}]"
                     row[f"{tag}_{key}"] = value
-            if tag == "final":
+            if tag in ("final", "last_epoch"):
                 row["final_source"] = rec["checkpoint"]
+                if tag == "last_epoch":
+                    row["last_epoch"] = rec.get("epoch")
         return row
 
     # -- results ----------------------------------------------------------------------------------
@@ -324,20 +338,28 @@ class AblationSession:
             return pd.DataFrame(list(self.rows))
 
     def tradeoff(self, checkpoint: str = "final") -> pd.DataFrame:
-        """``label``, ``clean``, ``robust``, ``robust_metric`` per finished or stopped run, for the scatter."""
+        """``label``, ``clean``, ``robust``, ``robust_metric``, ``source`` per run, for the scatter: one robust
+        attack for all points (the strongest any run has; runs without it are left out). A run without a final
+        evaluation (stopped) enters with its last evaluated epoch when that measured the same attack."""
         from .results import robust_metric
 
-        rows = []
+        candidates = []
         for r in self.table().to_dict(orient="records"):
-            names = [k[len(checkpoint) + 1:] for k in r if k.startswith(f"{checkpoint}_")
-                     and isinstance(r[k], (int, float)) and not (isinstance(r[k], float) and math.isnan(r[k]))]
-            rob = robust_metric(names)
-            if rob is None or f"{checkpoint}_clean" not in r or _nan(r.get(f"{checkpoint}_clean")):
+            for tag in ((checkpoint, "last_epoch") if checkpoint == "final" else (checkpoint,)):
+                values = {k[len(tag) + 1:]: v for k, v in r.items() if k.startswith(f"{tag}_") and not _nan(v)
+                          and isinstance(v, (int, float)) and not isinstance(v, bool)}
+                if "clean" in values:
+                    candidates.append((r, tag, values))
+                    break
+        metric = robust_metric({name for _, _, values in candidates for name in values if "[" not in name})
+        rows = []
+        for r, tag, values in candidates:
+            if metric is None or metric not in values:
                 continue
             rows.append({"label": r.get("point") or r.get("label"), "method": r.get("method"),
-                         "clean": r[f"{checkpoint}_clean"], "robust": r[f"{checkpoint}_{rob}"], "robust_metric": rob,
-                         "status": r.get("status")})
-        return pd.DataFrame(rows, columns=["label", "method", "clean", "robust", "robust_metric", "status"])
+                         "clean": values["clean"], "robust": values[metric], "robust_metric": metric,
+                         "status": r.get("status"), "source": tag.replace("_", " ")})
+        return pd.DataFrame(rows, columns=["label", "method", "clean", "robust", "robust_metric", "status", "source"])
 
 
 _METRIC_KEYS = {"clean", "aa", "apgd", "fgsm", "random", "mean", "nrr", "robust_metric"}
@@ -345,6 +367,31 @@ _METRIC_KEYS = {"clean", "aa", "apgd", "fgsm", "random", "mean", "nrr", "robust_
 
 def _nan(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _partial_epoch(metrics: Optional[Mapping[str, Any]]) -> str:
+    """``"epoch 4: 12/50 steps (not counted)"`` when the run was stopped inside an epoch, else ``""``."""
+    history = (metrics or {}).get("history") or []
+    last = history[-1] if history else {}
+    if not last.get("partial"):
+        return ""
+    return f"epoch {last.get('epoch')}: {last.get('steps')}/{last.get('steps_per_epoch')} steps (not counted)"
+
+
+def results_columns(table: pd.DataFrame) -> list[str]:
+    """The columns the UI shows: point, status, epochs done (and a partial epoch), then one column per
+    (checkpoint, attack) and Mean/NRR named by their attack (``final_mean[pgd20]``), then seconds and reuse."""
+    lead = [c for c in ("point", "status", "epochs_done", "partial_epoch") if c in table.columns]
+    metrics = [c for c in table.columns if c.startswith(("final_", "best_", "last_epoch_")) and c != "final_source"]
+    tail = [c for c in ("seconds", "reused") if c in table.columns]
+    return lead + metrics + tail
+
+
+def results_html(table: pd.DataFrame) -> str:
+    """:func:`results_columns` of the session's table as HTML (blank where a run did not measure a column)."""
+    if table.empty:
+        return "<i>no runs yet</i>"
+    return table[results_columns(table)].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="")
 
 
 def point_label(point: Mapping[str, Any]) -> str:
@@ -558,22 +605,40 @@ class AblationUI:
         return not self.thread.is_alive()
 
     def _worker(self, point: Mapping[str, Any]) -> None:
+        label = point_label(point)
+        last = {"epoch": "", "shown": 0.0}
+
+        def show(text: str) -> None:
+            self.status.value = f"{label}: {text}"
+
         def on_trainer(trainer: Any) -> None:
             self.progress.max = max(1, trainer.epochs * trainer.steps_per_epoch)
             self.progress.value = trainer.epoch * trainer.steps_per_epoch
+            show(f"training epoch {trainer.epoch + 1}/{trainer.epochs} ...")
 
         def on_step(trainer: Any, steps_done: int) -> None:
             self.progress.value = min(steps_done, self.progress.max)
+            epoch, step = divmod(steps_done - 1, trainer.steps_per_epoch)
+            now = time.time()
+            if step + 1 == trainer.steps_per_epoch:  # the epoch's steps are done: its evaluation comes next
+                show(f"epoch {epoch + 1}/{trainer.epochs}: evaluating on {len(trainer.eval_y)} test images ..."
+                     + (f" (last: {last['epoch']})" if last["epoch"] else ""))
+            elif now - last["shown"] >= 0.5:
+                last["shown"] = now
+                show(f"training epoch {epoch + 1}/{trainer.epochs}, step {step + 1}/{trainer.steps_per_epoch}"
+                     + (f" (last: {last['epoch']})" if last["epoch"] else ""))
 
         def on_epoch(trainer: Any, record: Mapping[str, Any]) -> None:
             acc = {k: v for k, v in record.items() if k.startswith("test_") and k.endswith("_acc")}
-            self.status.value = (f"epoch {record.get('epoch')}/{trainer.epochs}: "
-                                 + ", ".join(f"{k[5:-4]} {v:.1f}%" for k, v in acc.items()))
+            last["epoch"] = (f"epoch {record.get('epoch')}{' (partial)' if record.get('partial') else ''} "
+                             + ", ".join(f"{k[5:-4]} {v:.1f}%" for k, v in acc.items()))
+            show(last["epoch"])
             if self.live_plot:
                 self._draw_live(trainer.history)
 
         try:
-            row = self.session.run(point, callbacks=[on_epoch], on_step=on_step, on_trainer=on_trainer)
+            row = self.session.run(point, callbacks=[on_epoch], on_step=on_step, on_trainer=on_trainer,
+                                   on_status=show)
             self.last_row = row
             self.progress.bar_style = {"finished": "success", "stopped": "warning"}.get(row.get("status"), "danger")
             msg = f"{row.get('status')}: {point_label(point)} ({row.get('seconds', 0):.1f} s)"
@@ -601,12 +666,7 @@ class AblationUI:
         """Redraw the results table and the trade-off plot from the session's rows."""
         from .results import figure_png
 
-        table = self.session.table()
-        cols = [c for c in table.columns if c in ("point", "status", "epochs_done", "final_clean", "best_clean",
-                                                   "seconds", "reused") or (c.startswith("final_") or
-                                                                            c.startswith("best_"))
-                and c not in ("final_source", "final_robust_metric", "best_robust_metric")]
-        self.table.value = table[cols].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="")
+        self.table.value = results_html(self.session.table())
         self.tradeoff_plot.value = figure_png(tradeoff_scatter(self.session.tradeoff()), dpi=80)
 
     def display(self) -> None:
@@ -666,5 +726,5 @@ def interactive_mode(value: Optional[bool]) -> bool:
 
 
 __all__ = ["AblationSession", "AblationUI", "ParamSpec", "has_front_end", "interactive_mode", "make_control",
-           "method_choices", "param_specs", "parse_text_value", "point_label", "read_control", "run_by_papermill",
-           "split_point", "tradeoff_scatter"]
+           "method_choices", "param_specs", "parse_text_value", "point_label", "read_control", "results_columns",
+           "results_html", "run_by_papermill", "split_point", "tradeoff_scatter"]

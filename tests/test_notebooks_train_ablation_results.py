@@ -160,6 +160,8 @@ def test_seeds_are_aggregated_and_set_beside_the_published_row(tmp_path):
     assert row["AA final"].startswith(f"{sum(aas) / 3 - 1:.2f} ±")
     stopped = table[table["label"] == "pgd_at"].iloc[0]
     assert stopped["Clean best"] == "missing" and stopped["Clean final"] == "40.00" and stopped["AA final"] == "n/a"
+    # Mean/NRR name the attack behind them: AutoAttack for the finished runs, the last epoch's PGD-20 for the stopped.
+    assert row["Mean/NRR by"] == "AA" and stopped["Mean/NRR by"] == "PGD-20"
 
     refs = reference.select(["RPAT / Table 1"], dataset="cifar10")
     comparison = compare_with_reference(agg, refs)

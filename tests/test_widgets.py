@@ -2,15 +2,20 @@
 metadata, Run in a background thread to completion, a results table that grows, Stop that keeps the
 measurements, reuse of finished runs."""
 import dataclasses
+import json
+import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+import torch
 
 from atkit.methods import METHODS, Params, register
 from atkit.methods.pgd_at import PGDAT
 from atkit.utils import ConfigError
-from atkit.widgets import AblationSession, AblationUI, param_specs, parse_text_value, split_point
+from atkit.widgets import (AblationSession, AblationUI, param_specs, parse_text_value, results_columns, results_html,
+                           split_point)
 
 TINY = dict(method="pgd_at", dataset="synthetic", data={"n_train": 64, "n_test": 16}, model="small_cnn", epochs=1,
             batch_size=32, max_steps_per_epoch=2, threat={"steps": 1}, schedule="constant", device="cpu",
@@ -98,6 +103,8 @@ def test_points_split_into_config_keys_and_hyperparameters():
 def test_run_button_trains_in_a_thread_and_the_results_table_grows(tmp_path):
     session = AblationSession(TINY, runs_dir=tmp_path / "runs")
     ui = AblationUI(session, methods=["pgd_at", "pgd_at+rpat"])
+    statuses: list[str] = []
+    ui.status.observe(lambda change: statuses.append(change["new"]), names="value")
     ui.method.value = "pgd_at+rpat"
     ui.controls["rp_distance"].value = "kl"
     thread = ui.on_run()
@@ -112,6 +119,14 @@ def test_run_button_trains_in_a_thread_and_the_results_table_grows(tmp_path):
     assert ui.progress.value == ui.progress.max == 2  # two steps, counted as they happen
     assert ui.live.value[:4] == b"\x89PNG" and ui.tradeoff_plot.value[:4] == b"\x89PNG"
     assert "rp_distance=kl" in ui.table.value and not ui.run_button.disabled and ui.stop_button.disabled
+    # The status line said what was going on: training, the epoch's evaluation, the final evaluation by attack.
+    assert any("training epoch 1/1" in s for s in statuses)
+    assert any("epoch 1/1: evaluating on 16 test images" in s for s in statuses)
+    assert any("final evaluation [final] pgd1: 16/16 img in" in s for s in statuses)
+    # One epoch: the best checkpoint is the final model, evaluated once (the same numbers under both names).
+    assert any("final evaluation: final model (= the best checkpoint)" in s for s in statuses)
+    assert not any("[best]" in s for s in statuses) and row["best_clean"] == row["final_clean"]
+    assert "final_mean[pgd1]" in row and "final_mean" not in row  # Mean named by the attack it uses
 
     ui.controls["rp_distance"].value = "cosine"
     ui.on_run()
@@ -143,7 +158,9 @@ def test_stop_ends_the_run_cleanly_and_keeps_what_it_measured(tmp_path):
     row = session.table().iloc[-1]
     assert row["status"] == "stopped"
     assert 1 <= row["epochs_done"] < 40
-    assert row["final_source"] == "last epoch" and 0 <= row["final_clean"] <= 100  # the last epoch's numbers
+    # The last evaluated epoch's numbers, in their own columns (not the final evaluation's, which did not run).
+    assert row["final_source"] == "last epoch" and 0 <= row["last_epoch_clean"] <= 100
+    assert not any(c.startswith("final_") and c != "final_source" for c in session.table().columns)
     assert ui.progress.bar_style == "warning" and not ui.run_button.disabled
     assert len(session.tradeoff()) == 1
 
@@ -160,3 +177,51 @@ def test_dataclass_fields_unchanged_by_ui(toy_method):
     AblationUI(AblationSession(TINY, runs_dir="unused"), methods=["toy_widget_method"])
     defaults = {f.name: f.default for f in dataclasses.fields(toy_method.Params)}
     assert defaults["strength"] == 0.25 and defaults["rounds"] == 3
+
+
+def test_a_stop_inside_an_epoch_is_marked_partial_not_counted_and_resumed_from_the_last_complete_epoch(tmp_path):
+    base = dict(TINY, epochs=3, max_steps_per_epoch=3, data={"n_train": 96, "n_test": 16})
+    session = AblationSession(base, runs_dir=tmp_path / "runs")
+
+    def stop_in_epoch_two(trainer, steps_done):
+        if steps_done == trainer.steps_per_epoch + 1:  # the first step of epoch 2
+            session.request_stop()
+
+    row = session.run({"method": "pgd_at"}, on_step=stop_in_epoch_two)
+    assert row["status"] == "stopped" and row["epochs_done"] == 1
+    assert row["partial_epoch"] == "epoch 2: 1/3 steps (not counted)"
+    run_dir = Path(row["run_dir"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2] and metrics["history"][-1]["partial"] is True
+    assert metrics["epochs_done"] == 1 and metrics["best_epoch"] == 1  # a partial epoch is never "best"
+    assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 1
+    html = results_html(session.table())
+    assert "epoch 2: 1/3 steps (not counted)" in html
+
+    again = session.run({"method": "pgd_at"})  # resumed from epoch 1: epoch 2 runs in full, then epoch 3
+    assert again["run_dir"] == row["run_dir"] and again["status"] == "finished" and again["epochs_done"] == 3
+    assert again["partial_epoch"] == ""
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [(r["epoch"], r["steps"], r.get("partial", False)) for r in history] == [(1, 3, False), (2, 3, False),
+                                                                                      (3, 3, False)]
+
+
+def test_the_table_keeps_one_attack_per_column_beside_a_stopped_run(tmp_path):
+    # Finished runs are scored by the final PGD-2, the stopped one only has its per-epoch PGD-1: separate columns,
+    # Mean/NRR named by their attack, and the trade-off plot uses PGD-2 only.
+    base = dict(TINY, epochs=2, eval=dict(TINY["eval"], final_attacks=["clean", "pgd2"]))
+    session = AblationSession(base, runs_dir=tmp_path / "runs")
+    done = session.run({"method": "pgd_at"})
+    session.run({"method": "pgd_at", "seed": 1}, on_step=lambda t, k: session.request_stop() if k == 3 else None)
+    table = session.table()
+    finished, stopped = table.iloc[0], table.iloc[1]
+    assert done["status"] == "finished" and stopped["status"] == "stopped"
+    columns = results_columns(table)
+    assert {"final_pgd2", "final_mean[pgd2]", "final_nrr[pgd2]", "last_epoch_pgd1", "last_epoch_mean[pgd1]"} <= set(
+        columns)
+    assert not {"final_mean", "final_nrr", "final_pgd1"} & set(columns)
+    assert math.isnan(stopped["final_pgd2"]) and math.isnan(finished["last_epoch_pgd1"])
+    assert finished["final_mean[pgd2]"] == pytest.approx((finished["final_clean"] + finished["final_pgd2"]) / 2)
+    assert stopped["partial_epoch"] == "epoch 2: 1/2 steps (not counted)" and stopped["epochs_done"] == 1
+    trade = session.tradeoff()
+    assert list(trade["robust_metric"]) == ["pgd2"] and list(trade["source"]) == ["final"]

@@ -33,7 +33,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -355,6 +355,7 @@ def run_autoattack(
     n_restarts: Optional[int] = None,
     square_queries: Optional[int] = None,
     score_model: Optional[nn.Module] = None,
+    on_batch: Optional[Callable[[str, int, int], None]] = None,
 ) -> AutoAttackResult:
     """Run AutoAttack on ``(x, y)`` and score the result with the projected prediction.
 
@@ -375,6 +376,8 @@ def run_autoattack(
     ``state_path``: a JSON file, updated after every batch, from which an interrupted run continues
     (same data, model and settings required; the images found so far sit next to it in
     ``<state_path>.xadv.pt``). ``eps = 0`` returns the clean result at once, without running the attacks.
+    ``on_batch(attack, done, total)`` is called after every batch (progress: images of this attack's
+    still-robust set done so far).
     """
     check_choice("norm", norm, AA_NORM_NAMES)
     check_budget(eps, None, None, norm)
@@ -492,6 +495,8 @@ def run_autoattack(
                 state.processed.extend(index.tolist())
                 state.warnings = list(recorder.messages)
                 state.save(images_changed=bool(broken.any()))
+                if on_batch is not None:
+                    on_batch(attack, min(start + batch_size, len(todo_index)), len(todo_index))
                 logger.debug("%s: batch %d/%d, %d of %d broken (%.1f s)", attack, start // batch_size + 1,
                              (len(todo_index) + batch_size - 1) // batch_size, int(broken.sum()), len(index),
                              time.time() - began)
