@@ -436,12 +436,11 @@ def evaluate(
     result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, threat=thr, protocol=protocol_used,
                         num_classes=num_classes, seed=int(seed), details=details, attack_warnings=attack_warnings)
     _set_robust(result)
-    if progress and result.robust_metric is not None:
-        tag = "" if protocol_used is None else f" [{protocol_used}]"
-        print(f"evaluate{tag}: robust {result.robust_accuracy:.2f}% ({result.robust_metric}) behind Mean/NRR",
-              flush=True)
-    for warning in attack_warnings if progress else ():
-        print(f"evaluate: AutoAttack warning: {warning}", flush=True)
+    if phases is not None:  # on the progress stream (stderr), never on stdout, which carries results
+        if result.robust_metric is not None:
+            phases.note(f"robust {result.robust_accuracy:.2f}% ({result.robust_metric}) behind Mean/NRR")
+        for warning in attack_warnings:
+            phases.note(f"AutoAttack warning: {warning}")
     checks = None
     if sanity:
         from .sanity import run_sanity_checks
@@ -461,11 +460,12 @@ def evaluate(
     return result
 
 
-def _print_checks(checks: Sequence[Mapping[str, Any]], began: float, progress: bool) -> None:
-    if progress:
+def _print_checks(checks: Sequence[Mapping[str, Any]], began: float, progress: Any) -> None:
+    phases = as_phases(progress, "evaluate")
+    if phases is not None:
         bad = [c["name"] for c in checks if not c["passed"]]
-        print(f"evaluate: sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
-              f"({time.time() - began:.1f} s)", flush=True)
+        phases.note(f"sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
+                    f"({time.time() - began:.1f} s)")
 
 
 def _set_robust(result: EvalResult) -> None:
@@ -549,10 +549,11 @@ def evaluate_dummy_protocols(
     out: dict[str, EvalResult] = {}
     if worst_case and len(by_protocol) > 1:
         out[WORST_CASE] = worst_case_over_protocols(by_protocol)
-        if kwargs.get("progress") and out[WORST_CASE].robust_metric is not None:
+        phases = as_phases(kwargs.get("progress"), "evaluate")
+        if phases is not None and out[WORST_CASE].robust_metric is not None:
             worst = out[WORST_CASE]
-            print(f"evaluate [{WORST_CASE}]: " + ", ".join(f"{k} {v:.2f}%" for k, v in worst.accuracy.items())
-                  + f"; robust {worst.robust_accuracy:.2f}% ({worst.robust_metric}) behind Mean/NRR", flush=True)
+            phases.note(f"[{WORST_CASE}] " + ", ".join(f"{k} {v:.2f}%" for k, v in worst.accuracy.items())
+                        + f"; robust {worst.robust_accuracy:.2f}% ({worst.robust_metric}) behind Mean/NRR")
     out.update(by_protocol)
     if sanity:
         from .sanity import run_sanity_checks
@@ -565,7 +566,7 @@ def evaluate_dummy_protocols(
                                    device=kwargs.get("device"), num_classes=first.num_classes,
                                    seed=kwargs.get("seed", 0), reference=reference, protocol_results=by_protocol,
                                    **options)
-        _print_checks(checks, began, bool(kwargs.get("progress")))
+        _print_checks(checks, began, kwargs.get("progress"))
         for key in (WORST_CASE, "published"):
             if key in out:
                 out[key].checks = checks

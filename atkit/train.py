@@ -758,7 +758,9 @@ class Trainer:
         results["images"] = test_images_record(self.dataset, indices, self.data_fingerprint)
         from .provenance import attach_provenance, checkpoint_record
 
-        for label in models:  # the final model is the one last.pt holds; best is best.pt
+        if best_is_final:  # one evaluation, recorded under both names; each name gets its own checkpoint record
+            results["best"] = dict(copy.deepcopy(results["final"]), same_weights_as="final")
+        for label in [name for name in ("final", "best") if name in results]:  # last.pt holds final, best.pt best
             path = self.ckpt_dir / ("best.pt" if label == "best" else "last.pt")
             attach_provenance(results[label], images=results["images"],
                               checkpoint=checkpoint_record(path) if path.is_file() else None,
@@ -766,8 +768,6 @@ class Trainer:
                                      "num_classes": self.num_classes,
                                      "dummy_classes": bool(getattr(self.model, "dummy_classes", False)),
                                      "weights": label, "source": "atkit run"})
-        if best_is_final:  # after the provenance, so that the copy carries it too
-            results["best"] = dict(results["final"], same_weights_as="final")
         _guarded(self.run_dir / "eval.json", lambda: atomic_write_json(self.run_dir / "eval.json", results))
         tensorboard = self.tensorboard()
         if tensorboard is not None:

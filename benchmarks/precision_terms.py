@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_at import machine_info  # noqa: E402
 from atkit.attacks import pgd  # noqa: E402
 from atkit.data import load_dataset  # noqa: E402
 from atkit.fast import AutocastModel, exact_fp32  # noqa: E402
@@ -69,7 +71,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     rel = {k: abs(bf16[k] - fp32[k]) / max(abs(fp32[k]), 1e-12) for k in fp32}
     result = {"benchmark": "precision-terms", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/precision_terms.py", *(argv or sys.argv[1:])]),
-              "torch": torch.__version__, "device": "cpu", "model": args.model,
+              "machine": machine_info(torch.device("cpu")), "device": "cpu", "model": args.model,
               "weights": args.checkpoint or f"fresh (seed {args.seed})", "dataset": ds.name, "n": len(y),
               "fp32": fp32, "bf16": bf16, "relative_error": rel}
     print(json.dumps({"weights": result["weights"], "relative_error": rel}))

@@ -179,7 +179,7 @@ def test_trainer_eval_json_cli_and_tables_lead_with_the_worst_case(tmp_path, cap
     full["final"]["protocols"]["published"]["accuracy"]["pgd2"] = 99.0
     (run_dir / "eval.json").write_text(json.dumps(full))
     ablation_row = AblationSession(cfg.to_dict(), runs_dir=tmp_path / "runs")._row(run_dir, {}, reused=True)
-    assert ablation_row["final_pgd2"] == ev["accuracy"]["pgd2"] != 99.0 and ablation_row["final_mean"] == ev["mean"]
+    assert ablation_row["final_pgd2"] == ev["accuracy"]["pgd2"] != 99.0 and ablation_row[f"final_mean[{ev['robust_metric']}]"] == ev["mean"]
 
     agg = aggregate_seeds(collect_runs(tmp_path / "runs"))
     assert WORST_CASE in set(agg["protocol"])

@@ -504,7 +504,7 @@ def test_parameter_files_exist():
 def test_parameter_files_load(path):
     cfg = load_config(path)
     method = cfg.build_method()
-    assert cfg.dataset == "folder" and cfg.threat_model().norm == ("l2" if path.stem.endswith("_l2") else "linf")
+    assert cfg.dataset == "cifar10" and cfg.threat_model().norm == ("l2" if path.stem.endswith("_l2") else "linf")
     if cfg.method in ("rebat", "rpat_pp"):
         assert cfg.schedule == "rebat" and cfg.resolved_epochs() == 200 and cfg.eval.pgd_steps == 10
         assert method.bn_mode == "train" and method.params.wa_start == 105

@@ -71,10 +71,10 @@ def test_a_tiny_final_evaluation_reports_attack_by_attack_and_check_by_check():
     evaluate(model, x, y, attacks=["clean", "pgd2"], batch_size=8, progress=phases,
              sanity={"n": 8, "checks": ["monotone_steps", "zero_gradients"], "steps_attacks": ["fgsm", "pgd2"]})
     lines = out.getvalue().splitlines()
-    assert any(re.fullmatch(r"final evaluation \[final\] clean: 24/24 img in [0-9.]+ s, [0-9.]+%", ln) for ln in lines)
+    assert any(re.fullmatch(r"final evaluation \[final\] clean: 24/24 img in [0-9.]+ s, [0-9.]+ % \[[0-9.]+, [0-9.]+\] \(n=[0-9]+\)", ln) for ln in lines)
     assert any(re.fullmatch(r"final evaluation \[final\] pgd2: 8/24 img \(33%\), [0-9.]+ s, ETA [0-9.]+ s", ln)
                for ln in lines), lines  # images done and an ETA while the attack runs
-    assert any(re.fullmatch(r"final evaluation \[final\] pgd2: 24/24 img in [0-9.]+ s, [0-9.]+%", ln) for ln in lines)
+    assert any(re.fullmatch(r"final evaluation \[final\] pgd2: 24/24 img in [0-9.]+ s, [0-9.]+ % \[[0-9.]+, [0-9.]+\] \(n=[0-9]+\)", ln) for ln in lines)
     checks = [ln for ln in lines if "(check " in ln]
     assert [ln.split(" (check")[0] for ln in checks] == ["final evaluation [final] sanity monotone_steps",
                                                          "final evaluation [final] sanity zero_gradients"]
@@ -99,7 +99,7 @@ def test_cli_train_prints_one_line_per_epoch_and_the_final_evaluation(tmp_path, 
     assert len(epochs) == 1, err
     assert re.fullmatch(r"epoch 1/1  loss [0-9.]+  test clean [0-9.]+%, pgd1 [0-9.]+% \(n=16\)  "
                         r"[0-9.]+ s \+ eval [0-9.]+ s", epochs[0]), epochs[0]
-    assert any(re.fullmatch(r"final evaluation \[final\] pgd1: 16/16 img in [0-9.]+ s, [0-9.]+%", ln) for ln in err)
+    assert any(re.fullmatch(r"final evaluation \[final\] pgd1: 16/16 img in [0-9.]+ s, [0-9.]+ % \[[0-9.]+, [0-9.]+\] \(n=[0-9]+\)", ln) for ln in err)
     # One epoch: the best checkpoint is the final model, evaluated once and recorded under both names.
     assert ("final evaluation: final model (= the best checkpoint), clean, pgd1 on 16 test images; no sanity checks"
             in captured.err)
@@ -138,6 +138,6 @@ def test_help_texts_are_plain_text():
     texts = [parser.format_help()]
     for action in parser._subparsers._group_actions:  # every subcommand's --help
         texts += [sub.format_help() for sub in action.choices.values()]
-    assert len(texts) == 6
+    assert len(texts) == 1 + len(parser._subparsers._group_actions[0].choices)  # the main help and each command's
     for text in texts:
         assert not re.search(r"``|:(class|func|mod|meth):|\*\*", text), text
