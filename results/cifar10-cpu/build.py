@@ -48,6 +48,14 @@ def collect(outputs: Path, into: Path = HERE) -> None:
             for f in src.glob(pattern):
                 if f.stat().st_size < 2_000_000:
                     shutil.copy2(f, dst / f.name)
+        # The training runs behind the notebook: their per-epoch numbers (no checkpoints).
+        for method, run in (json.loads((src / "metrics.json").read_text()).get("runs") or {}).items():
+            run_dir = outputs.parent.parent / run if not Path(run).is_absolute() else Path(run)
+            if (run_dir / "metrics.json").is_file():
+                metrics = json.loads((run_dir / "metrics.json").read_text())
+                (dst / "trained").mkdir(exist_ok=True)
+                (dst / "trained" / f"{method}.json").write_text(
+                    json.dumps({k: v for k, v in metrics.items() if k != "run_dir"}, indent=1))
     for run in sorted((outputs / "runs").glob("*")):
         if not (run / "eval.json").is_file() or not (run / "config.yaml").is_file():
             continue
@@ -62,10 +70,20 @@ def collect(outputs: Path, into: Path = HERE) -> None:
             shutil.copy2(run / name, dst / name)
         metrics = json.loads((run / "metrics.json").read_text())
         (dst / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "run_dir"}, indent=1))
-    times = outputs / "logs"
-    if times.is_dir():
-        walls = {f.stem: int(f.read_text().strip()) for f in times.glob("*.done")}
-        (into / "runs" / "wall_seconds.json").write_text(json.dumps(walls, indent=1, sort_keys=True))
+    logs = outputs / "logs"
+    if logs.is_dir():
+        times = {f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip())) for f in logs.glob("*.done")}
+        (into / "runs" / "times.json").write_text(json.dumps(times, indent=1, sort_keys=True))
+
+
+def _times(log: Path, wall: int) -> dict[str, float]:
+    """CPU seconds (user + system, the notebook's kernel included) from ``/usr/bin/time -v`` in ``log``."""
+    cpu = 0.0
+    for line in log.read_text(errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith(("User time (seconds):", "System time (seconds):")):
+            cpu += float(line.rsplit(":", 1)[1])
+    return {"cpu_s": round(cpu, 1), "wall_s": wall}
 
 
 def _yaml(path: Path) -> dict[str, Any]:
@@ -108,7 +126,12 @@ def summarise_mse(folder: Path) -> Optional[dict[str, Any]]:
         else:
             entry["verdict"] = "not judged: no success or no failure cases"
         pairs.append(entry)
+    trained = {}
+    for f in sorted((folder / "trained").glob("*.json")):
+        last = json.loads(f.read_text())["history"][-1]
+        trained[f.stem] = {k: round(v, 2) for k, v in last.items() if k.startswith("test_") and k.endswith("_acc")}
     return {"n_eval": metrics["n_eval"], "eval_pgd_steps": metrics["eval_pgd_steps"], "pairs": pairs,
+            "trained_last_epoch": trained,
             "ci_method": "BCa bootstrap of the difference of mean MSEs, 4999 resamples, seed 0"}
 
 
@@ -187,12 +210,12 @@ def summarise_notebook_checks(folder: Path) -> Optional[dict[str, Any]]:
 
 def summarise(root: Path = HERE) -> dict[str, Any]:
     runs = root / "runs"
-    walls = json.loads((runs / "wall_seconds.json").read_text()) if (runs / "wall_seconds.json").is_file() else {}
+    times = json.loads((runs / "times.json").read_text()) if (runs / "times.json").is_file() else {}
     return {"mse_perception": summarise_mse(runs / "mse_perception"),
             "rpat": summarise_rpat(runs / "train"),
             "always_failed_overlap": summarise_notebook_checks(runs / "always_failed_overlap"),
             "boundary_samples": summarise_notebook_checks(runs / "boundary_samples"),
-            "wall_seconds": walls}
+            "times": times}
 
 
 # ------------------------------------------------------------------------------------------------- render
@@ -214,6 +237,11 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
             lines.append(f"| {p['pair']} | {p['clean_acc']:.2f} | {p['perturbed_acc']:.2f} | "
                          f"{p['mse_success']:.4f} ({p['n_success']}) | {p['mse_failure']:.4f} ({p['n_failure']}) | "
                          f"{diff} | {p['paper']} | {p['verdict']} |")
+        if mse.get("trained_last_epoch"):
+            lines += ["", "The three models at their last epoch (the trainer's per-epoch check on 1,000 class-stratified "
+                      "test images; PGD-10, 2/255 steps):", "", "| model | clean % | PGD-10 % |", "| --- | ---: | ---: |"]
+            lines += [f"| {m} | {v.get('test_clean_acc', float('nan')):.1f} | {v.get('test_pgd10_acc', float('nan')):.1f} |"
+                      for m, v in mse["trained_last_epoch"].items()]
         sections.append("\n".join(lines))
     else:
         sections.append("Not run yet.")
@@ -256,9 +284,10 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
             verdict = check.get("verdict", check.get("agrees")) if isinstance(check, dict) else ""
             lines.append(f"| {name} | `{json.dumps(value, default=str)[:160]}` | {verdict} |")
         sections.append("\n".join(lines))
-    walls = summary.get("wall_seconds") or {}
-    sections.append("\n".join(["| run | wall time (min) |", "| --- | ---: |"] +
-                              [f"| {k} | {v / 60:.1f} |" for k, v in sorted(walls.items())]) if walls else "none yet")
+    times = summary.get("times") or {}
+    sections.append("\n".join(["| run | CPU time (min, user + system) | wall time (min) |", "| --- | ---: | ---: |"] +
+                               [f"| {k} | {v['cpu_s'] / 60:.1f} | {v['wall_s'] / 60:.1f} |" for k, v in sorted(times.items())])
+                    if times else "none yet")
     text = template.read_text()
     for i, body in enumerate(sections):
         text = text.replace(f"{{{{section{i}}}}}", body)

@@ -1,0 +1,54 @@
+"""results/cifar10-cpu: every number of its README is the one in summary.json, and summary.json is what the
+committed run files give (results/cifar10-cpu/build.py recomputed here on those files)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+from helpers import REPO
+
+HERE = REPO / "results" / "cifar10-cpu"
+
+
+def _build():
+    spec = importlib.util.spec_from_file_location("atkit_results_cifar10_cpu", HERE / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) or isinstance(b, float):
+        return (isinstance(a, (int, float)) and isinstance(b, (int, float))
+                and (math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12) or (math.isnan(a) and math.isnan(b))))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_summary_is_what_the_committed_run_files_give():
+    committed = json.loads((HERE / "summary.json").read_text())
+    recomputed = json.loads(json.dumps(_build().summarise(HERE), sort_keys=True))
+    assert _same(recomputed, committed)
+
+
+def test_readme_is_rendered_from_the_summary():
+    build = _build()
+    summary = json.loads((HERE / "summary.json").read_text())
+    assert (HERE / "README.md").read_text() == build.render(summary)
+    assert "{{section" not in (HERE / "README.md").read_text()
+
+
+def test_mse_verdicts_follow_the_intervals():
+    mse = json.loads((HERE / "summary.json").read_text())["mse_perception"]
+    assert mse is not None, "the MSE-perception run is committed"
+    for pair in mse["pairs"]:
+        if "ci95" not in pair:
+            continue
+        low, high = pair["ci95"]
+        assert low <= pair["failure_minus_success"] <= high
+        if low <= 0 <= high:
+            assert pair["verdict"] == "inconclusive within noise"
