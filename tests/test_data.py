@@ -583,3 +583,21 @@ def test_stratified_order_proportions_for_unequal_classes():
         assert (counts - n * torch.tensor([0.7, 0.2, 0.1])).abs().max() <= 1.0, (n, counts.tolist())
     with pytest.raises(ConfigError, match="must be an integer"):
         data.stratified_indices(labels, True)
+
+
+def test_prepare_selects_on_a_stratified_part_of_the_validation_split():
+    """val_size > 0: per-epoch selection on held-out training images (this path crashed before: it unpacked the
+    one dataset split_validation returns as two)."""
+    from atkit.config import RunConfig
+    from atkit.train import prepare
+
+    cfg = RunConfig.from_dict({"method": "pgd_at", "dataset": "synthetic", "model": "small_cnn", "epochs": 1,
+                               "data": {"n_train": 200, "n_test": 50, "image_size": 8, "num_classes": 4},
+                               "val_size": 40, "eval": {"n_test": 20}})
+    prep = prepare(cfg, torch.device("cpu"))
+    assert len(prep.dataset.train_y) == 160 and len(prep.dataset.val_y) == 40
+    assert len(prep.eval_y) == 20
+    share = torch.bincount(prep.dataset.val_y, minlength=4).float() * 20 / 40  # in proportion to the val split
+    assert (torch.bincount(prep.eval_y, minlength=4).float() - share).abs().max() <= 1.0
+    val_idx = prep.eval_indices
+    assert torch.equal(prep.eval_y, prep.dataset.val_y[val_idx])  # the selection images are validation images
