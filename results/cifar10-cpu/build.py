@@ -70,6 +70,15 @@ def collect(outputs: Path, into: Path = HERE) -> None:
             shutil.copy2(run / name, dst / name)
         metrics = json.loads((run / "metrics.json").read_text())
         (dst / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "run_dir"}, indent=1))
+    import subprocess
+
+    try:  # the atkit version that made the runs (their checkout), for provenance
+        commit = subprocess.run(["git", "-C", str(outputs.parent.parent), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown"
+    (into / "runs").mkdir(parents=True, exist_ok=True)
+    (into / "runs" / "made_by.json").write_text(json.dumps({"atkit_commit": commit}, indent=1))
     logs = outputs / "logs"
     if logs.is_dir():
         times = {f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip())) for f in logs.glob("*.done")}
@@ -211,7 +220,9 @@ def summarise_notebook_checks(folder: Path) -> Optional[dict[str, Any]]:
 def summarise(root: Path = HERE) -> dict[str, Any]:
     runs = root / "runs"
     times = json.loads((runs / "times.json").read_text()) if (runs / "times.json").is_file() else {}
-    return {"mse_perception": summarise_mse(runs / "mse_perception"),
+    made_by = json.loads((runs / "made_by.json").read_text()) if (runs / "made_by.json").is_file() else {}
+    return {"made_by": made_by,
+            "mse_perception": summarise_mse(runs / "mse_perception"),
             "rpat": summarise_rpat(runs / "train"),
             "always_failed_overlap": summarise_notebook_checks(runs / "always_failed_overlap"),
             "boundary_samples": summarise_notebook_checks(runs / "boundary_samples"),
@@ -249,7 +260,7 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     if rp:
         lines = ["Accuracy in % on 2,000 class-stratified test images [95 % Wilson interval] per seed; "
                  "mean ± sd over the seeds run.", "",
-                 "| method | model | seeds | " + " | ".join(ATTACK_NAMES[a] for a in ATTACKS) + " |",
+                 "| method | checkpoint | seeds | " + " | ".join(ATTACK_NAMES[a] for a in ATTACKS) + " |",
                  "| --- | --- | --- | " + " | ".join("---:" for _ in ATTACKS) + " |"]
         for e in rp["table"]:
             cells = []
@@ -262,8 +273,10 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
             lines.append(f"| {e['method']} | {e['which']} | {','.join(map(str, e['seeds']))} | " + " | ".join(cells) + " |")
         lines += ["", f"Paired test ({rp['test']}); paper difference from RPAT, Table 1 (ResNet-18, best checkpoint; "
                   "the paper's AA is compared with APGD-CE+DLR here).", "",
-                  "| comparison | model | seed | attack | difference [95 % CI] | p | paper difference | verdict |",
+                  "| comparison | checkpoint | seed | attack | difference [95 % CI] | p | paper difference | verdict |",
                   "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |"]
+        if not rp["paired"]:
+            lines[-3:] = ["No method has both itself and its base run on the same seed yet."]
         for p in rp["paired"]:
             paper = "n/a" if p["paper_difference"] is None else f"{p['paper_difference']:+.2f}"
             lines.append(f"| {p['method']} vs {p['base']} | {p['which']} | {p['seed']} | {ATTACK_NAMES[p['attack']]} | "
@@ -288,6 +301,7 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     sections.append("\n".join(["| run | CPU time (min, user + system) | wall time (min) |", "| --- | ---: | ---: |"] +
                                [f"| {k} | {v['cpu_s'] / 60:.1f} | {v['wall_s'] / 60:.1f} |" for k, v in sorted(times.items())])
                     if times else "none yet")
+    sections.append(f"`{(summary.get('made_by') or {}).get('atkit_commit', 'unknown')}`")
     text = template.read_text()
     for i, body in enumerate(sections):
         text = text.replace(f"{{{{section{i}}}}}", body)
