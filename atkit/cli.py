@@ -348,7 +348,7 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import format_summary, load_grid, run_sweep
+    from .sweep import load_grid, run_sweep
 
     if args.status or args.cancel:
         return _cmd_sweep_status(args)
@@ -372,6 +372,13 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"sweep interrupted; finished points are kept in {out} (run the same command again to go on)",
               file=sys.stderr)
         return 130
+    return _sweep_exit(results, out)
+
+
+def _sweep_exit(results: Any, out: Any) -> int:
+    """Print a sweep's summary (either backend); exit status 1 when a point failed."""
+    from .sweep import format_summary
+
     print(format_summary(results))
     print(f"summary: {Path(out) / 'sweep.csv'}")
     return 0 if all(r.status in ("done", "skipped") for r in results) else 1
@@ -383,7 +390,6 @@ _SLURM_FLAGS = ("partition", "time", "gpus_per_point", "cpus_per_point", "mem", 
 
 def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
     """``--backend submitit``: one job per unfinished point (atkit.sweep_submitit); waits with ``--wait``."""
-    from .sweep import format_summary
     from .sweep_submitit import SlurmOptions, require_submitit, submit_sweep, wait_for_jobs
 
     require_submitit()
@@ -421,9 +427,7 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
         print(f"stopped waiting; the jobs go on (python -m atkit sweep --status {out}, --cancel {out})",
               file=sys.stderr)
         return 130
-    print(format_summary(results))
-    print(f"summary: {Path(out) / 'sweep.csv'}")
-    return 0 if all(r.status in ("done", "skipped") for r in results) else 1
+    return _sweep_exit(results, out)
 
 
 def _cmd_sweep_status(args: argparse.Namespace) -> int:

@@ -103,3 +103,15 @@ def figure_outputs(executed: Path) -> tuple[int, int]:
             text = data.get("text/plain", "")
             texts += "<Figure size" in ("".join(text) if isinstance(text, list) else text)
     return images, texts
+
+
+def write_notebook(path: Path, *cells: Any) -> Path:
+    """Write a python3-kernel notebook of ``cells`` (nbformat cells, the first tagged ``parameters``) to ``path``."""
+    import nbformat
+    from nbformat.v4 import new_notebook
+
+    nb = new_notebook(cells=list(cells))
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path

@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell
 
 import atkit.sweep as sweep_module
 from atkit.cli import main as cli_main
@@ -19,6 +18,7 @@ from atkit.config import load_config
 from atkit.runs import data_fingerprint
 from atkit.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
 from atkit.utils import ConfigError
+from helpers import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,12 +51,7 @@ def _resumable_notebook(folder: Path) -> Path:
         "    tmp.write_text(json.dumps({'done': i + 1}))\n"
         "    os.replace(tmp, state)\n"
         "pathlib.Path(out_dir, 'result.json').write_text(json.dumps({'double': 2 * value}))\n")
-    nb = new_notebook(cells=[params, body])
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    path = folder / "nb" / "tiny.ipynb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(folder / "nb" / "tiny.ipynb", params, body)
 
 
 def _layout(out: Path) -> set[str]:

@@ -8,15 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
 import yaml
-from nbformat.v4 import new_code_cell, new_notebook
+from nbformat.v4 import new_code_cell
 
 from atkit.cli import main as cli_main
 from atkit.sweep import (SweepSpec, expand_grid, load_grid, make_points, point_params, run_sweep, set_dotted,
                          worker_slots)
 from atkit.utils import ConfigError
+from helpers import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,12 +31,7 @@ def _tiny_notebook(folder: Path) -> Path:
         "if value == fail_on:\n"
         "    raise ValueError(f'point {value} fails on purpose')\n"
         "pathlib.Path(out_dir, 'result.json').write_text(json.dumps({'double': 2 * value, 'nested': nested}))\n")
-    nb = new_notebook(cells=[params, body])
-    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}}
-    path = folder / "nb" / "tiny.ipynb"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nbformat.write(nb, path)
-    return path
+    return write_notebook(folder / "nb" / "tiny.ipynb", params, body)
 
 
 # ------------------------------------------------------------------------------------ the grid
