@@ -1,6 +1,7 @@
 """The real-CIFAR-10 CPU results: copy what the runs wrote, summarise it into summary.json, render README.md.
 
     python results/cifar10-cpu/build.py collect --outputs outputs/cpu     # after the runs (copies + summary + README)
+    python results/cifar10-cpu/build.py collect --outputs A/outputs/cpu --outputs B/outputs/cpu   # two checkouts
     python results/cifar10-cpu/build.py render                             # README.md again from summary.json
 
 ``collect`` copies the small files each run wrote (metrics, CSVs, figures, each training run's eval.json and
@@ -59,30 +60,51 @@ def collect(outputs: Path, into: Path = HERE) -> None:
     for run in sorted((outputs / "runs").glob("*")):
         if not (run / "eval.json").is_file() or not (run / "config.yaml").is_file():
             continue
-        cfg = _yaml(run / "config.yaml")
-        if cfg.get("method") not in {m for pair in RPAT_PAIRS for m in pair} or cfg.get("model") != "small_cnn":
+        if not _is_rpat_comparison_run(_yaml(run / "config.yaml")):
             continue
-        if (cfg.get("eval") or {}).get("final_n_test") != 2000:
-            continue  # only the RPAT comparison's runs (parameters/cpu/train/)
         dst = runs / "train" / run.name
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("eval.json", "config.yaml", "metrics.csv"):
             shutil.copy2(run / name, dst / name)
         metrics = json.loads((run / "metrics.json").read_text())
         (dst / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "run_dir"}, indent=1))
-    import subprocess
-
-    try:  # the atkit version that made the runs (their checkout), for provenance
-        commit = subprocess.run(["git", "-C", str(outputs.parent.parent), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
-    (into / "runs").mkdir(parents=True, exist_ok=True)
-    (into / "runs" / "made_by.json").write_text(json.dumps({"atkit_commit": commit}, indent=1))
+    made = runs / "made_by.json"
+    made_by = json.loads(made.read_text()) if made.is_file() else {}
+    if isinstance(made_by.get("atkit_commit"), str):  # the first layout: one commit for every run
+        made_by = {k: made_by["atkit_commit"] for k in ("mse_perception", "train")}
+    commit = _commit(outputs.parent.parent)
+    for part in (*NOTEBOOKS, "train"):
+        done = (outputs / part / "metrics.json").is_file() if part != "train" else any(
+            _is_rpat_comparison_run(_yaml(r.parent / "config.yaml")) for r in (outputs / "runs").glob("*/eval.json"))
+        if done:
+            made_by.setdefault(part, commit)  # the first checkout that made a part keeps it (its runs are reused)
+    runs.mkdir(parents=True, exist_ok=True)
+    made.write_text(json.dumps(made_by, indent=1, sort_keys=True))
     logs = outputs / "logs"
     if logs.is_dir():
-        times = {f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip())) for f in logs.glob("*.done")}
-        (into / "runs" / "times.json").write_text(json.dumps(times, indent=1, sort_keys=True))
+        path = runs / "times.json"
+        times = json.loads(path.read_text()) if path.is_file() else {}
+        times.update({f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip())) for f in logs.glob("*.done")})
+        path.write_text(json.dumps(times, indent=1, sort_keys=True))
+
+
+def _is_rpat_comparison_run(cfg: dict[str, Any]) -> bool:
+    """A run of ``parameters/cpu/train/`` (not one a motivation notebook trained on the same data)."""
+    ev = cfg.get("eval") or {}
+    return (cfg.get("method") in {m for pair in RPAT_PAIRS for m in pair} and cfg.get("model") == "small_cnn"
+            and cfg.get("schedule") == "pang110" and ev.get("final_n_test") == 2000
+            and "cw" in (ev.get("final_attacks") or ()))
+
+
+def _commit(checkout: Path) -> str:
+    """The atkit commit of the checkout that made the runs, for provenance."""
+    import subprocess  # only collect needs git
+
+    try:
+        return subprocess.run(["git", "-C", str(checkout), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _times(log: Path, wall: int) -> dict[str, float]:
@@ -301,7 +323,9 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     sections.append("\n".join(["| run | CPU time (min, user + system) | wall time (min) |", "| --- | ---: | ---: |"] +
                                [f"| {k} | {v['cpu_s'] / 60:.1f} | {v['wall_s'] / 60:.1f} |" for k, v in sorted(times.items())])
                     if times else "none yet")
-    sections.append(f"`{(summary.get('made_by') or {}).get('atkit_commit', 'unknown')}`")
+    made_by = summary.get("made_by") or {}
+    sections.append(", ".join(f"`{c[:12]}` ({', '.join(p for p in sorted(made_by) if made_by[p] == c)})"
+                              for c in sorted(set(made_by.values()))) or "unknown")
     text = template.read_text()
     for i, body in enumerate(sections):
         text = text.replace(f"{{{{section{i}}}}}", body)
@@ -311,10 +335,12 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("step", choices=["collect", "render"])
-    p.add_argument("--outputs", default="outputs/cpu")
+    p.add_argument("--outputs", action="append", default=None,
+                   help="an outputs folder of the runs (repeat for several checkouts; default outputs/cpu)")
     args = p.parse_args(argv)
     if args.step == "collect":
-        collect(Path(args.outputs))
+        for outputs in args.outputs or ["outputs/cpu"]:
+            collect(Path(outputs))
     summary = summarise()
     (HERE / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (HERE / "README.md").write_text(render(summary))
