@@ -185,7 +185,7 @@ def method_base_pairs(frame: Any) -> list[tuple[str, str]]:
 def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: str = "final") -> Any:
     """One row per method-vs-base pair (:func:`method_base_pairs`) with the exact McNemar test; pairs that
     cannot be compared (no eval.json, different images) get their reason in ``note``."""
-    import pandas as pd
+    import pandas as pd  # heavy; only the table needs it
 
     rows = []
     labels = {r["run_dir"]: r for r in frame.to_dict(orient="records")} if len(frame) else {}

@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .utils import ConfigError, check_choice
+from .utils import ConfigError, check_choice, unknown_name_error
 
 PRECISIONS = ("auto", "fp32", "bf16")
 CHANNELS_LAST_CHOICES = (True, False, "auto")
@@ -101,7 +101,6 @@ def check_compile(compile: Union[bool, str]) -> None:
         raise ConfigError(f"compile={compile!r} is not accepted; choose false, true or a torch.compile backend "
                           "name such as 'inductor', 'aot_eager' or 'eager'.")
     if compile not in torch._dynamo.list_backends(exclude_tags=()):
-        from .utils import unknown_name_error
 
         raise unknown_name_error("torch.compile backend", compile, torch._dynamo.list_backends())
 

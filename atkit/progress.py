@@ -72,7 +72,7 @@ def _parent_cmdline() -> str:
     except OSError:
         pass
     try:  # macOS / Windows: psutil when installed
-        import psutil
+        import psutil  # optional; only for this fallback
 
         return " ".join(psutil.Process(ppid).cmdline())
     except Exception:  # noqa: BLE001 - no psutil or no permission
@@ -211,7 +211,7 @@ def progress_bar(iterable: Optional[Iterable[Any]] = None, *, total: Optional[fl
     if mode == "off":
         return _NoProgress(iterable, total=total, desc=desc, unit=unit, interval=float("inf"))
     if mode in ("widget", "bar"):
-        if mode == "widget":
+        if mode == "widget":  # tqdm.auto pulls in ipywidgets: only in a notebook front end
             from tqdm.auto import tqdm
         else:
             from tqdm import tqdm

@@ -19,6 +19,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
+import numpy as np
 from scipy import stats as _scipy_stats
 
 Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
@@ -196,8 +197,6 @@ def mean_difference_interval(a: Sequence[float], b: Sequence[float], *, seed: in
     For skewed per-sample quantities (e.g. logit MSEs split into successes and failures) where a t interval's
     normality is doubtful. Seeded, so the same data give the same interval.
     """
-    import numpy as np
-
     xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if len(xa) < 2 or len(xb) < 2:
         raise ValueError(f"each sample needs at least 2 values; got {len(xa)} and {len(xb)}")

@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .utils import ConfigError
+from .utils import ConfigError, unknown_name_error
 
 LOGGING_KEYS = ("tensorboard",)
 TENSORBOARD_DIR = "tensorboard"
@@ -25,7 +25,6 @@ MISSING_MESSAGE = ("logging.tensorboard=true needs the tensorboard package: pip 
 
 def check_logging_options(logging: Any) -> None:
     """Refuse a ``logging`` mapping with unknown keys or a non-boolean ``tensorboard``."""
-    from .utils import unknown_name_error
 
     if not isinstance(logging, Mapping):
         raise ConfigError(f"config key 'logging' must be a mapping such as {{tensorboard: true}}, got {logging!r}")
@@ -39,7 +38,7 @@ def check_logging_options(logging: Any) -> None:
 def summary_writer_class() -> Any:
     """``torch.utils.tensorboard.SummaryWriter``, or a one-line :class:`ConfigError` naming the extra."""
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # optional extra, imported only when a run logs
     except ImportError:
         raise ConfigError(MISSING_MESSAGE) from None
     return SummaryWriter

@@ -3,7 +3,9 @@ seeding, device choice."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import io
 import json
 import os
 import random
@@ -148,8 +150,6 @@ def check_type(where: str, value: Any, annotation: Any) -> None:
 
 def check_field_types(obj_cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
     """:func:`check_type` for every key of ``values`` that is a field of the dataclass ``obj_cls``."""
-    import dataclasses
-
     hints = typing.get_type_hints(obj_cls)
     for f in dataclasses.fields(obj_cls):
         if f.name in values and f.name in hints:
@@ -285,8 +285,6 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` through :func:`atomic_write_bytes` (checkpoints are never half-written)."""
-    import io
-
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -315,7 +313,7 @@ class FolderLock:
 
     def acquire(self, what: str = "run folder") -> "FolderLock":
         """Take the lock, or raise :class:`RunInUseError` naming the PID that holds it."""
-        import fcntl
+        import fcntl  # POSIX only: importing it at the top would break `import atkit` on Windows
 
         if self._fd is not None:
             return self

@@ -9,7 +9,7 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from atkit.utils import ConfigError
+from atkit.utils import ConfigError, check_choice
 
 Normalization = Optional[Tuple[Sequence[float], Sequence[float]]]
 
@@ -128,7 +128,6 @@ class AtkitModel(nn.Module):
         ``nn.Linear`` initialisation (``init="random"``) or a copy of their real class's row
         (``init="copy"``, so dummy and real logits start equal). Returns ``self``.
         """
-        from atkit.utils import check_choice
 
         check_choice("dummy head init", init, ("random", "copy"))
         if self.dummy_classes:
