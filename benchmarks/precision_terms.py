@@ -29,8 +29,18 @@ from atkit.data import load_dataset  # noqa: E402
 from atkit.fast import AutocastModel, exact_fp32  # noqa: E402
 from atkit.methods.rpat import rpat_term  # noqa: E402
 from atkit.models import build_model  # noqa: E402
-from atkit.train import load_model, to_float_images  # noqa: E402
+from atkit.checkpoints import file_sha256  # noqa: E402
+from atkit.train import load_model, resolve_checkpoint, to_float_images  # noqa: E402
 from atkit.utils import atomic_write_json  # noqa: E402
+
+
+def weights_record(checkpoint: Optional[str], seed: int) -> dict[str, Any]:
+    """What the terms were measured on: a fresh model's seed, or the checkpoint's run name, file and SHA-256
+    (the run name rather than the machine's path, so the record is portable)."""
+    if not checkpoint:
+        return {"fresh": True, "seed": seed}
+    path = resolve_checkpoint(checkpoint)
+    return {"run": path.parent.parent.name, "file": path.name, "sha256": file_sha256(path)}
 
 
 def terms(model: torch.nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -72,7 +82,7 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     result = {"benchmark": "precision-terms", "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "command": " ".join(["python", "benchmarks/precision_terms.py", *(argv or sys.argv[1:])]),
               "machine": machine_info(torch.device("cpu")), "device": "cpu", "model": args.model,
-              "weights": args.checkpoint or f"fresh (seed {args.seed})", "dataset": ds.name, "n": len(y),
+              "weights": weights_record(args.checkpoint, args.seed), "dataset": ds.name, "n": len(y),
               "fp32": fp32, "bf16": bf16, "relative_error": rel}
     print(json.dumps({"weights": result["weights"], "relative_error": rel}))
     if args.out:
