@@ -194,7 +194,10 @@ def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
             mine = [r for r in rows if r["method"] == method and r["which"] == which]
             if not mine:
                 continue
-            entry = {"method": method, "which": which, "seeds": sorted(r["seed"] for r in mine)}
+            mine.sort(key=lambda r: r["seed"])
+            entry = {"method": method, "which": which, "seeds": [r["seed"] for r in mine]}
+            if which == "best":  # the epoch the trainer's per-epoch PGD-10 check chose, per seed
+                entry["best_epoch"] = {str(r["seed"]): r["best_epoch"] for r in mine}
             for a in ATTACKS:
                 values = [r[a]["acc"] for r in mine if a in r]
                 s = seed_summary(values)
@@ -292,7 +295,11 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
                     cells.append(_ci(next(iter(s["per_seed"].values()))))
                 else:
                     cells.append(f"{s['mean']:.2f} ± {s['sd']:.2f}")
-            lines.append(f"| {e['method']} | {e['which']} | {','.join(map(str, e['seeds']))} | " + " | ".join(cells) + " |")
+            which = e["which"]
+            if e.get("best_epoch"):
+                epochs = [str(v) for v in e["best_epoch"].values()]
+                which += f" (epoch{'s' if len(epochs) > 1 else ''} {', '.join(epochs)})"
+            lines.append(f"| {e['method']} | {which} | {','.join(map(str, e['seeds']))} | " + " | ".join(cells) + " |")
         lines += ["", f"Paired test ({rp['test']}); paper difference from RPAT, Table 1 (ResNet-18, best checkpoint; "
                   "the paper's AA is compared with APGD-CE+DLR here).", "",
                   "| comparison | checkpoint | seed | attack | difference [95 % CI] | p | paper difference | verdict |",
