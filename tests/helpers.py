@@ -115,3 +115,71 @@ def write_notebook(path: Path, *cells: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, path)
     return path
+
+
+# ------------------------------------------------------------ reference formulas, written with plain torch ops
+# One copy for every method test: the losses are recomputed from these, never from atkit's own helpers.
+def ref_log_softmax(z: torch.Tensor) -> torch.Tensor:
+    return z - torch.log(torch.exp(z).sum(dim=1, keepdim=True))
+
+
+def ref_softmax(z: torch.Tensor) -> torch.Tensor:
+    e = torch.exp(z - z.max(dim=1, keepdim=True).values)
+    return e / e.sum(dim=1, keepdim=True)
+
+
+def ref_kl_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``KL(p || q)`` per row of two probability tables."""
+    return (p * (torch.log(p) - torch.log(q))).sum(dim=1)
+
+
+def ref_js_rows(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Jensen-Shannon per row with the mixture floored at 1e-8 (Consistency-AT)."""
+    m = ((p + q) / 2).clamp(min=1e-8)
+    return 0.5 * (ref_kl_rows(p, m) + ref_kl_rows(q, m))
+
+
+def ref_ce(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy per row."""
+    return -ref_log_softmax(z)[torch.arange(len(y)), y]
+
+
+def ref_mart_margin(z_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MART's margin per row: ``-log(1.0001 - max_{k != y} p_k(x'))``."""
+    p_adv = ref_softmax(z_adv)
+    others = p_adv.clone()
+    others[torch.arange(len(y)), y] = 0.0
+    return -torch.log(1.0001 - others.max(dim=1).values)
+
+
+def ref_mart_weighted_kl(z: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``mean_i KL(p(x_i) || p(x'_i)) (1 - p_y(x_i))``."""
+    p, p_adv = ref_softmax(z), ref_softmax(z_adv)
+    return (ref_kl_rows(p, p_adv) * (1 - p[torch.arange(len(y)), y])).mean()
+
+
+def ref_regularizer(base: str, z: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor, **params: float) -> torch.Tensor:
+    """The regulariser of base method ``base`` beside its classification term (0 for PGD-AT): TRADES
+    ``lam KL(p(x) || p(x'))``, MART margin ``+ lam`` weighted KL, Consistency-AT ``lam JS`` of the two halves."""
+    if base == "pgd_at":
+        return torch.zeros((), dtype=z_adv.dtype)
+    if base == "trades":
+        return params.get("lam", 6.0) * ref_kl_rows(ref_softmax(z), ref_softmax(z_adv)).mean()
+    if base == "mart":
+        return ref_mart_margin(z_adv, y).mean() + params.get("lam", 6.0) * ref_mart_weighted_kl(z, z_adv, y)
+    if base == "consistency_at":
+        b, t = z_adv.shape[0] // 2, params.get("temperature", 0.5)
+        return params.get("lam", 1.0) * ref_js_rows(ref_softmax(z_adv[:b] / t), ref_softmax(z_adv[b:] / t)).mean()
+    raise KeyError(base)
+
+
+def no_grad_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's logits without gradients, in float64 for the reference formulas."""
+    with torch.no_grad():
+        return model(x).double()
+
+
+def fixed_attack(method: Any, x_adv: torch.Tensor) -> Any:
+    """Replace a method's attack by a fixed perturbation, so the loss can be checked on known inputs."""
+    method.attack = lambda model, x, y, **kw: x_adv
+    return method

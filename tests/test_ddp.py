@@ -56,7 +56,6 @@ WORKER = textwrap.dedent('''
 
 
     models.MODELS["tiny_nobn"] = TinyNoBN
-    models._EXTRA_KW["tiny_nobn"] = ()
 
     from atkit.methods import LossOutput, Method, register
 

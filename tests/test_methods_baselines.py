@@ -6,30 +6,9 @@ import torch
 
 from atkit.methods import METHODS, StepContext, ThreatModel, get_method
 from atkit.utils import ConfigError
-from helpers import TinyNet, tiny_batch
-
-
-def _fixed_attack(method, x_adv):
-    """Replace a method's attack by a fixed perturbation, so the loss can be checked on known inputs."""
-    method.attack = lambda model, x, y, **kw: x_adv
-    return method
-
-
-def _log_softmax(z):
-    return z - torch.log(torch.exp(z).sum(dim=1, keepdim=True))
-
-
-def _softmax(z):
-    e = torch.exp(z - z.max(dim=1, keepdim=True).values)
-    return e / e.sum(dim=1, keepdim=True)
-
-
-def _kl_rows(p, q):
-    return (p * (torch.log(p) - torch.log(q))).sum(dim=1)
-
-
-def _ce(z, y):
-    return -_log_softmax(z)[torch.arange(len(y)), y]
+from helpers import (
+    fixed_attack as _fixed_attack, no_grad_logits as _logits, ref_ce as _ce, ref_kl_rows as _kl_rows,
+    ref_log_softmax as _log_softmax, ref_softmax as _softmax, tiny_batch, TinyNet)
 
 
 @pytest.fixture
@@ -39,11 +18,6 @@ def setup():
     batch = tiny_batch(b=8)
     x_adv = (batch.x + 0.03 * torch.randn_like(batch.x)).clamp(0, 1)
     return model, batch, x_adv
-
-
-def _logits(model, x):
-    with torch.no_grad():
-        return model(x).double()
 
 
 def test_pgd_at_is_ce_on_adversarial(setup):

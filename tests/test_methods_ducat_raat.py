@@ -11,7 +11,9 @@ from atkit.models.base import AtkitModel
 from atkit.methods.ducat import expand_head_state, random_targets, soft_label, targeted_eval
 from atkit.methods.raat import boundary_mask, reduced_adversarial
 from atkit.utils import ConfigError
-from helpers import TinyNet, tiny_batch
+from helpers import (
+    fixed_attack as _fixed_attack, no_grad_logits as _logits, ref_ce as _ce, ref_js_rows as _js_rows,
+    ref_kl_rows as _kl_rows, ref_log_softmax as _log_softmax, ref_softmax as _softmax, tiny_batch, TinyNet)
 
 C = 5
 
@@ -30,38 +32,6 @@ class TinyDummyNet(nn.Module):
 
 
 # ------------------------------------------------------------------ independent formula pieces
-def _log_softmax(z):
-    return z - torch.log(torch.exp(z).sum(dim=1, keepdim=True))
-
-
-def _softmax(z):
-    e = torch.exp(z - z.max(dim=1, keepdim=True).values)
-    return e / e.sum(dim=1, keepdim=True)
-
-
-def _kl_rows(p, q):
-    return (p * (torch.log(p) - torch.log(q))).sum(dim=1)
-
-
-def _js_rows(p, q):
-    m = ((p + q) / 2).clamp(min=1e-8)
-    return 0.5 * (_kl_rows(p, m) + _kl_rows(q, m))
-
-
-def _ce(z, y):
-    return -_log_softmax(z)[torch.arange(len(y)), y]
-
-
-def _logits(model, x):
-    with torch.no_grad():
-        return model(x).double()
-
-
-def _fixed_attack(method, x_adv):
-    method.attack = lambda model, x, y, **kw: x_adv
-    return method
-
-
 def _ctx(epoch=200, epochs=130):
     return StepContext(epoch=epoch, epochs=epochs)
 

@@ -13,7 +13,8 @@ from atkit.methods import METHODS, StepContext, get_method
 from atkit.methods.divergences import entropy_per_sample, neg_sum_of_squares_per_sample, squared_error_per_sample
 from atkit.methods.fait import bregman_trades_objective, robustness_losses
 from atkit.utils import ConfigError
-from helpers import TinyNet, tiny_batch
+from helpers import (
+    no_grad_logits as _logits, ref_ce as _ce, ref_kl_rows as _kl_rows, ref_softmax as _softmax, tiny_batch, TinyNet)
 
 REPO = Path(__file__).resolve().parents[1]
 THREAT = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 4}
@@ -29,20 +30,9 @@ PAPER = {
 }
 
 
-# -- the formulas, written out again with plain torch ops --------------------------------------------
-def _softmax(z):
-    e = torch.exp(z - z.max(dim=1, keepdim=True).values)
-    return e / e.sum(dim=1, keepdim=True)
-
-
-def _ce(z, y):
-    log_p = z - torch.log(torch.exp(z).sum(dim=1, keepdim=True))
-    return -log_p[torch.arange(len(y)), y]
-
-
+# -- the formulas, written out again with plain torch ops (softmax, CE, KL rows: tests/helpers.py) ----------
 def _kl(zp, zq):
-    p, q = _softmax(zp), _softmax(zq)
-    return (p * (torch.log(p) - torch.log(q))).sum(dim=1)
+    return _kl_rows(_softmax(zp), _softmax(zq))
 
 
 def _se(zp, zq):
@@ -69,11 +59,6 @@ def _expected(kind, lam, z, z_adv, y, z_star=None, betas=None):
     if betas is not None:
         value = value - betas[0] * ENT[kind](z).mean() - betas[1] * ENT[kind](z_adv).mean()
     return value
-
-
-def _logits(model, x):
-    with torch.no_grad():
-        return model(x).double()
 
 
 # -- helpers -------------------------------------------------------------------------------------------

@@ -15,23 +15,13 @@ from atkit.methods.rpat import rpat_term, sample_alpha
 from atkit.models import AtkitModel
 from atkit.train import Trainer, load_model
 from atkit.utils import ConfigError
-from helpers import TinyNet, tiny_batch
+from helpers import fixed_attack as _fixed_attack, ref_kl_rows as _kl_rows, ref_softmax as _softmax, tiny_batch, TinyNet
 
 REPO = Path(__file__).resolve().parent.parent
 BASES = ("pgd_at", "trades", "mart", "consistency_at")
 
 
 # -- independent formulas (double precision, plain torch ops) -------------------------------------
-def _softmax(z):
-    e = torch.exp(z - z.max(dim=1, keepdim=True).values)
-    return e / e.sum(dim=1, keepdim=True)
-
-
-def _kl_rows(p, q):
-    """sum_k p_k log(p_k / q_k) per row."""
-    return (p * (torch.log(p) - torch.log(q))).sum(dim=1)
-
-
 def _mse(a, b):
     return ((a - b) ** 2).sum() / a.numel()
 
@@ -48,11 +38,6 @@ def _hand_distance(pred, target, kind):
         return (0.5 * _kl_rows(p, m) + 0.5 * _kl_rows(q, m)).mean()
     cos = (pred * target).sum(1) / (pred.norm(dim=1) * target.norm(dim=1))
     return (1 - cos).mean()
-
-
-def _fixed_attack(method, x_adv):
-    method.attack = lambda model, x, y, **kw: x_adv
-    return method
 
 
 def _train_logits(model, x):

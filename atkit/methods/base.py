@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -115,6 +115,41 @@ class LossOutput:
     extras: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Term:
+    """One scalar of a loss: it adds ``weight * value`` (``value`` itself when ``weight`` is None); ``name``
+    labels ``value`` in the curves."""
+
+    name: str
+    value: Tensor
+    weight: Optional[float] = None
+
+
+def weighted_sum(terms: Sequence[Term]) -> Tensor:
+    """``sum_k weight_k * value_k`` in the order given (at least one term).
+
+    ``a + weighted_sum([Term("t", t, lam)])`` is the same float computation, value and gradient, as the
+    hand-written ``a + lam * t`` (a weight of 1.0 is multiplied too, as the hand-written form does).
+    """
+    if not terms:
+        raise ValueError("weighted_sum needs at least one term")
+    total: Optional[Tensor] = None
+    for term in terms:
+        value = term.value if term.weight is None else term.weight * term.value
+        total = value if total is None else total + value
+    return total
+
+
+def describe_params(params_cls: type) -> dict[str, dict[str, Any]]:
+    """``{name: {"default": ..., "help": ...}}`` of a hyperparameter dataclass, for listings."""
+    out = {}
+    for f in dataclasses.fields(params_cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        out[f.name] = {"default": default, "help": f.metadata.get("help", "")}
+    return out
+
+
 def build_params(params_cls: type, values: dict[str, Any], method: str) -> Any:
     """Instantiate ``params_cls`` from a dict, rejecting unknown keys and values outside ``choices``."""
     if not isinstance(values, Mapping):
@@ -151,6 +186,15 @@ class Method:
     needs_dummy_classes: ClassVar[bool] = False
     default_bn_mode: ClassVar[str] = "eval"
     default_random_start: ClassVar[str] = "uniform"
+    #: The objective its training attack maximises (``pgd(loss=...)``); a composer that rebuilds the loss
+    #: around the method (DUCAT) attacks with it.
+    attack_loss: ClassVar[str] = "ce"
+    #: Whether :meth:`regularizer` reads ``logits_clean``; a composer then runs the clean forward (before the
+    #: adversarial one, as the methods' own losses do).
+    regularizer_uses_clean: ClassVar[bool] = False
+    #: Whether :meth:`loss` fills ``LossOutput.x_adv`` (False for standard training): add-on terms on the
+    #: perturbation (RPAT) need it.
+    has_adversarial_example: ClassVar[bool] = True
 
     def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:
         self.threat = threat if threat is not None else ThreatModel()
@@ -177,6 +221,23 @@ class Method:
     def loss(self, model: nn.Module, batch: Any, ctx: StepContext) -> LossOutput:
         raise NotImplementedError
 
+    # -- the contract for composing methods -----------------------------------------------------
+    def regularizer(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, logits_clean: Optional[Tensor],
+                    logits_adv: Tensor) -> Optional[list[Term]]:
+        """The method's loss beside its classification term, for composers that replace that term (DUCAT).
+
+        Optional. A method whose loss is ``classification + R`` defines it once and returns ``R`` as weighted
+        terms (TRADES: ``[Term("kl", KL(p(x) || p(x')), lam)]``), or ``None`` when ``R = 0`` (PGD-AT). It takes
+        the model, the clean inputs ``x`` (the stacked 2B batch of a two-view method), their adversarial
+        examples ``x_adv``, the labels ``y`` (one per row of ``x``), the clean logits ``z(x)`` (with gradients
+        when :attr:`regularizer_uses_clean`, else ``None``) and ``z(x')`` (with gradients); the composer adds
+        ``weighted_sum(terms)`` to its loss and logs each term's value under its name. A method that does not
+        define it (its loss has no such split: FAIT, ReBAT, ...) cannot be a DUCAT base: see
+        :func:`defines_regularizer`.
+        """
+        raise NotImplementedError(f"{self.name or type(self).__name__} does not split its loss into a "
+                                  "classification term and Method.regularizer()")
+
     # -- optional hooks for stateful methods (weight averages, epoch windows) --------------------
     def setup(self, trainer: Any) -> None:
         """Called once by the trainer before the first step (after a resume, too)."""
@@ -201,17 +262,17 @@ class Method:
     @classmethod
     def describe(cls) -> dict[str, Any]:
         """Name, source and hyperparameters (with defaults and help) for listings."""
-        hparams = {}
-        for f in dataclasses.fields(cls.Params):
-            default = f.default if f.default is not dataclasses.MISSING else (
-                f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-            hparams[f.name] = {"default": default, "help": f.metadata.get("help", "")}
         return {"name": cls.name, "paper": cls.paper, "two_views": cls.needs_two_views,
                 "attack_bn_mode": cls.default_bn_mode, "random_start": cls.default_random_start,
-                "hyperparameters": hparams}
+                "hyperparameters": describe_params(cls.Params)}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(threat={self.threat}, params={self.params})"
+
+
+def defines_regularizer(method_cls: type) -> bool:
+    """Whether ``method_cls`` defines :meth:`Method.regularizer` (even one returning ``None``)."""
+    return getattr(method_cls, "regularizer", None) is not getattr(Method, "regularizer")
 
 
 def clean_logits_for_metrics(model: nn.Module, x: Tensor, ctx: StepContext) -> Optional[Tensor]:

@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
 from ..utils import ConfigError
-from .base import LossOutput, Method, Params, StepContext, clean_logits_for_metrics
+from .base import LossOutput, Method, Params, StepContext, Term, clean_logits_for_metrics, weighted_sum
 from .divergences import js_with_temperature
 from .registry import register
 
@@ -33,6 +35,13 @@ class ConsistencyAT(Method):
     Params = ConsistencyParams
     needs_two_views = True
 
+    def regularizer(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, logits_clean: Optional[Tensor],
+                    logits_adv: Tensor) -> list[Term]:
+        """``lam * JS(p_T(x1'), p_T(x2'))`` on the two halves of the stacked 2B batch."""
+        b = x.shape[0] // 2
+        return [Term("js", js_with_temperature(logits_adv[:b], logits_adv[b:], self.params.temperature),
+                     self.params.lam)]
+
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         if batch.x2 is None:
             raise ConfigError("consistency_at needs two augmented views: build the loader with two_views=True")
@@ -42,8 +51,7 @@ class ConsistencyAT(Method):
         logits_clean = clean_logits_for_metrics(model, x, ctx)
         logits_adv = model(x_adv)
         ce = F.cross_entropy(logits_adv, y)
-        b = batch.x.shape[0]
-        js = js_with_temperature(logits_adv[:b], logits_adv[b:], self.params.temperature)
-        loss = ce + self.params.lam * js
-        return LossOutput(loss, {"ce_adv": ce.detach(), "js": js.detach()}, y,
+        terms = self.regularizer(model, x, x_adv, y, logits_clean, logits_adv)
+        loss = ce + weighted_sum(terms)
+        return LossOutput(loss, {"ce_adv": ce.detach(), **{t.name: t.value.detach() for t in terms}}, y,
                           logits_clean=logits_clean, logits_adv=logits_adv, x=x, x_adv=x_adv)

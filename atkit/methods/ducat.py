@@ -4,14 +4,16 @@ DUCAT ("New paradigm of adversarial training ... via dummy classes"), docs/metho
 The model has a 2C-output head; output ``k + C`` is the dummy of class ``k`` and the prediction is
 the argmax over the 2C outputs mapped ``k >= C -> k - C`` (:func:`atkit.models.predict_labels`).
 
-Composite names ``"<base>+ducat"`` (``pgd_at``, ``trades``, ``mart``, ``consistency_at``) are built
-through ``registry.COMPOSERS["ducat"]``; the hyperparameters of the base method and of DUCAT go in
-one dict and are split by name.
+Composite names ``"<base>+ducat"`` are built by the add-on registered as ``"ducat"``
+(:func:`atkit.methods.register_addon`) for any base that defines :meth:`Method.regularizer` (``pgd_at``,
+``trades``, ``mart``, ``consistency_at``, and any new method that splits its loss the same way); the
+hyperparameters of the base method and of DUCAT go in one dict and are split by name.
 
 How the loss is assembled (our reading of DUCAT, Eq. 9-10 and Algorithm 1, checked against the
 released code of the paper, which keeps each base method's regulariser):
 
-* Every base loss is split into a *classification term* and a *regulariser*:
+* Every base loss is split into a *classification term* and a *regulariser* (the base's
+  :meth:`Method.regularizer`, defined once in the base's own file):
   PGD-AT: ``CE(z(x'), y)`` | none.
   TRADES: ``CE(z(x), y)`` | ``lam * KL(p(x) || p(x'))``.
   MART: the ``CE(z(x'), y)`` part of its BCE | the BCE margin ``-log(1.0001 - max_{k != y} p_k(x'))``
@@ -68,10 +70,11 @@ from torch import Tensor
 from ..attacks import eval_logits, pgd
 from ..models import merge_dummy_logits, predict_labels
 from ..utils import ConfigError, check_choice
-from .base import LossOutput, Method, StepContext, ThreatModel, build_params
-from .divergences import js_with_temperature, kl_per_sample
-from .registry import COMPOSERS, METHODS
+from .base import LossOutput, Method, StepContext, ThreatModel, build_params, defines_regularizer, weighted_sum
+from .mart import mart_margin
+from .registry import METHODS, register_addon
 
+#: The base methods of the paper (DUCAT, Tables 1-3); any base that defines Method.regularizer composes.
 SUPPORTED_BASES = ("pgd_at", "trades", "mart", "consistency_at")
 TARGET_KINDS = ("original", "dummy")
 
@@ -102,13 +105,6 @@ def ducat_classification_loss(logits_clean: Tensor, logits_adv: Tensor, y: Tenso
     clean = soft_cross_entropy(logits_clean, soft_label(y, beta1, num_classes)).mean()
     adv = soft_cross_entropy(logits_adv, soft_label(y, 1.0 - beta2, num_classes)).mean()
     return alpha * clean + (1.0 - alpha) * adv
-
-
-def mart_margin(logits_adv: Tensor, y: Tensor) -> Tensor:
-    """The margin part of MART's BCE, per sample: ``-log(1.0001 - max_{k != y} p_k(x'))`` (Wang et al. 2020)."""
-    probs = F.softmax(logits_adv.float(), dim=1)
-    others = probs.masked_fill(F.one_hot(y, probs.shape[1]).bool(), float("-inf"))
-    return -torch.log(1.0001 - others.amax(dim=1) + 1e-12)
 
 
 # ------------------------------------------------------------------------------------ head growth
@@ -182,8 +178,9 @@ class DUCAT(Method):
     needs_dummy_classes = True
 
     def __init__(self, base: str, threat: ThreatModel | None = None, **hparams: Any) -> None:
-        if base not in SUPPORTED_BASES:
-            raise ConfigError(f"DUCAT plugs into {', '.join(SUPPORTED_BASES)}; got base method {base!r}.")
+        refusal = ducat_refusal(METHODS.get(base))
+        if refusal is not None:
+            raise ConfigError(f"{base}+ducat: {refusal}.")
         self.threat = threat if threat is not None else ThreatModel()
         own = {f.name for f in dataclasses.fields(DUCATParams)}
         ducat_hp = {k: v for k, v in hparams.items() if k in own}
@@ -205,7 +202,7 @@ class DUCAT(Method):
 
     def attack(self, model: nn.Module, x: Tensor, y: Tensor, **overrides: Any) -> Tensor:
         """The base method's training attack (its objective, start and BN mode) on the 2C model."""
-        kwargs: dict[str, Any] = {"loss": "kl" if self.base_name == "trades" else "ce"}
+        kwargs: dict[str, Any] = {"loss": self.base.attack_loss}
         if self.params.attack_logits == "merged":
             num_classes = _real_classes(model)
             kwargs["forward"] = lambda inputs: merge_dummy_logits(model(inputs), num_classes)
@@ -238,7 +235,7 @@ class DUCAT(Method):
             x, y = torch.cat([batch.x, batch.x2]), torch.cat([batch.y, batch.y])
         x_adv = self.attack(model, x, y)
         num_classes = _real_classes(model)
-        reg = self.params.base_regularizer and self.base_name != "pgd_at"
+        reg = self.params.base_regularizer
         parts: dict[str, Tensor] = {}
         if window:
             logits = model(torch.cat([x, x_adv]))
@@ -248,36 +245,21 @@ class DUCAT(Method):
                                             alpha=self.params.alpha, beta1=beta1, beta2=beta2)
             parts["ducat_ce"] = cls.detach()
         else:
-            needs_clean = reg and self.base_name in ("trades", "mart")
+            needs_clean = reg and self.base.regularizer_uses_clean
             logits_clean = model(x) if needs_clean else None
             logits_adv = model(x_adv)
             cls = F.cross_entropy(logits_adv, y)
             parts["ce_adv"] = cls.detach()
         loss = cls
-        if reg:
-            loss = loss + self._regularizer(logits_clean, logits_adv, y, batch.x.shape[0], parts)
+        terms = self.base.regularizer(model, x, x_adv, y, logits_clean, logits_adv) if reg else None
+        if terms:
+            parts.update({t.name: t.value.detach() for t in terms})
+            loss = loss + weighted_sum(terms)
         parts["ducat_window"] = torch.full((), float(window), device=loss.device)
         if logits_clean is None:
             logits_clean = eval_logits(model, x) if ctx.track_clean else None
         return LossOutput(loss, parts, y, logits_clean=None if logits_clean is None else logits_clean.detach(),
                           logits_adv=logits_adv.detach(), x=x, x_adv=x_adv)
-
-    def _regularizer(self, logits_clean: Optional[Tensor], logits_adv: Tensor, y: Tensor, b: int,
-                     parts: dict[str, Tensor]) -> Tensor:
-        lam = self.base.params.lam
-        if self.base_name == "trades":
-            kl = kl_per_sample(logits_clean, logits_adv).mean()
-            parts["kl"] = kl.detach()
-            return lam * kl
-        if self.base_name == "mart":
-            margin = mart_margin(logits_adv, y).mean()
-            p_true = F.softmax(logits_clean, dim=1).gather(1, y[:, None]).squeeze(1)
-            weighted_kl = (kl_per_sample(logits_clean, logits_adv) * (1.0 - p_true)).mean()
-            parts["margin"], parts["weighted_kl"] = margin.detach(), weighted_kl.detach()
-            return margin + lam * weighted_kl
-        js = js_with_temperature(logits_adv[:b], logits_adv[b:], self.base.params.temperature)
-        parts["js"] = js.detach()
-        return lam * js
 
     # -- fine-tuning from a C-class checkpoint (Algorithm 1, resuming epoch T_r) ------------------------
     def adapt_init_checkpoint(self, state: dict[str, Any], model: nn.Module) -> dict[str, Any]:
@@ -328,21 +310,20 @@ def _real_classes(model: nn.Module) -> int:
     return int(num_classes)
 
 
+def ducat_refusal(base_cls: type[Method]) -> Optional[str]:
+    """Why DUCAT cannot plug into ``base_cls`` (None: it can): the base must split its loss into a
+    classification term and :meth:`Method.regularizer`."""
+    if not defines_regularizer(base_cls):
+        return f"{base_cls.name} does not define Method.regularizer() (its loss is no classification term plus a regulariser)"
+    return None
+
+
+@register_addon("ducat", Params=DUCATParams, accepts=ducat_refusal,
+                paper="DUCAT (Wang et al., arXiv:2410.12671), Algorithm 1; add-on to any method that defines "
+                      "Method.regularizer (pgd_at, trades, mart, consistency_at), e.g. trades+ducat; 2C-output head")
 def make_ducat(base: str, threat: ThreatModel | None = None, **hparams: Any) -> DUCAT:
-    """Composer for ``"<base>+ducat"`` names (``registry.COMPOSERS["ducat"]``)."""
+    """Composer for ``"<base>+ducat"`` names (the add-on ``ADDONS["ducat"]``)."""
     return DUCAT(base, threat, **hparams)
-
-
-def _describe_ducat() -> dict[str, Any]:
-    hparams = {f.name: {"default": f.default, "help": f.metadata.get("help", "")}
-               for f in dataclasses.fields(DUCATParams)}
-    return {"name": "<base>+ducat", "paper": "DUCAT (Wang et al., arXiv:2410.12671), Algorithm 1; add-on to pgd_at, trades, mart, "
-                                             "consistency_at, e.g. trades+ducat; 2C-output head",
-            "add_on": True, "hyperparameters": hparams}
-
-
-make_ducat.describe = _describe_ducat  # type: ignore[attr-defined]
-COMPOSERS["ducat"] = make_ducat
 
 
 # ------------------------------------------------------------------------------ targeted attacks

@@ -1,10 +1,13 @@
 """PGD adversarial training (Madry et al. 2018)."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
-from .base import LossOutput, Method, StepContext, clean_logits_for_metrics
+from .base import LossOutput, Method, StepContext, Term, clean_logits_for_metrics
 from .registry import register
 
 
@@ -14,6 +17,11 @@ class PGDAT(Method):
 
     name = "pgd_at"
     paper = "Madry et al., ICLR 2018; docs/methods.md, baselines"
+
+    def regularizer(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, logits_clean: Optional[Tensor],
+                    logits_adv: Tensor) -> Optional[list[Term]]:
+        """None: the loss is the classification term ``CE(z(x'), y)`` alone."""
+        return None
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         x_adv = self.attack(model, batch.x, batch.y, loss="ce")

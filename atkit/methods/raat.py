@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..attacks import frozen_eval
+from ..models import predict_labels
 from ..utils import ConfigError
 from .base import LossOutput, Method, Params, StepContext, ThreatModel
 from .divergences import js_with_temperature, kl_per_sample
@@ -77,8 +78,6 @@ def boundary_mask(clean_logits: Tensor, adv_logits: Tensor, reduced_logits: Tens
     def pred(logits: Tensor) -> Tensor:
         if num_classes is None:
             return logits.argmax(dim=1)
-        from ..models import predict_labels
-
         return predict_labels(logits, num_classes)
 
     return (pred(clean_logits) == y) & (pred(adv_logits) != y) & (pred(reduced_logits) != y)

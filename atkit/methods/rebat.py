@@ -35,6 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..schedules import get_schedule
 from ..utils import ConfigError
 from .base import LossOutput, Method, Params, StepContext, ThreatModel, clean_logits_for_metrics
 from .registry import register
@@ -126,8 +127,6 @@ class ReBAT(Method):
         config = trainer.config
         reference = self.params.reference_epochs
         if reference is None:
-            from ..schedules import get_schedule
-
             sched = get_schedule(config.schedule, **config.schedule_params)
             reference = sched.epochs if sched.name != "constant" else config.resolved_epochs()
         self._epoch_scale = config.resolved_epochs() / reference

@@ -29,9 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..utils import ConfigError, check_choice, unknown_name_error
-from .base import LossOutput, Method, StepContext, ThreatModel
-from .registry import COMPOSERS, METHODS
+from ..utils import ConfigError, check_choice
+from .base import LossOutput, Method, StepContext, Term, ThreatModel, weighted_sum
+from .registry import METHODS, register_addon
 
 DISTANCES = ("mse", "kl", "js", "cosine")
 PROXIES = ("logits", "penultimate", "third_to_last")
@@ -199,7 +199,11 @@ class RPATAddonParams:
 
 
 class RPATAddon(Method):
-    """Mixin placed before the base class: ``loss = base loss + rp_lambda * L_RP`` (see module docstring)."""
+    """Mixin placed before the base class: ``loss = base loss + rp_lambda * L_RP`` (see module docstring).
+
+    The RP term is a :class:`Term` computed from what :meth:`Method.regularizer` receives (model, ``x``,
+    ``x'``, the base's logits) and added with :func:`weighted_sum`, as DUCAT adds a base's regularizer.
+    """
 
     def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:
         super().__init__(threat, **hparams)
@@ -210,19 +214,25 @@ class RPATAddon(Method):
         if out.x is None or out.x_adv is None:
             raise ConfigError(f"{self.name}: the base method does not expose x and x_adv in its LossOutput, "
                               "so the RP term cannot be added to it")
-        term = self.rp_term(model, out)
-        out.loss = out.loss + self.params.rp_lambda * term
-        out.parts = {**out.parts, "rp": term.detach()}
+        terms = self.rp_terms(model, out.x, out.x_adv, out.logits_clean, out.logits_adv)
+        out.loss = out.loss + weighted_sum(terms)
+        out.parts = {**out.parts, **{t.name: t.value.detach() for t in terms}}
         return out
 
-    def rp_term(self, model: nn.Module, out: LossOutput) -> Tensor:
+    def rp_terms(self, model: nn.Module, x: Tensor, x_adv: Tensor, logits_clean: Optional[Tensor],
+                 logits_adv: Optional[Tensor]) -> list[Term]:
+        """``[Term("rp", L_RP, rp_lambda)]``, reusing the logits where they carry gradients."""
+        return [Term("rp", self.rp_term(model, x, x_adv, logits_clean, logits_adv), self.params.rp_lambda)]
+
+    def rp_term(self, model: nn.Module, x: Tensor, x_adv: Tensor, logits_clean: Optional[Tensor],
+                   logits_adv: Optional[Tensor]) -> Tensor:
         p = self.params
-        x, x_adv = out.x.detach(), out.x_adv.detach()
+        x, x_adv = x.detach(), x_adv.detach()
         alpha = sample_alpha(p.rp_alpha, x.shape[0], concentration=p.rp_beta_concentration, device=x.device,
                              dtype=x.dtype)
         x_mid = x + alpha.view(-1, *([1] * (x.dim() - 1))) * (x_adv - x)
         z_clean, z_mid, z_adv = perceptions(model, x, x_mid, x_adv, proxy=p.rp_proxy, forward=p.rp_forward,
-                                            logits_clean=out.logits_clean, logits_adv=out.logits_adv)
+                                            logits_clean=logits_clean, logits_adv=logits_adv)
         return rpat_term(z_clean, z_mid, z_adv, alpha, p.rp_distance, p.rp_scale)
 
 
@@ -232,13 +242,10 @@ def rpat_class(base_name: str) -> type[Method]:
 
     It inherits everything else from the base (attack, start, BatchNorm mode, two views, hooks, state).
     """
-    if base_name not in METHODS:
-        raise unknown_name_error("method", base_name, METHODS)
-    base = METHODS[base_name]
-    clash = {f.name for f in dataclasses.fields(base.Params)} & {f.name for f in dataclasses.fields(RPATAddonParams)}
-    if clash:
-        raise ConfigError(f"'+rpat' cannot be added to {base_name!r}: it already has an RP term "
-                          f"(hyperparameters {', '.join(sorted(clash))})")
+    base = METHODS.get(base_name)
+    refusal = rpat_refusal(base)
+    if refusal is not None:
+        raise ConfigError(f"'+rpat' cannot be added to {base_name!r}: {refusal}")
     params_cls = dataclasses.make_dataclass(f"{base.Params.__name__}PlusRP", [],
                                             bases=(base.Params, RPATAddonParams))
     name = f"{base_name}+rpat"
@@ -251,18 +258,20 @@ def rpat_class(base_name: str) -> type[Method]:
     })
 
 
+def rpat_refusal(base: type[Method]) -> Optional[str]:
+    """Why the RP term cannot be added to ``base`` (None: it can): it needs the base's adversarial example and
+    must not be there already."""
+    if not base.has_adversarial_example:
+        return f"{base.name} has no adversarial example for the RP term to interpolate"
+    clash = {f.name for f in dataclasses.fields(base.Params)} & {f.name for f in dataclasses.fields(RPATAddonParams)}
+    if clash:
+        return f"it already has an RP term (hyperparameters {', '.join(sorted(clash))})"
+    return None
+
+
+@register_addon("rpat", Params=RPATAddonParams, accepts=rpat_refusal,
+                paper="Wang & Liu, ICCV 2025 (RPAT, Eq. 3); add-on to any adversarial method, e.g. pgd_at+rpat, "
+                      "trades+rpat, mart+rpat, consistency_at+rpat")
 def compose_rpat(base_name: str, threat: ThreatModel, **hparams: Any) -> Method:
-    """``COMPOSERS["rpat"]``: build ``<base_name>+rpat`` with base and ``rp_*`` hyperparameters."""
+    """The add-on ``ADDONS["rpat"]``: build ``<base_name>+rpat`` with base and ``rp_*`` hyperparameters."""
     return rpat_class(base_name)(threat, **hparams)
-
-
-def _describe_rpat() -> dict[str, Any]:
-    hparams = {f.name: {"default": f.default, "help": f.metadata.get("help", "")}
-               for f in dataclasses.fields(RPATAddonParams)}
-    return {"name": "<base>+rpat", "paper": "Wang & Liu, ICCV 2025 (RPAT, Eq. 3); add-on to any method, e.g. "
-                                            "pgd_at+rpat, trades+rpat, mart+rpat, consistency_at+rpat",
-            "add_on": True, "hyperparameters": hparams}
-
-
-compose_rpat.describe = _describe_rpat  # type: ignore[attr-defined]
-COMPOSERS["rpat"] = compose_rpat

@@ -14,6 +14,7 @@ class Standard(Method):
 
     name = "standard"
     paper = "cross-entropy baseline; docs/experiments.md, mse_perception (RPAT, Fig. 2, 'Clean' training)"
+    has_adversarial_example = False
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         logits = model(batch.x)

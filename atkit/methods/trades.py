@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch.nn as nn
 import torch.nn.functional as F
+from torch import Tensor
 
-from .base import LossOutput, Method, Params, StepContext
+from .base import LossOutput, Method, Params, StepContext, Term, weighted_sum
 from .divergences import kl_per_sample
 from .registry import register
 
@@ -29,13 +31,20 @@ class TRADES(Method):
     paper = "Zhang et al., ICML 2019; docs/methods.md, baselines"
     Params = TRADESParams
     default_random_start = "normal"
+    attack_loss = "kl"
+    regularizer_uses_clean = True
+
+    def regularizer(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, logits_clean: Optional[Tensor],
+                    logits_adv: Tensor) -> list[Term]:
+        """``lam * KL(p(x) || p(x'))`` (KL summed over classes, batch mean)."""
+        return [Term("kl", kl_per_sample(logits_clean, logits_adv).mean(), self.params.lam)]
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
-        x_adv = self.attack(model, batch.x, batch.y, loss="kl")
+        x_adv = self.attack(model, batch.x, batch.y, loss=self.attack_loss)
         logits_clean = model(batch.x)
         logits_adv = model(x_adv)
         natural = F.cross_entropy(logits_clean, batch.y)
-        robust = kl_per_sample(logits_clean, logits_adv).mean()
-        loss = natural + self.params.lam * robust
-        return LossOutput(loss, {"ce": natural.detach(), "kl": robust.detach()}, batch.y,
+        terms = self.regularizer(model, batch.x, x_adv, batch.y, logits_clean, logits_adv)
+        loss = natural + weighted_sum(terms)
+        return LossOutput(loss, {"ce": natural.detach(), **{t.name: t.value.detach() for t in terms}}, batch.y,
                           logits_clean=logits_clean, logits_adv=logits_adv, x=batch.x, x_adv=x_adv)

@@ -6,14 +6,16 @@ normalization, a one-pass feature interface, and DUCAT dummy-class heads.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict
+from functools import partial
+from typing import Any
 
 from atkit.models.base import AtkitModel, Features, Normalization, count_parameters
 from atkit.models.dummy import MERGE_MODES, MergedDummyModel, merge_dummy_logits, predict_labels
 from atkit.models.preact_resnet import PreActResNet, preact_resnet18
-from atkit.models.resnet import ResNet, resnet18, resnet18_bottleneck
+from atkit.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet18_bottleneck
 from atkit.models.small_cnn import SmallCNN
 from atkit.models.wideresnet import WideResNet, wide_resnet, wrn28_10, wrn34_10
+from atkit.registry import Registry
 from atkit.utils import unknown_name_error
 
 
@@ -22,32 +24,34 @@ def small_cnn(num_classes: int = 10, **kw: Any) -> SmallCNN:
     return SmallCNN(num_classes, **kw)
 
 
-def _wide_resnet_entry(num_classes: int = 10, *, depth: int = 34, widen_factor: int = 10, **kw: Any) -> WideResNet:
-    # Registry entries take num_classes first; wide_resnet() takes (depth, widen_factor) first.
-    return wide_resnet(depth, widen_factor, num_classes, **kw)
+def _wide_resnet_entry(num_classes: int = 10, *, depth: int = 34, widen_factor: int = 10, drop_rate: float = 0.0,
+                       dummy_classes: bool = False, normalize: Normalization = None,
+                       in_channels: int = 3) -> WideResNet:
+    # Registry entries take num_classes first; WideResNet takes (depth, widen_factor) first.
+    return WideResNet(depth, widen_factor, num_classes, drop_rate=drop_rate, dummy_classes=dummy_classes,
+                      normalize=normalize, in_channels=in_channels)
 
 
-#: name -> constructor ``f(num_classes, *, dummy_classes, normalize, **extra)``.
-MODELS: Dict[str, Callable[..., AtkitModel]] = {
-    "small_cnn": small_cnn,
-    "resnet18": resnet18,
-    "preact_resnet18": preact_resnet18,
-    "resnet18_bottleneck": resnet18_bottleneck,
-    "wrn34_10": wrn34_10,
-    "wrn28_10": wrn28_10,
+#: name -> constructor ``f(num_classes, *, dummy_classes, normalize, **extra)``; each model's extra options are
+#: read from its constructor's signature (:meth:`atkit.registry.Registry.options`), so a new option of a
+#: model class is accepted by :func:`build_model` without a second list to keep.
+MODELS: Registry = Registry("model", {
+    "small_cnn": SmallCNN,
+    "resnet18": partial(ResNet, BasicBlock, [2, 2, 2, 2]),  # = resnet18()
+    "preact_resnet18": partial(PreActResNet, (2, 2, 2, 2)),  # = preact_resnet18()
+    "resnet18_bottleneck": partial(ResNet, Bottleneck, [2, 2, 2, 2]),  # = resnet18_bottleneck()
+    "wrn34_10": partial(WideResNet, 34, 10),  # = wrn34_10()
+    "wrn28_10": partial(WideResNet, 28, 10),  # = wrn28_10()
     "wide_resnet": _wide_resnet_entry,
-}
+})
 
-# Extra keyword arguments each model accepts beyond the common ones.
-_EXTRA_KW: Dict[str, tuple] = {
-    "small_cnn": ("in_channels", "width", "hidden"),
-    "resnet18": ("in_channels",),
-    "preact_resnet18": ("in_channels",),
-    "resnet18_bottleneck": ("in_channels",),
-    "wrn34_10": ("in_channels", "drop_rate"),
-    "wrn28_10": ("in_channels", "drop_rate"),
-    "wide_resnet": ("in_channels", "drop_rate", "depth", "widen_factor"),
-}
+#: Arguments of :func:`build_model` itself, not per-model options.
+_COMMON_KW = ("num_classes", "dummy_classes", "normalize")
+
+
+def model_options(name: str) -> tuple[str, ...]:
+    """The extra keyword options model ``name`` accepts beyond ``num_classes``, ``dummy_classes``, ``normalize``."""
+    return tuple(MODELS.options(name, skip=_COMMON_KW))
 
 
 def build_model(
@@ -63,13 +67,12 @@ def build_model(
     ``dummy_classes=True`` gives the 2C-output DUCAT head; ``normalize=(mean, std)`` normalizes
     inputs inside ``forward``. Unknown names or keyword arguments raise :class:`ConfigError`.
     """
-    if name not in MODELS:
-        raise unknown_name_error("model", name, MODELS)
-    accepted = _EXTRA_KW[name]
+    entry = MODELS.get(name)
+    accepted = model_options(name)
     for key in kw:
         if key not in accepted:
             raise unknown_name_error(f"option for model {name!r}", key, accepted or ("(none)",))
-    return MODELS[name](num_classes, dummy_classes=dummy_classes, normalize=normalize, **kw)
+    return entry(num_classes, dummy_classes=dummy_classes, normalize=normalize, **kw)
 
 
 __all__ = [
@@ -85,6 +88,7 @@ __all__ = [
     "build_model",
     "count_parameters",
     "merge_dummy_logits",
+    "model_options",
     "predict_labels",
     "preact_resnet18",
     "resnet18",
