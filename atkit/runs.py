@@ -117,10 +117,8 @@ def _matching_runs(config: RunConfig, out_dir: str | Path | None, check_data: bo
 
 
 def _action_of(run_dir: Path, metrics: Mapping[str, Any]) -> ReuseAction:
-    status = metrics.get("status")
-    # Only unfinished runs are probed: a finished run's lock is held only during a final evaluation.
-    locked = status in RESUMABLE and FolderLock(run_dir).is_locked()
-    return reuse_action(status, locked)
+    """:func:`reuse_action` of one run folder (its recorded status, and whether a live process holds its lock)."""
+    return reuse_action(metrics.get("status"), FolderLock(run_dir).is_locked())
 
 
 def find_run(config: RunConfig, out_dir: str | Path | None = None, status: str = "finished", *,

@@ -121,6 +121,8 @@ def test_select_run_prefers_finished_then_the_newest_resumable_and_never_a_faile
         assert select_run(cfg) == ("resume", stopped)
     finished = _fake_run(cfg, "a0-finished", "finished", fp)  # older than every other folder
     assert select_run(cfg) == ("reuse", finished)
+    with FolderLock(finished):  # being evaluated by another process: left alone
+        assert select_run(cfg) == ("resume", dead)
     assert select_run(tiny(tmp_path, lr=0.05)) == (None, None)  # another setting matches nothing
 
 
