@@ -419,4 +419,5 @@ def load_model(path: str | Path, device: str | torch.device = "cpu", which: str 
 __all__ = ["BEST_KEYS", "CHECKPOINT_FORMAT", "SAFE_GLOBALS", "best_model", "best_state", "check_checkpoint_compatible",
            "init_weights_from_checkpoint", "load_model", "repair_best_checkpoint", "resolve_checkpoint",
            "restore_trainer_state", "rng_state", "save_trainer_checkpoint", "set_rng_state", "trainer_state",
-           "WRAPPER_KEYS", "WRAPPER_PREFIXES", "alternatives_hint", "extract_state_dict", "file_sha256", "load_checkpoint_file", "load_weights", "require_atkit_checkpoint"]
+           "WRAPPER_KEYS", "WRAPPER_PREFIXES", "alternatives_hint", "extract_state_dict", "file_sha256",
+           "load_checkpoint_file", "load_weights", "require_atkit_checkpoint"]

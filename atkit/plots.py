@@ -457,7 +457,8 @@ def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, c
 
 
 def tradeoff_scatter(points: pd.DataFrame, title: Optional[str] = None) -> Figure:
-    """Clean vs robust accuracy of an ablation session's runs so far (:meth:`atkit.ablation.AblationSession.tradeoff`)."""
+    """Clean vs robust accuracy of an ablation session's runs so far
+    (:meth:`atkit.ablation.AblationSession.tradeoff`)."""
     sns.set_theme(style="whitegrid")
     fig = Figure(figsize=(5.5, 4))
     ax = fig.add_subplot(1, 1, 1)

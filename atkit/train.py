@@ -162,10 +162,11 @@ class Trainer:
     checkpoint. ``callbacks`` are called as ``cb(trainer, record)`` after each epoch (live plots in
     notebooks), ``on_step`` callbacks (:data:`StepCallback`, also ``trainer.step_callbacks``) as
     ``cb(trainer, steps_done)`` after every optimiser step (progress bars; one may call :meth:`request_stop`);
-    both on rank 0 only under torchrun. ``progress``: a bar over each epoch's steps, one :func:`epoch_line` per epoch and the final
-    evaluation attack by attack (text under papermill, :mod:`atkit.progress`). :meth:`request_stop` ends the
-    run cleanly after the current step, keeping what was measured; an epoch cut short is recorded with
-    ``partial: true`` and not counted as done (resume repeats it from the last complete epoch's checkpoint).
+    both on rank 0 only under torchrun. ``progress``: a bar over each epoch's steps, one :func:`epoch_line` per
+    epoch and the final evaluation attack by attack (text under papermill, :mod:`atkit.progress`).
+    :meth:`request_stop` ends the run cleanly after the current step, keeping what was measured; an epoch cut
+    short is recorded with ``partial: true`` and not counted as done (resume repeats it from the last complete
+    epoch's checkpoint).
     """
 
     def __init__(self, config: RunConfig, run_dir: Path, *, callbacks: Optional[list[Callable]] = None,
