@@ -10,20 +10,36 @@ objects it names and a one-line conversion to a plain state dict.
 ``model``, ``model_state_dict``, ``net``; ``module.`` and ``_orig_mod.`` prefixes of DataParallel /
 DDP / ``torch.compile``); :func:`load_weights` names the first missing, unexpected or mis-shaped keys
 and says when the difference is the class count (the checkpoint and the run's config disagree).
+
+A trainer's own checkpoints (:class:`atkit.train.Trainer` keeps thin methods calling these):
+:func:`trainer_state` is everything an exact resume needs (weights, optimiser, averages, method state, history,
+RNG states, config, data fingerprint); :func:`save_trainer_checkpoint` writes it atomically as
+``checkpoints/last.pt`` and, for the best epoch, its weights as ``best.pt`` (:func:`best_state`);
+:func:`restore_trainer_state` loads it back after :func:`check_checkpoint_compatible` and the data check;
+:func:`repair_best_checkpoint` rebuilds a ``best.pt`` that a kill left behind its ``last.pt``;
+:func:`load_model` rebuilds the model of any atkit checkpoint or run folder.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import pickle
+import random
 import zipfile
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional
 
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-from .utils import ConfigError
+from .config import RunConfig
+from .models import build_model
+from .utils import ConfigError, atomic_torch_save, guarded_write
+
+if TYPE_CHECKING:  # annotations only: atkit.train imports this module
+    from .train import Trainer
 
 try:  # numpy >= 2
     from numpy._core.multiarray import _reconstruct as _np_reconstruct
@@ -199,5 +215,209 @@ def require_atkit_checkpoint(state: Any, path: str | Path, keys: tuple[str, ...]
     return dict(state)
 
 
-__all__ = ["SAFE_GLOBALS", "WRAPPER_KEYS", "WRAPPER_PREFIXES", "alternatives_hint", "extract_state_dict",
-           "file_sha256", "load_checkpoint_file", "load_weights", "require_atkit_checkpoint"]
+# ------------------------------------------------------------------------------ a trainer's checkpoints
+CHECKPOINT_FORMAT = "atkit-checkpoint-1"
+#: What ``best.pt`` keeps of a full checkpoint: the weights to evaluate, not the optimiser or RNG states.
+BEST_KEYS = ("format", "model_name", "num_classes", "num_outputs", "epoch", "model", "ema", "averaged_model", "config",
+             "best_metric")
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch, numpy, python (and CUDA) RNG states, for an exact resume."""
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainer_state(trainer: "Trainer") -> dict[str, Any]:
+    """Everything ``checkpoints/last.pt`` holds: enough to continue the run exactly where it is."""
+    averaged = trainer.averaged_model()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "model_name": trainer.config.model,
+        "num_classes": trainer.num_classes,
+        "num_outputs": getattr(trainer.model, "num_outputs", None),
+        "epoch": trainer.epoch,
+        "model": trainer.model.state_dict(),
+        "optimizer": trainer.optimizer.state_dict(),
+        "ema": trainer.ema.state_dict() if trainer.ema is not None else None,
+        "averaged_model": averaged.state_dict() if averaged is not None else None,
+        "method": trainer.method.state_dict(),
+        "history": trainer.history,
+        "best_metric": trainer.best_metric,
+        "best_epoch": trainer.best_epoch,
+        "rng": rng_state(),
+        "config": trainer.config.to_dict(),
+        "data_fingerprint": trainer.data_fingerprint,
+    }
+
+
+def best_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a full checkpoint that ``best.pt`` keeps (:data:`BEST_KEYS`)."""
+    return {k: state[k] for k in BEST_KEYS}
+
+
+def _save_best(ckpt_dir: Path, state: Mapping[str, Any]) -> None:
+    best = best_state(state)
+    guarded_write(ckpt_dir / "best.pt", lambda: atomic_torch_save(best, ckpt_dir / "best.pt"))
+
+
+def save_trainer_checkpoint(trainer: "Trainer", best: bool = False) -> None:
+    """Write ``last.pt`` (and ``best.pt`` when ``best``) atomically; under torchrun every rank's RNG state
+    goes in (exact resume), only rank 0 writes and the others wait."""
+    state = trainer_state(trainer)
+    if trainer.dist.is_distributed:
+        state["rng_ranks"] = trainer.dist.all_gather_object(rng_state())
+    if trainer.dist.is_main:
+        last = trainer.ckpt_dir / "last.pt"
+        guarded_write(last, lambda: atomic_torch_save(state, last))
+        if best:
+            _save_best(trainer.ckpt_dir, state)
+    trainer.dist.barrier()
+
+
+def check_checkpoint_compatible(state: dict[str, Any], model_name: str, model: nn.Module,
+                                path: Optional[str | Path] = None) -> None:
+    """Refuse a checkpoint of another architecture or class count, naming both."""
+    where = "checkpoint" if path is None else f"checkpoint {str(path)!r}"
+    if state.get("model_name") not in (None, model_name):
+        raise ConfigError(f"{where} is for model {state.get('model_name')!r}, but the run uses {model_name!r}: "
+                          "the checkpoint and the run's config disagree")
+    expected = getattr(model, "num_outputs", None)
+    if state.get("num_outputs") is not None and expected is not None and state["num_outputs"] != expected:
+        raise ConfigError(f"{where} has {state['num_outputs']} outputs, but the model has {expected} "
+                          "(a different class count or dummy-class head): the checkpoint and the run's config "
+                          "disagree (dataset, num_classes or dummy classes)")
+
+
+def restore_trainer_state(trainer: "Trainer", path: str | Path) -> None:
+    """Load a ``last.pt`` into ``trainer``: weights, optimiser, averages, method state, history, RNG states.
+
+    Refused (:class:`ConfigError`) for another architecture or class count, and for a run whose data changed
+    since it started (its recorded fingerprint differs: resuming would silently mix two datasets in one run)."""
+    state = require_atkit_checkpoint(load_checkpoint_file(path, trainer.device), path,
+                                     keys=("model", "optimizer", "epoch", "history", "rng"))
+    check_checkpoint_compatible(state, trainer.config.model, trainer.model, path)
+    recorded = state.get("data_fingerprint")
+    if recorded and recorded != trainer.data_fingerprint:
+        raise ConfigError(f"{str(path)!r} was trained on data with fingerprint {recorded}, but "
+                          f"{trainer.config.dataset!r} with data={trainer.config.data} now gives "
+                          f"{trainer.data_fingerprint}; the data changed since the run started, start a new run")
+    load_weights(trainer.model, state["model"], f"checkpoint {str(path)!r}")
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    if trainer.ema is not None and state.get("ema") is not None:
+        trainer.ema.load_state_dict(state["ema"])
+    trainer.method.load_state_dict(state.get("method") or {})
+    trainer.epoch = state["epoch"]
+    trainer.history = state["history"]
+    trainer.best_metric = state["best_metric"]
+    trainer.best_epoch = state["best_epoch"]
+    set_rng_state(state["rng"])
+    ranks = state.get("rng_ranks")
+    if trainer.dist.is_distributed and ranks and len(ranks) == trainer.dist.world_size:
+        set_rng_state(ranks[trainer.dist.rank])
+
+
+def init_weights_from_checkpoint(trainer: "Trainer", path: str | Path) -> None:
+    """Load only the weights (and EMA) of another run's checkpoint into ``trainer``: a fine-tuning start.
+
+    ``path`` is an atkit checkpoint or a plain state dict (wrappers as :func:`extract_state_dict`); a method
+    with ``adapt_init_checkpoint`` may reshape it first (DUCAT grows a C-class head to its 2C head, DUCAT,
+    Algorithm 1)."""
+    raw = load_checkpoint_file(path, trainer.device)
+    if isinstance(raw, dict) and str(raw.get("format", "")).startswith("atkit-checkpoint"):
+        state = dict(raw)
+    else:  # someone else's weights
+        state = {"model": extract_state_dict(raw, f"init_checkpoint {str(path)!r}")}
+    adapt = getattr(trainer.method, "adapt_init_checkpoint", None)
+    if adapt is not None:
+        state = adapt(state, trainer.model)
+    check_checkpoint_compatible(state, trainer.config.model, trainer.model, path)
+    load_weights(trainer.model, state["model"], f"init_checkpoint {str(path)!r}")
+    if trainer.ema is not None and state.get("ema") is not None:
+        trainer.ema.load_state_dict(state["ema"])
+
+
+def repair_best_checkpoint(trainer: "Trainer") -> None:
+    """A run killed between writing ``last.pt`` and ``best.pt`` of its best epoch: rebuild ``best.pt`` from the
+    trainer's state (just loaded from ``last.pt``)."""
+    if trainer.best_epoch is None or trainer.best_epoch != trainer.epoch:
+        return
+    path = trainer.ckpt_dir / "best.pt"
+    if path.is_file():
+        try:
+            if load_checkpoint_file(path, "cpu").get("epoch") == trainer.epoch:
+                return
+        except Exception:  # unreadable: rewrite it
+            pass
+    _save_best(trainer.ckpt_dir, trainer_state(trainer))
+
+
+def best_model(trainer: "Trainer") -> Optional[nn.Module]:
+    """The model of the run's ``best.pt`` (its weight average or EMA when the run keeps one), or None."""
+    path = trainer.ckpt_dir / "best.pt"
+    if not path.is_file():
+        return None
+    state = load_checkpoint_file(path, trainer.device)
+    model = copy.deepcopy(trainer.model)
+    if state.get("averaged_model") is not None:
+        model.load_state_dict(state["averaged_model"])
+        return model
+    if trainer.ema is not None and state.get("ema") is not None:
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(trainer.config.ema_decay), use_buffers=True)
+        ema.load_state_dict(state["ema"])
+        return ema.module
+    model.load_state_dict(state["model"])
+    return model
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run folder's ``checkpoints/best.pt`` (else ``last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        for candidate in (path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"):
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(f"no checkpoint in {str(path)!r} (looked for checkpoints/best.pt and last.pt)")
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    return path
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
+    """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last.
+
+    ``which="ema"``: the EMA weights, or the method's own weight average (ReBAT, RPAT++) when it keeps one."""
+    path = resolve_checkpoint(path)
+    state = require_atkit_checkpoint(load_checkpoint_file(path, device), path, keys=("model", "config", "num_classes"))
+    config = RunConfig.from_dict(state["config"])
+    params = dict(config.model_params)
+    if config.build_method().needs_dummy_classes:
+        params["dummy_classes"] = True
+    model = build_model(config.model, num_classes=state["num_classes"], **params)
+    if which == "ema" and state.get("ema") is None and state.get("averaged_model") is not None:
+        model.load_state_dict(state["averaged_model"])
+    elif which == "ema" and state.get("ema") is not None:
+        ema = AveragedModel(model, use_buffers=True)
+        ema.load_state_dict(state["ema"])
+        model = ema.module
+    else:
+        load_weights(model, state["model"], f"checkpoint {str(path)!r}")
+    return model.to(device).eval()
+
+
+__all__ = ["BEST_KEYS", "CHECKPOINT_FORMAT", "SAFE_GLOBALS", "best_model", "best_state", "check_checkpoint_compatible",
+           "init_weights_from_checkpoint", "load_model", "repair_best_checkpoint", "resolve_checkpoint",
+           "restore_trainer_state", "rng_state", "save_trainer_checkpoint", "set_rng_state", "trainer_state",
+           "WRAPPER_KEYS", "WRAPPER_PREFIXES", "alternatives_hint", "extract_state_dict", "file_sha256",
+           "load_checkpoint_file", "load_weights", "require_atkit_checkpoint"]

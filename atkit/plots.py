@@ -10,10 +10,14 @@ import io
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.artist import setp
 from matplotlib.figure import Figure
+
+from .results import DISPLAY_NAMES, SCORE_METRICS, history_frame, robust_metric
+from .utils import atomic_write_bytes
 
 
 def _subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
@@ -33,14 +37,14 @@ def show_figure(fig: Figure, dpi: int = 110) -> None:
     """Show ``fig`` once in the notebook as a PNG (outside IPython: nothing). A pyplot figure is closed
     afterwards, so that the inline backend does not show it a second time when the cell ends."""
     try:
-        from IPython import get_ipython
+        from IPython import get_ipython  # why: IPython is only there in a notebook kernel
         from IPython.display import Image, display
     except ImportError:  # a plain Python without IPython: nothing to show on
         return
     if get_ipython() is not None:
         display(Image(data=figure_png_bytes(fig, dpi=dpi), format="png"))
     if getattr(fig.canvas, "manager", None) is not None:
-        import matplotlib.pyplot as plt  # only pyplot's own figures have a manager
+        import matplotlib.pyplot as plt  # why: only pyplot's own figures have a manager; others never load pyplot
 
         plt.close(fig)
 
@@ -87,8 +91,6 @@ def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 150) -> Path:
     """Save as PNG (atomically: a temporary file renamed over the target)."""
-    from .utils import atomic_write_bytes
-
     path = Path(path)
     buf = io.BytesIO()
     fig.savefig(buf, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
@@ -275,7 +277,6 @@ def transfer_figure(table: pd.DataFrame, title: Optional[str] = None) -> Figure:
 
 def confusion_matrices_figure(matrices: dict, class_names: list, title: Optional[str] = None) -> Figure:
     """DUCAT, Fig. 8: one row-normalised confusion matrix (percent of each true class) per model."""
-    import numpy as np
 
     sns.set_theme(style="white")
     m = len(matrices)
@@ -397,3 +398,79 @@ def _float(v: Any) -> float:
     except (TypeError, ValueError):
         return 0.0
     return 0.0 if f != f else f
+
+
+# =============================================================================================
+# Runs: learning curves, ablations (RPAT, Fig. 4; RAAT, Fig. 5; DUCAT, Fig. 7), the ablation UI's scatter.
+# =============================================================================================
+def learning_curves_figure(history: Any, title: Optional[str] = None) -> Figure:
+    """Two panels: the loss and its parts per epoch; training clean/adversarial and test clean/PGD accuracy
+    per epoch (``history``: a run's ``metrics.json`` records, :func:`atkit.results.history_frame`)."""
+    sns.set_theme(style="whitegrid")
+    frame = history_frame(history)
+    fig = Figure(figsize=(11, 4))
+    for i, panel in enumerate(("loss", "accuracy")):
+        ax = fig.add_subplot(1, 2, i + 1)
+        data = frame[frame["panel"] == panel]
+        if not data.empty:
+            sns.lineplot(data=data, x="epoch", y="value", hue="series", marker="o", ax=ax)
+            ax.legend(fontsize=7, loc="best")
+        else:
+            ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss" if panel == "loss" else "accuracy (%)")
+        ax.set_title("training loss and its parts" if panel == "loss" else "accuracy per epoch")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, checkpoint: str = "final",
+                    title: Optional[str] = None) -> Figure:
+    """Clean and robust accuracy against one ablated parameter (the form of RPAT, Fig. 4, RAAT,
+    Fig. 5, DUCAT, Fig. 7): one panel per accuracy, points with the spread over seeds.
+
+    ``table``: rows of :class:`atkit.ablation.AblationSession` (``<checkpoint>_clean`` and robust columns);
+    ``x``: the column with the parameter's values (shown as categories, in table order)."""
+    sns.set_theme(style="whitegrid")
+    prefix = f"{checkpoint}_"
+    names = [c[len(prefix):] for c in table.columns if c.startswith(prefix)
+             and pd.api.types.is_numeric_dtype(table[c]) and c[len(prefix):] not in SCORE_METRICS]
+    panels = ["clean"] + [m for m in (robust_metric(names),) if m]
+    fig = Figure(figsize=(5 * len(panels), 3.8))
+    data = table.copy()
+    data[x] = data[x].astype(str)
+    for i, metric in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        col = f"{prefix}{metric}"
+        if col in data and data[col].notna().any():
+            sns.pointplot(data=data, x=x, y=col, hue=hue, errorbar="sd", ax=ax, capsize=0.1,
+                          order=list(dict.fromkeys(data[x])))
+        ax.set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)} accuracy (%), {checkpoint}")
+        ax.set_xlabel(x)
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def tradeoff_scatter(points: pd.DataFrame, title: Optional[str] = None) -> Figure:
+    """Clean vs robust accuracy of an ablation session's runs so far
+    (:meth:`atkit.ablation.AblationSession.tradeoff`)."""
+    sns.set_theme(style="whitegrid")
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.add_subplot(1, 1, 1)
+    if points.empty:
+        ax.text(0.5, 0.5, "no finished run yet", ha="center", va="center", transform=ax.transAxes)
+    else:
+        sns.scatterplot(data=points, x="clean", y="robust", hue="label", style="method", s=70, ax=ax)
+        ax.legend(fontsize=6, loc="best")
+    metrics = sorted(set(points["robust_metric"])) if not points.empty else []
+    ax.set_xlabel("clean accuracy (%)")
+    ax.set_ylabel(f"robust accuracy (%) [{', '.join(metrics) or 'n/a'}]")
+    ax.set_title(title or "trade-off of the runs (final model)")
+    fig.tight_layout()
+    return fig
+

@@ -19,6 +19,12 @@ Mean and NRR (docs/methods.md, common protocol): ``Mean = (Clean + R)/2``, ``NRR
 Dummy-class (DUCAT) runs: the rows with ``protocol = "worst_case"`` (the per-sample worst case over
 the published and the adaptive protocols) are the headline, and the tables show them by default;
 the published protocol, the papers' own, stays beside it.
+
+This module holds labels and tables only. Names that used to live here are re-exported for the imports that
+name this module: run opening (``open_run``, ``run_config_from``) from :mod:`atkit.runs`, ``has_final_eval``
+from :mod:`atkit.report`, ``write_table`` from :mod:`atkit.utils`, and the figures (``ablation_figure``,
+``learning_curves_figure``, ``tradeoff_figure``, ``figure_png``, ``save_png``) from :mod:`atkit.plots`, the
+last ones on first use (plots imports seaborn).
 """
 from __future__ import annotations
 
@@ -34,7 +40,16 @@ import pandas as pd
 import yaml
 
 from . import reference as ref_mod
-from .paths import resolve_input_path, resolve_output_path
+from .config import RunConfig
+from .evaluate import WORST_CASE, EvalResult, worst_case_over_protocols
+from .methods import ThreatModel
+from .paths import resolve_output_path
+from .report import has_final_evaluation as has_final_eval
+from .runs import open_run, run_config_from
+from .sanity import checks_summary
+from .stats import wilson_interval
+from .utils import read_json as _read_json
+from .utils import write_table
 
 # Columns of the accuracy metrics, in the order tables show them.
 ACCURACY_METRICS = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
@@ -83,8 +98,6 @@ def dataset_label(config: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def _threat(config: Mapping[str, Any]) -> dict[str, Any]:
-    from .methods import ThreatModel
-
     try:
         return ThreatModel.from_dict(config.get("threat") or {}).to_dict()
     except Exception:
@@ -166,8 +179,6 @@ def setting_of(config: Mapping[str, Any]) -> dict[str, Any]:
     d["threat"] = _threat(config)
     d["method_params"] = _resolved_params(str(config.get("method", "")), config.get("method_params") or {})
     try:
-        from .config import RunConfig
-
         cfg = RunConfig.from_dict({k: v for k, v in config.items() if k != "init_checkpoint"})
         d.update(epochs=cfg.resolved_epochs(), lr=cfg.resolved_lr(), batch_size=cfg.resolved_batch_size())
     except Exception:
@@ -197,19 +208,10 @@ def find_run_dirs(root: str | Path) -> list[Path]:
     return sorted(found)
 
 
-def _read_json(path: Path) -> Optional[dict[str, Any]]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _worst_case_record(res: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
     """The worst case over the protocols of a dummy-class result: its top level when it is one (atkit
     writes it so), else computed from the protocols' per-sample results (older ``eval.json``); None
     when they carry none."""
-    from .evaluate import WORST_CASE, EvalResult, worst_case_over_protocols
-
     if res.get("protocol") == WORST_CASE:
         return res
     protocols = res.get("protocols") or {}
@@ -248,10 +250,6 @@ def eval_frame(eval_data: Mapping[str, Any]) -> pd.DataFrame:
 
 def _checks_cell(checks: Any) -> str:
     """The gradient-masking checks of an evaluation as one cell ("ok", "WARN: ...", "not run")."""
-    try:
-        from .sanity import checks_summary
-    except ImportError:  # pragma: no cover - an atkit without the sanity module
-        return "not run" if checks is None else "ran"
     return checks_summary(checks)
 
 
@@ -400,8 +398,6 @@ def _cell(mean: Any, std: Any, digits: int = 2, n: Any = None) -> str:
         return "n/a"
     if std is None or (isinstance(std, float) and math.isnan(std)):
         if n is not None and not _isnan(n) and n >= 1:
-            from .stats import wilson_interval
-
             k = min(max(round(float(mean) * int(n) / 100.0), 0), int(n))  # one evaluation: mean is k/n exactly
             low, high = wilson_interval(k, int(n))
             return f"{mean:.{digits}f} [{100 * low:.1f}, {100 * high:.1f}]"
@@ -545,106 +541,6 @@ def comparison_display(comparison: pd.DataFrame, metrics: Sequence[str] = ("clea
     return pd.DataFrame(rows)
 
 
-# ------------------------------------------------------------------------------ configs and runs
-def run_config_from(config: Optional[str | Path | Mapping[str, Any]] = None, *,
-                    overrides: Optional[Mapping[str, Any]] = None, **values: Any):
-    """A validated RunConfig from a YAML path (or dict) with the notebook parameters applied on top.
-
-    ``values`` whose value is None are left to the config (or RunConfig's default); ``eval`` is merged
-    key by key; ``overrides`` (any RunConfig keys) are applied last.
-    """
-    from .config import load_config
-
-    if config is None:
-        d: dict[str, Any] = {}
-    elif isinstance(config, Mapping):
-        d = json.loads(json.dumps(dict(config), default=str))
-    else:
-        path = resolve_input_path(config)  # the config's path from the project root also works in notebooks/
-        if not path.is_file():
-            from .utils import ConfigError
-
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        d = yaml.safe_load(path.read_text()) or {}
-    for key, value in values.items():
-        if value is None:
-            continue
-        if key == "eval" and isinstance(value, Mapping):
-            d["eval"] = {**(d.get("eval") or {}), **value}
-        else:
-            d[key] = value
-    for key, value in (overrides or {}).items():
-        if key == "eval" and isinstance(value, Mapping):
-            d["eval"] = {**(d.get("eval") or {}), **value}
-        else:
-            d[key] = value
-    return load_config(d)
-
-
-def open_run(config: Any, *, runs_dir: Optional[str | Path] = None, resume: Optional[str | Path] = None,
-             reuse: bool = True, **trainer_kwargs: Any) -> tuple[Any, str]:
-    """A :class:`~atkit.train.Trainer` for ``config`` and how it was obtained: ``"resumed"`` (``resume`` given,
-    or an identical stopped/interrupted/running run found), ``"reused"`` (an identical finished run: nothing
-    left to train) or ``"new"``. ``reuse=False`` always starts a new run."""
-    from .runs import find_run
-    from .train import Trainer
-
-    if resume is not None:
-        return Trainer.resume(resume, **trainer_kwargs), "resumed"
-    runs_dir = resolve_output_path(runs_dir if runs_dir is not None else config.out_dir)
-    if reuse:
-        done = find_run(config, runs_dir)
-        if done is not None:
-            return Trainer.resume(done, **trainer_kwargs), "reused"
-        for status in ("stopped", "interrupted", "running"):
-            partial = find_run(config, runs_dir, status=status)
-            if partial is not None:
-                return Trainer.resume(partial, **trainer_kwargs), "resumed"
-    return Trainer.new(config, **trainer_kwargs), "new"
-
-
-def has_final_eval(run_dir: str | Path, attacks: Iterable[str]) -> bool:
-    """Whether ``run_dir/eval.json`` holds every attack of ``attacks`` for the final model."""
-    data = _read_json(Path(run_dir) / "eval.json") or {}
-    final = data.get("final") or {}
-    return set(attacks) <= set(final.get("accuracy") or {})
-
-
-# ---------------------------------------------------------------------------------------- figures
-def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, checkpoint: str = "final",
-                    title: Optional[str] = None):
-    """Clean and robust accuracy against one ablated parameter (the form of RPAT, Fig. 4, RAAT,
-    Fig. 5, DUCAT, Fig. 7): one panel per accuracy, points with the spread over seeds.
-
-    ``table``: rows of :class:`atkit.widgets.AblationSession` (``<checkpoint>_clean`` and robust columns);
-    ``x``: the column with the parameter's values (shown as categories, in table order)."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    sns.set_theme(style="whitegrid")
-    prefix = f"{checkpoint}_"
-    names = [c[len(prefix):] for c in table.columns if c.startswith(prefix)
-             and pd.api.types.is_numeric_dtype(table[c]) and c[len(prefix):] not in SCORE_METRICS]
-    panels = ["clean"] + [m for m in (robust_metric(names),) if m]
-    fig = Figure(figsize=(5 * len(panels), 3.8))
-    data = table.copy()
-    data[x] = data[x].astype(str)
-    for i, metric in enumerate(panels):
-        ax = fig.add_subplot(1, len(panels), i + 1)
-        col = f"{prefix}{metric}"
-        if col in data and data[col].notna().any():
-            sns.pointplot(data=data, x=x, y=col, hue=hue, errorbar="sd", ax=ax, capsize=0.1,
-                          order=list(dict.fromkeys(data[x])))
-        ax.set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)} accuracy (%), {checkpoint}")
-        ax.set_xlabel(x)
-        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-
 # The threat model of the published CIFAR numbers: l-inf 8/255, l2 128/255 (about 0.5).
 PAPER_EPS = {"linf": 8 / 255, "l2": 0.5}
 _EPS_TOLERANCE = 0.005
@@ -722,13 +618,6 @@ def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *
     return pd.DataFrame(rows, columns=columns)
 
 
-def tradeoff_figure(points: pd.DataFrame, title: Optional[str] = None, annotate: bool = True):
-    """:func:`atkit.plots.tradeoff_figure` (kept here for the imports that name it in this module)."""
-    from .plots import tradeoff_figure as figure
-
-    return figure(points, title=title, annotate=annotate)
-
-
 def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     """A run's per-epoch records (``metrics.json`` ``history``) as a long table for seaborn:
     columns ``epoch``, ``panel`` ("loss" or "accuracy"), ``series``, ``value``."""
@@ -745,68 +634,21 @@ def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["epoch", "panel", "series", "value"])
 
 
-def learning_curves_figure(history: Sequence[Mapping[str, Any]], title: Optional[str] = None):
-    """Two panels: the loss and its parts per epoch; training clean/adversarial and test clean/PGD accuracy
-    per epoch. Returns a matplotlib Figure (not attached to pyplot, so it can be drawn from a thread)."""
-    import seaborn as sns
-    from matplotlib.figure import Figure
-
-    sns.set_theme(style="whitegrid")
-    frame = history_frame(history)
-    fig = Figure(figsize=(11, 4))
-    for i, panel in enumerate(("loss", "accuracy")):
-        ax = fig.add_subplot(1, 2, i + 1)
-        data = frame[frame["panel"] == panel]
-        if not data.empty:
-            sns.lineplot(data=data, x="epoch", y="value", hue="series", marker="o", ax=ax)
-            ax.legend(fontsize=7, loc="best")
-        else:
-            ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("loss" if panel == "loss" else "accuracy (%)")
-        ax.set_title("training loss and its parts" if panel == "loss" else "accuracy per epoch")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
-def figure_png(fig: Any, dpi: int = 110) -> bytes:
-    """PNG bytes of a matplotlib Figure (works for figures not attached to pyplot, from any thread)."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
-    return buf.getvalue()
-
-
-def save_png(fig: Any, path: str | Path, dpi: int = 150) -> Path:
-    """Write a Figure as PNG atomically."""
-    from .utils import atomic_write_bytes
-
-    path = Path(path)
-    atomic_write_bytes(path, figure_png(fig, dpi=dpi))
-    return path
-
-
-def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write ``frame`` as CSV atomically (lists and dicts as JSON text)."""
-    from .utils import atomic_write_text
-
-    path = Path(path)
-    out = frame.copy()
-    for col in out.columns:
-        if out[col].map(lambda v: isinstance(v, (list, dict))).any():
-            out[col] = out[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v)
-    atomic_write_text(path, out.to_csv(index=False))
-    return path
-
-
 __all__ = ["ACCURACY_METRICS", "ablation_figure", "aggregate_seeds", "has_final_eval", "open_run",
            "run_config_from", "collect_runs", "compare_with_reference", "comparison_display",
            "dataset_label", "eval_frame", "figure_png", "find_run_dirs", "history_frame", "learning_curves_figure",
            "load_run", "paper_table", "robust_metric", "run_rows", "save_png", "setting_label", "setting_of",
            "stable_hash", "trade_off_scores", "tradeoff_figure", "tradeoff_points", "varied_params", "write_table"]
+
+# Figures moved to atkit.plots; imported from here on first use (plots imports seaborn, which is heavy).
+_PLOTS_NAMES = {"ablation_figure": "ablation_figure", "learning_curves_figure": "learning_curves_figure",
+                "tradeoff_figure": "tradeoff_figure", "figure_png": "figure_png_bytes", "save_png": "save_figure"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PLOTS_NAMES:
+        from . import plots  # why: defers matplotlib/seaborn until a figure is asked for (and plots imports us)
+
+        return getattr(plots, _PLOTS_NAMES[name])
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -279,8 +279,7 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
     Only the ``train`` notebook describes exactly one run; the run config is the notebook's own
     (``run_config_from`` with its parameters). An identical finished run is used as is, a partial one resumed.
     Returns an error message, or None."""
-    from .results import run_config_from
-    from .runs import find_run
+    from .runs import run_config_from, select_run
     from .sweep import _run_process
 
     if notebook.stem != "train":
@@ -297,12 +296,9 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
     if config_path and not Path(config_path).is_absolute():
         config_path = str(root / config_path)
     cfg = run_config_from(config_path, overrides=overrides, **{k: params.get(k) for k in _TRAIN_NOTEBOOK_KEYS})
-    if params.get("reuse_runs", True) and find_run(cfg, runs_dir) is not None:
+    action, partial = select_run(cfg, runs_dir) if params.get("reuse_runs", True) else (None, None)
+    if action == "reuse":
         return None
-    partial = None
-    if params.get("reuse_runs", True):
-        for status in ("stopped", "interrupted", "running"):
-            partial = partial or find_run(cfg, runs_dir, status=status)
     point_dir.mkdir(parents=True, exist_ok=True)
     config_file = point_dir / "_sweep_run_config.yaml"
     atomic_write_text(config_file, cfg.to_yaml())

@@ -1,5 +1,5 @@
-"""Small shared helpers: validation errors, type checks, YAML files, atomic file writes, run-folder locks,
-seeding, device choice."""
+"""Small shared helpers: validation errors, type checks, YAML files, atomic file writes (and tables, JSON reads,
+write errors), run-folder locks, seeding, device choice."""
 from __future__ import annotations
 
 import copy
@@ -288,6 +288,57 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def write_table(frame: Any, path: str | os.PathLike) -> Path:
+    """Write a pandas DataFrame as CSV atomically (lists and dicts as JSON text)."""
+    path = Path(path)
+    out = frame.copy()
+    for col in out.columns:
+        if out[col].map(lambda v: isinstance(v, (list, dict))).any():
+            out[col] = out[col].map(lambda v: json.dumps(v, default=str) if isinstance(v, (list, dict)) else v)
+    atomic_write_text(path, out.to_csv(index=False))
+    return path
+
+
+def read_json(path: str | os.PathLike) -> Optional[Any]:
+    """The JSON in ``path``, or None when it is missing or not JSON."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+class OutputWriteError(RuntimeError):
+    """A run file could not be written (disk full, folder not writable, ...).
+
+    The message names the file and the system's reason; files written before are intact (every
+    write is atomic), so the run resumes from its last checkpoint once the cause is fixed.
+    """
+
+    def __init__(self, path: str | os.PathLike, error: OSError) -> None:
+        reason = error.strerror or str(error)
+        code = f"errno {error.errno}, " if error.errno is not None else ""
+        super().__init__(f"could not write {str(path)!r}: {reason} ({code}{type(error).__name__}); files saved "
+                         "before are intact: free space or fix permissions, then resume with --resume RUN_DIR")
+        self.path, self.errno, self.reason = Path(path), error.errno, reason
+
+
+def guarded_write(path: str | os.PathLike, write: Any) -> None:
+    """Run ``write()`` (an atomic write of ``path``), turning an OSError into :class:`OutputWriteError`."""
+    try:
+        write()
+    except OSError as e:
+        raise OutputWriteError(path, e) from e
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> None:
+    """Delete ``.<name>.*.tmp`` files that a killed atomic write left behind (never a real file)."""
+    for tmp in Path(folder).glob(".*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
 
 
 class RunInUseError(ConfigError):

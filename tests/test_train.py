@@ -178,3 +178,28 @@ def test_last_batch_setting_reaches_the_trainer(tmp_path):
     assert sum(len(b.y) for b in auto.loader) == 512 and sum(len(b.y) for b in keep.loader) == 520
     with pytest.raises(ConfigError, match=r"unknown last_batch 'sometimes'\. Accepted: auto, drop, keep"):
         tiny(tmp_path, method="standard", last_batch="sometimes").validate()
+
+
+def test_the_step_callback_sees_every_step_and_a_stop_from_it_ends_the_run_cleanly(tmp_path):
+    cfg = tiny(tmp_path, method="standard", epochs=2, max_steps_per_epoch=3,
+               eval={"n_test": 64, "pgd_steps": 0, "final_attacks": ["clean"]})
+    seen = []
+    full = Trainer.new(cfg, progress=False, on_step=lambda t, steps: seen.append((t.epoch, steps)))
+    full.fit()
+    assert seen == [(0, 1), (0, 2), (0, 3), (1, 4), (1, 5), (1, 6)]  # (epoch running, steps since the start)
+
+    def stop_at_five(trainer, steps):
+        seen.append(steps)
+        if steps == 5:
+            trainer.request_stop()
+
+    seen.clear()
+    stopped = Trainer.new(cfg, progress=False, on_step=stop_at_five)
+    stopped.fit()
+    assert seen == [1, 2, 3, 4, 5] and stopped.status == "stopped"  # no step after the stop
+    assert [r["epoch"] for r in stopped.history] == [1] and stopped.partial_record["steps"] == 2
+    resumed = Trainer.resume(stopped.run_dir, progress=False)
+    resumed.step_callbacks.append(lambda t, steps: seen.append(steps))
+    seen.clear()
+    resumed.fit()
+    assert seen == [4, 5, 6] and resumed.status == "finished"  # epoch 2 again from its start, numbered on

@@ -1,0 +1,122 @@
+"""A run's final report: the best and the final model evaluated on the test set, written as ``eval.json``.
+
+:func:`final_report` (called by :meth:`atkit.train.Trainer.final_evaluation`) evaluates the final model (the
+weight average when one is kept) and the best checkpoint on the same class-stratified test images, with every
+attack of ``eval.final_attacks`` and, beside any robust number, the gradient-masking checks of
+:mod:`atkit.sanity`. A dummy-class model is reported by the per-sample worst case over the DUCAT protocols
+(the published protocol alone over-reports; DUCAT evaluation protocols), each protocol's numbers beside it.
+Each entry records what produced it (:mod:`atkit.provenance`: the images, the checkpoint file, the model).
+When the last epoch was the best and no average is kept, one evaluation serves both names.
+
+:func:`test_images_record` (which test images an evaluation used) is shared with ``atkit eval``.
+"""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional
+
+import torch
+import torch.nn as nn
+
+from .evaluate import dummy_protocols_record, evaluate, evaluate_dummy_protocols
+from .fast import eval_model, resolve_channels_last
+from .progress import Phases
+from .provenance import attach_provenance, checkpoint_record
+from .utils import atomic_write_json, guarded_write
+
+if TYPE_CHECKING:  # annotations only: atkit.train imports this module
+    from .train import Trainer
+
+
+def to_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (as datasets store them) to float in [0, 1]; float input is returned as is."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def test_images_record(dataset: Any, indices: torch.Tensor, fingerprint: Optional[str] = None) -> dict[str, Any]:
+    """Which test images an evaluation used: dataset, fingerprint, and the indices (``"all"`` for the whole split)."""
+    n_total = len(dataset.test_y)
+    whole = len(indices) == n_total and bool(torch.equal(indices, torch.arange(n_total)))
+    return {"dataset": dataset.name, "fingerprint": fingerprint or dataset.fingerprint(), "split": "test",
+            "n": int(len(indices)), "of": int(n_total), "selection": "all" if whole else "stratified(seed=0)",
+            "indices": "all" if whole else [int(i) for i in indices]}
+
+
+def same_weights(a: nn.Module, b: nn.Module) -> bool:
+    """Whether two models hold identical parameters and buffers (names, shapes and values)."""
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].to(sb[k].device), sb[k])
+                                          for k in sa)
+
+
+def has_final_evaluation(run_dir: str | Path, attacks: Any) -> bool:
+    """Whether ``run_dir/eval.json`` holds every attack of ``attacks`` for the final model."""
+    try:
+        final = json.loads((Path(run_dir) / "eval.json").read_text()).get("final") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return set(attacks) <= set(final.get("accuracy") or {})
+
+
+def final_report(trainer: "Trainer", attacks: Optional[list[str]] = None, n_test: Optional[int] = None,
+                 phases: Optional[Phases] = None) -> dict[str, Any]:
+    """Evaluate ``trainer``'s final and best models on the test set and write ``eval.json`` (module docstring).
+
+    ``attacks`` default to ``eval.final_attacks``, ``n_test`` to ``eval.final_n_test`` (else the whole test
+    set); ``phases``: where each attack and check reports. The caller holds the run's lock and the precision
+    context (:meth:`atkit.train.Trainer.final_evaluation`)."""
+    phases = phases or Phases(show=False)
+    config, dataset = trainer.config, trainer.dataset
+    attacks = list(attacks or config.eval.final_attacks)
+    n = n_test or config.eval.final_n_test or len(dataset.test_y)
+    x, y, indices = dataset.eval_subset(min(n, len(dataset.test_y)), split="test")
+    x = to_float_images(x)
+    models = {"final": trainer.final_model()}
+    best = trainer.best_model()
+    # The last epoch was the best and no average is kept: one evaluation serves both (same weights, same numbers).
+    best_is_final = best is not None and same_weights(best, models["final"])
+    if best is not None and not best_is_final:
+        models["best"] = best
+    # Gradient-masking checks (atkit.sanity) beside any robust number; a clean-only evaluation has none to check.
+    sanity = ({"n": config.eval.sanity_n_test}
+              if config.eval.sanity and any(a not in ("clean", "random") for a in attacks) else None)
+    phases.note(f"{' and '.join(models)} model{'s' if len(models) > 1 else ''}"
+                f"{' (= the best checkpoint)' if best_is_final else ''}, {', '.join(attacks)} on "
+                f"{len(y)} test images" + (f", then sanity checks on {min(sanity['n'] or len(y), len(y))}"
+                                           if sanity is not None else "; no sanity checks (eval.sanity: false)"),
+                sep=": ")
+    results: dict[str, Any] = {}
+    for label, model in models.items():
+        model = eval_model(model, device=trainer.device, precision=config.eval.precision,
+                           channels_last=resolve_channels_last(config.channels_last, trainer.device))
+        kwargs = dict(attacks=attacks, threat=config.threat_model(), batch_size=config.eval.batch_size,
+                      device=trainer.device, num_classes=trainer.num_classes, progress=phases.child(f"[{label}]"),
+                      aa_state_dir=trainer.run_dir / "aa_state" / label, sanity=sanity or False)
+        if getattr(model, "dummy_classes", False):
+            results[label] = dummy_protocols_record(evaluate_dummy_protocols(model, x, y, **kwargs))
+        else:
+            results[label] = evaluate(model, x, y, **kwargs).to_dict()
+    results["best_epoch"] = trainer.best_epoch
+    results["images"] = test_images_record(dataset, indices, trainer.data_fingerprint)
+    if best_is_final:  # one evaluation, recorded under both names; each name gets its own checkpoint record
+        results["best"] = dict(copy.deepcopy(results["final"]), same_weights_as="final")
+    for label in [name for name in ("final", "best") if name in results]:  # last.pt holds final, best.pt best
+        path = trainer.ckpt_dir / ("best.pt" if label == "best" else "last.pt")
+        attach_provenance(results[label], images=results["images"],
+                          checkpoint=checkpoint_record(path) if path.is_file() else None,
+                          model={"name": config.model, "params": dict(config.model_params),
+                                 "num_classes": trainer.num_classes,
+                                 "dummy_classes": bool(getattr(trainer.model, "dummy_classes", False)),
+                                 "weights": label, "source": "atkit run"})
+    out = trainer.run_dir / "eval.json"
+    guarded_write(out, lambda: atomic_write_json(out, results))
+    tensorboard = trainer.tensorboard()
+    if tensorboard is not None:
+        tensorboard.log_eval(results, step=trainer.epoch)
+        trainer.close_tensorboard()
+    return results
+
+
+__all__ = ["final_report", "has_final_evaluation", "same_weights", "test_images_record", "to_float_images"]
