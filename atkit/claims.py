@@ -207,6 +207,18 @@ def _count(acc: float, n: int) -> int:
     return int(round(k))
 
 
+def independent_difference_interval(k_a: int, n_a: int, k_b: int, n_b: int, z: float = Z95) -> tuple[float, float]:
+    """Interval of ``k_a / n_a − k_b / n_b`` for two independent samples, as fractions (Newcombe 1998, "Interval
+    estimation for the difference between independent proportions", method 10): with Wilson intervals
+    ``(l_a, u_a)``, ``(l_b, u_b)`` and ``d = p_a − p_b``, ``(d − sqrt((p_a − l_a)² + (u_b − p_b)²),
+    d + sqrt((u_a − p_a)² + (p_b − l_b)²))``."""
+    p_a, p_b = k_a / n_a, k_b / n_b
+    l_a, u_a = wilson_interval(k_a, n_a, z)
+    l_b, u_b = wilson_interval(k_b, n_b, z)
+    d = p_a - p_b
+    return d - math.hypot(p_a - l_a, u_b - p_b), d + math.hypot(u_a - p_a, p_b - l_b)
+
+
 def accuracy_difference(acc_a: float, acc_b: float, n: int, *, correct_a: Optional[Sequence[bool]] = None,
                         correct_b: Optional[Sequence[bool]] = None, z: float = Z95) -> dict[str, Any]:
     """``acc_a - acc_b`` (points) of two models on the same ``n`` images, with its interval at quantile ``z``.
@@ -228,11 +240,7 @@ def accuracy_difference(acc_a: float, acc_b: float, n: int, *, correct_a: Option
         lo, hi = newcombe_paired_interval(both, ka - both, kb - both, n - ka - kb + both, z=z)
         method = "Newcombe paired (method 10)"
     else:
-        pa, pb = ka / n, kb / n
-        la, ua = wilson_interval(ka, n, z)
-        lb, ub = wilson_interval(kb, n, z)
-        d = pa - pb
-        lo, hi = d - math.hypot(pa - la, ub - pb), d + math.hypot(ua - pa, pb - lb)
+        lo, hi = independent_difference_interval(ka, n, kb, n, z)
         method = "Newcombe independent (method 10)"
     return {"difference": 100.0 * (ka - kb) / n, "ci": [100.0 * lo, 100.0 * hi], "method": method}
 
@@ -432,22 +440,23 @@ def nonboundary_needs_full_budget(axis: Sequence[Mapping[str, Any]], n: int, num
 
 
 def appropriate_eta_helps_both(eta_rows: Sequence[Mapping[str, Any]], reference: Mapping[str, Any], n: int,
-                               num_classes: int, *, robust_tolerance: float = 2.0, robust_metric: str = "aa_acc",
-                               correct: Optional[Correctness] = None) -> ClaimCheck:
+                               num_classes: int, *, robust_tolerance: float = 2.0, min_gain: float = 0.0,
+                               robust_metric: str = "aa_acc", correct: Optional[Correctness] = None) -> ClaimCheck:
     """RAAT, Fig. 5b: "an appropriate partition of boundary and non-boundary samples helps achieve better
     performance on both perturbed and clean data".
 
     ``eta_rows``: one row per η of the sweep (``variant``, ``eta``, ``clean_acc``, ``robust_metric``);
     ``reference``: PGD-AT's row. Rule, Bonferroni over the ``k`` values of η: reproduces when some η's clean
-    gain interval lies above 0 and its robust change interval lies above ``−robust_tolerance`` (no loss beyond
-    the tolerance: non-inferiority); does not when every η either has its clean interval below 0 or its robust
-    interval below ``−robust_tolerance``; inconclusive otherwise.
+    gain interval lies above ``min_gain`` (default 0) and its robust change interval above ``−robust_tolerance``
+    (no loss beyond the tolerance: non-inferiority); does not when every η either has its clean interval below
+    ``min_gain`` or its robust interval below ``−robust_tolerance``; inconclusive otherwise.
     """
     robust_tolerance = _check_points("robust_tolerance", robust_tolerance)
+    min_gain = _check_points("clean_tolerance", min_gain)
     claim = "an appropriate eta helps clean and robust accuracy"
-    rule = (f"per eta vs PGD-AT, 95 % intervals Bonferroni over the etas: clean gain above 0 and {robust_metric} "
-            f"change above -{robust_tolerance:g} for some eta -> reproduces; every eta clean below 0 or "
-            f"{robust_metric} below -{robust_tolerance:g} -> does not")
+    rule = (f"per eta vs PGD-AT, 95 % intervals Bonferroni over the etas: clean gain above {min_gain:g} and "
+            f"{robust_metric} change above -{robust_tolerance:g} for some eta -> reproduces; every eta clean below "
+            f"{min_gain:g} or {robust_metric} below -{robust_tolerance:g} -> does not")
     models = _learned_rows(list(eta_rows) + [reference], n, num_classes)
     if not eta_rows:
         return _judge(claim, ETA_SOURCE, rule, models, missing="no eta in the sweep")
@@ -456,15 +465,15 @@ def appropriate_eta_helps_both(eta_rows: Sequence[Mapping[str, Any]], reference:
     for r in eta_rows:
         c, a = _diff(r, reference, "clean_acc", n, correct, z=z), _diff(r, reference, robust_metric, n, correct, z=z)
         per_eta.append({"eta": float(r["eta"]), "variant": r["variant"], "clean": c, "robust": a,
-                        "better": c["ci"][0] > 0 and a["ci"][0] > -robust_tolerance,
-                        "worse": c["ci"][1] < 0 or a["ci"][1] < -robust_tolerance})
+                        "better": c["ci"][0] > min_gain and a["ci"][0] > -robust_tolerance,
+                        "worse": c["ci"][1] < min_gain or a["ci"][1] < -robust_tolerance})
     changes = ", ".join(f"{e['eta']:g}: {e['clean']['difference']:+.1f}/{e['robust']['difference']:+.1f}"
                         for e in per_eta)
     measured = (f"clean/{robust_metric} change against PGD-AT (clean {float(reference['clean_acc']):.2f}, "
                 f"{robust_metric} {float(reference[robust_metric]):.2f}) per eta: {changes}")
     return _judge(claim, ETA_SOURCE, rule, models, measured=measured,
                   reproduces=any(e["better"] for e in per_eta), contradicts=all(e["worse"] for e in per_eta),
-                  numbers={"robust_tolerance": robust_tolerance, "z": z, "per_eta": per_eta})
+                  numbers={"robust_tolerance": robust_tolerance, "min_gain": min_gain, "z": z, "per_eta": per_eta})
 
 
 # ------------------------------------------------------------- DUCAT, Fig. 2, 3, 4 and 8 (always_failed_overlap)
@@ -517,13 +526,10 @@ def transfer_follows_surrogate_success(transfer: Iterable[Mapping[str, Any]],
     for s, t in usable:
         a, b = rows[s, t, "success"], rows[s, t, "failure"]
         entry = {"surrogate": s, "target": t}
+        counts = (int(a["fooled"]), int(a["n"]), int(b["fooled"]), int(b["n"]))
+        entry["difference"] = 100.0 * (counts[0] / counts[1] - counts[2] / counts[3])
         for name, zz in (("ci", Z95), ("ci_bonferroni", z)):
-            pa, pb = int(a["fooled"]) / int(a["n"]), int(b["fooled"]) / int(b["n"])
-            la, ua = wilson_interval(int(a["fooled"]), int(a["n"]), zz)
-            lb, ub = wilson_interval(int(b["fooled"]), int(b["n"]), zz)
-            entry["difference"] = 100.0 * (pa - pb)
-            entry[name] = [100.0 * (pa - pb - math.hypot(pa - la, ub - pb)),
-                           100.0 * (pa - pb + math.hypot(ua - pa, pb - lb))]
+            entry[name] = [100.0 * v for v in independent_difference_interval(*counts, z=zz)]
         diffs.append(entry)
     pooled = {sub: [100.0 * int(rows[s, t, sub]["fooled"]) / int(rows[s, t, sub]["n"]) for s, t in usable]
               for sub in ("success", "failure")}
@@ -577,53 +583,64 @@ def similar_failure_patterns(correlations: Mapping[str, float], n_cells: int,
                   numbers={"n_cells": n_cells, "pairs": pairs})
 
 
-def hard_labels_collapse_under_autoattack(hard: Optional[Mapping[str, Any]], base: Optional[Mapping[str, Any]],
-                                          n: int, num_classes: int, *, protocol: str = "published",
-                                          threshold: float = 10.0) -> ClaimCheck:
+def hard_labels_collapse_under_autoattack(toy: Iterable[Mapping[str, Any]], base_model: Optional[str], n: int,
+                                          num_classes: int, *, protocol: str = "published", threshold: float = 10.0,
+                                          hard_variant: str = "hard-label DUCAT",
+                                          correct: Optional[Correctness] = None) -> ClaimCheck:
     """DUCAT, Fig. 4 (Sec. 2.2.3): the hard-label dummy-class model reaches "surprisingly high accuracy both on
     clean data and under PGD-10 adversary" but "immediately collapses once facing Auto-Attack".
 
-    ``hard``: ``{"clean_acc", "pgd_acc", "aa_acc", "name"}`` of the hard-label model (its PGD-10 accuracy from the
-    published protocol, the paper's number; its AutoAttack accuracy under ``protocol``), optionally with
-    ``"pgd_correct"`` / ``"aa_correct"`` per-image flags; ``base``: the same for the base model (``toy_base``).
-    ``threshold``: the points by which PGD-10 must exceed AutoAttack to call it a collapse (the paper's drop is
-    far larger; a stated effect size). Gap = PGD-10 − AutoAttack with its 95 % interval (paired when flags are
-    given); the hard-label gap minus the base gap combines the two intervals (Zou & Donner's MOVER, the rule
-    behind Newcombe's). Rule: reproduces when the hard gap's interval lies above ``threshold`` and the
-    difference's above 0; does not when the hard gap's lies below ``threshold`` or the difference's below 0;
-    inconclusive otherwise.
+    ``toy``: the toy-case rows (``model``, ``protocol``, ``variant``, ``clean_acc``, ``pgd_acc``, ``aa_acc``, percent
+    on ``n`` images): the ``hard_variant`` rows per protocol and the ``base_model`` row (None: no base compared).
+    The hard-label PGD-10 accuracy is the published protocol's (the paper's number), its AutoAttack accuracy that
+    of ``protocol``; ``correct`` (row ``model`` -> ``"pgd_acc"`` / ``"aa_acc"`` -> per-image flags) makes the
+    intervals paired. ``threshold``: the points by which PGD-10 must exceed AutoAttack to call it a collapse (the
+    paper's drop is far larger; a stated effect size). Gap = PGD-10 − AutoAttack with its 95 % interval; the hard
+    gap minus the base gap combines the two intervals (Zou & Donner's MOVER, the rule behind Newcombe's). Rule:
+    reproduces when the hard gap's interval lies above ``threshold`` and the difference's above 0; does not when
+    the hard gap's lies below ``threshold`` or the difference's below 0; inconclusive otherwise.
     """
     threshold = _check_points("collapse_threshold", threshold)
     claim = f"hard labels: high PGD-10 accuracy that collapses under AutoAttack ({protocol} protocol)"
-    rule = (f"95 % interval of PGD-10 - AutoAttack of the hard-label model above {threshold:g} points and of its gap "
-            f"minus the base model's above 0 -> reproduces; either below -> does not")
-    rows = [r for r in (hard, base) if r]
-    models = [model_learned(float(r["clean_acc"]), num_classes, n=n, name=str(r.get("name", "model"))) for r in rows]
-    if hard is None or base is None:
-        return _judge(claim, "DUCAT, Fig. 4", rule, models, missing="no hard-label or no base model scored")
-
-    def gap(r: Mapping[str, Any]) -> dict[str, Any]:
-        return accuracy_difference(float(r["pgd_acc"]), float(r["aa_acc"]), n, correct_a=r.get("pgd_correct"),
-                                   correct_b=r.get("aa_correct"))
-
-    g_hard, g_base = gap(hard), gap(base)
-    d = g_hard["difference"] - g_base["difference"]
-    (lh, hh), (lb, hb) = g_hard["ci"], g_base["ci"]
-    low = d - math.hypot(g_hard["difference"] - lh, hb - g_base["difference"])
-    high = d + math.hypot(hh - g_hard["difference"], g_base["difference"] - lb)
-    measured = (f"PGD-10 {float(hard['pgd_acc']):.1f}% (published) vs AA {float(hard['aa_acc']):.1f}% ({protocol}): "
-                f"gap {_interval_text(g_hard)}; base gap {_interval_text(g_base)}; difference {d:+.2f} "
-                f"[{low:+.2f}, {high:+.2f}]")
-    return _judge(claim, "DUCAT, Fig. 4", rule, models, measured=measured,
-                  reproduces=lh > threshold and low > 0, contradicts=hh < threshold or high < 0,
-                  numbers={"protocol": protocol, "threshold": threshold, "hard_gap": g_hard, "base_gap": g_base,
-                           "gap_difference": {"difference": d, "ci": [low, high], "method": "MOVER"}})
-
+    rule = (f"95 % interval of PGD-10 (published) - AutoAttack ({protocol}) of the hard-label model above "
+            f"{threshold:g} points and of its gap minus the base model's above 0 -> reproduces; either below -> "
+            "does not")
+    rows = [dict(r) for r in toy]
+    hard = {r.get("protocol"): r for r in rows if r.get("variant") == hard_variant}
+    base = next((r for r in rows if base_model is not None and r.get("model") == base_model), None)
+    published, attacked = hard.get("published"), hard.get(protocol)
+    flags = correct or {}
+    models = [model_learned(float(r["clean_acc"]), num_classes, n=n, name=name)
+              for r, name in ((published, hard_variant), (base, base_model)) if r is not None]
+    if published is None or attacked is None:
+        return _judge(claim, "DUCAT, Fig. 4", rule, models, missing=f"no {hard_variant} row for the published and "
+                                                                    f"the {protocol} protocol")
+    g_hard = accuracy_difference(float(published["pgd_acc"]), float(attacked["aa_acc"]), n,
+                                 correct_a=flags.get(published["model"], {}).get("pgd_acc"),
+                                 correct_b=flags.get(attacked["model"], {}).get("aa_acc"))
+    lh, hh = g_hard["ci"]
+    measured = (f"PGD-10 {float(published['pgd_acc']):.1f}% (published) vs AA {float(attacked['aa_acc']):.1f}% "
+                f"({protocol}): gap {_interval_text(g_hard)}")
+    numbers: dict[str, Any] = {"protocol": protocol, "threshold": threshold, "hard_gap": g_hard}
+    low = high = None
+    if base is not None:
+        g_base = accuracy_difference(float(base["pgd_acc"]), float(base["aa_acc"]), n,
+                                     correct_a=flags.get(base["model"], {}).get("pgd_acc"),
+                                     correct_b=flags.get(base["model"], {}).get("aa_acc"))
+        d = g_hard["difference"] - g_base["difference"]
+        (lb, hb) = g_base["ci"]
+        low = d - math.hypot(g_hard["difference"] - lh, hb - g_base["difference"])
+        high = d + math.hypot(hh - g_hard["difference"], g_base["difference"] - lb)
+        measured += f"; {base_model} gap {_interval_text(g_base)}; difference {d:+.2f} [{low:+.2f}, {high:+.2f}]"
+        numbers.update(base_gap=g_base, gap_difference={"difference": d, "ci": [low, high], "method": "MOVER"})
+    return _judge(claim, "DUCAT, Fig. 4", rule, models, measured=measured, numbers=numbers,
+                  reproduces=lh > threshold and (low is None or low > 0),
+                  contradicts=hh < threshold or (high is not None and high < 0))
 
 __all__ = ["BOUNDARY_SOURCE", "CHANCE_FACTOR", "CHANCE_MARGIN", "ClaimCheck", "DOES_NOT_REPRODUCE", "ETA_SOURCE",
            "INCONCLUSIVE", "Learned", "NOT_JUDGED", "NOT_LEARNED", "PERCEPTION_MSE_PAPER", "PERCEPTION_MSE_SOURCE",
            "REPRODUCES", "accuracy_difference", "all_or_none_share", "appropriate_eta_helps_both", "bonferroni_z",
            "boundary_budget_hardly_moves_robustness", "budget_axis", "correlation_interval",
-           "hard_labels_collapse_under_autoattack", "interval_verdict", "judge_check", "learning_minimum",
+           "hard_labels_collapse_under_autoattack", "independent_difference_interval", "interval_verdict", "judge_check", "learning_minimum",
            "model_learned", "moderate_boundary_budget_helps_clean", "nonboundary_needs_full_budget",
            "perception_mse_claim", "similar_failure_patterns", "transfer_follows_surrogate_success", "verdict"]
