@@ -383,8 +383,8 @@ def test_folder_dataset_decodes_exactly_and_uses_cache(tmp_path, monkeypatch):
     arrays = _write_tree(root, {"train": {"cat": 3, "ant": 2, "dog": 2}, "test": {"ant": 1, "dog": 2}})
     cache = tmp_path / "cache"
     calls = []
-    real = data.dataset._decode_image
-    monkeypatch.setattr(data.dataset, "_decode_image", lambda p, s: (calls.append(p), real(p, s))[1])
+    real = data.sources._decode_image
+    monkeypatch.setattr(data.sources, "_decode_image", lambda p, s: (calls.append(p), real(p, s))[1])
 
     ds = load_dataset("folder", root=root, cache_dir=cache, num_workers=1)
     assert ds.class_names == ["ant", "cat", "dog"] and ds.num_classes == 3
