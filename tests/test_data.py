@@ -1,6 +1,7 @@
 """Tests for atkit.data: datasets (synthetic, folder, tiny-imagenet, torchvision error paths) and BatchLoader."""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -383,8 +384,8 @@ def test_folder_dataset_decodes_exactly_and_uses_cache(tmp_path, monkeypatch):
     arrays = _write_tree(root, {"train": {"cat": 3, "ant": 2, "dog": 2}, "test": {"ant": 1, "dog": 2}})
     cache = tmp_path / "cache"
     calls = []
-    real = data._decode_image
-    monkeypatch.setattr(data, "_decode_image", lambda p, s: (calls.append(p), real(p, s))[1])
+    real = data.sources._decode_image
+    monkeypatch.setattr(data.sources, "_decode_image", lambda p, s: (calls.append(p), real(p, s))[1])
 
     ds = load_dataset("folder", root=root, cache_dir=cache, num_workers=1)
     assert ds.class_names == ["ant", "cat", "dog"] and ds.num_classes == 3
@@ -537,6 +538,65 @@ def test_svhn_missing_files_error(tmp_path):
 def test_torchvision_takes_no_extra_options(tmp_path):
     with pytest.raises(ConfigError, match="image_size"):
         load_dataset("cifar10", root=tmp_path, download=False, image_size=32)
+
+
+# ---------------------------------------------------------------------------------------------
+# the DATASETS registry: a loader's options are its signature
+# ---------------------------------------------------------------------------------------------
+
+
+def test_unknown_folder_option_is_refused_naming_the_signature_options(tmp_path):
+    from atkit.config import RunConfig
+
+    params = set(inspect.signature(data.DATASETS["folder"]).parameters)
+    assert {"root", "image_size", "num_workers", "test_split", "cache_dir"} == params
+    assert data.dataset_options("folder") == sorted(params)
+    _write_tree(tmp_path / "tree", {"train": {"a": 2, "b": 2}, "test": {"a": 1, "b": 1}})
+    accepted = "accepted: cache_dir, image_size, num_workers, root, test_split"
+    with pytest.raises(ConfigError) as err:
+        load_dataset("folder", root=tmp_path / "tree", cache_dir=tmp_path / "cache", imagesize=16)
+    msg = str(err.value)
+    assert "\n" not in msg and "'imagesize'" in msg and msg.endswith(accepted)
+    assert not (tmp_path / "cache").exists()  # refused before anything was decoded
+    # Run-config validation goes through the same check.
+    with pytest.raises(ConfigError, match=r"'imagesize'; " + accepted + "$"):
+        RunConfig.from_dict({"method": "pgd_at", "dataset": "folder", "model": "small_cnn",
+                             "data": {"root": str(tmp_path / "tree"), "imagesize": 16}})
+
+
+@pytest.fixture
+def toy_loader():
+    """A loader registered the way a user adds a dataset, removed again after the test."""
+
+    @data.DATASETS.register("toy_squares")
+    def load_toy_squares(root=None, side: int = 8, level: int = 100, n: int = 12) -> ImageDataset:
+        x = torch.full((n, 3, side, side), level, dtype=torch.uint8)
+        y = torch.arange(n) % 2
+        return ImageDataset(train_x=x, train_y=y, test_x=x[:4], test_y=y[:4], num_classes=2,
+                            class_names=["even", "odd"], name="toy_squares", meta={"root": root})
+
+    try:
+        yield load_toy_squares
+    finally:
+        del data.DATASETS["toy_squares"]
+
+
+def test_a_newly_registered_loader_takes_its_own_options(toy_loader, tmp_path):
+    from atkit.config import RunConfig
+    from atkit.train import prepare
+
+    assert data.dataset_options("toy_squares") == ["level", "n", "root", "side"]
+    ds = load_dataset("toy_squares", root="somewhere", side=6, level=9)  # download/cache_dir: not in its signature
+    assert ds.train_x.shape == (12, 3, 6, 6) and int(ds.train_x.max()) == 9 and ds.meta["root"] == "somewhere"
+    with pytest.raises(ConfigError, match=r"dataset 'toy_squares' does not take option\(s\) 'sides'; "
+                                          r"accepted: level, n, root, side$"):
+        load_dataset("toy_squares", sides=6)
+    cfg = RunConfig.from_dict({"method": "pgd_at", "dataset": "toy_squares", "model": "small_cnn", "epochs": 1,
+                               "data": {"side": 8, "n": 20}, "eval": {"n_test": 4}, "out_dir": str(tmp_path)})
+    assert len(prepare(cfg, torch.device("cpu")).dataset.train_y) == 20
+    with pytest.raises(ConfigError, match=r"'levels'; accepted: level, n, root, side$"):
+        RunConfig.from_dict({"method": "pgd_at", "dataset": "toy_squares", "model": "small_cnn",
+                             "data": {"levels": 3}})
 
 
 def test_class_sorted_folder_gives_stratified_subsets_everywhere(tmp_path):
