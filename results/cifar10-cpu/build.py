@@ -23,12 +23,12 @@ from typing import Any, Optional
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from atkit import reference  # noqa: E402
+from atkit import claims, reference  # noqa: E402
 from atkit.claims import interval_verdict, model_learned  # noqa: E402
 from atkit.stats import accuracy_record, mcnemar_test, mean_difference_interval, seed_summary  # noqa: E402
 
 NOTEBOOKS = ("mse_perception", "always_failed_overlap", "boundary_samples")
-COPIED = ("metrics.json", "eval_images.json", "*.csv", "*.png")
+COPIED = ("metrics.json", "eval_images.json", "per_image_correct.json", "*.csv", "*.png")
 RPAT_PAIRS = (("pgd_at", "pgd_at+rpat"), ("trades", "trades+rpat"))
 ATTACKS = ("clean", "pgd20", "cw", "apgd")
 ATTACK_NAMES = {"clean": "Clean", "pgd20": "PGD-20", "cw": "CW-30", "apgd": "APGD-CE+DLR"}
@@ -234,12 +234,81 @@ def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
             "test": "exact McNemar on the same 2,000 test images, difference with its Newcombe (method 10) interval"}
 
 
-def summarise_notebook_checks(folder: Path) -> Optional[dict[str, Any]]:
-    """The checks a motivation notebook wrote into its metrics.json (its own noise rules and learned guard)."""
+def _flags(folder: Path) -> dict[str, dict[str, list[bool]]]:
+    """``per_image_correct.json`` of a notebook (``name -> metric -> "0101..."``) as boolean lists; ``{}`` when
+    the run predates that file (the claims then use the wider independent-samples intervals)."""
+    path = folder / "per_image_correct.json"
+    if not path.is_file():
+        return {}
+    return {name: {m: [c == "1" for c in flags] for m, flags in per.items()}
+            for name, per in json.loads(path.read_text()).items()}
+
+
+def _check_rows(checks: list[Any]) -> list[dict[str, Any]]:
+    return [{k: c.get(k) for k in ("claim", "source", "measured", "verdict", "rule")} for c in checks]
+
+
+def summarise_overlap(folder: Path) -> Optional[dict[str, Any]]:
+    """DUCAT, Fig. 2, 3, 4, 8 on the committed always_failed_overlap files, verdicts from :mod:`atkit.claims`."""
     if not (folder / "metrics.json").is_file():
         return None
-    metrics = json.loads((folder / "metrics.json").read_text())
-    return {k: metrics[k] for k in ("n_eval", "checks", "summary", "transfer", "budget", "toy_case") if k in metrics}
+    m = json.loads((folder / "metrics.json").read_text())
+    n, classes = int(m["n_eval"]), len(next(iter(m["confusion"].values())))
+    baselines = [model_learned(acc, classes, n=n, name=name) for name, acc in m["clean_acc"].items()]
+    toy_base = m.get("toy_base", "pgd_at")  # the notebook's default, for runs that predate the key
+    checks = [claims.all_or_none_share(m["overlap"], baselines, threshold=m.get("all_or_none_threshold", 0.8)),
+              claims.transfer_follows_surrogate_success(m["transfer"], baselines),
+              claims.similar_failure_patterns(m["confusion_similarity"], classes * (classes - 1), baselines)]
+    checks += [claims.hard_labels_collapse_under_autoattack(
+        m["toy_case"], toy_base if toy_base in m["clean_acc"] else None, n, classes, protocol=protocol,
+        threshold=m.get("collapse_threshold", 10.0), correct=_flags(folder) or None)
+        for protocol in m.get("toy_protocols", ["published", "adaptive"])]
+    models = [{"model": name, "clean": _acc_of(m["clean_acc"][name], n),
+               "pgd": _acc_of(m["white_box_acc"][name], n)} for name in m["methods"]]
+    toy = [{"model": r.get("model"), "variant": _text(r.get("variant")), "protocol": _text(r.get("protocol")),
+            **{k: _acc_of(r[k], n) for k in ("clean_acc", "pgd_acc", "aa_acc") if r.get(k) is not None}}
+           for r in m["toy_case"]]
+    return {"n_eval": n, "attack_steps": m["attack_steps"], "aa": m["aa"]["label"], "models": models, "toy_case": toy,
+            "paired_toy_intervals": bool(_flags(folder)), "checks": _check_rows([c.to_dict() for c in checks])}
+
+
+def summarise_boundary(folder: Path) -> Optional[dict[str, Any]]:
+    """RAAT, Fig. 2 and 5b on the committed boundary_samples files, verdicts from :mod:`atkit.claims`."""
+    if not (folder / "metrics.json").is_file():
+        return None
+    m = json.loads((folder / "metrics.json").read_text())
+    n, classes, eta = int(m["n_eval"]), 10, float(m["eta"])
+    rows = m["variants"]
+    budget = [r for r in rows if "budget" in r["sweeps"]]
+    b_axis = claims.budget_axis(budget, "boundary_scale", eta)
+    n_axis = claims.budget_axis(budget, "nonboundary_scale", eta)
+    ref = next(r for r in rows if r["variant"] == m["reference_variant"])
+    eta_rows = sorted((r for r in rows if "eta" in r["sweeps"]), key=lambda r: r["eta"])
+    flags = _flags(folder) or None
+    tol, gain = float(m.get("robust_tolerance", 2.0)), float(m.get("clean_tolerance") or 0.0)
+    checks = [claims.boundary_budget_hardly_moves_robustness(b_axis, n, classes, tolerance=tol, correct=flags),
+              claims.moderate_boundary_budget_helps_clean(b_axis, n, classes, min_gain=gain, correct=flags),
+              claims.nonboundary_needs_full_budget(n_axis, n, classes, correct=flags)]
+    if eta_rows:
+        checks.append(claims.appropriate_eta_helps_both(eta_rows, ref, n, classes, robust_tolerance=tol,
+                                                        min_gain=gain, correct=flags))
+    variants = [{"variant": r["variant"], "boundary_scale": r["boundary_scale"],
+                 "nonboundary_scale": r["nonboundary_scale"], "eta": r["eta"],
+                 "final_train_boundary_frac": round(float(r["final_train_boundary_frac"]), 4),
+                 **{k: _acc_of(r[k], n) for k in ("clean_acc", "pgd_acc", "aa_acc")}} for r in rows]
+    return {"n_eval": n, "eta": eta, "eval_pgd_steps": m["eval_pgd_steps"], "aa": m["aa"]["label"],
+            "robust_tolerance": tol, "paired_intervals": flags is not None, "variants": variants,
+            "checks": _check_rows([c.to_dict() for c in checks])}
+
+
+def _text(value: Any) -> Optional[str]:
+    """A table cell pandas may have written as NaN (an empty cell), as None."""
+    return value if isinstance(value, str) else None
+
+
+def _acc_of(percent: float, n: int) -> dict[str, Any]:
+    """An accuracy given in percent on ``n`` images, with its Wilson interval."""
+    return _acc("1" * int(round(float(percent) * n / 100.0)) + "0" * (n - int(round(float(percent) * n / 100.0))))
 
 
 def summarise(root: Path = HERE) -> dict[str, Any]:
@@ -249,14 +318,23 @@ def summarise(root: Path = HERE) -> dict[str, Any]:
     return {"made_by": made_by,
             "mse_perception": summarise_mse(runs / "mse_perception"),
             "rpat": summarise_rpat(runs / "train"),
-            "always_failed_overlap": summarise_notebook_checks(runs / "always_failed_overlap"),
-            "boundary_samples": summarise_notebook_checks(runs / "boundary_samples"),
+            "always_failed_overlap": summarise_overlap(runs / "always_failed_overlap"),
+            "boundary_samples": summarise_boundary(runs / "boundary_samples"),
             "times": times}
 
 
 # ------------------------------------------------------------------------------------------------- render
 def _ci(entry: dict[str, Any]) -> str:
     return f"{entry['acc']:.2f} [{entry['ci95'][0]:.1f}, {entry['ci95'][1]:.1f}]"
+
+
+def _claims_table(checks: list[dict[str, Any]]) -> list[str]:
+    """One row per paper claim: the claim and its source, what was measured, the verdict, the rule applied."""
+    rows = ["| claim (source) | measured at this scale [95 % CI] | verdict | rule |", "| --- | --- | --- | --- |"]
+    for c in checks:
+        cells = [f"{c['claim']} ({c['source']})", c.get("measured") or "n/a", c["verdict"], c["rule"]]
+        rows.append("| " + " | ".join(str(x).replace("|", "/") for x in cells) + " |")
+    return rows
 
 
 def render(summary: dict[str, Any], template: Path = HERE / "README.template.md") -> str:
@@ -314,18 +392,37 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
         sections.append("\n".join(lines))
     else:
         sections.append("Not run yet.")
-    for key in ("always_failed_overlap", "boundary_samples"):
-        nb = summary.get(key)
-        if not nb:
-            sections.append("Not run yet.")
-            continue
-        lines = ["| check | value | verdict |", "| --- | --- | --- |"]
-        for name, check in (nb.get("checks") or {}).items():
-            value = {k: v for k, v in check.items() if k not in ("agrees", "verdict", "claim")} if isinstance(
-                check, dict) else check
-            verdict = check.get("verdict", check.get("agrees")) if isinstance(check, dict) else ""
-            lines.append(f"| {name} | `{json.dumps(value, default=str)[:160]}` | {verdict} |")
+    overlap = summary.get("always_failed_overlap")
+    if overlap:
+        lines = [f"{overlap['n_eval']} class-stratified test images; PGD-{overlap['attack_steps']} white-box and "
+                 f"transfer attacks; {overlap['aa']} for the toy case.", "",
+                 f"| model | clean % | PGD-{overlap['attack_steps']} % |", "| --- | ---: | ---: |"]
+        lines += [f"| {r['model']} | {_ci(r['clean'])} | {_ci(r['pgd'])} |" for r in overlap["models"]]
+        lines += ["", "Toy case (DUCAT, Fig. 4):", "", f"| model | protocol | clean % | PGD-{overlap['attack_steps']} % | {overlap['aa']} % |",
+                  "| --- | --- | ---: | ---: | ---: |"]
+        lines += [f"| {r['variant'] or r['model']} | {r['protocol'] or ''} | "
+                  + " | ".join(_ci(r[k]) if k in r else "n/a" for k in ("clean_acc", "pgd_acc", "aa_acc")) + " |"
+                  for r in overlap["toy_case"]]
+        if not overlap["paired_toy_intervals"]:
+            lines += ["", "The toy-case intervals are independent-samples ones (this run predates the per-image flag "
+                      "file), so wider than the paired ones a new run gives."]
+        lines += ["", *_claims_table(overlap["checks"])]
         sections.append("\n".join(lines))
+    else:
+        sections.append("Not run yet.")
+    boundary = summary.get("boundary_samples")
+    if boundary:
+        lines = [f"{boundary['n_eval']} class-stratified test images; partition eta = {boundary['eta']:g}; "
+                 f"PGD-{boundary['eval_pgd_steps']} and {boundary['aa']}.", "",
+                 f"| variant | boundary budget (x eps) | non-boundary budget (x eps) | final boundary share | clean % | "
+                 f"PGD-{boundary['eval_pgd_steps']} % | {boundary['aa']} % |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [f"| {v['variant']} | {v['boundary_scale']:g} | {v['nonboundary_scale']:g} | "
+                  f"{v['final_train_boundary_frac']:.4f} | {_ci(v['clean_acc'])} | {_ci(v['pgd_acc'])} | "
+                  f"{_ci(v['aa_acc'])} |" for v in boundary["variants"]]
+        lines += ["", *_claims_table(boundary["checks"])]
+        sections.append("\n".join(lines))
+    else:
+        sections.append("Not run yet.")
     times = summary.get("times") or {}
     sections.append("\n".join(["| run | CPU time (min, user + system) | wall time (min) |", "| --- | ---: | ---: |"] +
                                [f"| {k} | {v['cpu_s'] / 60:.1f} | {v['wall_s'] / 60:.1f} |" for k, v in sorted(times.items())])
