@@ -86,6 +86,23 @@ def test_load_grid_reads_a_base_parameter_file_and_refuses_unknown_keys(tmp_path
         load_grid(tmp_path / "bad.yaml")
 
 
+def test_set_options_change_every_points_base_before_the_grid_and_refuse_a_varied_key(tmp_path):
+    (tmp_path / "g.yaml").write_text("notebook: ablation\nbase: {value: 5, nested: {a: 1, b: 2}}\n"
+                                     "grid: {value: [1, 2]}\n")
+    spec = load_grid(tmp_path / "g.yaml", sets=["nested.b=7", "sleep=0.5", "fail_on=[3, 4]"])
+    assert spec.base == {"value": 5, "nested": {"a": 1, "b": 7}, "sleep": 0.5, "fail_on": [3, 4]}  # YAML values
+    points = make_points(spec)
+    assert [p.params["value"] for p in points] == [1, 2]  # the grid's values still apply on top
+    assert all(p.params["nested"] == {"a": 1, "b": 7} and p.params["sleep"] == 0.5 for p in points)
+    plain = make_points(load_grid(tmp_path / "g.yaml"))
+    assert {p.key for p in points}.isdisjoint(p.key for p in plain)  # a --set changes what a point computes
+    for key in ("value", "value.x"):
+        with pytest.raises(ConfigError, match=f"--set {key}=...: the grid in .* varies 'value'"):
+            load_grid(tmp_path / "g.yaml", sets=[f"{key}=3"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_grid(tmp_path / "g.yaml", sets=["nested.b"])
+
+
 def test_worker_slots_one_per_gpu_or_cpu():
     assert worker_slots(gpus=[]) == [None]
     assert worker_slots(workers=3, gpus=[]) == [None, None, None]
@@ -168,3 +185,17 @@ def test_the_sweep_command_reports_a_failed_point_with_status_1(tmp_path, capsys
     assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(tmp_path / "o"), "--gpus", "", "--quiet"]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+
+
+def test_the_sweep_command_set_option_reaches_every_point_and_is_checked(tmp_path, capsys):
+    nb = _tiny_notebook(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": {"value": 1, "nested": {"a": 1, "b": 2}}, "grid": {"value": [3]}}))
+    out = tmp_path / "o"
+    assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(out), "--gpus", "", "--quiet",
+                     "--set", "nested.b=7"]) == 0
+    (result,) = [json.loads(Path(f).read_text()) for f in glob.glob(str(out / "*" / "result.json"))]
+    assert result == {"double": 6, "nested": {"a": 1, "b": 7}}
+    capsys.readouterr()
+    assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(out), "--dry-run", "--set", "nested_b=7"]) == 2
+    assert "Did you mean 'nested'" in capsys.readouterr().err  # an unknown parameter, before anything runs
