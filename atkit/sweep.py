@@ -241,8 +241,6 @@ def _point_method(params: Mapping[str, Any]) -> tuple[Optional[str], Optional[Ma
 def check_method_params(point: SweepPoint) -> None:
     """Refuse a point whose method hyperparameters the method does not accept (a misspelled dotted key such as
     ``method_params.rp_lamda``, a wrong type), before any point runs."""
-    from .methods import get_method
-
     method, method_params = _point_method(point.params)
     if method is None or method_params is None:
         return

@@ -120,6 +120,26 @@ def test_an_unknown_notebook_parameter_is_refused_before_anything_runs(tmp_path)
     assert not (tmp_path / "out").exists()
 
 
+def test_notebook_lookup_and_parameter_check_are_one_implementation(tmp_path):
+    import atkit.cli
+    import atkit.notebooks as notebooks
+    import atkit.sweep
+
+    assert atkit.cli.run_notebook is notebooks.run_notebook and atkit.sweep.resolve_notebook is notebooks.resolve_notebook
+    assert notebooks.resolve_notebook("ablation") == ROOT / "notebooks" / "ablation.ipynb"
+    with pytest.raises(ConfigError, match="notebook 'ablaton' not found; available: .*ablation"):
+        notebooks.resolve_notebook("ablaton")
+    nb = _tiny_notebook(tmp_path)
+    assert notebooks.resolve_notebook(str(nb)) == nb
+    declared = notebooks.declared_parameters(nb)
+    assert declared == ["value", "fail_on", "sleep", "nested", "out_dir"]
+    notebooks.check_parameter_names(nb, ["value", "nested.a"], declared)  # a dotted name: its first part counts
+    with pytest.raises(ConfigError, match=r"unknown parameter of notebook tiny.ipynb \(grid point 3\) 'nestd'"):
+        notebooks.check_parameter_names(nb, ["nestd.a"], declared, " (grid point 3)")
+    cmd = notebooks.papermill_command(nb, tmp_path / "out.ipynb", tmp_path / "p.yaml")
+    assert cmd[cmd.index("-k") + 1] == notebooks.KERNEL_NAME and cmd[cmd.index("--cwd") + 1] == str(nb.parent.parent)
+
+
 # ---------------------------------------------------------------------------------- execution
 def test_failures_are_recorded_the_rest_runs_and_a_restart_skips_finished_points(tmp_path):
     nb = _tiny_notebook(tmp_path)
