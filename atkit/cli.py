@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from . import utils  # atomic_write_json through the module, where the fault tests inject a full disk
 from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
 from .config import RunConfig, load_config, load_config_dict
 from .data import load_dataset
@@ -28,8 +29,7 @@ from .sweep_submitit import (SlurmOptions, cancel_sweep, format_status, require_
                              wait_for_jobs)
 from .train import (NonFiniteLossError, OutputWriteError, load_model, resolve_checkpoint, test_images_record,
                     to_float_images, train)
-from .utils import (ConfigError, _json_default, apply_set_options, atomic_write_json, resolve_device,
-                    unknown_name_error)
+from .utils import ConfigError, _json_default, apply_set_options, resolve_device, unknown_name_error
 
 DESCRIPTION = ("atkit, a research workbook for adversarial training: train and evaluate models, list the methods, "
                "run the notebooks and sweeps. Bad input stops with one line and exit status 2.")
@@ -207,7 +207,7 @@ def _cmd_card(args: argparse.Namespace) -> int:
     card = make_card(args.target, checkpoint=args.checkpoint, name=args.name, link=args.link, authors=args.authors,
                      venue=args.venue, reported=args.reported, footnote=args.footnote,
                      additional_data=args.additional_data, architecture=args.architecture)
-    atomic_write_json(args.out, card)
+    utils.atomic_write_json(args.out, card)
     print(json.dumps({k: card[k] for k in ("dataset", "architecture", "eps", "clean_acc", "autoattack_acc")}
                      | {"written": str(args.out)}))
     return 0
@@ -236,7 +236,7 @@ def check_writable(path: Path, what: str) -> None:
 def _write_or_print(out: Path, payload: dict[str, Any]) -> bool:
     """Write ``payload`` to ``out``; if that fails after all, print it so the numbers are not lost."""
     try:
-        atomic_write_json(out, payload)
+        utils.atomic_write_json(out, payload)
         return True
     except OSError as e:
         print(json.dumps(payload, default=_json_default))

@@ -42,7 +42,6 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
-from .methods import get_method
 from .notebooks import (KERNEL_NAME, check_parameter_names, declared_parameters, headless_defaults, papermill_command,
                         resolve_notebook)
 from .paths import resolve_output_path
@@ -241,6 +240,10 @@ def _point_method(params: Mapping[str, Any]) -> tuple[Optional[str], Optional[Ma
 def check_method_params(point: SweepPoint) -> None:
     """Refuse a point whose method hyperparameters the method does not accept (a misspelled dotted key such as
     ``method_params.rp_lamda``, a wrong type), before any point runs."""
+    # why: atkit.methods loads every method and model; a cluster job imports this module before submitit
+    # installs its preemption handler, so the module stays light
+    from .methods import get_method
+
     method, method_params = _point_method(point.params)
     if method is None or method_params is None:
         return

@@ -36,10 +36,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from . import sweep
 from .notebooks import KERNEL_NAME, resolve_notebook
-from .runs import find_run
 from .sweep import (DONE_MARKER, FAILED_MARKER, LOG_FILE, PointResult, SweepPoint, SweepSpec, _execute_point,
-                    _run_process, _terminate, _write_summary, check_parameters, is_done, make_points, visible_gpus)
+                    _terminate, _write_summary, check_parameters, is_done, make_points, visible_gpus)
 from .utils import ConfigError, atomic_write_json, atomic_write_text, unknown_name_error
 
 CLUSTERS = ("slurm", "local", "debug")
@@ -279,7 +279,10 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
     Only the ``train`` notebook describes exactly one run; the run config is the notebook's own
     (``run_config_from`` with its parameters). An identical finished run is used as is, a partial one resumed.
     Returns an error message, or None."""
-    from .results import run_config_from  # why: atkit.results imports pandas; only multi-GPU points need it
+    # why: pandas (atkit.results) and every method (atkit.runs): only multi-GPU points need them, and a job imports
+    # this module before submitit installs its preemption handler
+    from .results import run_config_from
+    from .runs import find_run
 
     if notebook.stem != "train":
         return (f"gpus={nproc} per point needs the train notebook (one run per point, trained with torchrun); "
@@ -309,7 +312,7 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
     env.setdefault("OMP_NUM_THREADS", str(max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", nproc)) // nproc)))
     with open(point_dir / "torchrun.log", "ab") as log:
         log.write(f"$ {shlex.join(cmd)}\n".encode())
-    rc = _run_process(cmd, env, point_dir / "torchrun.log", None, procs, lock, append=True)
+    rc = sweep._run_process(cmd, env, point_dir / "torchrun.log", None, procs, lock, append=True)  # through the module
     return None if rc == 0 else f"torchrun training exited with status {rc} (see {point_dir / 'torchrun.log'})"
 
 
