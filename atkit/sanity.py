@@ -26,6 +26,10 @@ symptoms. Each check here returns a JSON-ready dict ``{name, passed, detail, val
 
 Tolerances are in samples, to absorb the noise of random starts: by default
 ``max(2, ceil(1% of n))`` samples of the ``n`` checked, stated in each check's ``detail``.
+
+The checks run their attacks with :func:`atkit.attacks.eval_runner.run_eval_attacks`, the loop under
+:func:`atkit.evaluate.evaluate`; ``evaluate(..., sanity=True)`` calls them, and this module never imports
+:mod:`atkit.evaluate` (no import circle).
 """
 from __future__ import annotations
 
