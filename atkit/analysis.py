@@ -1,6 +1,7 @@
 """Measurements behind the motivation experiments (docs/experiments.md)."""
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -10,7 +11,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attacks import eval_logits
+from .attacks.autoattack import AA_PRESETS as AUTOATTACK_PRESETS
 from .models import predict_labels
+from .models.dummy import protocol_model
+from .utils import model_device
 
 
 @dataclass
@@ -42,7 +46,7 @@ def perception_mse(model: nn.Module, x: Tensor, y: Tensor, perturb: Callable[[nn
     ``perturb(model, x, y)`` returns ``x_hat`` (uniform noise, or a PGD-20 attack). Samples are
     "success" when ``x_hat`` is still classified correctly and "failure" otherwise.
     """
-    device = device or next(model.parameters()).device
+    device = device or model_device(model)
     num_classes = num_classes or getattr(model, "num_classes", None)
     was_training = model.training
     model.eval()
@@ -69,13 +73,7 @@ def perception_mse(model: nn.Module, x: Tensor, y: Tensor, perturb: Callable[[nn
 # Boundary samples (RAAT, Fig. 2, 5b; docs/experiments.md, boundary_samples) and always-failed overlap
 # (DUCAT, Fig. 2, 3, 4, 8; docs/experiments.md, always_failed_overlap).
 # =============================================================================================
-AA_PRESETS = ("standard", "apgd")
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+AA_PRESETS = tuple(AUTOATTACK_PRESETS)  # the preset names; their settings: atkit.attacks.autoattack.AA_PRESETS
 
 
 def _eval_predict(model: nn.Module, x: Tensor, num_classes: int) -> Tensor:
@@ -109,34 +107,24 @@ def autoattack_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, no
     attacks the raw 2C logits, ``"adaptive"`` / ``"adaptive_max"`` the merged C-class model.
     """
     from .attacks import run_autoattack
-    from .models import MergedDummyModel
-    from .utils import ConfigError, unknown_name_error
+    from .utils import unknown_name_error
 
     num_classes = _num_classes_of(model, num_classes)
-    if attacks is None or attacks == "standard":
-        kw: dict = {"version": "standard"}
-    elif attacks == "apgd":
-        kw = {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1}
+    if attacks is None or isinstance(attacks, str) and attacks in AUTOATTACK_PRESETS:
+        kw: dict = copy.deepcopy(AUTOATTACK_PRESETS[attacks or "standard"])
     elif isinstance(attacks, str):
         raise unknown_name_error("AutoAttack preset", attacks, AA_PRESETS + ("<list of attacks>",))
     else:
         kw = {"version": "custom", "attacks": list(attacks)}
     if n_restarts is not None:
         kw["n_restarts"] = n_restarts
-    attack_model: nn.Module = model
-    if protocol not in (None, "published"):
-        merge = {"adaptive": "logsumexp", "adaptive_max": "max"}
-        if protocol not in merge:
-            raise unknown_name_error("evaluation protocol", protocol, ("published",) + tuple(merge))
-        if not getattr(model, "dummy_classes", False):
-            raise ConfigError(f"protocol={protocol!r} needs a dummy-class model (2C outputs)")
-        attack_model = MergedDummyModel(model, how=merge[protocol])
+    attack_model, _ = protocol_model(model, None if protocol == "published" else protocol)
     result = run_autoattack(attack_model, x, y, eps=eps, norm=norm, batch_size=batch_size, state_path=state_path,
                             seed=seed, n_iter=n_iter, num_classes=num_classes if attack_model is model else None,
                             **kw)
     if attack_model is model:
         return result.correct.cpu()
-    dev = _model_device(model)
+    dev = model_device(model)
     y_cpu = y.detach().cpu().long()
     correct = torch.zeros(len(y_cpu), dtype=torch.bool)
     for start in range(0, len(y_cpu), batch_size):
@@ -188,7 +176,7 @@ def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence
 
     check_choice("eta_mode", eta_mode, ("scale", "ball"))
     num_classes = _num_classes_of(model, num_classes)
-    dev = _model_device(model)
+    dev = model_device(model)
     counts = {float(eta): [0, 0, 0] for eta in etas}  # misclassified, boundary, nonboundary
     n = 0
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
@@ -309,7 +297,7 @@ def cross_attack(models: dict[str, nn.Module], x: Tensor, y: Tensor, *, eps: flo
     names = list(models)
     first = models[names[0]]
     num_classes = _num_classes_of(first, num_classes)
-    dev = _model_device(first)
+    dev = model_device(first)
     y_cpu = y.detach().cpu().long()
     n, m = len(y_cpu), len(names)
     clean_pred = torch.empty(m, n, dtype=torch.long)

@@ -22,7 +22,6 @@ RNG states, config, data fingerprint); :func:`save_trainer_checkpoint` writes it
 from __future__ import annotations
 
 import copy
-import hashlib
 import pickle
 import random
 import zipfile
@@ -36,7 +35,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from .config import RunConfig
 from .models import build_model
-from .utils import ConfigError, atomic_torch_save, guarded_write
+from .utils import ConfigError, atomic_torch_save, file_sha256, guarded_write  # file_sha256 re-exported
 
 if TYPE_CHECKING:  # annotations only: atkit.train imports this module
     from .train import Trainer
@@ -55,15 +54,6 @@ if hasattr(np, "dtypes"):
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 #: Prefixes added by DataParallel / DistributedDataParallel and torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
-
-
-def file_sha256(path: str | Path) -> str:
-    """SHA-256 of a file's bytes (hex), read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def alternatives_hint(path: str | Path) -> str:

@@ -9,22 +9,33 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from . import utils  # atomic_write_json through the module, where the fault tests inject a full disk
+from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
+from .config import RunConfig, load_config, load_config_dict
+from .data import load_dataset
+from .distributed import cleanup
+from .fast import eval_model, exact_fp32, resolve_precision
+from .methods import COMPOSERS, describe_methods
+from .models import MODELS, build_model
+from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
 from .paths import resolve_output_path
-from .sweep import KERNEL_NAME
-from .utils import ConfigError, claim_output_folder, load_yaml_mapping
+from .provenance import attach_provenance, checkpoint_record
+from .sweep import format_summary, load_grid, make_points, run_sweep
+from .sweep_submitit import (SlurmOptions, cancel_sweep, format_status, require_submitit, submit_sweep, sweep_status,
+                             wait_for_jobs)
+from .train import (NonFiniteLossError, OutputWriteError, load_model, resolve_checkpoint, test_images_record,
+                    to_float_images, train)
+from .utils import ConfigError, _json_default, apply_set_options, resolve_device, unknown_name_error
 
-NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 DESCRIPTION = ("atkit, a research workbook for adversarial training: train and evaluate models, list the methods, "
                "run the notebooks and sweeps. Bad input stops with one line and exit status 2.")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import train
-
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device
@@ -40,9 +51,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
             print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epoch(s)); nothing to "
                   f"train, its final evaluation is in {str(trainer.run_dir / 'eval.json')!r}", file=sys.stderr)
     else:
-        from .config import load_config_dict
-        from .utils import apply_set_options
-
         values = apply_set_options(load_config_dict(args.config), args.set)
         if "method" not in values:  # a file without it would silently train the default for days
             raise ConfigError(f"config file {args.config!r} names no method: add e.g. 'method: pgd_at' "
@@ -51,17 +59,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         trainer = train(config, progress=not args.quiet)
     if trainer.dist.is_main:  # under torchrun: one line, from rank 0
         print(json.dumps({"run_dir": str(trainer.run_dir), "status": trainer.status, "best_epoch": trainer.best_epoch}))
-    from .distributed import cleanup
-
     cleanup()
     return 0 if trainer.status == "finished" else 1
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluation in exact fp32 (TF32 off) unless ``--precision`` asks for bf16 (atkit.fast)."""
-    from .fast import exact_fp32, resolve_precision
-    from .utils import resolve_device
-
     precision = getattr(args, "precision", None) or "fp32"
     with exact_fp32(resolve_precision(precision, resolve_device(args.device or "auto")) is None):
         return _cmd_eval_run(args)
@@ -69,11 +72,6 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 def _eval_target_run(args: argparse.Namespace, device: Any) -> dict[str, Any]:
     """Model, dataset, threat and provenance parts for ``atkit eval RUN_DIR_OR_CHECKPOINT`` (atkit's own runs)."""
-    from .checkpoints import load_checkpoint_file
-    from .config import RunConfig, load_config
-    from .data import load_dataset
-    from .train import load_model, resolve_checkpoint
-
     target = Path(args.target)
     ckpt = resolve_checkpoint(target)
     model = load_model(ckpt, device=device, which=args.which)
@@ -95,16 +93,9 @@ _EXTERNAL_SET_KEYS = ("dataset", "data", "threat", "model_params")
 
 def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, Any]:
     """Someone else's state dict: ``atkit eval --checkpoint FILE --model NAME [--num-classes N] [--dummy-classes]``."""
-    from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
-    from .data import load_dataset
-    from .models import build_model
-    from .utils import apply_set_options, unknown_name_error
-
     if args.which != "model":
         raise ConfigError("--which ema applies to atkit runs; an external checkpoint holds one set of weights")
     if not args.model:
-        from .models import MODELS
-
         raise ConfigError(f"--checkpoint needs --model NAME, the architecture of the weights; one of {', '.join(MODELS)}")
     spec: dict[str, Any] = {"dataset": args.dataset or "cifar10", "data": {}, "threat": {}, "model_params": {}}
     spec = apply_set_options(spec, args.set)
@@ -135,7 +126,7 @@ def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, An
 
 
 def _accuracy_lines(result: dict[str, Any], tag: str = "") -> list[str]:
-    from .stats import format_accuracy
+    from .stats import format_accuracy  # why: atkit.stats imports scipy, heavy for the other commands
 
     lines = []
     for name, flags in (result.get("per_sample") or {}).items():
@@ -145,10 +136,7 @@ def _accuracy_lines(result: dict[str, Any], tag: str = "") -> list[str]:
 
 
 def _cmd_eval_run(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .provenance import attach_provenance, checkpoint_record
-    from .train import test_images_record, to_float_images
-    from .utils import resolve_device
+    from .evaluate import evaluate  # why: evaluate pulls scipy (atkit.stats); only `atkit eval` needs it
 
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n {args.n}: the number of test images must be >= 1 (omit --n for the whole test set)")
@@ -167,8 +155,6 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     check_writable(out, "--out")  # before the evaluation, which can take hours
     model, dataset = ctx["model"], ctx["dataset"]
     if getattr(args, "precision", None) not in (None, "fp32"):
-        from .fast import eval_model
-
         model = eval_model(model, device=device, precision=args.precision, channels_last=device.type == "cuda")
     n = min(args.n or len(dataset.test_y), len(dataset.test_y))
     attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
@@ -182,7 +168,7 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     if getattr(model, "dummy_classes", False):
         # Dummy-class models: the headline is the per-sample worst case over the protocols, each protocol's numbers
         # beside it, the published one labelled as the papers' protocol (DUCAT evaluation protocols).
-        from .evaluate import PROTOCOL_LABELS, dummy_protocols_record, evaluate_dummy_protocols
+        from .evaluate import PROTOCOL_LABELS, dummy_protocols_record, evaluate_dummy_protocols  # why: as above
 
         by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)
         payload = dummy_protocols_record(by_protocol)
@@ -207,7 +193,7 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_evaluations, format_comparison
+    from .compare import compare_evaluations, format_comparison  # why: pulls scipy (McNemar's test)
 
     cmp = compare_evaluations(args.run_a, args.run_b, attack=args.attack, checkpoint=args.checkpoint,
                               protocol=args.protocol)
@@ -216,13 +202,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_card(args: argparse.Namespace) -> int:
-    from .card import make_card
-    from .utils import atomic_write_json
+    from .card import make_card  # why: pulls scipy (atkit.stats)
 
     card = make_card(args.target, checkpoint=args.checkpoint, name=args.name, link=args.link, authors=args.authors,
                      venue=args.venue, reported=args.reported, footnote=args.footnote,
                      additional_data=args.additional_data, architecture=args.architecture)
-    atomic_write_json(args.out, card)
+    utils.atomic_write_json(args.out, card)
     print(json.dumps({k: card[k] for k in ("dataset", "architecture", "eps", "clean_acc", "autoattack_acc")}
                      | {"written": str(args.out)}))
     return 0
@@ -250,10 +235,8 @@ def check_writable(path: Path, what: str) -> None:
 
 def _write_or_print(out: Path, payload: dict[str, Any]) -> bool:
     """Write ``payload`` to ``out``; if that fails after all, print it so the numbers are not lost."""
-    from .utils import _json_default, atomic_write_json
-
     try:
-        atomic_write_json(out, payload)
+        utils.atomic_write_json(out, payload)
         return True
     except OSError as e:
         print(json.dumps(payload, default=_json_default))
@@ -263,8 +246,6 @@ def _write_or_print(out: Path, payload: dict[str, Any]) -> bool:
 
 
 def _cmd_methods(args: argparse.Namespace) -> int:
-    from .methods import COMPOSERS, describe_methods
-
     methods = describe_methods()
     if args.json:
         print(json.dumps({"methods": methods, "add_ons": sorted(COMPOSERS)}, indent=2, default=str))
@@ -276,63 +257,6 @@ def _cmd_methods(args: argparse.Namespace) -> int:
     if COMPOSERS:
         print("add-on terms (use as <base>+<add-on>, e.g. trades+rpat): " + ", ".join(sorted(COMPOSERS)))
     return 0
-
-
-def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *, device: Optional[str] = None,
-                 extra: Optional[dict[str, Any]] = None, kernel_name: str = KERNEL_NAME,
-                 progress: bool = True, sets: Optional[Sequence[str]] = None) -> Path:
-    """Execute a notebook with papermill into ``out_dir`` (executed copy and the notebook's own outputs).
-
-    A relative ``out_dir`` is read against the project root (:func:`atkit.paths.resolve_output_path`).
-    The notebook receives ``out_dir`` (and ``device`` when given) as parameters, on top of the
-    YAML parameter file and ``sets`` (``KEY=VALUE`` strings, dotted keys, YAML values, as the CLI's
-    ``--set``); unknown parameter names are refused before execution, and so is an ``out_dir`` that holds
-    another notebook's results (:func:`atkit.utils.claim_output_folder`). The kernel shows progress as text
-    lines (``ATKIT_PROGRESS=lines`` unless set): widget bars would be saved in the executed copy as dead bars;
-    with ``progress`` its printed output is also copied to stderr as it comes.
-    """
-    import papermill as pm
-
-    path = Path(name_or_path)
-    if not path.suffix:
-        path = NOTEBOOK_DIR / f"{name_or_path}.ipynb"
-    if not path.is_file():
-        names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-        raise ConfigError(f"notebook {name_or_path!r} not found; available: {', '.join(names)}")
-    params: dict[str, Any] = {}
-    if params_file:
-        params = load_yaml_mapping(params_file, "parameter file", allow_empty=True)
-    params.update(extra or {})
-    from .utils import apply_set_options
-
-    params = apply_set_options(params, sets)
-    out = resolve_output_path(out_dir)  # the project root's outputs/, whatever the working directory
-    params["out_dir"] = str(out)
-    if device:
-        params["device"] = device
-    declared = pm.inspect_notebook(str(path))
-    unknown = sorted(set(params) - set(declared))
-    if unknown:
-        from .utils import unknown_name_error
-
-        raise unknown_name_error(f"parameter of notebook {path.name}", unknown[0], declared)
-    if "INTERACTIVE" in declared:  # executed headless: the batch mode unless the parameters ask otherwise
-        params.setdefault("INTERACTIVE", False)
-    out = claim_output_folder(out, path.stem)  # never over another notebook's results
-    executed = out / path.name
-    from .progress import PROGRESS_ENV
-
-    previous = os.environ.get(PROGRESS_ENV)
-    os.environ.setdefault(PROGRESS_ENV, "lines")  # inherited by the kernel papermill starts
-    try:
-        # With progress, the kernel's printed lines (one per epoch, the evaluation's) also reach this terminal.
-        pm.execute_notebook(str(path), str(executed), parameters=params, kernel_name=kernel_name,
-                            cwd=str(path.parent.parent), progress_bar=progress,
-                            stdout_file=sys.stderr if progress else None, stderr_file=sys.stderr if progress else None)
-    finally:
-        if previous is None:
-            os.environ.pop(PROGRESS_ENV, None)
-    return executed
 
 
 def _cmd_notebook(args: argparse.Namespace) -> int:
@@ -348,20 +272,16 @@ def _cmd_notebook(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .sweep import load_grid, run_sweep
-
     if args.status or args.cancel:
         return _cmd_sweep_status(args)
     if not args.grid:
         raise ConfigError("atkit sweep needs a grid file (-f GRID.yaml), or --status OUT / --cancel OUT")
+    spec = load_grid(args.grid, notebook=args.notebook, sets=args.set)
     if args.backend == "submitit":
-        return _cmd_sweep_submitit(args, load_grid(args.grid, notebook=args.notebook))
-    spec = load_grid(args.grid, notebook=args.notebook)
+        return _cmd_sweep_submitit(args, spec)
     out = str(resolve_output_path(args.out or Path("outputs") / "sweeps" / spec.name))
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
     if args.dry_run:
-        from .sweep import make_points
-
         for r, p in zip(run_sweep(spec, out, workers=args.workers, gpus=gpus, dry_run=True), make_points(spec)):
             print(f"{r.status:8s} {out}/{p.folder}  {json.dumps(p.varied, default=str)}")
         return 0
@@ -377,8 +297,6 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _sweep_exit(results: Any, out: Any) -> int:
     """Print a sweep's summary (either backend); exit status 1 when a point failed."""
-    from .sweep import format_summary
-
     print(format_summary(results))
     print(f"summary: {Path(out) / 'sweep.csv'}")
     return 0 if all(r.status in ("done", "skipped") for r in results) else 1
@@ -390,8 +308,6 @@ _SLURM_FLAGS = ("partition", "time", "gpus_per_point", "cpus_per_point", "mem", 
 
 def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
     """``--backend submitit``: one job per unfinished point (atkit.sweep_submitit); waits with ``--wait``."""
-    from .sweep_submitit import SlurmOptions, require_submitit, submit_sweep, wait_for_jobs
-
     require_submitit()
     flags = {name: getattr(args, name) for name in _SLURM_FLAGS}
     flags["gpus"], flags["cpus"] = flags.pop("gpus_per_point"), flags.pop("cpus_per_point")
@@ -400,8 +316,6 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
     options = SlurmOptions.from_sources(spec.slurm, flags)
     out = args.out or str(Path("outputs") / "sweeps" / spec.name)
     if args.dry_run:
-        from .sweep import make_points, run_sweep
-
         for r, p in zip(run_sweep(spec, out, gpus=[], dry_run=True), make_points(spec)):
             print(f"{r.status:8s} {out}/{p.folder}  {json.dumps(p.varied, default=str)}")
         return 0
@@ -431,8 +345,6 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
 
 
 def _cmd_sweep_status(args: argparse.Namespace) -> int:
-    from .sweep_submitit import cancel_sweep, format_status, sweep_status
-
     if args.cancel:
         cancelled = cancel_sweep(args.cancel)
         print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}; finished points "
@@ -537,6 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", "-f", help="grid YAML: notebook, base (parameter file or mapping), "
                                         "grid {name: [values]} and/or points [...], slurm {...}")
     p.add_argument("--out", help="folder of the point folders and sweep.json/csv (default: outputs/sweeps/<grid>)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                   help="override one parameter of every point without editing a file: KEY=VALUE, dotted keys reach "
+                        "into mappings, values are YAML (e.g. --set epochs=2 --set data.root=data/cifar10-jpeg); "
+                        "applied to the base parameters before the grid's values; repeatable")
     p.add_argument("--workers", type=int, help="parallel points (default: one per visible GPU, else 1 on the CPU)")
     p.add_argument("--gpus", help="comma-separated GPU ids to use (default: all visible; '' for CPU only)")
     p.add_argument("--device", help="device parameter for notebooks that declare one (default: cuda/cpu per worker)")
@@ -575,8 +491,6 @@ def _one_line_warning(message: Warning | str, category: type, filename: str, lin
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    import warnings
-
     warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -590,8 +504,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except RuntimeError as e:
         # Failures during a run (non-finite loss, a write that failed) are reported in one line; what the
         # run saved before stays on disk and the run resumes with --resume.
-        from .train import NonFiniteLossError, OutputWriteError
-
         if isinstance(e, (NonFiniteLossError, OutputWriteError)):
             print(f"atkit: error: {e}", file=sys.stderr)
             return 1

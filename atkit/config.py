@@ -11,9 +11,11 @@ from typing import Any, Optional
 
 import yaml
 
+from .attacks.eval_attacks import ATTACK_NAMES, parse_eval_attack
 from .utils import ConfigError, check_choice, check_field_types, load_yaml_mapping, unknown_name_error
 
-EVAL_ATTACK_CHOICES = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
+# The evaluation attack names (one grammar, read by atkit.attacks.eval_attacks.parse_eval_attack).
+EVAL_ATTACK_CHOICES = ATTACK_NAMES
 
 
 @dataclass
@@ -256,8 +258,7 @@ class RunConfig:
         if not isinstance(ev.pgd_steps, int) or ev.pgd_steps < 0:
             raise ConfigError(f"eval.pgd_steps={ev.pgd_steps!r} must be a non-negative integer")
         for name in ev.final_attacks:
-            if name not in EVAL_ATTACK_CHOICES and not (name.startswith("pgd") and name[3:].isdigit()):
-                raise unknown_name_error("evaluation attack", name, EVAL_ATTACK_CHOICES)
+            parse_eval_attack(name)  # the grammar atkit.evaluate reads them with: the same names, the same error
 
         self._warn_suspicious()
 

@@ -1,6 +1,7 @@
 """One evaluation entry point: clean and robust accuracy of a model under a list of attacks.
 
-Attacks (docs/methods.md, common protocol, "evaluation attacks"):
+Attacks (docs/methods.md, common protocol, "evaluation attacks"; names read by
+:func:`atkit.attacks.eval_attacks.parse_eval_attack`, run by :func:`atkit.attacks.eval_runner.run_eval_attacks`):
 
 * ``clean``
 * ``pgdN`` (``pgd10``, ``pgd20``, ``pgd100``, any N >= 1): PGD on the cross-entropy, uniform random
@@ -25,7 +26,6 @@ list can never raise the number. ``EvalResult.robust_metric`` names it (``"aa"``
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +35,18 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .attacks import attack_mode, check_budget, fgsm, pgd, random_noise, run_autoattack
-from .provenance import build_provenance
-from .stats import accuracy_intervals, format_accuracy
+from . import sanity as sanity_checks  # by module (late binding): `sanity` is evaluate's argument name
+from .attacks.eval_attacks import (ATTACK_NAMES, CW_DEFAULT_STEPS, EVAL_ATTACKS, parse_eval_attack, robust_attacks,
+                                   trade_off_scores, worst_case_name)
+from .attacks.eval_runner import run_eval_attacks
+from .models.dummy import PROTOCOLS
 from .progress import Phases, as_phases
+from .provenance import build_provenance
+from .sanity import checks_summary
+from .stats import accuracy_intervals
 from .utils import ConfigError, atomic_write_json, unknown_name_error
 
 EVAL_FORMAT = "atkit-eval/1"
-PROTOCOLS = ("published", "adaptive", "adaptive_max")
 # The headline of a dummy-class model: per sample, correct only if correct under every protocol.
 WORST_CASE = "worst_case"
 PROTOCOL_LABELS = {
@@ -51,71 +55,6 @@ PROTOCOL_LABELS = {
     "adaptive": "adaptive: attacks on the logsumexp-merged C logits",
     "adaptive_max": "adaptive: attacks on the max-merged C logits",
 }
-# Which merge of real and dummy logits each adaptive protocol attacks (DUCAT; docs/methods.md, DUCAT, adaptive protocol).
-_PROTOCOL_MERGE = {"adaptive": "logsumexp", "adaptive_max": "max"}
-ATTACK_NAMES = ("clean", "pgd10", "pgd20", "pgd100", "pgdN", "cw", "cwN", "aa", "apgd", "fgsm", "random")
-CW_DEFAULT_STEPS = 30
-_DEFAULT_THREATS = {
-    "linf": {"eps": 8 / 255, "step_size": 2 / 255},
-    "l2": {"eps": 128 / 255, "step_size": 32 / 255},
-}
-
-
-# ----------------------------------------------------------------------------------------- specs
-def _parse_attack(name: str) -> dict[str, Any]:
-    """Attack name -> what to run. Raises :class:`ConfigError` for an unknown name."""
-    if not isinstance(name, str):
-        raise ConfigError(f"attack names must be strings; got {name!r}. Accepted: {', '.join(ATTACK_NAMES)}.")
-    if name in ("clean", "aa", "apgd", "fgsm", "random"):
-        return {"kind": name}
-    if name == "cw":
-        return {"kind": "pgd", "loss": "cw", "steps": CW_DEFAULT_STEPS}
-    match = re.fullmatch(r"(pgd|cw)([0-9]+)", name)
-    if match and int(match.group(2)) >= 1 and not match.group(2).startswith("0"):
-        return {"kind": "pgd", "loss": "ce" if match.group(1) == "pgd" else "cw", "steps": int(match.group(2))}
-    raise unknown_name_error("evaluation attack", name, ATTACK_NAMES)
-
-
-def _resolve_threat(threat: Any) -> dict[str, Any]:
-    """``{norm, eps, step_size}`` from ``None`` (L-inf 8/255, 2/255), a dict, or a ThreatModel-like object."""
-    if threat is None:
-        raw: dict[str, Any] = {}
-    elif isinstance(threat, Mapping):
-        raw = dict(threat)
-        unknown = set(raw) - {"norm", "eps", "step_size", "steps"}
-        if unknown:
-            raise unknown_name_error("threat key", sorted(unknown)[0], ("norm", "eps", "step_size", "steps"))
-    else:
-        raw = {k: getattr(threat, k) for k in ("norm", "eps", "step_size") if hasattr(threat, k)}
-    norm = raw.get("norm", "linf")
-    if norm not in _DEFAULT_THREATS:
-        raise unknown_name_error("norm", norm, _DEFAULT_THREATS)
-    out = {"norm": norm, **_DEFAULT_THREATS[norm]}
-    for key in ("eps", "step_size"):
-        if raw.get(key) is not None:
-            out[key] = raw[key]
-    check_budget(out["eps"], out["step_size"], None, norm)  # before float(): the hint then says 8/255
-    return {"norm": norm, "eps": float(out["eps"]), "step_size": float(out["step_size"])}
-
-
-def robust_attacks(names: Sequence[str]) -> list[str]:
-    """The robust attacks among ``names``, in their order: ``pgdN``, ``cw``/``cwN``, ``apgd``, ``aa``
-    (``clean``, ``fgsm`` and ``random`` are not robust-accuracy attacks)."""
-    return [n for n in names if n in ("aa", "apgd", "cw") or re.fullmatch(r"(pgd|cw)[0-9]+", n)]
-
-
-def worst_case_name(attacks: Sequence[str]) -> Optional[str]:
-    """``"aa"`` for one attack, ``"worst of pgd20, cw"`` for several, None for none."""
-    if not attacks:
-        return None
-    return attacks[0] if len(attacks) == 1 else "worst of " + ", ".join(attacks)
-
-
-def _trade_off(clean: Optional[float], robust: Optional[float]) -> tuple[Optional[float], Optional[float]]:
-    """``Mean = (Clean + R)/2``, ``NRR = 2 Clean R/(Clean + R)``, percent (the papers' trade-off scores)."""
-    if clean is None or robust is None:
-        return None, None
-    return (clean + robust) / 2.0, (2.0 * clean * robust / (clean + robust) if clean + robust > 0 else 0.0)
 
 
 # ---------------------------------------------------------------------------------------- result
@@ -179,8 +118,6 @@ class EvalResult:
     def summary_row(self, label: Optional[str] = None) -> dict[str, Any]:
         """One table row: accuracies (percent), mean, NRR and a "checks" cell (``"ok"``,
         ``"WARN: zero-gradients, ..."`` or ``"not run"``), so a failed check is visible in tables."""
-        from .sanity import checks_summary
-
         row: dict[str, Any] = {} if label is None else {"model": label}
         row.update(self.accuracy)
         row.update({"robust": self.robust_accuracy, "robust_metric": self.robust_metric, "mean": self.mean,
@@ -255,71 +192,6 @@ class EvalResult:
 
 
 # ----------------------------------------------------------------------------------- evaluation
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def _check_inputs(x: Tensor, y: Tensor, batch_size: int) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer.")
-    if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise ConfigError(f"x must be (N, ...) and y (N,) with N >= 1; got {tuple(x.shape)} and {tuple(y.shape)}.")
-    if not x.is_floating_point():
-        raise ConfigError(f"x must be float images in [0, 1]; got dtype {x.dtype} (uint8 images: divide by 255).")
-    lo, hi = float(x.min()), float(x.max())
-    if lo < 0.0 or hi > 1.0:
-        raise ConfigError(f"x must lie in [0, 1] (normalization belongs inside the model); got range [{lo:.3g}, {hi:.3g}].")
-
-
-def _attack_batch(spec: dict[str, Any], model: nn.Module, xb: Tensor, yb: Tensor, threat: dict[str, Any]) -> Tensor:
-    kind = spec["kind"]
-    if kind == "pgd":
-        return pgd(model, xb, yb, eps=threat["eps"], step_size=threat["step_size"], steps=spec["steps"],
-                   norm=threat["norm"], loss=spec["loss"], random_start="uniform", bn_mode="eval")
-    if kind == "fgsm":
-        return fgsm(model, xb, yb, eps=threat["eps"], norm=threat["norm"], bn_mode="eval")
-    if kind == "random":
-        return random_noise(xb, eps=threat["eps"], norm=threat["norm"])
-    return xb
-
-
-def _spec_details(spec: dict[str, Any], threat: dict[str, Any]) -> dict[str, Any]:
-    kind = spec["kind"]
-    if kind == "pgd":
-        return {"attack": "pgd", "loss": spec["loss"], "steps": spec["steps"], "step_size": threat["step_size"],
-                "random_start": "uniform", "bn_mode": "eval"}
-    if kind == "fgsm":
-        return {"attack": "fgsm", "step_size": threat["eps"]}
-    if kind == "aa":
-        return {"attack": "autoattack", "version": "standard"}
-    if kind == "apgd":
-        return {"attack": "autoattack", "version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1}
-    return {"attack": kind}
-
-
-def _protocol_models(model: nn.Module, protocol: Optional[str]) -> tuple[nn.Module, Optional[str]]:
-    """The model the attacks see. Scoring always uses the given model's own (projected) prediction."""
-    dummy = bool(getattr(model, "dummy_classes", False))
-    if protocol is None:
-        return model, ("published" if dummy else None)
-    if protocol not in PROTOCOLS:
-        raise unknown_name_error("evaluation protocol", protocol, PROTOCOLS)
-    if not dummy:
-        raise ConfigError(f"protocol={protocol!r} is for DUCAT models with dummy classes (2C outputs); "
-                          "this model has none, use protocol=None.")
-    if protocol == "published":
-        return model, protocol
-    from .models import MergedDummyModel  # lazy: evaluate works without the model zoo loaded
-
-    merged = MergedDummyModel(model, how=_PROTOCOL_MERGE[protocol])
-    # A new module starts in train mode; an attack that restores the wrapper's mode on exit would then put the
-    # wrapped model (its submodule) in train mode, and the next forward would update its BatchNorm statistics.
-    merged.train(model.training)
-    return merged, protocol
-
-
 def evaluate(
     model: nn.Module,
     x: Tensor,
@@ -356,111 +228,36 @@ def evaluate(
     (:mod:`atkit.progress`, text under papermill); an :class:`atkit.progress.Phases` labels the lines
     and feeds a UI's status line.
     """
-    specs = {}
-    for name in attacks:
-        if name in specs:
-            raise ConfigError(f"attack {name!r} is listed twice in {list(attacks)}.")
-        specs[name] = _parse_attack(name)
-    if not specs:
-        raise ConfigError(f"attacks must name at least one of {', '.join(ATTACK_NAMES)}.")
-    thr = _resolve_threat(threat)
-    _check_inputs(x, y, batch_size)
-    from .models import predict_labels
-
-    dev = _model_device(model) if device is None else torch.device(device)
-    y_cpu = y.detach().to("cpu", torch.long)
-    n = x.shape[0]
-    fork_devices = [dev.index or 0] if dev.type == "cuda" else []
-    accuracy: dict[str, float] = {}
-    per_sample: dict[str, Tensor] = {}
-    details: dict[str, dict[str, Any]] = {}
-    attack_warnings: list[str] = []
     phases = as_phases(progress, "evaluate")
-
-    with attack_mode(model, "eval"), torch.random.fork_rng(devices=fork_devices):
-        attack_model, protocol_used = _protocol_models(model, protocol)
-        if phases is not None and protocol_used is not None:
-            phases = phases.child(f"[{protocol_used}]")
-        reporter = phases or Phases(show=False)
-        attack_model.eval()
-        if num_classes is None:
-            num_classes = getattr(model, "num_classes", None)
-            if num_classes is None:
-                with torch.no_grad():
-                    num_classes = model(x[:1].to(dev, torch.float32)).shape[1]
-        num_classes = int(num_classes)
-
-        def score(x_eval: Tensor, start: int) -> Tensor:
-            with torch.no_grad():
-                logits = model(x_eval.to(dev, torch.float32))
-            return predict_labels(logits, num_classes).cpu() == y_cpu[start:start + x_eval.shape[0]]
-
-        for name, spec in specs.items():
-            bar = reporter.start(name, n)  # progress plumbing only: what each attack does is unchanged
-            began = time.time()
-            torch.manual_seed(seed)
-            info = _spec_details(spec, thr)
-            correct = torch.zeros(n, dtype=torch.bool)
-            if spec["kind"] in ("aa", "apgd"):
-                state_path = None
-                if aa_state_dir is not None:
-                    suffix = "" if protocol_used is None else f"_{protocol_used}"
-                    state_path = Path(aa_state_dir) / f"{name}{suffix}.json"
-                kw: dict[str, Any] = ({"version": "standard"} if spec["kind"] == "aa" else
-                                      {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1})
-                # On a merged view, "broken" is decided by the projected prediction that scores the point.
-                result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], batch_size=batch_size,
-                                        state_path=state_path, seed=seed, device=dev, num_classes=num_classes,
-                                        score_model=None if attack_model is model else model, on_batch=bar.sub,
-                                        **kw)
-                for start in range(0, n, batch_size):
-                    correct[start:start + batch_size] = score(result.x_adv[start:start + batch_size], start)
-                bar.update(n)
-                info.update(per_attack=result.per_attack, resumed=result.resumed, ran_now=result.ran_now,
-                            budget=result.budget, autoattack_warnings=result.warnings)
-                if "skipped" in result.config:
-                    info["skipped"] = result.config["skipped"]
-                attack_warnings += [f"{name}: {w}" for w in result.warnings]
-            else:
-                for start in range(0, n, batch_size):
-                    xb = x[start:start + batch_size].to(dev, torch.float32)
-                    yb = y_cpu[start:start + batch_size].to(dev)
-                    correct[start:start + batch_size] = score(_attack_batch(spec, attack_model, xb, yb, thr), start)
-                    bar.update(xb.shape[0])
-            per_sample[name] = correct
-            accuracy[name] = 100.0 * int(correct.sum()) / n
-            info["seconds"] = round(time.time() - began, 3)
-            details[name] = info
-            bar.close(format_accuracy(int(correct.sum()), n))
-
-    result = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n, threat=thr, protocol=protocol_used,
-                        num_classes=num_classes, seed=int(seed), details=details, attack_warnings=attack_warnings)
+    run = run_eval_attacks(model, x, y, attacks=attacks, threat=threat, batch_size=batch_size, device=device,
+                           num_classes=num_classes, protocol=protocol, aa_state_dir=aa_state_dir, seed=seed,
+                           progress=phases if phases is not None else False)
+    if phases is not None and run.protocol is not None:
+        phases = phases.child(f"[{run.protocol}]")
+    result = EvalResult(accuracy=run.accuracy, per_sample=run.per_sample, n=run.n, threat=run.threat,
+                        protocol=run.protocol, num_classes=run.num_classes, seed=int(seed), details=run.details,
+                        attack_warnings=run.attack_warnings)
     _set_robust(result)
     if phases is not None:  # on the progress stream (stderr), never on stdout, which carries results
         if result.robust_metric is not None:
             phases.note(f"robust {result.robust_accuracy:.2f}% ({result.robust_metric}) behind Mean/NRR")
-        for warning in attack_warnings:
+        for warning in run.attack_warnings:
             phases.note(f"AutoAttack warning: {warning}")
-    checks = None
     if sanity:
-        from .sanity import run_sanity_checks
-
         options = dict(sanity) if isinstance(sanity, Mapping) else {}
         began = time.time()
-        checks = run_sanity_checks(model, x, y, threat=thr, batch_size=batch_size, device=dev,
-                                   num_classes=num_classes, protocol=protocol, seed=seed, reference=per_sample,
-                                   progress=phases.child("sanity") if phases is not None else False, **options)
-        if phases is not None:
-            bad = [c["name"] for c in checks if not c["passed"]]
-            phases.note(f"sanity checks {'passed' if not bad else 'FAILED: ' + ', '.join(bad)} "
-                        f"({time.time() - began:.1f} s)")
-    result.checks = checks
-    result.provenance = build_provenance(model=model, device=dev, batch_size=batch_size, threat=thr, seed=int(seed),
-                                         details=details, warnings=result.warnings)
+        result.checks = sanity_checks.run_sanity_checks(
+            model, x, y, threat=run.threat, batch_size=batch_size, device=run.device, num_classes=run.num_classes,
+            protocol=protocol, seed=seed, reference=run.per_sample,
+            progress=phases.child("sanity") if phases is not None else False, **options)
+        _print_checks(result.checks, began, phases)
+    result.provenance = build_provenance(model=model, device=run.device, batch_size=batch_size, threat=run.threat,
+                                         seed=int(seed), details=run.details, warnings=result.warnings)
     return result
 
 
 def _print_checks(checks: Sequence[Mapping[str, Any]], began: float, progress: Any) -> None:
+    """One progress line: the sanity checks' verdict and their seconds."""
     phases = as_phases(progress, "evaluate")
     if phases is not None:
         bad = [c["name"] for c in checks if not c["passed"]]
@@ -475,7 +272,7 @@ def _set_robust(result: EvalResult) -> None:
     flags = result.robust_per_sample()
     result.robust_metric = worst_case_name(result.robust_attacks)
     result.robust_accuracy = None if flags is None else 100.0 * int(flags.sum()) / result.n
-    result.mean, result.nrr = _trade_off(result.accuracy.get("clean"), result.robust_accuracy)
+    result.mean, result.nrr = trade_off_scores(result.accuracy.get("clean"), result.robust_accuracy)
 
 
 def worst_case_over_protocols(results: Mapping[str, EvalResult]) -> EvalResult:
@@ -556,16 +353,14 @@ def evaluate_dummy_protocols(
                         + f"; robust {worst.robust_accuracy:.2f}% ({worst.robust_metric}) behind Mean/NRR")
     out.update(by_protocol)
     if sanity:
-        from .sanity import run_sanity_checks
-
         options = dict(sanity) if isinstance(sanity, Mapping) else {}
         began = time.time()
         first = next(iter(by_protocol.values()))
         reference = by_protocol.get("published", first).per_sample
-        checks = run_sanity_checks(model, x, y, threat=first.threat, batch_size=kwargs.get("batch_size", 500),
-                                   device=kwargs.get("device"), num_classes=first.num_classes,
-                                   seed=kwargs.get("seed", 0), reference=reference, protocol_results=by_protocol,
-                                   **options)
+        checks = sanity_checks.run_sanity_checks(
+            model, x, y, threat=first.threat, batch_size=kwargs.get("batch_size", 500), device=kwargs.get("device"),
+            num_classes=first.num_classes, seed=kwargs.get("seed", 0), reference=reference,
+            protocol_results=by_protocol, **options)
         _print_checks(checks, began, kwargs.get("progress"))
         for key in (WORST_CASE, "published"):
             if key in out:
@@ -588,13 +383,14 @@ def dummy_protocols_record(by_protocol: Mapping[str, EvalResult]) -> dict[str, A
 def results_table(results: Mapping[str, EvalResult] | Sequence[EvalResult]) -> Any:
     """A pandas DataFrame with one :meth:`EvalResult.summary_row` per result (indexed by label), with
     the "checks" column showing failed sanity checks as ``"WARN: ..."``."""
-    import pandas as pd
+    import pandas as pd  # why: heavy; only tables need it
 
     items = results.items() if isinstance(results, Mapping) else ((str(i), r) for i, r in enumerate(results))
     rows = [r.summary_row(label) for label, r in items]
     return pd.DataFrame(rows).set_index("model")
 
 
-__all__ = ["ATTACK_NAMES", "EvalResult", "PROTOCOLS", "PROTOCOL_LABELS", "WORST_CASE", "dummy_protocols_record",
-           "evaluate", "evaluate_dummy_protocols", "results_table", "robust_attacks", "worst_case_name",
+__all__ = ["ATTACK_NAMES", "CW_DEFAULT_STEPS", "EVAL_ATTACKS", "EvalResult", "PROTOCOLS", "PROTOCOL_LABELS",
+           "WORST_CASE", "checks_summary", "dummy_protocols_record", "evaluate", "evaluate_dummy_protocols",
+           "parse_eval_attack", "results_table", "robust_attacks", "trade_off_scores", "worst_case_name",
            "worst_case_over_protocols"]

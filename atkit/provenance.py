@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from . import __version__
-from .checkpoints import file_sha256
+from .utils import file_sha256
 
 PROVENANCE_FORMAT = "atkit-provenance/1"
 

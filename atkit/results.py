@@ -40,6 +40,7 @@ import pandas as pd
 import yaml
 
 from . import reference as ref_mod
+from .attacks.eval_attacks import robust_metric, trade_off_scores  # the one robust-metric and Mean/NRR policy
 from .config import RunConfig
 from .evaluate import WORST_CASE, EvalResult, worst_case_over_protocols
 from .methods import ThreatModel
@@ -60,25 +61,6 @@ _RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval", "logging")
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def robust_metric(names: Iterable[str]) -> Optional[str]:
-    """The strongest robust accuracy among ``names``: ``aa``, else ``apgd``, else the PGD with most steps."""
-    names = list(names)
-    for name in ("aa", "apgd"):
-        if name in names:
-            return name
-    pgds = [(int(n[3:]), n) for n in names if re.fullmatch(r"pgd[0-9]+", n)]
-    return max(pgds)[1] if pgds else None
-
-
-def trade_off_scores(clean: Optional[float], robust: Optional[float]) -> tuple[Optional[float], Optional[float]]:
-    """``(Mean, NRR)`` of a clean and a robust accuracy in percent (docs/methods.md, common protocol)."""
-    if clean is None or robust is None or _isnan(clean) or _isnan(robust):
-        return None, None
-    mean = (clean + robust) / 2.0
-    nrr = 2.0 * clean * robust / (clean + robust) if clean + robust > 0 else 0.0
-    return mean, nrr
-
-
 def _isnan(v: Any) -> bool:
     return isinstance(v, float) and math.isnan(v)
 

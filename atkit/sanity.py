@@ -26,11 +26,14 @@ symptoms. Each check here returns a JSON-ready dict ``{name, passed, detail, val
 
 Tolerances are in samples, to absorb the noise of random starts: by default
 ``max(2, ceil(1% of n))`` samples of the ``n`` checked, stated in each check's ``detail``.
+
+The checks run their attacks with :func:`atkit.attacks.eval_runner.run_eval_attacks`, the loop under
+:func:`atkit.evaluate.evaluate`; ``evaluate(..., sanity=True)`` calls them, and this module never imports
+:mod:`atkit.evaluate` (no import circle).
 """
 from __future__ import annotations
 
 import math
-import re
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -39,8 +42,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .attacks import attack_mode, pgd, run_autoattack
+from .attacks.eval_attacks import is_margin_attack, parse_eval_attack
+from .attacks.eval_runner import run_eval_attacks
+from .attacks.threat import resolve_threat
+from .models.dummy import predict_labels, protocol_model
 from .progress import Phases, as_phases
-from .utils import ConfigError, unknown_name_error
+from .utils import ConfigError, model_device, unknown_name_error
 
 CHECK_NAMES = ("monotone_steps", "monotone_eps", "large_eps", "black_box", "zero_gradients", "randomness",
                "dummy_protocol")
@@ -60,17 +68,12 @@ _NOT_WHITE_BOX = ("clean", "random", "aa")
 DEFAULT_MIN_DROP = 0.1
 
 
-def _is_margin_attack(name: str) -> bool:
-    """CW (margin loss) and APGD (APGD-CE then APGD-DLR) attacks: not cross-entropy only."""
-    return name in ("cw", "apgd") or bool(re.fullmatch(r"cw[0-9]+", name))
-
-
 def strongest_attack(names: Sequence[str]) -> Optional[str]:
     """``aa``, else ``apgd``, else the CW attack with most steps, among ``names`` (None if none)."""
     for name in ("aa", "apgd"):
         if name in names:
             return name
-    cws = [(30 if n == "cw" else int(n[2:]), n) for n in names if n == "cw" or re.fullmatch(r"cw[0-9]+", n)]
+    cws = [(parse_eval_attack(n).steps, n) for n in names if is_margin_attack(n) and n != "apgd"]
     return max(cws)[1] if cws else None
 
 
@@ -97,12 +100,6 @@ def _check(name: str, passed: bool, detail: str, **values: Any) -> dict[str, Any
 
 def _pct(k: int, n: int) -> float:
     return 100.0 * k / n
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _monotone(names: Sequence[str], accs: Sequence[float], tol_pct: float) -> list[str]:
@@ -135,12 +132,10 @@ def check_monotone_steps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
     ``per_sample`` of each attack is returned in ``values`` under ``"_per_sample"`` for the
     black-box check (not JSON).
     """
-    from .evaluate import evaluate
-
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     names = ["clean", *[a for a in attacks if a != "clean"]]
-    res = evaluate(model, x, y, attacks=names, threat=threat, **eval_kw)
+    res = run_eval_attacks(model, x, y, attacks=names, threat=threat, **eval_kw)
     accs = [res.accuracy[a] for a in attacks]
     clean = res.accuracy["clean"]
     bad = _monotone(attacks, accs, _pct(tol, n))
@@ -171,9 +166,7 @@ def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = 
     the attack does not move the model, not that the model is robust. A model at (about) zero clean
     accuracy has nothing to drop and passes that part.
     """
-    from .evaluate import _resolve_threat, evaluate
-
-    thr = _resolve_threat(threat)
+    thr = resolve_threat(threat)
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     factors = sorted(float(f) for f in factors)
@@ -183,8 +176,8 @@ def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = 
     clean = None
     for f in factors:
         scaled = {"norm": thr["norm"], "eps": thr["eps"] * f, "step_size": thr["step_size"] * f}
-        res = evaluate(model, x, y, attacks=(["clean"] if clean is None else []) + [f"pgd{steps}"], threat=scaled,
-                       **eval_kw)
+        res = run_eval_attacks(model, x, y, attacks=(["clean"] if clean is None else []) + [f"pgd{steps}"],
+                               threat=scaled, **eval_kw)
         clean = res.accuracy.get("clean", clean)
         names.append(f"eps x{f:g}")
         accs.append(res.accuracy[f"pgd{steps}"])
@@ -205,12 +198,6 @@ def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = 
     if 1.0 in per_sample:
         out["_per_sample"] = {f"pgd{steps}": per_sample[1.0]}
     return out
-
-
-def _attack_and_score_models(model: nn.Module, protocol: Optional[str]) -> nn.Module:
-    from .evaluate import _protocol_models
-
-    return _protocol_models(model, protocol)[0]
 
 
 def _num_classes(model: nn.Module, x: Tensor, num_classes: Optional[int], dev: torch.device) -> int:
@@ -235,18 +222,14 @@ def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
     the check; step size ``2.5 eps / steps`` (Madry et al. 2018). L2: ``eps = min(0.5 sqrt(d), 64)``.
     Passes when accuracy <= ``max(max_accuracy, tolerance)`` percent.
     """
-    from .attacks import attack_mode, pgd
-    from .evaluate import _resolve_threat
-    from .models import predict_labels
-
-    thr = _resolve_threat(threat)
+    thr = resolve_threat(threat)
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     if eps is None:
         eps = 0.5 if thr["norm"] == "linf" else min(0.5 * math.sqrt(x[0].numel()), 64.0)
     step_size = 2.5 * eps / steps
-    dev = _model_device(model) if device is None else torch.device(device)
-    attack_model = _attack_and_score_models(model, protocol)
+    dev = model_device(model) if device is None else torch.device(device)
+    attack_model = protocol_model(model, protocol)[0]
     correct = torch.zeros(n, dtype=torch.bool)
     y_cpu = y.detach().to("cpu", torch.long)
     with attack_mode(model, "eval"):
@@ -286,26 +269,20 @@ def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
     When Square beats only the CE attacks, the check passes with the note "CE attacks are weak here"
     (``values["ce_attacks_weak"]``). Accuracy is by the projected prediction of ``model``.
     """
-    from .attacks import attack_mode, run_autoattack
-    from .evaluate import _resolve_threat
-    from .models import predict_labels
-
-    thr = _resolve_threat(threat)
+    thr = resolve_threat(threat)
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     if not white_box:
         raise ConfigError("check_black_box needs white_box={attack name: per-sample correctness} on the same samples")
-    if not _is_margin_attack(margin_attack):
+    if not is_margin_attack(margin_attack):
         raise ConfigError(f"margin_attack={margin_attack!r} must be a margin-loss attack: cw, cwN or apgd.")
     white_box = dict(white_box)
-    if not any(_is_margin_attack(name) for name in white_box):
-        from .evaluate import evaluate
-
-        white_box[margin_attack] = evaluate(model, x, y, attacks=[margin_attack], threat=thr, batch_size=batch_size,
-                                            device=device, num_classes=num_classes, protocol=protocol,
-                                            seed=seed).per_sample[margin_attack]
-    dev = _model_device(model) if device is None else torch.device(device)
-    attack_model = _attack_and_score_models(model, protocol)
+    if not any(is_margin_attack(name) for name in white_box):
+        white_box[margin_attack] = run_eval_attacks(
+            model, x, y, attacks=[margin_attack], threat=thr, batch_size=batch_size, device=device,
+            num_classes=num_classes, protocol=protocol, seed=seed).per_sample[margin_attack]
+    dev = model_device(model) if device is None else torch.device(device)
+    attack_model = protocol_model(model, protocol)[0]
     y_cpu = y.detach().to("cpu", torch.long)
     with attack_mode(model, "eval"):
         nc = _num_classes(model, x, num_classes, dev)
@@ -325,8 +302,8 @@ def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
             flags &= white_box[name].to("cpu", torch.bool)
         return _pct(int(flags.sum()), n)
 
-    margin_names = sorted(name for name in white_box if _is_margin_attack(name))
-    ce_names = sorted(name for name in white_box if not _is_margin_attack(name))
+    margin_names = sorted(name for name in white_box if is_margin_attack(name))
+    ce_names = sorted(name for name in white_box if not is_margin_attack(name))
     wb = torch.ones(n, dtype=torch.bool)
     for flags in white_box.values():
         wb &= flags.to("cpu", torch.bool)
@@ -360,13 +337,11 @@ def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: 
     warning is kept in ``values["autoattack"]``. Zero gradients (non-differentiable input
     transforms, saturated softmax outputs) stop every gradient attack at its start point.
     """
-    from pyautoattack import checks
-
-    from .attacks import attack_mode
+    from pyautoattack import checks  # why: pyautoattack is heavy; only this check needs it
 
     n = x.shape[0]
-    dev = _model_device(model) if device is None else torch.device(device)
-    attack_model = _attack_and_score_models(model, protocol)
+    dev = model_device(model) if device is None else torch.device(device)
+    attack_model = protocol_model(model, protocol)[0]
     y_cpu = y.detach().to("cpu", torch.long)
     zero = torch.zeros(n, dtype=torch.bool)
     collector = _Collector()
@@ -405,12 +380,10 @@ def check_randomness(model: nn.Module, x: Tensor, y: Tensor, *, passes: int = 5,
     A randomized model needs an attack that averages over the randomness (EOT, Athalye et al. 2018,
     section 4.2); AutoAttack's ``version="rand"``. The caller's RNG state is left untouched.
     """
-    from pyautoattack import checks
+    from pyautoattack import checks  # why: pyautoattack is heavy; only this check needs it
 
-    from .attacks import attack_mode
-
-    dev = _model_device(model) if device is None else torch.device(device)
-    attack_model = _attack_and_score_models(model, protocol)
+    dev = model_device(model) if device is None else torch.device(device)
+    attack_model = protocol_model(model, protocol)[0]
     xb = x[:batch_size].to(dev, torch.float32)
     yb = y[:batch_size].to(dev, torch.long)
     collector = _Collector()
@@ -443,13 +416,11 @@ def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
     (e.g. by :func:`atkit.evaluate.evaluate_dummy_protocols`) that contain ``attack``; then nothing is
     re-run. Otherwise the published and the logsumexp protocol are evaluated on ``x`` here.
     """
-    from .evaluate import evaluate_dummy_protocols
-
     if results is not None and all(p in results and attack in results[p].accuracy for p in ("published", "adaptive")):
         out = {p: r for p, r in results.items() if p in ("published", "adaptive", "adaptive_max")}
     else:
-        out = evaluate_dummy_protocols(model, x, y, protocols=("published", "adaptive"), attacks=[attack],
-                                       threat=threat, worst_case=False, **eval_kw)
+        out = {p: run_eval_attacks(model, x, y, protocol=p, attacks=[attack], threat=threat, **eval_kw)
+               for p in ("published", "adaptive")}
     n = out["published"].n
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     pub = out["published"].accuracy[attack]
@@ -516,7 +487,7 @@ def run_sanity_checks(
     for key, value in (("n", n), ("square_n", square_n), ("square_queries", square_queries)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise ConfigError(f"{key}={value!r} must be a positive integer")
-    dev = _model_device(model) if device is None else torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
     fork = [dev.index or 0] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=fork):  # a randomized model draws noise in every check
         return _run_checks(model, x, y, threat=threat, checks=checks, n=n, steps_attacks=steps_attacks,
@@ -588,9 +559,8 @@ def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: 
             if name not in _NOT_WHITE_BOX and name not in wb and flags.shape[0] == total:
                 wb[name] = flags[:k]
         if not wb:  # nothing ran yet: a PGD reference of our own (check_black_box adds CW to it)
-            from .evaluate import evaluate
-
-            wb = dict(evaluate(model, xs[:k], ys[:k], attacks=["pgd20"], threat=threat, **eval_kw, **shown).per_sample)
+            wb = dict(run_eval_attacks(model, xs[:k], ys[:k], attacks=["pgd20"], threat=threat, **eval_kw,
+                                       **shown).per_sample)
         keep(check_black_box(model, xs[:k], ys[:k], threat=threat, n_queries=square_queries,
                                        white_box=wb, protocol=protocol, seed=seed,
                                        tolerance_samples=tolerance_samples, **common))

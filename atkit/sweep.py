@@ -32,7 +32,6 @@ import queue
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -43,17 +42,16 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import yaml
 
+from .notebooks import (KERNEL_NAME, check_parameter_names, declared_parameters, headless_defaults, papermill_command,
+                        resolve_notebook)
 from .paths import resolve_output_path
-from .utils import ConfigError, atomic_write_json, atomic_write_text, load_yaml_mapping, set_dotted, unknown_name_error
+from .utils import (ConfigError, apply_set_options, atomic_write_json, atomic_write_text, load_yaml_mapping,
+                    parse_set_options, set_dotted, unknown_name_error)
 
 DONE_MARKER = "_sweep_done.json"
 FAILED_MARKER = "_sweep_failed.json"
 PARAMS_FILE = "_sweep_params.yaml"
 LOG_FILE = "sweep.log"
-# The Jupyter kernel every notebook names in its kernelspec and every execution uses: ``python3`` is the
-# Python of the environment Jupyter runs in (the project's .venv for ``make lab``), so no kernel needs
-# registering and the notebooks run the same in JupyterLab, under papermill and in the tests.
-KERNEL_NAME = "python3"
 # Parameters that never change what a point computes: excluded from its hash.
 _HASH_IGNORED = ("out_dir", "device", "progress", "INTERACTIVE")
 _GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name", "slurm")
@@ -130,7 +128,7 @@ def _slug_value(v: Any) -> str:
 
 def point_key(params: Mapping[str, Any]) -> str:
     """Stable hash of a point's parameters (without ``out_dir``/``device``/``progress``)."""
-    from .results import stable_hash
+    from .results import stable_hash  # why: atkit.results imports pandas; the sweep module stays light
 
     return stable_hash({k: v for k, v in params.items() if k not in _HASH_IGNORED}, length=8)
 
@@ -167,9 +165,11 @@ def _load_params_file(path: str | Path, relative_to: Optional[Path]) -> dict[str
     raise ConfigError(f"base parameter file {str(path)!r} does not exist")
 
 
-def load_grid(path: str | Path, notebook: Optional[str] = None) -> SweepSpec:
+def load_grid(path: str | Path, notebook: Optional[str] = None, sets: Optional[Sequence[str]] = None) -> SweepSpec:
     """Read a grid YAML (see the module docstring). ``notebook`` (the command line's) must agree with the
-    file's ``notebook`` when both are given."""
+    file's ``notebook`` when both are given. ``sets``: ``KEY=VALUE`` strings (``atkit sweep --set``: dotted
+    keys, YAML values, as ``atkit train --set``), applied to the base parameters, so to every point, before
+    the grid's values; a key the grid itself varies is refused (the grid would silently override it)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"grid file {str(path)!r} does not exist")
@@ -191,6 +191,7 @@ def load_grid(path: str | Path, notebook: Optional[str] = None) -> SweepSpec:
     if not isinstance(base, dict):
         raise ConfigError(f"'base' in {str(path)!r} must be a parameter file path or a mapping; got {base!r}")
     points = expand_grid(data.get("grid"), data.get("points"))
+    base = _apply_sets(base, sets, points, path)
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, dict):
         raise ConfigError(f"'slurm' in {str(path)!r} must be a mapping of job resources (partition, time, gpus, ...); "
@@ -198,31 +199,24 @@ def load_grid(path: str | Path, notebook: Optional[str] = None) -> SweepSpec:
     return SweepSpec(notebook=str(nb), base=base, points=points, name=str(data.get("name") or path.stem), slurm=slurm)
 
 
-def resolve_notebook(name_or_path: str) -> Path:
-    from .cli import NOTEBOOK_DIR
-
-    path = Path(name_or_path)
-    if path.suffix != ".ipynb":
-        candidate = NOTEBOOK_DIR / f"{name_or_path}.ipynb"
-        if candidate.is_file():
-            return candidate
-    if path.is_file():
-        return path
-    names = sorted(p.stem for p in NOTEBOOK_DIR.glob("*.ipynb"))
-    raise ConfigError(f"notebook {name_or_path!r} not found; available: {', '.join(names)}")
+def _apply_sets(base: dict[str, Any], sets: Optional[Sequence[str]], points: Sequence[Mapping[str, Any]],
+                grid_file: Path) -> dict[str, Any]:
+    """``base`` with the ``--set`` options applied; refuses one that names (or reaches into, or contains) a
+    parameter the grid varies."""
+    for key, _ in parse_set_options(sets):
+        for varied in (name for point in points for name in point):
+            if key == varied or key.startswith(varied + ".") or varied.startswith(key + "."):
+                raise ConfigError(f"--set {key}=...: the grid in {str(grid_file)!r} varies {varied!r}, which would "
+                                  "override it at every point; change the grid's values instead")
+    return apply_set_options(base, sets)
 
 
 def check_parameters(notebook: Path, points: Iterable[SweepPoint]) -> list[str]:
-    """Refuse, before anything runs, a point that sets a parameter the notebook does not declare."""
-    import papermill as pm
-
-    declared = list(pm.inspect_notebook(str(notebook)))
+    """Refuse, before anything runs, a point that sets a parameter the notebook does not declare
+    (:func:`atkit.notebooks.check_parameter_names`) or method hyperparameters its method does not accept."""
+    declared = declared_parameters(notebook)
     for p in points:
-        for key in list(p.params) + list(p.varied):
-            top = key.split(".", 1)[0]
-            if top not in declared:
-                raise unknown_name_error(f"parameter of notebook {notebook.name} (grid point {p.index})", top,
-                                         declared)
+        check_parameter_names(notebook, list(p.params) + list(p.varied), declared, f" (grid point {p.index})")
         check_method_params(p)
     return declared
 
@@ -246,6 +240,8 @@ def _point_method(params: Mapping[str, Any]) -> tuple[Optional[str], Optional[Ma
 def check_method_params(point: SweepPoint) -> None:
     """Refuse a point whose method hyperparameters the method does not accept (a misspelled dotted key such as
     ``method_params.rp_lamda``, a wrong type), before any point runs."""
+    # why: atkit.methods loads every method and model; a cluster job imports this module before submitit
+    # installs its preemption handler, so the module stays light
     from .methods import get_method
 
     method, method_params = _point_method(point.params)
@@ -265,7 +261,7 @@ def visible_gpus() -> list[str]:
     """GPU ids this process may use (``CUDA_VISIBLE_DEVICES`` order, else every device torch sees)."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
-        import torch
+        import torch  # why: inside the try: a broken torch/CUDA install still runs a CPU sweep
 
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:  # torch missing or broken CUDA: run on the CPU
@@ -312,9 +308,9 @@ def is_done(point_dir: Path, key: str) -> bool:
 
 
 def _write_summary(out: Path, spec: SweepSpec, notebook: Path, results: Sequence[PointResult]) -> None:
-    from .results import write_table  # pandas only when writing
+    import pandas as pd  # why: heavy, only when writing
 
-    import pandas as pd
+    from .results import write_table  # why: atkit.results imports pandas
 
     rows = [{"index": r.index, "folder": r.folder, "status": r.status, "seconds": r.seconds, "worker": r.worker,
              "error": r.error, **{f"param:{k}": v for k, v in r.varied.items()}} for r in results]
@@ -353,7 +349,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = 
     _write_summary(out, spec, notebook, [results[i] for i in sorted(results)])
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # why: tqdm.auto probes for ipywidgets (heavy); only with progress
 
         bar = tqdm(total=len(points), initial=len(points) - len(todo), desc=f"sweep {spec.name}", unit="point")
         if len(todo) < len(points):
@@ -460,8 +456,7 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
         params["device"] = device or ("cuda" if slot is not None else "cpu")
     if "out_dir" in declared:
         params["out_dir"] = str(point_dir)
-    if "INTERACTIVE" in declared:  # a sweep point is headless: the batch mode unless the point asks otherwise
-        params.setdefault("INTERACTIVE", False)
+    headless_defaults(params, declared)  # a sweep point is headless: the batch mode unless the point asks otherwise
     worker = "cpu" if slot is None else f"gpu {slot}"
     atomic_write_text(point_dir / PARAMS_FILE, yaml.safe_dump(params, sort_keys=False))
     executed = point_dir / notebook.name
@@ -473,8 +468,7 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_slots)))
     else:
         env["CUDA_VISIBLE_DEVICES"] = slot
-    cmd = [sys.executable, "-m", "papermill", str(notebook), str(executed), "-f", str(point_dir / PARAMS_FILE),
-           "-k", kernel_name, "--cwd", str(notebook.parent.parent), "--no-progress-bar"]
+    cmd = papermill_command(notebook, executed, point_dir / PARAMS_FILE, kernel_name)
     began = time.time()
     log_path = point_dir / LOG_FILE
     for attempt in range(1 + KERNEL_START_RETRIES):
@@ -573,5 +567,6 @@ def format_summary(results: Sequence[PointResult]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["SweepPoint", "SweepSpec", "PointResult", "expand_grid", "format_summary", "load_grid", "make_points",
-           "notebook_error", "point_folder", "point_key", "point_params", "run_sweep", "set_dotted", "visible_gpus", "worker_slots"]
+__all__ = ["KERNEL_NAME", "SweepPoint", "SweepSpec", "PointResult", "expand_grid", "format_summary", "load_grid",
+           "make_points", "notebook_error", "point_folder", "point_key", "point_params", "resolve_notebook", "run_sweep",
+           "set_dotted", "visible_gpus", "worker_slots"]

@@ -36,8 +36,10 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from . import sweep
+from .notebooks import KERNEL_NAME, resolve_notebook
 from .sweep import (DONE_MARKER, FAILED_MARKER, LOG_FILE, PointResult, SweepPoint, SweepSpec, _execute_point,
-                    _terminate, _write_summary, check_parameters, is_done, make_points, resolve_notebook)
+                    _terminate, _write_summary, check_parameters, is_done, make_points, visible_gpus)
 from .utils import ConfigError, atomic_write_json, atomic_write_text, unknown_name_error
 
 CLUSTERS = ("slurm", "local", "debug")
@@ -53,7 +55,7 @@ _TRAIN_NOTEBOOK_KEYS = ("method", "method_params", "dataset", "data", "model", "
 def require_submitit() -> Any:
     """The ``submitit`` module, or a one-line :class:`ConfigError` saying how to install it."""
     try:
-        import submitit
+        import submitit  # why: optional dependency, and heavy
     except ImportError:
         raise ConfigError(INSTALL_MESSAGE) from None
     return submitit
@@ -235,7 +237,7 @@ class PointJob:
 
     def checkpoint(self, point: SweepPoint) -> Any:
         """Called by submitit on preemption / time-out: stop the point's process, requeue the same point."""
-        from submitit.helpers import DelayedSubmission
+        from submitit.helpers import DelayedSubmission  # why: submitit is optional (pip install atkit[slurm])
 
         self._stop_processes()
         return DelayedSubmission(self, point)
@@ -260,8 +262,6 @@ def _job_gpus() -> list[str]:
     env = [g.strip() for g in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     if env:
         return env
-    from .sweep import visible_gpus
-
     return visible_gpus()
 
 
@@ -279,8 +279,9 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
     Only the ``train`` notebook describes exactly one run; the run config is the notebook's own
     (``run_config_from`` with its parameters). An identical finished run is used as is, a partial one resumed.
     Returns an error message, or None."""
+    # why: atkit.runs imports every method: only multi-GPU points need it, and a job imports this module before
+    # submitit installs its preemption handler
     from .runs import run_config_from, select_run
-    from .sweep import _run_process
 
     if notebook.stem != "train":
         return (f"gpus={nproc} per point needs the train notebook (one run per point, trained with torchrun); "
@@ -307,7 +308,7 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
     env.setdefault("OMP_NUM_THREADS", str(max(1, int(os.environ.get("SLURM_CPUS_PER_TASK", nproc)) // nproc)))
     with open(point_dir / "torchrun.log", "ab") as log:
         log.write(f"$ {shlex.join(cmd)}\n".encode())
-    rc = _run_process(cmd, env, point_dir / "torchrun.log", None, procs, lock, append=True)
+    rc = sweep._run_process(cmd, env, point_dir / "torchrun.log", None, procs, lock, append=True)  # through the module
     return None if rc == 0 else f"torchrun training exited with status {rc} (see {point_dir / 'torchrun.log'})"
 
 
@@ -417,7 +418,7 @@ class Submission:
 
 
 def submit_sweep(spec: SweepSpec, out_dir: str | Path, *, cluster: str = "slurm",
-                 options: Optional[SlurmOptions] = None, device: Optional[str] = None, kernel_name: str = "python3",
+                 options: Optional[SlurmOptions] = None, device: Optional[str] = None, kernel_name: str = KERNEL_NAME,
                  timeout: Optional[float] = None, local_signal_delay_s: Optional[int] = None) -> Submission:
     """Submit every unfinished point of ``spec`` as one job array (see the module docstring).
 

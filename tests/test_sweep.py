@@ -86,6 +86,23 @@ def test_load_grid_reads_a_base_parameter_file_and_refuses_unknown_keys(tmp_path
         load_grid(tmp_path / "bad.yaml")
 
 
+def test_set_options_change_every_points_base_before_the_grid_and_refuse_a_varied_key(tmp_path):
+    (tmp_path / "g.yaml").write_text("notebook: ablation\nbase: {value: 5, nested: {a: 1, b: 2}}\n"
+                                     "grid: {value: [1, 2]}\n")
+    spec = load_grid(tmp_path / "g.yaml", sets=["nested.b=7", "sleep=0.5", "fail_on=[3, 4]"])
+    assert spec.base == {"value": 5, "nested": {"a": 1, "b": 7}, "sleep": 0.5, "fail_on": [3, 4]}  # YAML values
+    points = make_points(spec)
+    assert [p.params["value"] for p in points] == [1, 2]  # the grid's values still apply on top
+    assert all(p.params["nested"] == {"a": 1, "b": 7} and p.params["sleep"] == 0.5 for p in points)
+    plain = make_points(load_grid(tmp_path / "g.yaml"))
+    assert {p.key for p in points}.isdisjoint(p.key for p in plain)  # a --set changes what a point computes
+    for key in ("value", "value.x"):
+        with pytest.raises(ConfigError, match=f"--set {key}=...: the grid in .* varies 'value'"):
+            load_grid(tmp_path / "g.yaml", sets=[f"{key}=3"])
+    with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+        load_grid(tmp_path / "g.yaml", sets=["nested.b"])
+
+
 def test_worker_slots_one_per_gpu_or_cpu():
     assert worker_slots(gpus=[]) == [None]
     assert worker_slots(workers=3, gpus=[]) == [None, None, None]
@@ -101,6 +118,26 @@ def test_an_unknown_notebook_parameter_is_refused_before_anything_runs(tmp_path)
     with pytest.raises(ConfigError, match="Did you mean 'value'"):
         run_sweep(spec, tmp_path / "out", gpus=[], progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_notebook_lookup_and_parameter_check_are_one_implementation(tmp_path):
+    import atkit.cli
+    import atkit.notebooks as notebooks
+    import atkit.sweep
+
+    assert atkit.cli.run_notebook is notebooks.run_notebook and atkit.sweep.resolve_notebook is notebooks.resolve_notebook
+    assert notebooks.resolve_notebook("ablation") == ROOT / "notebooks" / "ablation.ipynb"
+    with pytest.raises(ConfigError, match="notebook 'ablaton' not found; available: .*ablation"):
+        notebooks.resolve_notebook("ablaton")
+    nb = _tiny_notebook(tmp_path)
+    assert notebooks.resolve_notebook(str(nb)) == nb
+    declared = notebooks.declared_parameters(nb)
+    assert declared == ["value", "fail_on", "sleep", "nested", "out_dir"]
+    notebooks.check_parameter_names(nb, ["value", "nested.a"], declared)  # a dotted name: its first part counts
+    with pytest.raises(ConfigError, match=r"unknown parameter of notebook tiny.ipynb \(grid point 3\) 'nestd'"):
+        notebooks.check_parameter_names(nb, ["nestd.a"], declared, " (grid point 3)")
+    cmd = notebooks.papermill_command(nb, tmp_path / "out.ipynb", tmp_path / "p.yaml")
+    assert cmd[cmd.index("-k") + 1] == notebooks.KERNEL_NAME and cmd[cmd.index("--cwd") + 1] == str(nb.parent.parent)
 
 
 # ---------------------------------------------------------------------------------- execution
@@ -168,3 +205,17 @@ def test_the_sweep_command_reports_a_failed_point_with_status_1(tmp_path, capsys
     assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(tmp_path / "o"), "--gpus", "", "--quiet"]) == 1
     assert "FAILED" in capsys.readouterr().out
     assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+
+
+def test_the_sweep_command_set_option_reaches_every_point_and_is_checked(tmp_path, capsys):
+    nb = _tiny_notebook(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump({"base": {"value": 1, "nested": {"a": 1, "b": 2}}, "grid": {"value": [3]}}))
+    out = tmp_path / "o"
+    assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(out), "--gpus", "", "--quiet",
+                     "--set", "nested.b=7"]) == 0
+    (result,) = [json.loads(Path(f).read_text()) for f in glob.glob(str(out / "*" / "result.json"))]
+    assert result == {"double": 6, "nested": {"a": 1, "b": 7}}
+    capsys.readouterr()
+    assert cli_main(["sweep", str(nb), "-f", str(grid), "--out", str(out), "--dry-run", "--set", "nested_b=7"]) == 2
+    assert "Did you mean 'nested'" in capsys.readouterr().err  # an unknown parameter, before anything runs

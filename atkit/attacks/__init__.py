@@ -13,3 +13,7 @@ __all__ = [
 from .autoattack import AA_ATTACKS, AutoAttackResult, run_autoattack  # noqa: E402
 
 __all__ += ["AA_ATTACKS", "AutoAttackResult", "run_autoattack"]
+from .threat import THREAT_DEFAULTS, ThreatModel, resolve_threat  # noqa: E402
+from .eval_attacks import EVAL_ATTACKS, EvalAttack, parse_eval_attack  # noqa: E402
+
+__all__ += ["EVAL_ATTACKS", "EvalAttack", "THREAT_DEFAULTS", "ThreatModel", "parse_eval_attack", "resolve_threat"]

@@ -39,8 +39,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
+from ..models.dummy import predict_labels
 from ..provenance import autoattack_budget
-from ..utils import ConfigError, atomic_torch_save, atomic_write_json, check_choice, unknown_name_error
+from ..utils import ConfigError, atomic_torch_save, atomic_write_json, check_choice, model_device, unknown_name_error
 from .mode import attack_mode
 from .pgd import check_budget
 
@@ -51,6 +52,12 @@ AA_VERSIONS = ("standard", "custom")
 # AutoAttack's own spelling of the norms.
 AA_NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+# The AutoAttack runs atkit names (evaluation attacks ``aa`` / ``apgd``, atkit.analysis.autoattack_correct): the
+# keyword arguments of :func:`run_autoattack` for each. ``apgd`` is a cheaper subset, not "AutoAttack standard".
+AA_PRESETS: dict[str, dict[str, Any]] = {
+    "standard": {"version": "standard"},
+    "apgd": {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1},
+}
 _STATE_FORMAT = "atkit-autoattack-state/1"
 # Logit counts each attack needs: DLR uses the 3rd largest logit, targeted DLR the 4th.
 _MIN_OUTPUTS = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "fab": 2, "fab-t": 2, "square": 2}
@@ -106,12 +113,6 @@ class _WarningRecorder:
 
     def debug(self, msg: Any, *args: Any) -> None:
         logger.debug(msg, *args)
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    for tensor in list(model.parameters()) + list(model.buffers()):
-        return tensor.device
-    return torch.device("cpu")
 
 
 def _flags_to_str(flags: Tensor) -> str:
@@ -171,7 +172,7 @@ def _check_positive_int(name: str, value: Optional[int]) -> None:
 
 def _build_autoattack(model: nn.Module, cfg: dict[str, Any], num_outputs: int, device: torch.device,
                       recorder: _WarningRecorder) -> Any:
-    from pyautoattack import AutoAttack
+    from pyautoattack import AutoAttack  # why: pyautoattack is heavy; only an AutoAttack run needs it
 
     version = cfg["version"]
     aa = AutoAttack(
@@ -233,7 +234,7 @@ def _perturb(aa: Any, attack: str, x: Tensor, y: Tensor, restarts_overridden: bo
 def _run_checks(aa: Any, model: nn.Module, x: Tensor, y: Tensor, batch_size: int, attacks: list[str],
                 num_outputs: int, recorder: _WarningRecorder) -> None:
     """AutoAttack's sanity checks (randomized / probability outputs / dynamic defences / class count)."""
-    from pyautoattack import checks
+    from pyautoattack import checks  # why: heavy, as above
 
     recorder.stage = "checks"
     checks.check_randomized(model, x, y, bs=batch_size, logger=recorder)
@@ -388,9 +389,7 @@ def run_autoattack(
     _check_positive_int("square_queries", square_queries)
     if x.dim() < 2 or y.dim() != 1 or x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise ConfigError(f"x must be (N, ...) and y (N,) with N >= 1; got {tuple(x.shape)} and {tuple(y.shape)}.")
-    from ..models import predict_labels
-
-    dev = _model_device(model) if device is None else torch.device(device)
+    dev = model_device(model) if device is None else torch.device(device)
     state_file = None if state_path is None else Path(state_path)
     n = x.shape[0]
     y_cpu = y.detach().to("cpu", torch.long)
@@ -506,7 +505,7 @@ def run_autoattack(
             state.save(images_changed=False)
             logger.info("robust accuracy after %s: %.2f%%", attack, state.per_attack[attack])
 
-        from pyautoattack import checks
+        from pyautoattack import checks  # why: heavy, as above
 
         recorder.stage = "square check"
         checks.check_square_sr({k: v / 100.0 for k, v in state.per_attack.items()}, logger=recorder)

@@ -18,50 +18,8 @@ from torch import Tensor
 
 from ..attacks import pgd
 from ..attacks.mode import eval_logits
-from ..attacks.pgd import check_budget
+from ..attacks.threat import ThreatModel  # noqa: F401  (defined there, the one threat-model source)
 from ..utils import ConfigError, check_choice, check_field_types, unknown_name_error
-
-
-@dataclass(frozen=True)
-class ThreatModel:
-    """The perturbation set and the training attack's budget.
-
-    Defaults are the L-inf setting of docs/methods.md, common protocol (eps 8/255, step 2/255, 10 steps);
-    :meth:`l2` gives the L2 one (eps 128/255, step 32/255).
-    """
-
-    norm: str = "linf"
-    eps: float = 8 / 255
-    step_size: float = 2 / 255
-    steps: int = 10
-
-    def __post_init__(self) -> None:
-        check_budget(self.eps, self.step_size, self.steps, self.norm)
-
-    @classmethod
-    def linf(cls, eps: float = 8 / 255, step_size: float = 2 / 255, steps: int = 10) -> "ThreatModel":
-        return cls("linf", eps, step_size, steps)
-
-    @classmethod
-    def l2(cls, eps: float = 128 / 255, step_size: float = 32 / 255, steps: int = 10) -> "ThreatModel":
-        return cls("l2", eps, step_size, steps)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "ThreatModel":
-        if d is not None and not isinstance(d, dict):
-            raise ConfigError(f"threat={d!r} must be a mapping such as {{norm: linf, eps: 0.0314, step_size: 0.0078, "
-                              "steps: 10}")
-        d = dict(d or {})
-        unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise unknown_name_error("threat key", sorted(unknown)[0], [f.name for f in dataclasses.fields(cls)])
-        check_field_types(cls, d, "threat.")
-        norm = d.get("norm", "linf")
-        base = cls.l2() if norm == "l2" else cls.linf()
-        return dataclasses.replace(base, **d)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 @dataclass

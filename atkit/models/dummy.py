@@ -80,3 +80,33 @@ class MergedDummyModel(AtkitModel):
 
     def extra_repr(self) -> str:
         return f"num_classes={self.num_classes}, how={self.how!r}"
+
+
+# The DUCAT evaluation protocols (docs/methods.md, DUCAT): "published" attacks the raw 2C logits (the papers'
+# protocol), the adaptive ones attack the merged C-class view, each by its merge of real and dummy logits.
+PROTOCOLS = ("published", "adaptive", "adaptive_max")
+PROTOCOL_MERGE = {"adaptive": "logsumexp", "adaptive_max": "max"}
+
+
+def protocol_model(model: torch.nn.Module, protocol: Optional[str]) -> Tuple[torch.nn.Module, Optional[str]]:
+    """``(the model the attacks see, the protocol used)`` for an evaluation ``protocol`` (:data:`PROTOCOLS`).
+
+    ``None``: the model itself (``"published"`` for a dummy-class model, None for a plain one);
+    ``"adaptive"`` / ``"adaptive_max"``: :class:`MergedDummyModel` with ``how="logsumexp"`` / ``"max"``, in the
+    model's train/eval mode. Scoring stays with the model's own projected prediction (:func:`predict_labels`).
+    A protocol on a model without dummy classes, or an unknown protocol, is a :class:`ConfigError`.
+    """
+    dummy = bool(getattr(model, "dummy_classes", False))
+    if protocol is None:
+        return model, ("published" if dummy else None)
+    check_choice("evaluation protocol", protocol, PROTOCOLS)
+    if not dummy:
+        raise ConfigError(f"protocol={protocol!r} is for DUCAT models with dummy classes (2C outputs); "
+                          "this model has none, use protocol=None.")
+    if protocol == "published":
+        return model, protocol
+    merged = MergedDummyModel(model, how=PROTOCOL_MERGE[protocol])  # type: ignore[arg-type]
+    # A new module starts in train mode; an attack that restores the wrapper's mode on exit would then put the
+    # wrapped model (its submodule) in train mode, and the next forward would update its BatchNorm statistics.
+    merged.train(model.training)
+    return merged, protocol
