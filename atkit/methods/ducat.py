@@ -69,7 +69,7 @@ from torch import Tensor
 
 from ..attacks import eval_logits, pgd
 from ..models import merge_dummy_logits, predict_labels
-from ..utils import ConfigError, check_choice
+from ..utils import ConfigError, check_choice, model_device
 from .base import LossOutput, Method, StepContext, ThreatModel, build_params, defines_regularizer, weighted_sum
 from .mart import mart_margin
 from .registry import METHODS, register_addon
@@ -359,7 +359,7 @@ def targeted_eval(model: nn.Module, x: Tensor, y: Tensor, *, target_kind: str = 
     num_classes = int(num_classes)
     if target_kind == "dummy" and not getattr(model, "dummy_classes", False):
         raise ConfigError("target_kind='dummy' needs a model with dummy classes (2C outputs); use 'original'.")
-    device = next(model.parameters()).device
+    device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
     targets = random_targets(y.detach().cpu().long(), num_classes, target_kind, generator)
     was_training = model.training
