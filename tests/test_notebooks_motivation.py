@@ -1,6 +1,7 @@
 """The boundary-sample and always-failed-overlap notebooks run under papermill with their smoke
 parameters, and every file they promise is there and consistent with the others; below them, the
 boundary_budget method and the analysis helpers the notebooks use, recomputed by hand."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,9 +15,17 @@ from atkit.attacks import pgd
 from atkit.data import load_dataset
 from atkit.methods import StepContext, get_method
 from atkit.claims import NOT_LEARNED, model_learned
-from helpers import TinyNet, figure_outputs, run_smoke_notebook, tiny_batch
+from helpers import REPO, TinyNet, figure_outputs, run_smoke_notebook, tiny_batch
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _results_build():
+    """results/cifar10-cpu/build.py as a module (it recomputes the notebooks' verdicts from their files)."""
+    spec = importlib.util.spec_from_file_location("atkit_results_build", REPO / "results" / "cifar10-cpu" / "build.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _params(name):
@@ -50,6 +59,15 @@ def test_boundary_samples_notebook(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     n_eval = metrics["n_eval"]
     assert n_eval == p["n_eval"]
+    # The per-image flags behind the paired intervals: one per test image, agreeing with each variant's accuracy,
+    # and enough for results/cifar10-cpu/build.py to recompute the notebook's verdicts from the files alone.
+    flags = json.loads((out / "per_image_correct.json").read_text())
+    for row in metrics["variants"]:
+        for metric in ("clean_acc", "aa_acc"):
+            f = flags[row["variant"]][metric]
+            assert len(f) == n_eval and 100.0 * f.count("1") / n_eval == pytest.approx(row[metric])
+    assert ([(c["verdict"], c["measured"]) for c in _results_build().summarise_boundary(out)["checks"]]
+            == [(c["verdict"], c["measured"]) for c in metrics["checks"]])
 
     # Variants: both budget axes (the other group at eps) and the eta sweep with boundary samples at scale eta.
     budget = pd.read_csv(out / "budget_sweep.csv")
@@ -117,6 +135,15 @@ def test_always_failed_overlap_notebook(tmp_path):
     n, names = metrics["n_eval"], metrics["methods"]
     m = len(names)
     assert n == p["n_eval"] and names == ["pgd_at", "trades", "mart", "consistency_at"]
+    flags = json.loads((out / "per_image_correct.json").read_text())  # the toy case's, for its paired intervals
+    toy_rows = [r for r in metrics["toy_case"] if r["model"] in flags]
+    assert toy_rows
+    for row in toy_rows:
+        for metric in ("pgd_acc", "aa_acc"):
+            f = flags[row["model"]][metric]
+            assert len(f) == n and 100.0 * f.count("1") / n == pytest.approx(row[metric])
+    assert ([(c["verdict"], c["measured"]) for c in _results_build().summarise_overlap(out)["checks"]]
+            == [(c["verdict"], c["measured"]) for c in metrics["checks"]])
     ds = load_dataset(p["dataset"], **p["data"])
     y = ds.test_y[:n]
     class_counts = [int((y == c).sum()) for c in range(ds.num_classes)]
