@@ -49,6 +49,10 @@ def collect(outputs: Path, into: Path = HERE) -> None:
             for f in src.glob(pattern):
                 if f.stat().st_size < 2_000_000:
                     shutil.copy2(f, dst / f.name)
+        # Run folders by their path in the checkout that made them, not this machine's absolute path.
+        made_in = str(outputs.resolve().parent.parent) + "/"
+        text = (dst / "metrics.json").read_text()
+        (dst / "metrics.json").write_text(text.replace(made_in, ""))
         # The training runs behind the notebook: their per-epoch numbers (no checkpoints).
         for method, run in (json.loads((src / "metrics.json").read_text()).get("runs") or {}).items():
             run_dir = outputs.parent.parent / run if not Path(run).is_absolute() else Path(run)
