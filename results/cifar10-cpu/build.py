@@ -129,8 +129,12 @@ def _yaml(path: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- summarise
 def _acc(flags: str) -> dict[str, Any]:
-    k = flags.count("1")
-    rec = accuracy_record(k, len(flags))
+    """The accuracy of per-image flags (``"1"`` = correct) with its Wilson interval."""
+    return _record(flags.count("1"), len(flags))
+
+
+def _record(k: int, n: int) -> dict[str, Any]:
+    rec = accuracy_record(k, n)
     return {"acc": round(rec["accuracy"], 2), "ci95": [round(v, 2) for v in rec["ci95"]], "n": rec["n"]}
 
 
@@ -312,7 +316,7 @@ def _text(value: Any) -> Optional[str]:
 
 def _acc_of(percent: float, n: int) -> dict[str, Any]:
     """An accuracy given in percent on ``n`` images, with its Wilson interval."""
-    return _acc("1" * int(round(float(percent) * n / 100.0)) + "0" * (n - int(round(float(percent) * n / 100.0))))
+    return _record(int(round(float(percent) * n / 100.0)), n)
 
 
 def summarise(root: Path = HERE) -> dict[str, Any]:
