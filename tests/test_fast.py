@@ -11,6 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atkit.attacks import attack_mode, pgd
+from atkit import fast
 from atkit.config import RunConfig
 from atkit.fast import (AutocastModel, compile_model, describe, eval_model, exact_fp32, resolve_channels_last,
                         resolve_precision, training_model, unwrap_model)
@@ -226,3 +227,23 @@ def test_auto_precision_is_per_method_and_recorded(monkeypatch, tmp_path):
     trainer.write_metrics()
     note = json.loads((trainer.run_dir / "metrics.json").read_text())["training_precision"]
     assert note["precision"] == "fp32" and note["requested"] == "auto" and "cpu" in note["why"]
+
+
+def test_bf16_parity_decision_accepts_within_seed_noise_and_rejects_a_shift():
+    fp32 = {"clean": [41.7, 42.3, 41.2], "pgd20": [26.9, 27.4, 26.5]}
+    close = {"clean": [41.5, 42.6, 41.0], "pgd20": [27.1, 26.8, 26.7]}
+    d = fast.bf16_parity_decision(close, fp32)
+    assert d["verdict"] == fast.BF16_MATCHES and d["bf16_default"]
+    assert d["metrics"]["clean"]["difference"] == pytest.approx((41.5 + 42.6 + 41.0 - 41.7 - 42.3 - 41.2) / 3, abs=0.01)
+    shifted = {"clean": [41.5, 42.6, 41.0], "pgd20": [24.0, 24.4, 23.9]}  # PGD-20 2.8 points lower, sds ~0.3
+    d = fast.bf16_parity_decision(shifted, fp32)
+    assert d["verdict"] == fast.BF16_DIFFERS and not d["bf16_default"]
+    assert d["metrics"]["clean"]["within_noise"] and not d["metrics"]["pgd20"]["within_noise"]
+
+
+def test_bf16_parity_decision_needs_three_paired_seeds():
+    two = {"clean": [41.5, 42.6], "pgd20": [27.1, 26.8]}
+    d = fast.bf16_parity_decision(two, two)
+    assert d["verdict"] == fast.BF16_NOT_MEASURED and not d["bf16_default"]
+    with pytest.raises(ValueError, match="pair them by seed"):
+        fast.bf16_parity_decision({"clean": [1, 2, 3], "pgd20": [1, 2, 3]}, {"clean": [1, 2], "pgd20": [1, 2, 3]})

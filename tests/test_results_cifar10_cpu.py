@@ -52,3 +52,26 @@ def test_mse_verdicts_follow_the_intervals():
         assert low <= pair["failure_minus_success"] <= high
         if low <= 0 <= high:
             assert pair["verdict"] == "inconclusive within noise"
+
+
+def test_benchmarks_precision_table_is_rendered_from_the_summary():
+    build = _build()
+    summary = json.loads((HERE / "summary.json").read_text())
+    readme = build.BENCHMARKS_README.read_text()
+    assert build.render_benchmarks_block(summary, readme) == readme
+
+
+def test_bf16_default_is_the_measured_decision():
+    """atkit.fast.BF16_VERIFIED_METHODS is exactly the set the committed parity runs accept, rule recomputed."""
+    from atkit import fast
+
+    prec = json.loads((HERE / "summary.json").read_text())["precision"]
+    if prec is None:
+        assert fast.BF16_VERIFIED_METHODS == frozenset(), "no parity runs committed: every method trains in fp32"
+        return
+    for entry in prec["methods"]:
+        seeds = entry["seeds"]
+        pick = {p: {m: [entry["per_seed"][str(s)][p][m]["acc"] for s in seeds] for m in prec["metrics"]}
+                for p in ("bf16", "fp32")}
+        assert fast.bf16_parity_decision(pick["bf16"], pick["fp32"]) == entry["decision"]
+    assert fast.BF16_VERIFIED_METHODS == frozenset(prec["bf16_default"])

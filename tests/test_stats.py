@@ -5,7 +5,7 @@ import pytest
 from scipy import stats as sps
 
 from atkit.stats import (accuracy_record, format_accuracy, format_seed_summary, mcnemar_from_counts, mcnemar_test,
-                         newcombe_paired_interval, seed_summary, wilson_interval)
+                         newcombe_paired_interval, seed_difference, seed_summary, wilson_interval)
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (52, 100), (4987, 10000), (1, 7)])
@@ -106,3 +106,28 @@ def test_mean_difference_interval_matches_welch_on_normal_samples_and_is_seeded(
     assert mean_difference_interval(a, b, seed=1) == got
     with pytest.raises(ValueError, match="at least 2"):
         mean_difference_interval([1.0], b)
+
+
+def test_seed_difference_worked_example():
+    # a = (40, 42, 44), b = (39, 40, 44): d = (1, 2, 0), mean 1, sd(d) = 1; sd_a = 2, sd_b = sqrt(7)
+    r = seed_difference([40, 42, 44], [39, 40, 44])
+    assert r.difference == pytest.approx(1.0) and r.per_seed == (1.0, 2.0, 0.0) and r.n_seeds == 3
+    assert r.two_standard_errors == pytest.approx(2 * math.sqrt((4 + 7) / 3))
+    half = 4.302652729911275 / math.sqrt(3)  # t(0.975, 2) * sd(d) / sqrt(3)
+    assert r.ci95 == pytest.approx((1 - half, 1 + half))
+    assert r.within_noise and r.to_dict()["within_noise"] is True
+
+
+def test_seed_difference_flags_a_shift_beyond_seed_noise_and_matches_scipy_paired_t():
+    a, b = [45.1, 45.6, 44.9], [41.0, 41.3, 40.6]
+    r = seed_difference(a, b)
+    assert not r.within_noise  # a 4-point shift against seed sds of about 0.3
+    ci = sps.ttest_rel(a, b).confidence_interval(0.95)
+    assert r.ci95 == pytest.approx((ci.low, ci.high))
+
+
+def test_seed_difference_rejects_unpaired_or_single_seed():
+    with pytest.raises(ValueError, match="pairs them seed by seed"):
+        seed_difference([1, 2, 3], [1, 2])
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        seed_difference([1], [2])

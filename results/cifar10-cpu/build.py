@@ -25,7 +25,8 @@ sys.path.insert(0, str(HERE.parent.parent))
 
 from atkit import claims, reference  # noqa: E402
 from atkit.claims import interval_verdict, model_learned  # noqa: E402
-from atkit.stats import accuracy_record, mcnemar_test, mean_difference_interval, seed_summary  # noqa: E402
+from atkit.fast import PARITY_METRICS, bf16_parity_decision  # noqa: E402
+from atkit.stats import accuracy_record, mcnemar_test, mean_difference_interval, seed_difference, seed_summary  # noqa: E402
 
 NOTEBOOKS = ("mse_perception", "always_failed_overlap", "boundary_samples")
 COPIED = ("metrics.json", "eval_images.json", "per_image_correct.json", "*.csv", "*.png")
@@ -33,6 +34,13 @@ RPAT_PAIRS = (("pgd_at", "pgd_at+rpat"), ("trades", "trades+rpat"))
 ATTACKS = ("clean", "pgd20", "cw", "apgd")
 ATTACK_NAMES = {"clean": "Clean", "pgd20": "PGD-20", "cw": "CW-30", "apgd": "APGD-CE+DLR"}
 SEEDS = (0, 1, 2)
+PARITY_METHODS = ("pgd_at", "trades", "pgd_at+rpat")
+# Training runs by the folder they were written to (the runs_dir of the queue) and the one they are copied to.
+TRAIN_FOLDERS = {"runs": "train", "runs-bf16": "train-bf16"}
+LOG_FOLDERS = {"logs": "", "logs-bf16": "bf16-"}
+BENCHMARKS_README = HERE.parent.parent / "benchmarks" / "README.md"
+PRECISION_BLOCK = ("<!-- precision-parity: rendered by results/cifar10-cpu/build.py from summary.json -->",
+                   "<!-- /precision-parity -->")
 
 
 # ------------------------------------------------------------------------------------------------ collect
@@ -61,12 +69,12 @@ def collect(outputs: Path, into: Path = HERE) -> None:
                 (dst / "trained").mkdir(exist_ok=True)
                 (dst / "trained" / f"{method}.json").write_text(
                     json.dumps({k: v for k, v in metrics.items() if k != "run_dir"}, indent=1))
-    for run in sorted((outputs / "runs").glob("*")):
+    for run in sorted(r for src in TRAIN_FOLDERS for r in (outputs / src).glob("*")):
         if not (run / "eval.json").is_file() or not (run / "config.yaml").is_file():
             continue
         if not _is_rpat_comparison_run(_yaml(run / "config.yaml")):
             continue
-        dst = runs / "train" / run.name
+        dst = runs / TRAIN_FOLDERS[run.parent.name] / run.name
         dst.mkdir(parents=True, exist_ok=True)
         for name in ("eval.json", "config.yaml", "metrics.csv"):
             shutil.copy2(run / name, dst / name)
@@ -77,19 +85,22 @@ def collect(outputs: Path, into: Path = HERE) -> None:
     if isinstance(made_by.get("atkit_commit"), str):  # the first layout: one commit for every run
         made_by = {k: made_by["atkit_commit"] for k in ("mse_perception", "train")}
     commit = _commit(outputs.parent.parent)
-    for part in (*NOTEBOOKS, "train"):
-        done = (outputs / part / "metrics.json").is_file() if part != "train" else any(
-            _is_rpat_comparison_run(_yaml(r.parent / "config.yaml")) for r in (outputs / "runs").glob("*/eval.json"))
+    for part in (*NOTEBOOKS, *TRAIN_FOLDERS.values()):
+        src = next((k for k, v in TRAIN_FOLDERS.items() if v == part), None)
+        done = (outputs / part / "metrics.json").is_file() if src is None else any(
+            _is_rpat_comparison_run(_yaml(r.parent / "config.yaml")) for r in (outputs / src).glob("*/eval.json"))
         if done:
             made_by.setdefault(part, commit)  # the first checkout that made a part keeps it (its runs are reused)
     runs.mkdir(parents=True, exist_ok=True)
     made.write_text(json.dumps(made_by, indent=1, sort_keys=True))
-    logs = outputs / "logs"
-    if logs.is_dir():
-        path = runs / "times.json"
-        times = json.loads(path.read_text()) if path.is_file() else {}
-        times.update({f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip())) for f in logs.glob("*.done")})
-        path.write_text(json.dumps(times, indent=1, sort_keys=True))
+    path = runs / "times.json"
+    times = json.loads(path.read_text()) if path.is_file() else {}
+    for folder, prefix in LOG_FOLDERS.items():
+        logs = outputs / folder
+        if logs.is_dir():
+            times.update({prefix + f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip()))
+                          for f in logs.glob("*.done")})
+    path.write_text(json.dumps(times, indent=1, sort_keys=True))
 
 
 def _is_rpat_comparison_run(cfg: dict[str, Any]) -> bool:
@@ -237,9 +248,65 @@ def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
                                    "n": t.n, "paper_difference": None if sign is None else round(paper_diff, 2),
                                    "verdict": "no published number" if sign is None else interval_verdict(
                                        t.diff_ci95[0], t.diff_ci95[1], sign)})
-    return {"table": table, "paired": paired,
+    # Over the seeds: the mean of the per-seed differences and its paired t interval (the runs of one seed share
+    # the initialisation and batch order), judged by the same rule as a single seed's image-level interval.
+    over_seeds = []
+    for base, method in RPAT_PAIRS:
+        for which in ("best", "final"):
+            pick = {key: next((r for r in rows if (r["method"], r["which"], r["seed"]) == key), None)
+                    for seed in SEEDS for key in ((method, which, seed), (base, which, seed))}
+            seeds = [s for s in SEEDS if pick[(method, which, s)] and pick[(base, which, s)]
+                     and pick[(method, which, s)]["images"] == pick[(base, which, s)]["images"]]
+            if len(seeds) < 2:
+                continue
+            for attack in ATTACKS:
+                d = seed_difference([pick[(method, which, s)][attack]["acc"] for s in seeds],
+                                    [pick[(base, which, s)][attack]["acc"] for s in seeds])
+                paper_key = {"apgd": "aa"}.get(attack, attack)
+                paper_diff = (papers.get(method, {}).get(paper_key, float("nan")) -
+                              papers.get(base, {}).get(paper_key, float("nan")))
+                sign = None if paper_diff != paper_diff else ("positive" if paper_diff > 0 else "negative")
+                over_seeds.append({"base": base, "method": method, "which": which, "attack": attack, "seeds": seeds,
+                                   **d.to_dict(),
+                                   "paper_difference": None if sign is None else round(paper_diff, 2),
+                                   "verdict": "no published number" if sign is None else interval_verdict(
+                                       d.ci95[0], d.ci95[1], sign)})
+    return {"table": table, "paired": paired, "over_seeds": over_seeds,
+            "over_seeds_test": "mean of the per-seed differences, paired Student-t 95 % interval over the seeds",
             "paper": {m: papers.get(m) for pair in RPAT_PAIRS for m in pair},
             "test": "exact McNemar on the same 2,000 test images, difference with its Newcombe (method 10) interval"}
+
+
+def _trained_in(cfg: dict[str, Any]) -> str:
+    """The precision a committed run trained in: ``bf16`` when asked for; ``auto`` on the CPU was exact fp32."""
+    precision = cfg.get("precision", "auto")
+    if precision == "auto" and cfg.get("device") != "cpu":
+        raise ValueError(f"a run with precision auto on device {cfg.get('device')!r}: its precision is not recorded")
+    return "bf16" if precision == "bf16" else "fp32"
+
+
+def summarise_precision(runs: Path) -> Optional[dict[str, Any]]:
+    """bf16-vs-fp32 parity of the RPAT-comparison runs (final checkpoints) and the per-method decision."""
+    by = {"fp32": runs / "train", "bf16": runs / "train-bf16"}
+    if not (by["bf16"]).is_dir():
+        return None
+    acc: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for precision, folder in by.items():
+        for run in sorted(folder.glob("*/eval.json")):
+            cfg = _yaml(run.parent / "config.yaml")
+            if _trained_in(cfg) != precision:
+                raise ValueError(f"{run.parent}: trained in {_trained_in(cfg)}, filed under {precision}")
+            flags = json.loads(run.read_text())["final"]["per_sample"]
+            acc[(cfg["method"], precision, int(cfg.get("seed", 0)))] = {m: _acc(flags[m]) for m in PARITY_METRICS}
+    methods = []
+    for method in PARITY_METHODS:
+        seeds = sorted(s for (m, p, s) in acc if m == method and p == "bf16" and (m, "fp32", s) in acc)
+        pick = {p: {k: [acc[(method, p, s)][k]["acc"] for s in seeds] for k in PARITY_METRICS} for p in ("bf16", "fp32")}
+        decision = bf16_parity_decision(pick["bf16"], pick["fp32"])
+        methods.append({"method": method, "seeds": seeds, "decision": decision,
+                        "per_seed": {str(s): {p: acc[(method, p, s)] for p in ("bf16", "fp32")} for s in seeds}})
+    return {"methods": methods, "checkpoint": "final", "metrics": list(PARITY_METRICS),
+            "bf16_default": sorted(m["method"] for m in methods if m["decision"]["bf16_default"])}
 
 
 def _flags(folder: Path) -> dict[str, dict[str, list[bool]]]:
@@ -328,6 +395,7 @@ def summarise(root: Path = HERE) -> dict[str, Any]:
             "rpat": summarise_rpat(runs / "train"),
             "always_failed_overlap": summarise_overlap(runs / "always_failed_overlap"),
             "boundary_samples": summarise_boundary(runs / "boundary_samples"),
+            "precision": summarise_precision(runs),
             "times": times}
 
 
@@ -397,6 +465,17 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
             lines.append(f"| {p['method']} vs {p['base']} | {p['which']} | {p['seed']} | {ATTACK_NAMES[p['attack']]} | "
                          f"{p['difference']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_value']:.3g} | "
                          f"{paper} | {p['verdict']} |")
+        if rp.get("over_seeds"):
+            lines += ["", f"Over the seeds ({rp['over_seeds_test']}; with three seeds t(0.975, 2) = 4.30, so these "
+                      "intervals are wide):", "",
+                      "| comparison | checkpoint | seeds | attack | per-seed differences | mean difference [95 % CI] | "
+                      "paper difference | verdict |", "| --- | --- | --- | --- | --- | ---: | ---: | --- |"]
+            for p in rp["over_seeds"]:
+                paper = "n/a" if p["paper_difference"] is None else f"{p['paper_difference']:+.2f}"
+                lines.append(f"| {p['method']} vs {p['base']} | {p['which']} | {','.join(map(str, p['seeds']))} | "
+                             f"{ATTACK_NAMES[p['attack']]} | {' / '.join(f'{d:+.2f}' for d in p['per_seed'])} | "
+                             f"{p['difference']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {paper} | "
+                             f"{p['verdict']} |")
         sections.append("\n".join(lines))
     else:
         sections.append("Not run yet.")
@@ -438,10 +517,53 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     made_by = summary.get("made_by") or {}
     sections.append(", ".join(f"`{c[:12]}` ({', '.join(p for p in sorted(made_by) if made_by[p] == c)})"
                               for c in sorted(set(made_by.values()))) or "unknown")
+    sections.append(render_precision(summary))
     text = template.read_text()
     for i, body in enumerate(sections):
         text = text.replace(f"{{{{section{i}}}}}", body)
     return text
+
+
+def render_precision(summary: dict[str, Any]) -> str:
+    """The bf16-vs-fp32 parity table and the decision per method (also the block in benchmarks/README.md)."""
+    prec = summary.get("precision")
+    if not prec:
+        return "Not run yet."
+    metric = {"clean": "clean", "pgd20": "PGD-20"}
+    lines = [f"Final checkpoints, accuracy in % on 2,000 class-stratified test images [95 % Wilson interval] per seed, "
+             "bf16 autocast training against exact fp32 training on the same seed, data and images; both evaluated "
+             "in exact fp32. Rule: " + (prec["methods"][0]["decision"]["rule"] if prec["methods"] else "n/a") + ".", "",
+             "| method | seed | " + " | ".join(f"{metric[m]} fp32 | {metric[m]} bf16" for m in prec["metrics"]) + " |",
+             "| --- | ---: | " + " | ".join("---: | ---:" for _ in prec["metrics"]) + " |"]
+    for e in prec["methods"]:
+        for seed, row in e["per_seed"].items():
+            lines.append(f"| {e['method']} | {seed} | " + " | ".join(
+                f"{_ci(row['fp32'][m])} | {_ci(row['bf16'][m])}" for m in prec["metrics"]) + " |")
+    lines += ["", "| method | seeds | " + " | ".join(f"{metric[m]}: bf16 − fp32 (2 s.e. of seed noise)"
+                                                        for m in prec["metrics"]) + " | decision | default under `auto` |",
+              "| --- | --- | " + " | ".join("---:" for _ in prec["metrics"]) + " | --- | --- |"]
+    for e in prec["methods"]:
+        d = e["decision"]
+        cells = []
+        for m in prec["metrics"]:
+            r = d["metrics"][m]
+            cells.append(f"{r['difference']:+.2f} ({r['two_standard_errors']:.2f})" if "difference" in r
+                         else f"{r['n_seeds']} seed(s)")
+        lines.append(f"| {e['method']} | {','.join(map(str, e['seeds'])) or 'none'} | " + " | ".join(cells) +
+                     f" | {d['verdict']} | {'bf16' if d['bf16_default'] else 'fp32'} |")
+    lines.append("| every other method | none | " + " | ".join("not measured" for _ in prec["metrics"]) +
+                 " | not measured | fp32 |")
+    return "\n".join(lines)
+
+
+def render_benchmarks_block(summary: dict[str, Any], readme: str) -> str:
+    """``readme`` (benchmarks/README.md) with its precision-parity block replaced by :func:`render_precision`."""
+    start, end = PRECISION_BLOCK
+    if start not in readme or end not in readme:
+        raise ValueError(f"benchmarks/README.md has no block between {start!r} and {end!r}")
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{render_precision(summary)}\n{end}{tail}"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -456,6 +578,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     summary = summarise()
     (HERE / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (HERE / "README.md").write_text(render(summary))
+    BENCHMARKS_README.write_text(render_benchmarks_block(summary, BENCHMARKS_README.read_text()))
     return 0
 
 
