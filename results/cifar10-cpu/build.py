@@ -59,8 +59,10 @@ def collect(outputs: Path, into: Path = HERE) -> None:
                     shutil.copy2(f, dst / f.name)
         # Run folders by their path in the checkout that made them, not this machine's absolute path.
         made_in = str(outputs.resolve().parent.parent) + "/"
-        text = (dst / "metrics.json").read_text()
-        (dst / "metrics.json").write_text(text.replace(made_in, ""))
+        for f in [*dst.glob("*.json"), *dst.glob("*.csv")]:
+            text = f.read_text()
+            if made_in in text:
+                f.write_text(text.replace(made_in, ""))
         # The training runs behind the notebook: their per-epoch numbers (no checkpoints).
         for method, run in (json.loads((src / "metrics.json").read_text()).get("runs") or {}).items():
             run_dir = outputs.parent.parent / run if not Path(run).is_absolute() else Path(run)
@@ -371,7 +373,18 @@ def summarise_boundary(folder: Path) -> Optional[dict[str, Any]]:
                  "nonboundary_scale": r["nonboundary_scale"], "eta": r["eta"],
                  "final_train_boundary_frac": round(float(r["final_train_boundary_frac"]), 4),
                  **{k: _acc_of(r[k], n) for k in ("clean_acc", "pgd_acc", "aa_acc")}} for r in rows]
+    # Who the budget axes touch: the training partition of the PGD-AT variant at its last epoch (clean-misclassified
+    # samples get the full eps in every variant), and the trained model's partition of training images at the run's eta.
+    ref_epochs = [r for r in m.get("boundary_fraction") or [] if r["variant"] == m["reference_variant"]]
+    last = max(ref_epochs, key=lambda r: r["epoch"]) if ref_epochs else None
+    train_partition = None if last is None else {
+        "variant": last["variant"], "epoch": int(last["epoch"]),
+        **{k: round(100.0 * float(last[f"train_{k}_frac"]), 1) for k in ("boundary", "nonboundary", "misclassified")}}
+    test_partition = next(({"n": int(r["n"]), "boundary": int(r["n_boundary"]), "nonboundary": int(r["n_nonboundary"]),
+                            "misclassified": int(r["n_misclassified"])}
+                           for r in m.get("partition") or [] if float(r["eta"]) == eta), None)
     return {"n_eval": n, "eta": eta, "eval_pgd_steps": m["eval_pgd_steps"], "aa": m["aa"]["label"],
+            "train_partition": train_partition, "test_partition": test_partition,
             "robust_tolerance": tol, "paired_intervals": flags is not None, "variants": variants,
             "checks": _check_rows([c.to_dict() for c in checks])}
 
@@ -506,6 +519,14 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
         lines += [f"| {v['variant']} | {v['boundary_scale']:g} | {v['nonboundary_scale']:g} | "
                   f"{v['final_train_boundary_frac']:.4f} | {_ci(v['clean_acc'])} | {_ci(v['pgd_acc'])} | "
                   f"{_ci(v['aa_acc'])} |" for v in boundary["variants"]]
+        tp, sp = boundary.get("train_partition"), boundary.get("test_partition")
+        if tp:
+            lines += ["", f"Who the budgets touch. Training samples at the last epoch ({tp['epoch']}) of {tp['variant']} "
+                      f"(PGD-AT): boundary {tp['boundary']:.1f} %, non-boundary {tp['nonboundary']:.1f} %, "
+                      f"clean-misclassified {tp['misclassified']:.1f} % (these get the full ε in every variant)."
+                      + ("" if not sp else f" The trained model's partition of {sp['n']} class-stratified training images (no "
+                         f"augmentation) at eta = {boundary['eta']:g}: {sp['boundary']} boundary, {sp['nonboundary']} "
+                         f"non-boundary, {sp['misclassified']} misclassified.")]
         lines += ["", *_claims_table(boundary["checks"])]
         sections.append("\n".join(lines))
     else:
