@@ -487,8 +487,8 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
                          f"{p['difference']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_value']:.3g} | "
                          f"{paper} | {p['verdict']} |")
         if rp.get("over_seeds"):
-            lines += ["", f"Over the seeds ({rp['over_seeds_test']}; with three seeds t(0.975, 2) = 4.30, so these "
-                      "intervals are wide):", "",
+            lines += ["", f"Over the seeds ({rp['over_seeds_test']}; the t quantile is large for few seeds, 4.30 "
+                      "for three, so these intervals are wide):", "",
                       "| comparison | checkpoint | seeds | attack | per-seed differences | mean difference [95 % CI] | "
                       "paper difference | verdict |", "| --- | --- | --- | --- | --- | ---: | ---: | --- |"]
             for p in rp["over_seeds"]:
