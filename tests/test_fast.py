@@ -212,6 +212,7 @@ def test_auto_precision_is_per_method_and_recorded(monkeypatch, tmp_path):
 
     monkeypatch.setattr(fast, "resolve_precision",
                         lambda p, d: None if p == "fp32" else torch.bfloat16)  # a bf16-capable device
+    monkeypatch.setattr(fast, "BF16_VERIFIED_METHODS", frozenset())  # whatever the committed parity runs decided
     assert fast.training_precision("auto", "cpu", "pgd_at+rpat")[0] == "fp32"
     assert "not been measured" in fast.training_precision("auto", "cpu", "pgd_at+rpat")[1]
     monkeypatch.setattr(fast, "BF16_VERIFIED_METHODS", frozenset({"pgd_at"}))
