@@ -307,7 +307,10 @@ def summarise_precision(runs: Path) -> Optional[dict[str, Any]]:
             if _trained_in(cfg) != precision:
                 raise ValueError(f"{run.parent}: trained in {_trained_in(cfg)}, filed under {precision}")
             flags = json.loads(run.read_text())["final"]["per_sample"]
-            acc[(cfg["method"], precision, int(cfg.get("seed", 0)))] = {m: _acc(flags[m]) for m in PARITY_METRICS}
+            last = json.loads((run.parent / "metrics.json").read_text())["history"][-1]
+            acc[(cfg["method"], precision, int(cfg.get("seed", 0)))] = {
+                **{m: _acc(flags[m]) for m in PARITY_METRICS},
+                "train_loss": round(float(last["train_loss"]), 4), "train_adv_acc": round(float(last["train_adv_acc"]), 2)}
     methods = []
     for method in PARITY_METHODS:
         seeds = sorted(s for (m, p, s) in acc if m == method and p == "bf16" and (m, "fp32", s) in acc)
@@ -562,12 +565,15 @@ def render_precision(summary: dict[str, Any]) -> str:
     lines = [f"Final checkpoints, accuracy in % on 2,000 class-stratified test images [95 % Wilson interval] per seed, "
              "bf16 autocast training against exact fp32 training on the same seed, data and images; both evaluated "
              "in exact fp32. Rule: " + (prec["methods"][0]["decision"]["rule"] if prec["methods"] else "n/a") + ".", "",
-             "| method | seed | " + " | ".join(f"{metric[m]} fp32 | {metric[m]} bf16" for m in prec["metrics"]) + " |",
-             "| --- | ---: | " + " | ".join("---: | ---:" for _ in prec["metrics"]) + " |"]
+             "| method | seed | " + " | ".join(f"{metric[m]} fp32 | {metric[m]} bf16" for m in prec["metrics"]) +
+             " | last-epoch training loss fp32 / bf16 | last-epoch training adversarial acc. fp32 / bf16 |",
+             "| --- | ---: | " + " | ".join("---: | ---:" for _ in prec["metrics"]) + " | ---: | ---: |"]
     for e in prec["methods"]:
         for seed, row in e["per_seed"].items():
             lines.append(f"| {e['method']} | {seed} | " + " | ".join(
-                f"{_ci(row['fp32'][m])} | {_ci(row['bf16'][m])}" for m in prec["metrics"]) + " |")
+                f"{_ci(row['fp32'][m])} | {_ci(row['bf16'][m])}" for m in prec["metrics"]) +
+                f" | {row['fp32']['train_loss']:.4f} / {row['bf16']['train_loss']:.4f} | "
+                f"{row['fp32']['train_adv_acc']:.2f} / {row['bf16']['train_adv_acc']:.2f} |")
     lines += ["", "| method | seeds | " + " | ".join(f"{metric[m]}: bf16 − fp32 (2 s.e. of seed noise)"
                                                         for m in prec["metrics"]) + " | decision | default under `auto` |",
               "| --- | --- | " + " | ".join("---:" for _ in prec["metrics"]) + " | --- | --- |"]
