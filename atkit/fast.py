@@ -64,7 +64,7 @@ def resolve_precision(precision: str, device: Union[str, torch.device]) -> Optio
 # real CIFAR-10 with bf16 autocast on a CPU, the only hardware at hand; a GPU parity run of the model in use
 # (benchmarks/gpu_suite.sh) is the check for larger models. ``precision: auto`` trains these in bf16 on a
 # bf16-capable GPU and every other method in exact fp32; ``precision: bf16`` asks for bf16 whatever the method.
-BF16_VERIFIED_METHODS: frozenset[str] = frozenset({"pgd_at"})
+BF16_VERIFIED_METHODS: frozenset[str] = frozenset({"pgd_at", "pgd_at+rpat", "trades"})
 
 
 PARITY_METRICS = ("clean", "pgd20")
