@@ -75,3 +75,11 @@ def test_bf16_default_is_the_measured_decision():
                 for p in ("bf16", "fp32")}
         assert fast.bf16_parity_decision(pick["bf16"], pick["fp32"]) == entry["decision"]
     assert fast.BF16_VERIFIED_METHODS == frozenset(prec["bf16_default"])
+
+
+def test_project_readme_verdicts_are_rendered_from_the_summary():
+    build = _build()
+    summary = json.loads((HERE / "summary.json").read_text())
+    readme = build.PROJECT_README.read_text()
+    assert build.render_readme_block(summary, readme) == readme
+    assert "does not reproduce" in build.render_verdicts(summary)  # the MSE-perception row is committed

@@ -42,6 +42,9 @@ PARITY_METHODS = ("pgd_at", "trades", "pgd_at+rpat")
 TRAIN_FOLDERS = {"runs": "train", "runs-bf16": "train-bf16"}
 LOG_FOLDERS = {"logs": "", "logs-bf16": "bf16-"}
 BENCHMARKS_README = HERE.parent.parent / "benchmarks" / "README.md"
+PROJECT_README = HERE.parent.parent / "README.md"
+VERDICT_BLOCK = ("<!-- real-data-verdicts: rendered by results/cifar10-cpu/build.py from summary.json -->",
+                 "<!-- /real-data-verdicts -->")
 PRECISION_BLOCK = ("<!-- precision-parity: rendered by results/cifar10-cpu/build.py from summary.json -->",
                    "<!-- /precision-parity -->")
 
@@ -591,14 +594,40 @@ def render_precision(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def render_benchmarks_block(summary: dict[str, Any], readme: str) -> str:
-    """``readme`` (benchmarks/README.md) with its precision-parity block replaced by :func:`render_precision`."""
-    start, end = PRECISION_BLOCK
+def render_verdicts(summary: dict[str, Any]) -> str:
+    """One row per paper claim tested on real CIFAR-10 and its verdict (the block in the project README)."""
+    rows = ["| claim (source) | verdict at CPU scale |", "| --- | --- |"]
+    mse = summary.get("mse_perception")
+    for p in (mse or {}).get("pairs", []):
+        rows.append(f"| failure MSE vs success MSE, {p['pair']} (RPAT, Fig. 2: {p['paper']}) | {p['verdict']} |")
+    for part in ("always_failed_overlap", "boundary_samples"):
+        for c in (summary.get(part) or {}).get("checks", []):
+            rows.append(f"| {str(c['claim']).replace('|', '/')} ({c['source']}) | {c['verdict']} |")
+    rp = summary.get("rpat")
+    for p in (rp or {}).get("over_seeds", []):
+        if p["which"] == "final" and p["paper_difference"] is not None:
+            rows.append(f"| {p['method']} vs {p['base']}, {ATTACK_NAMES[p['attack']]}, final checkpoint, seeds "
+                        f"{','.join(map(str, p['seeds']))} (RPAT, Table 1) | {p['verdict']} |")
+    return "\n".join(rows)
+
+
+def _replace_block(readme: str, block: tuple[str, str], body: str, name: str) -> str:
+    start, end = block
     if start not in readme or end not in readme:
-        raise ValueError(f"benchmarks/README.md has no block between {start!r} and {end!r}")
+        raise ValueError(f"{name} has no block between {start!r} and {end!r}")
     head, rest = readme.split(start, 1)
     _, tail = rest.split(end, 1)
-    return f"{head}{start}\n{render_precision(summary)}\n{end}{tail}"
+    return f"{head}{start}\n{body}\n{end}{tail}"
+
+
+def render_benchmarks_block(summary: dict[str, Any], readme: str) -> str:
+    """``readme`` (benchmarks/README.md) with its precision-parity block replaced by :func:`render_precision`."""
+    return _replace_block(readme, PRECISION_BLOCK, render_precision(summary), "benchmarks/README.md")
+
+
+def render_readme_block(summary: dict[str, Any], readme: str) -> str:
+    """``readme`` (the project README) with its verdict block replaced by :func:`render_verdicts`."""
+    return _replace_block(readme, VERDICT_BLOCK, render_verdicts(summary), "README.md")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -614,6 +643,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     (HERE / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (HERE / "README.md").write_text(render(summary))
     BENCHMARKS_README.write_text(render_benchmarks_block(summary, BENCHMARKS_README.read_text()))
+    PROJECT_README.write_text(render_readme_block(summary, PROJECT_README.read_text()))
     return 0
 
 
