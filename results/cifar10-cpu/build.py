@@ -216,6 +216,14 @@ def _train_runs(folder: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def _paper_difference(papers: dict[str, dict[str, float]], method: str, base: str,
+                      attack: str) -> tuple[float, Optional[str]]:
+    """RPAT, Table 1's ``method - base`` for ``attack`` (its AA for APGD-CE+DLR) and its sign; NaN, None if unpublished."""
+    key = {"apgd": "aa"}.get(attack, attack)
+    diff = papers.get(method, {}).get(key, float("nan")) - papers.get(base, {}).get(key, float("nan"))
+    return diff, None if diff != diff else ("positive" if diff > 0 else "negative")
+
+
 def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
     rows = _train_runs(folder)
     if not rows:
@@ -251,10 +259,7 @@ def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
                         continue
                     t = mcnemar_test([c == "1" for c in a[0]["flags"][attack]],
                                      [c == "1" for c in b[0]["flags"][attack]])
-                    paper_key = {"apgd": "aa"}.get(attack, attack)
-                    paper_diff = (papers.get(method, {}).get(paper_key, float("nan")) -
-                                  papers.get(base, {}).get(paper_key, float("nan")))
-                    sign = None if paper_diff != paper_diff else ("positive" if paper_diff > 0 else "negative")
+                    paper_diff, sign = _paper_difference(papers, method, base, attack)
                     paired.append({"base": base, "method": method, "which": which, "seed": seed, "attack": attack,
                                    "difference": round(t.difference, 2), "ci95": [round(v, 2) for v in t.diff_ci95],
                                    "p_value": round(t.p_value, 4), "only_method": t.only_a, "only_base": t.only_b,
@@ -275,10 +280,7 @@ def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
             for attack in ATTACKS:
                 d = seed_difference([pick[(method, which, s)][attack]["acc"] for s in seeds],
                                     [pick[(base, which, s)][attack]["acc"] for s in seeds])
-                paper_key = {"apgd": "aa"}.get(attack, attack)
-                paper_diff = (papers.get(method, {}).get(paper_key, float("nan")) -
-                              papers.get(base, {}).get(paper_key, float("nan")))
-                sign = None if paper_diff != paper_diff else ("positive" if paper_diff > 0 else "negative")
+                paper_diff, sign = _paper_difference(papers, method, base, attack)
                 over_seeds.append({"base": base, "method": method, "which": which, "attack": attack, "seeds": seeds,
                                    **d.to_dict(),
                                    "paper_difference": None if sign is None else round(paper_diff, 2),
