@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import math
 import shlex
 import statistics
 import sys
@@ -39,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_at import machine_info  # noqa: E402
 from atkit.fast import describe  # noqa: E402
+from atkit.stats import seed_difference  # noqa: E402
 from atkit.train import Trainer, to_float_images  # noqa: E402
 from atkit.utils import ConfigError, atomic_write_json, resolve_device  # noqa: E402
 
@@ -84,11 +84,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"fast_mean": statistics.fmean(fast), "fp32_mean": statistics.fmean(exact),
                                  "per_seed_difference": [f - e for f, e in zip(fast, exact)]}
         entry["difference"] = entry["fast_mean"] - entry["fp32_mean"]
-        if k >= 2:
+        if k >= 2 and len(fast) == len(exact):  # both paths ran on the same seeds
             entry["fast_std"], entry["fp32_std"] = statistics.stdev(fast), statistics.stdev(exact)
-            se = math.sqrt(entry["fast_std"] ** 2 / len(fast) + entry["fp32_std"] ** 2 / len(exact))
-            entry["two_standard_errors"] = 2 * se
-            entry["within_noise"] = abs(entry["difference"]) <= 2 * se
+            d = seed_difference(fast, exact)  # the rule of atkit.fast.bf16_parity_decision
+            entry["two_standard_errors"] = d.two_standard_errors
+            entry["within_noise"] = d.within_noise
         out[metric] = entry
     return out
 

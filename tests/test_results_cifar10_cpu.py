@@ -83,3 +83,24 @@ def test_project_readme_verdicts_are_rendered_from_the_summary():
     readme = build.PROJECT_README.read_text()
     assert build.render_readme_block(summary, readme) == readme
     assert "does not reproduce" in build.render_verdicts(summary)  # the MSE-perception row is committed
+
+
+def test_collect_keeps_no_checkout_path_and_cites_the_paper(tmp_path):
+    """collect copies a notebook's files with the checkout's absolute path removed from every JSON/CSV, and a
+    run made before the notebooks cited papers by name gets the figure's citation as its source."""
+    build = _build()
+    checkout = tmp_path / "checkout"
+    nb = checkout / "outputs" / "cpu" / "boundary_samples"
+    nb.mkdir(parents=True)
+    run = f"{checkout.resolve()}/outputs/cpu/runs/boundary_budget-s0"
+    (nb / "metrics.json").write_text(json.dumps({"experiment": "boundary_samples", "source": "an internal label",
+                                                 "run": run}))
+    (nb / "budget_sweep.csv").write_text(f"variant,run_dir\nb=0,{run}\n")
+    into = tmp_path / "results"
+    build.collect(checkout / "outputs" / "cpu", into=into)
+    copied = into / "runs" / "boundary_samples"
+    metrics = json.loads((copied / "metrics.json").read_text())
+    assert metrics["source"] == build.SOURCES["boundary_samples"]
+    assert metrics["run"] == "outputs/cpu/runs/boundary_budget-s0"
+    assert str(tmp_path) not in (copied / "budget_sweep.csv").read_text()
+    assert "outputs/cpu/runs/boundary_budget-s0" in (copied / "budget_sweep.csv").read_text()
