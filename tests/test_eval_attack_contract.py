@@ -96,3 +96,32 @@ def test_runs_under_every_protocol_on_a_dummy_class_model(name):
 def test_an_unknown_attack_is_refused_before_any_work():
     with pytest.raises(Exception, match="unknown evaluation attack 'pgd_twenty'"):
         parse_attacks(["clean", "pgd_twenty"])
+
+
+def test_readme_example_is_the_shipped_apgd_dlr_file_and_it_is_strong():
+    """README's "Adding an evaluation attack" block is atkit/evaluation/attacks/apgd_dlr.py as shipped, and the
+    attack breaks a model whose softmax is saturated (a CE attack sees no gradient; DLR is scale-invariant)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split("<!-- adding-an-attack:start -->", 1)[1].split("<!-- adding-an-attack:end -->", 1)[0]
+    code = block.strip().removeprefix("```python").removesuffix("```").strip()
+    shipped = (root / "atkit" / "evaluation" / "attacks" / "apgd_dlr.py").read_text().strip()
+    assert code == "# atkit/evaluation/attacks/apgd_dlr.py\n" + shipped
+
+    class Saturated(torch.nn.Module):  # logits x 1e4: the CE gradient underflows to zero in float32
+        def __init__(self, net):
+            super().__init__()
+            self.net, self.num_classes = net, net.num_classes
+
+        def forward(self, x):
+            return 1e4 * self.net(x)
+
+    torch.manual_seed(0)
+    net = fit_blobs(TinyConvNet())
+    x, y = make_blobs(64, seed=3)
+    res = evaluate(Saturated(net), x, y, attacks=["clean", "pgd20", "apgd_dlr(n_iter=20)"], batch_size=64)
+    plain = evaluate(net, x, y, attacks=["apgd_dlr(n_iter=20)"], batch_size=64)
+    assert res.accuracy["pgd20"] > res.accuracy["apgd_dlr(n_iter=20)"] + 20  # CE-PGD is stuck, DLR is not
+    assert abs(res.accuracy["apgd_dlr(n_iter=20)"] - plain.accuracy["apgd_dlr(n_iter=20)"]) <= 10

@@ -40,7 +40,20 @@ def resolve_eval_precision(precision: str, device: torch.device) -> str:
 @contextlib.contextmanager
 def precision_context(model: nn.Module, precision: str, device: torch.device) -> Iterator[nn.Module]:
     """The model the attacks see under ``precision`` and the matching TF32 setting: exact fp32 (TF32 off), fp32
-    with TF32 on (CUDA matmuls and convolutions), or a bf16 autocast view (:func:`atkit.fast.eval_model`)."""
+    with TF32 on (CUDA matmuls and convolutions), or a bf16 autocast view (:func:`atkit.fast.eval_model`).
+    cuDNN's autotuning is off inside: an evaluation's batch shapes vary (AutoAttack's batches shrink as images
+    break), and tuning every new shape again costs more than it saves."""
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = False
+    try:
+        with _precision(model, precision, device) as view:
+            yield view
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+@contextlib.contextmanager
+def _precision(model: nn.Module, precision: str, device: torch.device) -> Iterator[nn.Module]:
     if precision == "bf16":
         yield eval_model(model, device=device, precision="bf16")
         return
