@@ -29,7 +29,8 @@ from .methods import COMPOSERS, METHODS, ThreatModel, get_method
 from .paths import resolve_output_path
 from .progress import Phases
 from .report import has_final_evaluation
-from .results import load_run, robust_metric, run_rows
+from .evaluation import is_attack_name, strongest
+from .results import load_run, run_rows
 from .runs import open_run
 from .train import StepCallback, Trainer
 from .utils import unknown_name_error
@@ -300,7 +301,7 @@ class AblationSession:
             tag = "last_epoch" if rec["checkpoint"] == "last epoch" else rec["checkpoint"]
             robust = rec.get("robust_metric")
             for key, value in rec.items():
-                if key in _METRIC_KEYS or key.startswith("pgd") or key.startswith("cw"):
+                if key in _SCORE_KEYS or is_attack_name(key):
                     if key == "robust_metric" or value is None or (isinstance(value, float) and math.isnan(value)):
                         continue
                     if key in ("mean", "nrr"):
@@ -332,7 +333,7 @@ class AblationSession:
                 if "clean" in values:
                     candidates.append((r, tag, values))
                     break
-        metric = robust_metric({name for _, _, values in candidates for name in values if "[" not in name})
+        metric = strongest({name for _, _, values in candidates for name in values if "[" not in name})
         rows = []
         for r, tag, values in candidates:
             if metric is None or metric not in values:
@@ -343,7 +344,7 @@ class AblationSession:
         return pd.DataFrame(rows, columns=["label", "method", "clean", "robust", "robust_metric", "status", "source"])
 
 
-_METRIC_KEYS = {"clean", "aa", "apgd", "fgsm", "random", "mean", "nrr", "robust_metric"}
+_SCORE_KEYS = {"mean", "nrr", "robust_metric"}
 
 
 def _nan(v: Any) -> bool:

@@ -11,9 +11,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from .attacks import eval_logits
-from .attacks.autoattack import AA_PRESETS as AUTOATTACK_PRESETS
 from .models import predict_labels
-from .models.dummy import protocol_model
 from .utils import model_device
 
 
@@ -73,9 +71,6 @@ def perception_mse(model: nn.Module, x: Tensor, y: Tensor, perturb: Callable[[nn
 # Boundary samples (RAAT, Fig. 2, 5b; docs/experiments.md, boundary_samples) and always-failed overlap
 # (DUCAT, Fig. 2, 3, 4, 8; docs/experiments.md, always_failed_overlap).
 # =============================================================================================
-AA_PRESETS = tuple(AUTOATTACK_PRESETS)  # the preset names; their settings: atkit.attacks.autoattack.AA_PRESETS
-
-
 def _eval_predict(model: nn.Module, x: Tensor, num_classes: int) -> Tensor:
     """Projected prediction (:func:`atkit.models.predict_labels`) in eval mode, no gradient."""
     return predict_labels(eval_logits(model, x), num_classes)
@@ -92,46 +87,22 @@ def _num_classes_of(model: nn.Module, num_classes: Optional[int]) -> int:
     return int(found)
 
 
-def autoattack_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, norm: str = "linf",
-                       attacks: Optional[str | Sequence[str]] = None, n_iter: Optional[int] = None,
-                       n_restarts: Optional[int] = None, protocol: Optional[str] = None, batch_size: int = 500,
-                       num_classes: Optional[int] = None, seed: int = 0,
-                       state_path: Optional[str | Path] = None) -> Tensor:
-    """Per-sample correctness ``(N,)`` (bool, CPU) under AutoAttack, by projected prediction.
-
-    ``attacks``: ``None`` or ``"standard"`` (AutoAttack standard, Croce & Hein 2020; docs/methods.md,
-    common protocol), ``"apgd"`` (APGD-CE + APGD-DLR, one restart each: :func:`atkit.evaluate.evaluate`'s
-    ``apgd``) or a list of AutoAttack attack names (a cheaper custom run). ``n_iter`` /
-    ``n_restarts`` override the official budgets (then the result is not "AutoAttack standard").
-    ``protocol`` (dummy-class models only, docs/methods.md, DUCAT): ``None`` / ``"published"``
-    attacks the raw 2C logits, ``"adaptive"`` / ``"adaptive_max"`` the merged C-class model.
-    """
-    from .attacks import run_autoattack
+def autoattack_spec(attacks: Optional[str | Sequence[str]] = None, n_iter: Optional[int] = None,
+                    n_restarts: Optional[int] = None) -> dict:
+    """The evaluation attack an experiment's AutoAttack settings name: ``None``/``"standard"`` -> ``aa`` (with
+    any budget override), ``"apgd"`` -> ``apgd`` (APGD-CE + APGD-DLR), a list of AutoAttack attack names ->
+    ``aa`` with that custom list (:mod:`atkit.evaluation.attacks.aa`)."""
     from .utils import unknown_name_error
 
-    num_classes = _num_classes_of(model, num_classes)
-    if attacks is None or isinstance(attacks, str) and attacks in AUTOATTACK_PRESETS:
-        kw: dict = copy.deepcopy(AUTOATTACK_PRESETS[attacks or "standard"])
-    elif isinstance(attacks, str):
-        raise unknown_name_error("AutoAttack preset", attacks, AA_PRESETS + ("<list of attacks>",))
-    else:
-        kw = {"version": "custom", "attacks": list(attacks)}
-    if n_restarts is not None:
-        kw["n_restarts"] = n_restarts
-    attack_model, _ = protocol_model(model, None if protocol == "published" else protocol)
-    result = run_autoattack(attack_model, x, y, eps=eps, norm=norm, batch_size=batch_size, state_path=state_path,
-                            seed=seed, n_iter=n_iter, num_classes=num_classes if attack_model is model else None,
-                            **kw)
-    if attack_model is model:
-        return result.correct.cpu()
-    dev = model_device(model)
-    y_cpu = y.detach().cpu().long()
-    correct = torch.zeros(len(y_cpu), dtype=torch.bool)
-    for start in range(0, len(y_cpu), batch_size):
-        xb = result.x_adv[start:start + batch_size].to(dev, torch.float32)
-        pred = _eval_predict(model, xb, num_classes).cpu()
-        correct[start:start + batch_size] = pred == y_cpu[start:start + batch_size]
-    return correct
+    if attacks == "apgd":
+        spec: dict = {"name": "apgd", "n_iter": n_iter}
+        if n_restarts is not None:
+            spec["n_restarts"] = n_restarts
+        return spec
+    if isinstance(attacks, str) and attacks != "standard":
+        raise unknown_name_error("AutoAttack setting", attacks, ("standard", "apgd", "<list of attacks>"))
+    return {"name": "aa", "attacks": None if attacks in (None, "standard") else list(attacks), "n_iter": n_iter,
+            "n_restarts": n_restarts}
 
 
 def robust_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_size: float, norm: str = "linf",
@@ -139,20 +110,24 @@ def robust_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_s
                    aa_n_iter: Optional[int] = None, aa_n_restarts: Optional[int] = None,
                    protocol: Optional[str] = None, batch_size: int = 500, num_classes: Optional[int] = None,
                    seed: int = 0) -> dict[str, Tensor]:
-    """Per-sample correctness under ``clean``, ``pgd<k>`` (CE, uniform start) and, with ``aa``, ``aa``
-    (:func:`autoattack_correct`): ``{name: bool (N,)}``, all by projected prediction."""
-    from .evaluate import evaluate
+    """Per-image correctness ``{"clean", "pgd<k>", "aa": bool (N,)}`` of an experiment's model, from one call of
+    :func:`atkit.evaluation.evaluate` (the AutoAttack entry from :func:`autoattack_spec`, labelled ``aa``). A
+    dummy-class model is evaluated under ``protocol`` (default: the published one)."""
+    from .evaluation import evaluate, parse_attack  # why: evaluation pulls scipy; experiments load it on use
 
-    num_classes = _num_classes_of(model, num_classes)
-    names = ["clean"] + ([f"pgd{pgd_steps}"] if pgd_steps > 0 else [])
-    res = evaluate(model, x, y, attacks=names, threat={"norm": norm, "eps": eps, "step_size": step_size},
-                   batch_size=batch_size, num_classes=num_classes, seed=seed,
-                   protocol=protocol if getattr(model, "dummy_classes", False) else None)
-    out = dict(res.per_sample)
+    names: list = ["clean"] + ([f"pgd{pgd_steps}"] if pgd_steps > 0 else [])
+    aa_label = None
     if aa:
-        out["aa"] = autoattack_correct(model, x, y, eps=eps, norm=norm, attacks=aa_attacks, n_iter=aa_n_iter,
-                                       n_restarts=aa_n_restarts, protocol=protocol, batch_size=batch_size,
-                                       num_classes=num_classes, seed=seed)
+        spec = autoattack_spec(aa_attacks, aa_n_iter, aa_n_restarts)
+        aa_label = parse_attack(spec).label()
+        names.append(spec)
+    dummy = getattr(model, "dummy_classes", False)
+    res = evaluate(model, x, y, attacks=names, threat={"norm": norm, "eps": eps, "step_size": step_size},
+                   batch_size=batch_size, num_classes=_num_classes_of(model, num_classes), seed=seed,
+                   protocol=(protocol or "published") if dummy else None)
+    out = dict(res.per_sample)
+    if aa_label is not None:
+        out["aa"] = out.pop(aa_label)
     return out
 
 

@@ -18,7 +18,6 @@ from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
 from .config import RunConfig, load_config, load_config_dict
 from .data import load_dataset
 from .distributed import cleanup
-from .fast import eval_model, exact_fp32, resolve_precision
 from .methods import COMPOSERS, describe_methods
 from .models import MODELS, build_model
 from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
@@ -64,10 +63,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluation in exact fp32 (TF32 off) unless ``--precision`` asks for bf16 (atkit.fast)."""
-    precision = getattr(args, "precision", None) or "fp32"
-    with exact_fp32(resolve_precision(precision, resolve_device(args.device or "auto")) is None):
-        return _cmd_eval_run(args)
+    """Evaluation in exact fp32 (TF32 off) unless ``--precision`` asks for another (atkit.evaluation.evaluate)."""
+    return _cmd_eval_run(args)
 
 
 def _eval_target_run(args: argparse.Namespace, device: Any) -> dict[str, Any]:
@@ -136,8 +133,11 @@ def _accuracy_lines(result: dict[str, Any], tag: str = "") -> list[str]:
 
 
 def _cmd_eval_run(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate  # why: evaluate pulls scipy (atkit.stats); only `atkit eval` needs it
+    # why: evaluation pulls scipy; only `atkit eval` needs it
+    from .evaluation import PROTOCOL_LABELS, evaluate, parse_attacks, split_attack_list
 
+    attacks = split_attack_list(args.attacks)
+    parse_attacks(attacks)  # an unknown attack is refused before the model and the data load
     if args.n is not None and args.n < 1:
         raise ConfigError(f"--n {args.n}: the number of test images must be >= 1 (omit --n for the whole test set)")
     if args.batch_size < 1:
@@ -154,41 +154,30 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else ctx["out"]
     check_writable(out, "--out")  # before the evaluation, which can take hours
     model, dataset = ctx["model"], ctx["dataset"]
-    if getattr(args, "precision", None) not in (None, "fp32"):
-        model = eval_model(model, device=device, precision=args.precision, channels_last=device.type == "cuda")
     n = min(args.n or len(dataset.test_y), len(dataset.test_y))
-    attacks = [a.strip() for a in args.attacks.split(",") if a.strip()]
     x, y, indices = dataset.eval_subset(n, split="test")  # class-stratified and seeded when n is below the split's size
     x = to_float_images(x)
-    kwargs = dict(attacks=attacks, threat=ctx["threat"], batch_size=args.batch_size, device=device,
-                  num_classes=dataset.num_classes, aa_state_dir=ctx["state_dir"], progress=not args.quiet,
-                  sanity=args.sanity)
     images = test_images_record(dataset, indices)
     parts = dict(images=images, checkpoint=checkpoint_record(ctx["checkpoint"]), model=ctx["model_info"])
-    if getattr(model, "dummy_classes", False):
-        # Dummy-class models: the headline is the per-sample worst case over the protocols, each protocol's numbers
-        # beside it, the published one labelled as the papers' protocol (DUCAT evaluation protocols).
-        from .evaluate import PROTOCOL_LABELS, dummy_protocols_record, evaluate_dummy_protocols  # why: as above
-
-        by_protocol = evaluate_dummy_protocols(model, x, y, **kwargs)
-        payload = dummy_protocols_record(by_protocol)
-        payload["images"] = images
-        attach_provenance(payload, **parts)
-        if not _write_or_print(out, payload):
-            return 1
-        print("\n".join(line for p, r in by_protocol.items()
-                        for line in _accuracy_lines(r.to_dict(), f"[{PROTOCOL_LABELS.get(p, p)}] ")))
-        print(json.dumps({p: {"protocol": PROTOCOL_LABELS.get(p, p), "n": r.n, **_summary(r)}
-                          for p, r in by_protocol.items()} | {"written": str(out)}))
-        return 0
-    result = evaluate(model, x, y, **kwargs)
+    # A dummy-class model is evaluated under every DUCAT protocol: the headline is their per-image worst case, each
+    # protocol's numbers beside it, the published one labelled as the papers' protocol.
+    result = evaluate(model, x, y, attacks=attacks, threat=ctx["threat"], precision=args.precision or "fp32",
+                      batch_size=args.batch_size, device=device, num_classes=dataset.num_classes,
+                      aa_state_dir=ctx["state_dir"], progress=not args.quiet, sanity=args.sanity)
     payload = result.to_dict()
     payload["images"] = images
     attach_provenance(payload, **parts)
     if not _write_or_print(out, payload):
         return 1
-    print("\n".join(_accuracy_lines(payload)))
-    print(json.dumps(_summary(result) | {"ci95": payload["ci95"], "n": result.n, "written": str(out)}))
+    if result.protocols:
+        by_protocol = {"worst_case": result, **result.protocols}
+        print("\n".join(line for p, r in by_protocol.items()
+                        for line in _accuracy_lines(r.to_dict(), f"[{PROTOCOL_LABELS.get(p, p)}] ")))
+        print(json.dumps({p: {"protocol": PROTOCOL_LABELS.get(p, p), "n": r.n, **_summary(r)}
+                          for p, r in by_protocol.items()} | {"written": str(out)}))
+    else:
+        print("\n".join(_accuracy_lines(payload)))
+        print(json.dumps(_summary(result) | {"ci95": payload["ci95"], "n": result.n, "written": str(out)}))
     return 0
 
 
@@ -256,6 +245,22 @@ def _cmd_methods(args: argparse.Namespace) -> int:
             print(f"    {hp} = {info['default']!r}  {info['help']}")
     if COMPOSERS:
         print("add-on terms (use as <base>+<add-on>, e.g. trades+rpat): " + ", ".join(sorted(COMPOSERS)))
+    return 0
+
+
+def _cmd_attacks(args: argparse.Namespace) -> int:
+    from .evaluation import EVAL_ATTACKS, attack_order  # why: evaluation pulls scipy
+
+    rows = [EVAL_ATTACKS[name].describe_class() for name in attack_order(EVAL_ATTACKS)]
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    for row in rows:
+        spelling = row["name"] + ("N" if row["suffix"] else "")
+        print(f"{spelling}  ({row['paper']}){'' if row['robust'] else '  [not a robust-accuracy attack]'}")
+        print(f"    {row['doc']}")
+        for key, info in row["settings"].items():
+            print(f"    {key} = {info['default']!r}  {info['help']}")
     return 0
 
 
@@ -392,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
                    help="with --checkpoint: data.*, threat.* or model_params.* options (e.g. --set data.root=data "
                         "--set threat.norm=l2 --set model_params.normalize=cifar10); repeatable")
-    p.add_argument("--attacks", default="clean,pgd20,cw", help="comma-separated: clean,pgd10,pgd20,pgd100,cw,aa,apgd")
+    p.add_argument("--attacks", default="clean,pgd20,cw",
+                   help="comma-separated evaluation attacks (python -m atkit attacks lists them): e.g. "
+                        "clean,pgd20,cw,apgd,aa")
     p.add_argument("--which", default="model", choices=["model", "ema"], help="online weights or the weight average")
     p.add_argument("--sanity", action="store_true",
                    help="also run the gradient-masking sanity checks (steps/eps monotonicity, large eps, black-box, "
@@ -403,8 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                   help="fp32 (default, exact: the reported numbers) or bf16 autocast (faster, for screening)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "auto"],
+                   help="fp32 (default, exact: the reported numbers), tf32 or bf16 autocast (faster, for screening)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("compare", help="exact McNemar test of two evaluations on the same test images")
@@ -431,6 +438,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("methods", help="list the registered methods with their hyperparameters")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_methods)
+
+    p = sub.add_parser("attacks", help="list the registered evaluation attacks with their settings")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_attacks)
 
     p = sub.add_parser("notebook", help="execute a notebook with papermill and a parameter file")
     p.add_argument("notebook", help="name in notebooks/ (e.g. mse_perception) or a path")

@@ -11,11 +11,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .attacks.eval_attacks import ATTACK_NAMES, parse_eval_attack
 from .utils import ConfigError, check_choice, check_field_types, load_yaml_mapping, unknown_name_error
-
-# The evaluation attack names (one grammar, read by atkit.attacks.eval_attacks.parse_eval_attack).
-EVAL_ATTACK_CHOICES = ATTACK_NAMES
 
 
 @dataclass
@@ -144,7 +140,9 @@ class RunConfig:
                 if key not in eval_names:
                     raise unknown_name_error("eval config key", key, eval_names)
             if isinstance(eval_d.get("final_attacks"), str):  # "clean" or "clean,pgd20": one name or a comma list
-                eval_d["final_attacks"] = [a.strip() for a in eval_d["final_attacks"].split(",") if a.strip()]
+                from .evaluation import split_attack_list  # why: evaluation pulls scipy; loaded on validation
+
+                eval_d["final_attacks"] = split_attack_list(eval_d["final_attacks"])
             check_field_types(EvalConfig, eval_d, "eval.")
             eval_cfg = EvalConfig(**eval_d)
         cfg = cls(**d, eval=eval_cfg)
@@ -237,13 +235,14 @@ class RunConfig:
             raise ConfigError(f"start_epoch={self.start_epoch!r} must be a non-negative integer")
         if self.val_size < 0:
             raise ConfigError(f"val_size={self.val_size!r} must be >= 0")
+        from .evaluation import EVAL_PRECISIONS, parse_attack  # why: evaluation pulls scipy; loaded on validation
         from .fast import PRECISIONS, check_compile, resolve_channels_last
 
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("last_batch", self.last_batch, LAST_BATCH_CHOICES)
         resolve_channels_last(self.channels_last, "cpu")
         check_compile(self.compile)
-        check_choice("eval.precision", self.eval.precision, PRECISIONS)
+        check_choice("eval.precision", self.eval.precision, EVAL_PRECISIONS)
         from .tensorboard_log import check_logging_options
 
         check_logging_options(self.logging)
@@ -258,7 +257,7 @@ class RunConfig:
         if not isinstance(ev.pgd_steps, int) or ev.pgd_steps < 0:
             raise ConfigError(f"eval.pgd_steps={ev.pgd_steps!r} must be a non-negative integer")
         for name in ev.final_attacks:
-            parse_eval_attack(name)  # the grammar atkit.evaluate reads them with: the same names, the same error
+            parse_attack(name)  # the grammar atkit.evaluation reads them with: the same names, the same error
 
         self._warn_suspicious()
 

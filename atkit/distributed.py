@@ -179,7 +179,7 @@ class DistContext:
         return tuple(t[self.rank::self.world_size] for t in tensors)
 
     def merge_eval(self, local: Any, n_total: int) -> Any:
-        """Gather the ranks' :class:`atkit.evaluate.EvalResult` on shards ``r::W`` into the result on all
+        """Gather the ranks' :class:`atkit.evaluation.EvalResult` on shards ``r::W`` into the result on all
         ``n_total`` images (per-sample flags interleaved back, accuracies, the worst case over the robust
         attacks, Mean and NRR recomputed; AutoAttack's warnings of every rank).
 
@@ -187,7 +187,7 @@ class DistContext:
         """
         if not self.is_distributed:
             return local
-        from .evaluate import EvalResult, _set_robust
+        from .evaluation import EvalResult  # why: evaluation pulls scipy; only a sharded evaluation needs it
 
         parts = self.all_gather_object(local.to_dict())
         first = EvalResult.from_dict(parts[0])
@@ -210,10 +210,10 @@ class DistContext:
         warnings = list(dict.fromkeys(w for shard in shards for w in shard.attack_warnings))
         merged = EvalResult(accuracy=accuracy, per_sample=per_sample, n=n_total, threat=first.threat,
                             protocol=first.protocol, num_classes=first.num_classes, seed=first.seed, details=details,
-                            attack_warnings=warnings,
+                            attack_warnings=warnings, notes=first.notes, precision=first.precision,
                             provenance=None if first.provenance is None else {**first.provenance,
                                                                               "shards": self.world_size})
-        _set_robust(merged)  # the worst case over the robust attacks, per sample, on all images
+        merged.set_robust()  # the worst case over the robust attacks, per sample, on all images
         return merged
 
 

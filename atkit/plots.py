@@ -16,7 +16,8 @@ import seaborn as sns
 from matplotlib.artist import setp
 from matplotlib.figure import Figure
 
-from .results import DISPLAY_NAMES, SCORE_METRICS, history_frame, robust_metric
+from .evaluation import display_name, strongest
+from .results import SCORE_METRICS, column_name, history_frame
 from .utils import atomic_write_bytes
 
 
@@ -325,8 +326,6 @@ def toy_case_figure(results: pd.DataFrame, metric_cols: dict, title: Optional[st
 # =============================================================================================
 # Trade-off scatter of the results notebook (form of DUCAT, Fig. 5).
 # =============================================================================================
-_DISPLAY = {"clean": "Clean", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "CW", "aa": "AutoAttack",
-            "apgd": "APGD", "fgsm": "FGSM", "random": "Random"}
 
 
 def _place_keys(ax: Any, xs: list, ys: list, min_px: float = 9.0) -> list[tuple[float, float]]:
@@ -383,8 +382,8 @@ def tradeoff_figure(points: pd.DataFrame, title: Optional[str] = None, annotate:
             ax.text(1.02, 1.0, "\n".join(lines), transform=ax.transAxes, va="top", ha="left", fontsize=6,
                     family="monospace")
         ax.set_xlabel("clean accuracy (%)")
-        ax.set_ylabel(f"robust accuracy (%) under {_DISPLAY.get(metric, metric)}")
-        ax.set_title(f"{threat}, {_DISPLAY.get(metric, metric)}: {len(ours)} of ours (stars), {len(published)} "
+        ax.set_ylabel(f"robust accuracy (%) under {display_name(metric)}")
+        ax.set_title(f"{threat}, {display_name(metric)}: {len(ours)} of ours (stars), {len(published)} "
                      "published (grey)", fontsize=9)
     if title:
         fig.suptitle(title)
@@ -437,7 +436,7 @@ def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, c
     prefix = f"{checkpoint}_"
     names = [c[len(prefix):] for c in table.columns if c.startswith(prefix)
              and pd.api.types.is_numeric_dtype(table[c]) and c[len(prefix):] not in SCORE_METRICS]
-    panels = ["clean"] + [m for m in (robust_metric(names),) if m]
+    panels = ["clean"] + [m for m in (strongest(names),) if m]
     fig = Figure(figsize=(5 * len(panels), 3.8))
     data = table.copy()
     data[x] = data[x].astype(str)
@@ -447,7 +446,7 @@ def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, c
         if col in data and data[col].notna().any():
             sns.pointplot(data=data, x=x, y=col, hue=hue, errorbar="sd", ax=ax, capsize=0.1,
                           order=list(dict.fromkeys(data[x])))
-        ax.set_ylabel(f"{DISPLAY_NAMES.get(metric, metric)} accuracy (%), {checkpoint}")
+        ax.set_ylabel(f"{column_name(metric)} accuracy (%), {checkpoint}")
         ax.set_xlabel(x)
         ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     if title:

@@ -40,23 +40,29 @@ import pandas as pd
 import yaml
 
 from . import reference as ref_mod
-from .attacks.eval_attacks import robust_metric, trade_off_scores  # the one robust-metric and Mean/NRR policy
 from .config import RunConfig
-from .evaluate import WORST_CASE, EvalResult, worst_case_over_protocols
+# The one robust-metric and Mean/NRR policy, and every attack name, display name and column from the registry.
+from .evaluation import (WORST_CASE, EvalResult, attack_order, default_spellings, display_name, is_attack_name,
+                         strongest, trade_off_scores, worst_case_over_protocols)
 from .methods import ThreatModel
 from .paths import resolve_output_path
 from .report import has_final_evaluation as has_final_eval
 from .runs import open_run, run_config_from
-from .sanity import checks_summary
+from .evaluation import checks_summary
 from .stats import wilson_interval
 from .utils import read_json as _read_json
 from .utils import write_table
 
-# Columns of the accuracy metrics, in the order tables show them.
-ACCURACY_METRICS = ("clean", "pgd10", "pgd20", "pgd100", "cw", "aa", "apgd", "fgsm", "random")
+# Columns of the accuracy metrics, in the order tables show them: every registered evaluation attack at its
+# defaults (atkit.evaluation), so a new attack file is a new column.
+ACCURACY_METRICS = tuple(default_spellings())
 SCORE_METRICS = ("mean", "nrr")
-DISPLAY_NAMES = {"clean": "Clean", "pgd10": "PGD-10", "pgd20": "PGD-20", "pgd100": "PGD-100", "cw": "CW",
-                 "aa": "AA", "apgd": "APGD", "fgsm": "FGSM", "random": "Random", "mean": "Mean", "nrr": "NRR"}
+_SCORE_NAMES = {"mean": "Mean", "nrr": "NRR"}
+
+
+def column_name(metric: str) -> str:
+    """The heading of a metric column: the attack's short name from its file (``aa`` -> ``AA``), Mean, NRR."""
+    return _SCORE_NAMES.get(metric) or display_name(metric, short=True)
 _RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval", "logging")
 
 
@@ -243,7 +249,7 @@ def _last_epoch_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                     if k.startswith(prefix) and k.endswith("_acc")}
             if accs:
                 row: dict[str, Any] = dict(accs)
-                rob = robust_metric(accs)
+                rob = strongest(accs)
                 row["robust_metric"] = rob
                 row["mean"], row["nrr"] = trade_off_scores(accs.get("clean"), accs.get(rob) if rob else None)
                 row["epoch"] = record.get("epoch")
@@ -336,7 +342,7 @@ _SETTING_COLUMNS = ("label", "run_label", "method", "method_params", "dataset", 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
     """Accuracy and score columns present in ``frame`` (in display order, then other ``pgdN``/``cwN``)."""
     known = [m for m in ACCURACY_METRICS + SCORE_METRICS if m in frame.columns]
-    extra = sorted(c for c in frame.columns if re.fullmatch(r"(pgd|cw)[0-9]+", c) and c not in known)
+    extra = attack_order(c for c in frame.columns if c not in known and is_attack_name(c))
     return known + extra
 
 
@@ -423,16 +429,16 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
                                "status": first.get("statuses"),
                                "checks": first.get("checks", "not run")}
         for metric in ("clean",) + tuple(robust):
-            name = DISPLAY_NAMES.get(metric, metric)
+            name = column_name(metric)
             for tag, rec in (("best", best), ("final", final)):
                 row[f"{name} {tag}"] = (_cell(rec.get(metric), rec.get(f"{metric}_std"), digits, rec.get("n"))
                                         if rec else "missing")
         for metric in SCORE_METRICS:
             rec = best or final
-            row[DISPLAY_NAMES[metric]] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
+            row[column_name(metric)] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits + 1)
         # Mean and NRR are only comparable between rows scored by the same robust attack: name it.
         scored_by = (best or final).get("robust_metric") or ""
-        row["Mean/NRR by"] = ", ".join(DISPLAY_NAMES.get(m.strip(), m.strip()) for m in scored_by.split(",")
+        row["Mean/NRR by"] = ", ".join(column_name(m.strip()) for m in scored_by.split(",")
                                        if m.strip())
         # Dummy-class runs: every other protocol's number beside the one shown (DUCAT protocols).
         for other in [p for p in _BESIDE_PROTOCOLS if p in protocols and p != chosen]:
@@ -440,7 +446,7 @@ def paper_table(agg: pd.DataFrame, robust: Sequence[str] = ("pgd20", "aa"), prot
             for rec in beside.to_dict(orient="records"):
                 if rec["checkpoint"] in ("best", "final"):
                     metric = tuple(robust)[-1] if robust else "aa"
-                    name = f"{DISPLAY_NAMES.get(metric, metric)} {rec['checkpoint']} ({_BESIDE_PROTOCOLS[other]})"
+                    name = f"{column_name(metric)} {rec['checkpoint']} ({_BESIDE_PROTOCOLS[other]})"
                     row[name] = _cell(rec.get(metric), rec.get(f"{metric}_std"), digits, rec.get("n"))
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
@@ -518,7 +524,7 @@ def comparison_display(comparison: pd.DataFrame, metrics: Sequence[str] = ("clea
                 continue
             ours = rec.get(f"ours_{m}")
             ours_txt = "missing" if ours is None or _isnan(ours) else _cell(ours, rec.get(f"ours_{m}_std"), digits)
-            row[DISPLAY_NAMES.get(m, m)] = f"{ours_txt} / {paper:.{digits}f}"
+            row[column_name(m)] = f"{ours_txt} / {paper:.{digits}f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -568,7 +574,7 @@ def tradeoff_points(agg: pd.DataFrame, refs: Sequence[ref_mod.Reference] = (), *
                   | ((sel["protocol"] == "published") & ~sel["setting"].isin(with_worst))]
         for rec in sel.to_dict(orient="records"):
             names = [m for m in metric_columns(agg) if m not in SCORE_METRICS and not _isnan(rec.get(m, np.nan))]
-            metric = y if y in names else robust_metric(names)
+            metric = y if y in names else strongest(names)
             if metric is None or _isnan(rec.get("clean", np.nan)):
                 continue
             rows.append({"who": "this workbook", "label": rec.get("run_label") or rec["label"],
@@ -619,7 +625,7 @@ def history_frame(history: Sequence[Mapping[str, Any]]) -> pd.DataFrame:
 __all__ = ["ACCURACY_METRICS", "ablation_figure", "aggregate_seeds", "has_final_eval", "open_run",
            "run_config_from", "collect_runs", "compare_with_reference", "comparison_display",
            "dataset_label", "eval_frame", "figure_png", "find_run_dirs", "history_frame", "learning_curves_figure",
-           "load_run", "paper_table", "robust_metric", "run_rows", "save_png", "setting_label", "setting_of",
+           "column_name", "load_run", "paper_table", "run_rows", "save_png", "setting_label", "setting_of",
            "stable_hash", "trade_off_scores", "tradeoff_figure", "tradeoff_points", "varied_params", "write_table"]
 
 # Figures moved to atkit.plots; imported from here on first use (plots imports seaborn, which is heavy).

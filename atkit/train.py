@@ -38,8 +38,8 @@ from .checkpoints import (best_model, check_checkpoint_compatible, init_weights_
 from .config import RunConfig, drop_last_batch, load_config
 from .data import BatchLoader, load_dataset, split_validation
 from .distributed import init_from_env
-from .evaluate import evaluate
-from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model, training_precision
+from .evaluation import evaluate
+from .fast import exact_fp32, resolve_precision, training_model, training_precision
 from .methods import LossOutput, Method, StepContext
 from .models import build_model, predict_labels
 from .paths import resolve_output_path
@@ -416,22 +416,22 @@ class Trainer:
                 "train_time_s": time.time() - start}
 
     def evaluate_epoch(self, model: nn.Module) -> dict[str, float]:
-        """Clean and PGD accuracy on the fixed evaluation subset (in percent)."""
+        """Clean and PGD accuracy on the fixed evaluation subset (in percent). A dummy-class model is checked under
+        the published protocol only (the papers' per-epoch selection; its final report takes every protocol)."""
         attacks = ["clean"] + ([f"pgd{self.config.eval.pgd_steps}"] if self.config.eval.pgd_steps > 0 else [])
-        result = self.evaluate_sharded(model, self.eval_x, self.eval_y, attacks=attacks,
-                                       threat=self.config.threat_model(), batch_size=self.config.eval.batch_size,
-                                       device=self.device, num_classes=self.num_classes)
+        protocol = "published" if getattr(model, "dummy_classes", False) else None
+        result = self.evaluate_sharded(model, self.eval_x, self.eval_y, attacks=attacks, protocol=protocol)
         return dict(result.accuracy)
 
     def evaluate_sharded(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> Any:
-        """:func:`atkit.evaluate.evaluate` in the configured ``eval.precision`` (exact fp32 by default, TF32
-        off); under torchrun each rank evaluates images ``r, r + W, ...`` and the results are gathered."""
-        view = eval_model(model, device=self.device, precision=self.config.eval.precision,
-                          channels_last=resolve_channels_last(self.config.channels_last, self.device))
+        """:func:`atkit.evaluation.evaluate` with the run's threat model, ``eval.batch_size``, ``eval.precision``
+        (exact fp32 by default), device and class count; under torchrun each rank evaluates images ``r, r + W, ...``
+        and the results are gathered."""
+        options = dict(threat=self.config.threat_model(), batch_size=self.config.eval.batch_size, device=self.device,
+                       num_classes=self.num_classes, precision=self.config.eval.precision)
+        options.update(kwargs)
         xs, ys = self.dist.shard(x, y)
-        with exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
-            result = evaluate(view, xs, ys, **kwargs)
-        return self.dist.merge_eval(result, len(y))
+        return self.dist.merge_eval(evaluate(model, xs, ys, **options), len(y))
 
     def _average_buffers_over_ranks(self) -> None:
         """BatchNorm statistics are per process during an epoch; average them so all ranks hold one model."""
@@ -562,7 +562,7 @@ class Trainer:
         if not self.dist.is_main:
             return {}
         phases = progress if progress is not None else Phases("final evaluation", show=self.progress)
-        with self._holding_lock(), exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
+        with self._holding_lock():  # the evaluation sets its own precision (eval.precision; exact fp32 by default)
             return final_report(self, attacks, n_test, phases)
 
     def final_model(self) -> nn.Module:

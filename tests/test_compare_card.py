@@ -5,11 +5,11 @@ import pytest
 import torch
 import yaml
 
-from atkit.attacks import run_autoattack
+from atkit.evaluation.autoattack import run_autoattack
 from atkit.card import make_card
 from atkit.cli import main as cli_main
 from atkit.compare import compare_evaluations, comparison_table, per_sample_flags
-from atkit.evaluate import EvalResult, evaluate
+from atkit.evaluation import EvalResult, evaluate
 from atkit.results import collect_runs
 from atkit.stats import mcnemar_test, wilson_interval
 from atkit.utils import ConfigError
@@ -48,7 +48,7 @@ def test_evaluation_json_carries_intervals_and_provenance(trained, tmp_path):
 
 
 def test_autoattack_budget_records_standard_settings(trained):
-    from atkit.attacks.autoattack import STANDARD_ATTACKS, _build_autoattack, _WarningRecorder
+    from atkit.evaluation.autoattack import STANDARD_ATTACKS, _build_autoattack, _WarningRecorder
     from atkit.provenance import autoattack_budget
 
     model, _, _ = trained

@@ -1,5 +1,5 @@
 """One policy each: the eval-attack name grammar (config and evaluate agree), the threat defaults, the DUCAT
-protocol view, the robust metric and Mean/NRR, the AutoAttack presets, the device of a model."""
+protocol view, the robust metric and Mean/NRR, the AutoAttack runs as registered attacks, the device of a model."""
 from __future__ import annotations
 
 import math
@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn as nn
 
+from dataclasses import dataclass, field
+
 import atkit.results
 from atkit import analysis
-from atkit.attacks import THREAT_DEFAULTS, ThreatModel, resolve_threat
-from atkit.attacks.autoattack import AA_PRESETS
-from atkit.attacks.eval_attacks import (EVAL_ATTACKS, EvalAttack, parse_eval_attack, robust_attacks, robust_metric,
-                                        trade_off_scores)
+from atkit.attacks import THREAT_DEFAULTS, ThreatModel, pgd, resolve_threat
 from atkit.config import RunConfig
-from atkit.evaluate import evaluate
+from atkit.evaluation import (EVAL_ATTACKS, EvalAttack, evaluate, parse_attack, register_eval_attack, robust_attacks,
+                              strongest, trade_off_scores)
 from atkit.methods import ThreatModel as MethodsThreatModel
 from atkit.models import MergedDummyModel, build_model
 from atkit.models.dummy import protocol_model
@@ -58,33 +58,55 @@ def test_config_and_evaluate_refuse_the_same_names_with_the_same_message(name):
 
 def test_the_error_names_the_bad_value_the_closest_and_every_spelling():
     with pytest.raises(ConfigError) as err:
-        parse_eval_attack("pgd05")
+        parse_attack("pgd05")
     message = str(err.value)
     assert "'pgd05'" in message and "Did you mean" in message
     accepted = message.split("Accepted: ")[1].rstrip(".").split(", ")
-    assert sorted(accepted) == sorted(["aa", "apgd", "clean", "cw", "cwN", "fgsm", "pgd10", "pgd100", "pgd20", "pgdN",
-                                       "random"])
+    assert sorted(accepted) == sorted(["aa", "apgd", "apgd_dlr", "clean", "cw", "cwN", "fgsm", "pgd10", "pgd100",
+                                       "pgd20", "pgdN", "random", "square", "NAME(key=value)"])
     with pytest.raises(ConfigError, match="Did you mean 'pgd20'"):
-        parse_eval_attack("pgd-20")
+        parse_attack("pgd-20")
     with pytest.raises(ConfigError, match="must be strings"):
-        parse_eval_attack(20)
+        parse_attack(20)
 
 
-def test_a_registered_family_takes_steps_from_its_signature():
-    assert parse_eval_attack("cw") == EvalAttack("pgd", loss="cw", steps=30, robust=True)
-    assert parse_eval_attack("cw50").steps == 50 and parse_eval_attack("pgd3").loss == "ce"
+def test_a_registered_attack_takes_its_number_and_settings_from_its_params():
+    assert parse_attack("cw").params.steps == 30 and parse_attack("cw").label() == "cw"
+    assert parse_attack("cw50").params.steps == 50 and parse_attack("pgd3").label() == "pgd3"
+    assert parse_attack("pgd50(random_start=none)").params.random_start == "none"
+    assert parse_attack({"aa": {"n_iter": 20}}).label() == "aa(n_iter=20)"
+    with pytest.raises(ConfigError, match="'probe9'"):
+        parse_attack("probe9")
 
-    @EVAL_ATTACKS.register("probe")
-    def probe(steps: int = 4) -> EvalAttack:
-        return EvalAttack("pgd", loss="ce", steps=steps, robust=True)
+    @dataclass
+    class ProbeParams:
+        steps: int = field(default=4, metadata={"help": "steps", "range": (1, None)})
+
+    @register_eval_attack
+    class Probe(EvalAttack):
+        """A CE-PGD under another name: a new file is a new attack everywhere."""
+
+        name = "probe"
+        Params = ProbeParams
+        suffix = "steps"
+        strength = 11.0
+
+        def perturb(self, target, x, y):
+            t = target.threat
+            return pgd(target.model, x, y, eps=t["eps"], step_size=t["step_size"], steps=self.params.steps,
+                       norm=t["norm"], loss="ce", random_start="uniform", bn_mode="eval")
 
     try:
-        assert parse_eval_attack("probe").steps == 4 and parse_eval_attack("probe9").steps == 9
+        assert parse_attack("probe").params.steps == 4 and parse_attack("probe9").params.steps == 9
         assert _config_with("probe9").eval.final_attacks == ["clean", "probe9"]  # config reads the same registry
+        assert strongest(["pgd20", "probe9"]) == "probe9"  # its rank comes from its file
+        model, x, y = _tiny()
+        res = evaluate(model, x, y, attacks=("clean", "probe9"), batch_size=4)
+        assert res.robust_metric == "probe9" and res.details["probe9"]["passes"]["backward_per_image"] == 9
     finally:
         del EVAL_ATTACKS["probe"]
     with pytest.raises(ConfigError):
-        parse_eval_attack("probe9")
+        parse_attack("probe9")
 
 
 def test_threat_defaults_have_one_source():
@@ -119,10 +141,10 @@ def test_protocol_model_is_the_view_the_attacks_see():
 
 
 def test_robust_metric_and_mean_nrr_are_one_policy():
-    assert atkit.results.robust_metric is robust_metric and atkit.results.trade_off_scores is trade_off_scores
-    assert robust_metric(["clean", "pgd10", "pgd20", "cw"]) == "pgd20"
-    assert robust_metric(["clean", "pgd100", "apgd"]) == "apgd" and robust_metric(["aa", "apgd"]) == "aa"
-    assert robust_metric(["clean", "pgd05", "mean"]) is None  # not attack names: never a robust metric
+    assert atkit.results.trade_off_scores is trade_off_scores
+    assert strongest(["clean", "pgd10", "pgd20", "cw"]) == "pgd20"
+    assert strongest(["clean", "pgd100", "apgd"]) == "apgd" and strongest(["aa", "apgd"]) == "aa"
+    assert strongest(["clean", "pgd05", "mean"]) is None  # not attack names: never a robust metric
     assert robust_attacks(["clean", "pgd20", "cw50", "fgsm", "aa", "nrr"]) == ["pgd20", "cw50", "aa"]
     mean, nrr = trade_off_scores(80.0, 40.0)
     assert mean == 60.0 and math.isclose(nrr, 2 * 80 * 40 / 120)
@@ -130,14 +152,18 @@ def test_robust_metric_and_mean_nrr_are_one_policy():
     assert trade_off_scores(0.0, 0.0) == (0.0, 0.0)
 
 
-def test_autoattack_presets_are_one_table():
-    assert analysis.AA_PRESETS == tuple(AA_PRESETS) == ("standard", "apgd")
-    assert parse_eval_attack("aa").details({}) == {"attack": "autoattack", **AA_PRESETS["standard"]}
-    assert parse_eval_attack("apgd").details({}) == {"attack": "autoattack", **AA_PRESETS["apgd"]}
-    model = build_model("small_cnn", 4)
+def test_autoattack_runs_are_registered_attacks_with_their_budgets():
+    aa, apgd = parse_attack("aa").describe({"norm": "linf", "eps": 0.1}), parse_attack("apgd").describe({})
+    assert aa["version"] == "standard" and aa["attacks"] == ["apgd-ce", "apgd-t", "fab-t", "square"]
+    assert apgd["version"] == "custom" and apgd["attacks"] == ["apgd-ce", "apgd-dlr"] and apgd["n_restarts"] == 1
+    assert parse_attack("aa(n_iter=20)").describe({})["version"] == "standard-reduced"
+    assert parse_attack("aa(n_iter=20)").display_name().endswith("not standard)")
+    assert analysis.autoattack_spec("apgd", 50) == {"name": "apgd", "n_iter": 50}
+    assert parse_attack(analysis.autoattack_spec(["apgd-ce"], 2, 1)).describe({})["attacks"] == ["apgd-ce"]
     with pytest.raises(ConfigError, match="'fast'.*Accepted: <list of attacks>, apgd, standard"):
-        analysis.autoattack_correct(model, torch.rand(2, 3, 32, 32), torch.tensor([0, 1]), eps=8 / 255,
-                                    attacks="fast")
+        analysis.autoattack_spec("fast")
+    with pytest.raises(ConfigError, match="'apgd_ce'"):
+        parse_attack("aa(attacks=[apgd_ce])")
 
 
 def test_model_device_is_the_first_parameter_or_buffer_else_the_cpu():

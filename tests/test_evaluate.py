@@ -1,4 +1,4 @@
-"""Tests for atkit.evaluate and atkit.attacks.run_autoattack (official AutoAttack, driven by atkit)."""
+"""Tests for atkit.evaluation.evaluate and run_autoattack (official AutoAttack, driven by atkit)."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from atkit.attacks import run_autoattack
-from atkit.evaluate import EvalResult, evaluate, evaluate_dummy_protocols
+from atkit.evaluation import EvalResult, evaluate
+from atkit.evaluation.autoattack import run_autoattack
 from atkit.models.base import AtkitModel
 from atkit.utils import ConfigError
 from helpers import TinyConvNet, fit_blobs, make_blobs
@@ -335,7 +335,8 @@ def test_dummy_protocols_published_over_reports():
     model = HandDummy()
     x = 0.5 + 0.002 * (2 * torch.rand(16, 1, 2, 2, generator=torch.Generator().manual_seed(0)) - 1)
     y = torch.zeros(16, dtype=torch.long)
-    out = evaluate_dummy_protocols(model, x, y, attacks=("clean", "pgd20"))
+    head = evaluate(model, x, y, attacks=("clean", "pgd20"))
+    out = {head.protocol: head, **head.protocols}
     # The per-sample worst case heads the protocols: it is what a dummy-class model is reported by.
     assert list(out) == ["worst_case", "published", "adaptive", "adaptive_max"]
     for protocol, res in out.items():
@@ -345,12 +346,11 @@ def test_dummy_protocols_published_over_reports():
     assert out["adaptive"].accuracy["pgd20"] == 0.0
     assert out["adaptive_max"].accuracy["pgd20"] == 0.0
     assert out["worst_case"].accuracy["pgd20"] == 0.0 and out["worst_case"].mean == 50.0
-    assert list(evaluate_dummy_protocols(model, x, y, attacks=("clean",), worst_case=False)) == [
-        "published", "adaptive", "adaptive_max"]
-    # Without a protocol, a dummy-class model is evaluated as published.
-    default = evaluate(model, x, y, attacks=("pgd20",))
-    assert default.protocol == "published"
-    assert torch.equal(default.per_sample["pgd20"], out["published"].per_sample["pgd20"])
+    assert list(evaluate(model, x, y, attacks=("clean",)).protocols) == ["published", "adaptive", "adaptive_max"]
+    # One protocol asked for: that protocol alone, equal to its column of the full evaluation.
+    published = evaluate(model, x, y, attacks=("pgd20",), protocol="published")
+    assert published.protocol == "published" and not published.protocols
+    assert torch.equal(published.per_sample["pgd20"], out["published"].per_sample["pgd20"])
     assert model.training  # untouched by wrapping it in MergedDummyModel
 
 
@@ -359,6 +359,6 @@ def test_protocol_errors(trained):
     with pytest.raises(ConfigError, match="dummy"):
         evaluate(model, x, y, protocol="adaptive")
     with pytest.raises(ConfigError, match="dummy"):
-        evaluate_dummy_protocols(model, x, y)
+        evaluate(model, x, y, protocol=["published", "adaptive"])
     with pytest.raises(ConfigError, match="adaptive"):
         evaluate(HandDummy(), x[:, :1, :2, :2], y % 2, protocol="adaptiv")

@@ -274,7 +274,7 @@ def one_thread():
 def test_adaptive_protocol_is_not_more_robust_than_published(one_thread):
     from atkit.attacks import pgd
     from atkit.data import load_dataset
-    from atkit.evaluate import evaluate_dummy_protocols
+    from atkit.evaluation import evaluate
     from helpers import TinyBatch
 
     k, steps = 4, 1000
@@ -296,7 +296,7 @@ def test_adaptive_protocol_is_not_more_robust_than_published(one_thread):
     model.eval()
     # Training images: the question is how each protocol scores one fixed model, not generalisation.
     x, y = x_all[:256], y_all[:256]
-    res = evaluate_dummy_protocols(model, x, y, attacks=("clean", "pgd10"), batch_size=256, seed=0)
+    res = evaluate(model, x, y, attacks=("clean", "pgd10"), batch_size=256, seed=0).protocols
     published = res["published"].accuracy
     assert published["clean"] > 60.0
     # The comparison is meaningful because the model behaves as DUCAT intends: clean images in real

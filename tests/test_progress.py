@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from atkit import cli
-from atkit.evaluate import evaluate
+from atkit.evaluation import evaluate
 from atkit.progress import (PROGRESS_ENV, LineProgress, Phases, decide_progress_mode, eta_seconds, progress_bar,
                             progress_mode)
 from atkit.utils import ConfigError

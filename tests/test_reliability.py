@@ -180,12 +180,12 @@ def finished_run(tmp_path_factory) -> Path:
 
 
 def test_eval_out_unwritable_is_refused_before_work(finished_run, tmp_path, monkeypatch, capsys):
-    import atkit.evaluate
+    import atkit.evaluation
 
     def never(*a, **k):
         raise AssertionError("the evaluation ran although its output cannot be written")
 
-    monkeypatch.setattr(atkit.evaluate, "evaluate", never)
+    monkeypatch.setattr(atkit.evaluation, "evaluate", never)
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     assert main(["eval", str(finished_run), "--attacks", "clean", "--quiet", "--out", str(blocker / "e.json")]) == 2

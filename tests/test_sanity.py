@@ -10,9 +10,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atkit.config import RunConfig
-from atkit.evaluate import EvalResult, evaluate, results_table
+from atkit.evaluation import EvalResult, evaluate, results_table
 from atkit.models.base import AtkitModel
-from atkit.sanity import CHECK_NAMES, _monotone, checks_summary, run_sanity_checks
+from atkit.evaluation.sanity import CHECK_NAMES, checks_summary, run_sanity_checks
+from atkit.evaluation.sanity.checks import _monotone
 from atkit.train import train
 from atkit.utils import ConfigError
 from helpers import fit_blobs, make_blobs

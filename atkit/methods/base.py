@@ -19,6 +19,7 @@ from torch import Tensor
 from ..attacks import pgd
 from ..attacks.mode import eval_logits
 from ..attacks.threat import ThreatModel  # noqa: F401  (defined there, the one threat-model source)
+from ..params import build_params as _build_params, describe_params
 from ..utils import ConfigError, check_choice, check_field_types, unknown_name_error
 
 
@@ -98,35 +99,9 @@ def weighted_sum(terms: Sequence[Term]) -> Tensor:
     return total
 
 
-def describe_params(params_cls: type) -> dict[str, dict[str, Any]]:
-    """``{name: {"default": ..., "help": ...}}`` of a hyperparameter dataclass, for listings."""
-    out = {}
-    for f in dataclasses.fields(params_cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        out[f.name] = {"default": default, "help": f.metadata.get("help", "")}
-    return out
-
-
 def build_params(params_cls: type, values: dict[str, Any], method: str) -> Any:
-    """Instantiate ``params_cls`` from a dict, rejecting unknown keys and values outside ``choices``."""
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"method_params of {method!r} must be a mapping of hyperparameters, got {values!r}")
-    fields = {f.name: f for f in dataclasses.fields(params_cls)}
-    for key, value in values.items():
-        if key not in fields:
-            raise unknown_name_error(f"hyperparameter of method {method!r}", key, fields)
-    check_field_types(params_cls, values, f"{method}.")
-    for key, value in values.items():
-        choices = fields[key].metadata.get("choices")
-        if choices is not None and value not in choices:
-            raise ConfigError(
-                f"{method}.{key}={value!r} is not accepted; choose one of {', '.join(map(repr, choices))}.")
-        low, high = fields[key].metadata.get("range", (None, None))
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value) or (low is not None and value < low) or (high is not None and value > high):
-                raise ConfigError(f"{method}.{key}={value!r} is out of range [{low}, {high}].")
-    return params_cls(**values)
+    """A method's hyperparameters from a mapping (:func:`atkit.params.build_params`, kind "method")."""
+    return _build_params(params_cls, values, method, "method")
 
 
 class Method:

@@ -15,10 +15,11 @@ configured by ``pyautoattack.AutoAttack`` for the chosen version (docs/methods.m
 
 The driving logic is AutoAttack's: the attacks run in order, each only on the points every
 earlier attack failed to break, each call of an attack is seeded with ``seed``, and a point counts
-as broken once any attack finds an example. "Broken" is the raw ``argmax != y`` of the attacked
-model, as in the official code, unless ``score_model`` is given: then it is the prediction the
-score uses, so an attack on a merged view of a dummy-class model (the DUCAT adaptive protocol)
-cannot retire a point whose projected prediction is still correct.
+as broken once any attack finds an example. "Broken" is ``argmax != y`` of the model it is given, as in the
+official code; :mod:`atkit.evaluation` hands it the scored view of a dummy-class model
+(:class:`atkit.evaluation.target.ScoredView`), whose argmax is the prediction that scores the point, so the
+official attacks' own bookkeeping, inside each call as well as between calls, follows the score. The loop runs
+under ``torch.no_grad()`` as pyautoattack's own driver does (the attacks enable gradients where they need them).
 
 AutoAttack's own warnings (randomized or dynamic model, zero gradients, Square beating the gradient
 attacks, ...) are kept in :attr:`AutoAttackResult.warnings` besides going to the ``atkit.autoattack``
@@ -39,11 +40,10 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..models.dummy import predict_labels
+from ..attacks.mode import attack_mode
+from ..attacks.pgd import check_budget
 from ..provenance import autoattack_budget
 from ..utils import ConfigError, atomic_torch_save, atomic_write_json, check_choice, model_device, unknown_name_error
-from .mode import attack_mode
-from .pgd import check_budget
 
 logger = logging.getLogger("atkit.autoattack")
 
@@ -52,12 +52,6 @@ AA_VERSIONS = ("standard", "custom")
 # AutoAttack's own spelling of the norms.
 AA_NORM_NAMES = {"linf": "Linf", "l2": "L2"}
 STANDARD_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
-# The AutoAttack runs atkit names (evaluation attacks ``aa`` / ``apgd``, atkit.analysis.autoattack_correct): the
-# keyword arguments of :func:`run_autoattack` for each. ``apgd`` is a cheaper subset, not "AutoAttack standard".
-AA_PRESETS: dict[str, dict[str, Any]] = {
-    "standard": {"version": "standard"},
-    "apgd": {"version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], "n_restarts": 1},
-}
 _STATE_FORMAT = "atkit-autoattack-state/1"
 # Logit counts each attack needs: DLR uses the 3rd largest logit, targeted DLR the 4th.
 _MIN_OUTPUTS = {"apgd-ce": 2, "apgd-dlr": 3, "apgd-t": 4, "fab": 2, "fab-t": 2, "square": 2}
@@ -70,11 +64,10 @@ class AutoAttackResult:
     """Outcome of :func:`run_autoattack`.
 
     ``x_adv``: adversarial images (the clean image where no attack succeeded), on ``x``'s device.
-    ``correct``: bool ``(N,)`` on CPU, ``predict_labels(model(x_adv)) == y``.
+    ``correct``: bool ``(N,)`` on CPU, ``argmax(model(x_adv)) == y`` (the scored prediction).
     ``accuracy``: robust accuracy in percent (mean of ``correct``).
     ``per_attack``: AutoAttack's own running count in percent, ``{"clean": .., attack: ..}``, each
-    entry the accuracy left after that attack (raw ``argmax == y`` of the attacked model; for a
-    plain C-output model this equals ``accuracy`` at the last attack).
+    entry the accuracy left after that attack (``argmax == y`` of the model it was given).
     ``attacks``: the attacks in the order run; ``ran_now``: those that did work in this call (empty
     when a finished state was reloaded); ``resumed``: a state file was found and continued.
     ``config``: everything that defines the run (eps, norm, version, overrides, ...).
@@ -351,14 +344,13 @@ def run_autoattack(
     state_path: Optional[str | Path] = None,
     seed: int = 0,
     device: Optional[str | torch.device] = None,
-    num_classes: Optional[int] = None,
     n_iter: Optional[int] = None,
     n_restarts: Optional[int] = None,
     square_queries: Optional[int] = None,
-    score_model: Optional[nn.Module] = None,
     on_batch: Optional[Callable[[str, int, int], None]] = None,
+    on_stage: Optional[Callable[[str, int, dict[str, Any]], None]] = None,
 ) -> AutoAttackResult:
-    """Run AutoAttack on ``(x, y)`` and score the result with the projected prediction.
+    """Run AutoAttack on ``(x, y)`` against ``model``, a point counting as broken when ``model``'s argmax is wrong.
 
     ``version="standard"``: APGD-CE, APGD-T, FAB-T, Square with the official settings (Croce & Hein
     2020); ``"custom"``: the listed ``attacks`` (names in :data:`AA_ATTACKS`) with AutoAttack's
@@ -367,18 +359,15 @@ def run_autoattack(
     the official budgets (cheap smoke runs; the result is then not "AutoAttack standard"), and
     are recorded in ``config``.
 
-    The model runs in eval mode with frozen parameters (:func:`attack_mode`), restored afterwards;
-    the caller's RNG state is left untouched. Correctness per sample is
-    ``predict_labels(scorer(x_adv), num_classes) == y``, ``scorer`` being ``score_model`` when given,
-    else ``model``, and ``num_classes`` defaulting to the scorer's ``num_classes`` (else its logit
-    width). ``score_model`` (e.g. the dummy-class model whose merged view ``model`` is) also decides
-    which points count as broken between the attacks, so that every point the score calls correct
-    goes on to the next attack; without it, "broken" is AutoAttack's raw ``argmax != y`` of ``model``.
+    ``model`` is what the attacks see and what decides "broken" (for a dummy-class model, the scored view of
+    :mod:`atkit.evaluation.target`); it runs in eval mode with frozen parameters (:func:`attack_mode`),
+    restored afterwards, and the caller's RNG state is left untouched. ``correct``: ``argmax(model(x_adv)) == y``.
     ``state_path``: a JSON file, updated after every batch, from which an interrupted run continues
     (same data, model and settings required; the images found so far sit next to it in
     ``<state_path>.xadv.pt``). ``eps = 0`` returns the clean result at once, without running the attacks.
     ``on_batch(attack, done, total)`` is called after every batch (progress: images of this attack's
-    still-robust set done so far).
+    still-robust set done so far); ``on_stage(attack, images, stage_budget)`` before each attack starts (its
+    images and its budget from :func:`atkit.provenance.autoattack_budget`: what it will cost).
     """
     check_choice("norm", norm, AA_NORM_NAMES)
     check_budget(eps, None, None, norm)
@@ -394,29 +383,19 @@ def run_autoattack(
     n = x.shape[0]
     y_cpu = y.detach().to("cpu", torch.long)
     fork_devices = [dev.index or 0] if dev.type == "cuda" else []
-    scorer = model if score_model is None else score_model
 
-    with attack_mode(model, "eval"), attack_mode(scorer, "eval"), torch.random.fork_rng(devices=fork_devices):
-        with torch.no_grad():
-            num_outputs = model(x[:1].to(dev, torch.float32)).shape[1]
-            if num_classes is None:
-                num_classes = getattr(scorer, "num_classes", None)
-                if num_classes is None:
-                    num_classes = scorer(x[:1].to(dev, torch.float32)).shape[1]
-        num_classes = int(num_classes)
+    # No autograd graph outside the attacks' own enable_grad blocks, as pyautoattack's driver runs them.
+    with attack_mode(model, "eval"), torch.random.fork_rng(devices=fork_devices), torch.no_grad():
+        num_outputs = model(x[:1].to(dev, torch.float32)).shape[1]
 
         def predicted(xb: Tensor) -> Tensor:
-            """The prediction that decides "broken": the scorer's projected one, else AutoAttack's raw argmax."""
-            logits = scorer(xb)
-            return (logits.argmax(1) if score_model is None else predict_labels(logits, num_classes)).cpu()
+            return model(xb).argmax(1).cpu()
 
         def score(images: Tensor) -> Tensor:
             correct = torch.zeros(n, dtype=torch.bool)
-            with torch.no_grad():
-                for start in range(0, n, batch_size):
-                    logits = scorer(images[start:start + batch_size].to(dev, torch.float32))
-                    correct[start:start + batch_size] = (predict_labels(logits, num_classes).cpu()
-                                                         == y_cpu[start:start + batch_size])
+            for start in range(0, n, batch_size):
+                correct[start:start + batch_size] = (predicted(images[start:start + batch_size].to(dev, torch.float32))
+                                                     == y_cpu[start:start + batch_size])
             return correct
 
         for name in run_attacks:
@@ -428,8 +407,6 @@ def run_autoattack(
             "n_iter": n_iter, "n_restarts": n_restarts, "square_queries": square_queries, "n": int(n),
             "num_outputs": int(num_outputs), "batch_size": int(batch_size),
         }
-        if score_model is not None:
-            config["success"] = "score_model"
         if eps == 0:
             # Nothing can move inside a ball of radius 0: every attack leaves the clean accuracy.
             correct = score(x)
@@ -457,10 +434,9 @@ def run_autoattack(
 
         if not resumed:
             robust = torch.zeros(n, dtype=torch.bool)
-            with torch.no_grad():
-                for start in range(0, n, batch_size):
-                    xb = x[start:start + batch_size].to(dev, torch.float32)
-                    robust[start:start + batch_size] = predicted(xb) == y_cpu[start:start + batch_size]
+            for start in range(0, n, batch_size):
+                xb = x[start:start + batch_size].to(dev, torch.float32)
+                robust[start:start + batch_size] = predicted(xb) == y_cpu[start:start + batch_size]
             state = _State(state_file, config, robust, 100.0 * int(robust.sum()) / n)
             state.save(images_changed=True)
         check_messages = list(recorder.messages)
@@ -480,13 +456,14 @@ def run_autoattack(
             todo_index = todo.nonzero().flatten()
             if len(todo_index):
                 ran_now.append(attack)
+                if on_stage is not None:
+                    on_stage(attack, len(todo_index), dict(budget["stages"].get(attack, {})))
             for start in range(0, len(todo_index), batch_size):
                 index = todo_index[start:start + batch_size]
                 xb = x[index].to(dev, torch.float32)
                 yb = y_cpu[index].to(dev)
                 adv = _perturb(aa, attack, xb, yb, n_restarts is not None).detach()
-                with torch.no_grad():
-                    broken = predicted(adv) != yb.cpu()
+                broken = predicted(adv) != yb.cpu()
                 for i in broken.nonzero().flatten().tolist():
                     state.found_index.append(int(index[i]))
                     state.found_x.append(adv[i].to("cpu", torch.float32))
@@ -528,3 +505,7 @@ def run_autoattack(
         budget=budget,
         warnings=warnings,
     )
+
+from .._moved import gone_names  # noqa: E402
+
+__getattr__ = gone_names(__name__)

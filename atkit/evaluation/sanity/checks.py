@@ -27,14 +27,14 @@ symptoms. Each check here returns a JSON-ready dict ``{name, passed, detail, val
 Tolerances are in samples, to absorb the noise of random starts: by default
 ``max(2, ceil(1% of n))`` samples of the ``n`` checked, stated in each check's ``detail``.
 
-The checks run their attacks with :func:`atkit.attacks.eval_runner.run_eval_attacks`, the loop under
-:func:`atkit.evaluate.evaluate`; ``evaluate(..., sanity=True)`` calls them, and this module never imports
-:mod:`atkit.evaluate` (no import circle).
+Every attack a check makes goes through :func:`atkit.evaluation.runner.run_attacks`, the loop under
+:func:`atkit.evaluation.evaluate`, with the evaluation's :class:`atkit.evaluation.setup.EvalSetup`: the same
+scoring (by the prediction that is scored, a dummy-class model's scored view included), seeds, device and
+batching as the numbers they check.
 """
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -42,39 +42,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from .attacks import attack_mode, pgd, run_autoattack
-from .attacks.eval_attacks import is_margin_attack, parse_eval_attack
-from .attacks.eval_runner import run_eval_attacks
-from .attacks.threat import resolve_threat
-from .models.dummy import predict_labels, protocol_model
-from .progress import Phases, as_phases
-from .utils import ConfigError, model_device, unknown_name_error
+from ...attacks.mode import attack_mode
+from ...progress import Phases
+from ...utils import ConfigError
+from ..attack import is_margin_attack, parse_attacks, strongest
+from ..runner import AttackRun, run_attacks
+from ..setup import EvalSetup
+from ..target import build_targets
 
-CHECK_NAMES = ("monotone_steps", "monotone_eps", "large_eps", "black_box", "zero_gradients", "randomness",
-               "dummy_protocol")
-# Short names for tables ("WARN: zero-gradients, black-box<white-box").
-CHECK_LABELS = {
-    "monotone_steps": "acc rises with steps",
-    "monotone_eps": "acc rises with eps",
-    "large_eps": "large-eps acc not ~0",
-    "black_box": "black-box<white-box",
-    "zero_gradients": "zero-gradients",
-    "randomness": "randomized",
-    "dummy_protocol": "published>adaptive",
-}
-# Attacks whose result may enter the white-box reference of the black-box check ("aa" contains Square).
-_NOT_WHITE_BOX = ("clean", "random", "aa")
+# Attacks whose result may enter the white-box reference of the black-box check ("aa" and "square" contain Square).
+_NOT_WHITE_BOX = ("clean", "random", "aa", "square")
 # Share of the clean accuracy the largest eps of monotone_eps must at least remove.
 DEFAULT_MIN_DROP = 0.1
 
 
 def strongest_attack(names: Sequence[str]) -> Optional[str]:
-    """``aa``, else ``apgd``, else the CW attack with most steps, among ``names`` (None if none)."""
-    for name in ("aa", "apgd"):
-        if name in names:
-            return name
-    cws = [(parse_eval_attack(n).steps, n) for n in names if is_margin_attack(n) and n != "apgd"]
-    return max(cws)[1] if cws else None
+    """The strongest margin-loss attack among ``names`` (``aa``, else ``apgd``, else the CW with most steps, by
+    the registry's ranks), None if there is none: the attack the dummy-protocol check compares."""
+    return strongest(names, margin_only=True)
+
+
+def _run(model: nn.Module, x: Tensor, y: Tensor, names: Sequence[str], setup: EvalSetup, protocol: Optional[str],
+         phases: Optional[Phases]) -> AttackRun:
+    return run_attacks(model, x, y, parse_attacks(list(names)), setup, protocol=protocol, phases=phases)
 
 
 class _Collector:
@@ -119,9 +109,9 @@ def _fmt(names: Sequence[str], accs: Sequence[float]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- checks
-def check_monotone_steps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None,
-                         attacks: Sequence[str] = ("fgsm", "pgd10", "pgd20", "pgd50"),
-                         tolerance_samples: Optional[int] = None, **eval_kw: Any) -> dict[str, Any]:
+def check_monotone_steps(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *,
+                         attacks: Sequence[str] = ("fgsm", "pgd10", "pgd20", "pgd50"), protocol: Optional[str] = None,
+                         tolerance_samples: Optional[int] = None, phases: Optional[Phases] = None) -> dict[str, Any]:
     """Accuracy under ``attacks`` (ordered weakest to strongest) must be non-increasing within the
     tolerance, and the lowest of them must lie below clean by more than the tolerance.
 
@@ -135,7 +125,7 @@ def check_monotone_steps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     names = ["clean", *[a for a in attacks if a != "clean"]]
-    res = run_eval_attacks(model, x, y, attacks=names, threat=threat, **eval_kw)
+    res = _run(model, x, y, names, setup, protocol, phases)
     accs = [res.accuracy[a] for a in attacks]
     clean = res.accuracy["clean"]
     bad = _monotone(attacks, accs, _pct(tol, n))
@@ -154,9 +144,10 @@ def check_monotone_steps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
     return out
 
 
-def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, steps: int = 20,
-                       factors: Sequence[float] = (0.5, 1.0, 2.0, 4.0), tolerance_samples: Optional[int] = None,
-                       min_drop: float = DEFAULT_MIN_DROP, **eval_kw: Any) -> dict[str, Any]:
+def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, steps: int = 20,
+                       factors: Sequence[float] = (0.5, 1.0, 2.0, 4.0), protocol: Optional[str] = None,
+                       tolerance_samples: Optional[int] = None, min_drop: float = DEFAULT_MIN_DROP,
+                       phases: Optional[Phases] = None) -> dict[str, Any]:
     """PGD-``steps`` accuracy at eps and step size scaled by each of ``factors`` must not rise with eps,
     and at the largest factor it must be clearly below clean: at most
     ``clean - max(tolerance, min_drop * clean)`` percent.
@@ -166,7 +157,7 @@ def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = 
     the attack does not move the model, not that the model is robust. A model at (about) zero clean
     accuracy has nothing to drop and passes that part.
     """
-    thr = resolve_threat(threat)
+    thr = setup.threat
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     factors = sorted(float(f) for f in factors)
@@ -176,8 +167,8 @@ def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = 
     clean = None
     for f in factors:
         scaled = {"norm": thr["norm"], "eps": thr["eps"] * f, "step_size": thr["step_size"] * f}
-        res = run_eval_attacks(model, x, y, attacks=(["clean"] if clean is None else []) + [f"pgd{steps}"],
-                               threat=scaled, **eval_kw)
+        res = _run(model, x, y, (["clean"] if clean is None else []) + [f"pgd{steps}"],
+                   setup.replace(threat=scaled), protocol, phases)
         clean = res.accuracy.get("clean", clean)
         names.append(f"eps x{f:g}")
         accs.append(res.accuracy[f"pgd{steps}"])
@@ -200,19 +191,9 @@ def check_monotone_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = 
     return out
 
 
-def _num_classes(model: nn.Module, x: Tensor, num_classes: Optional[int], dev: torch.device) -> int:
-    if num_classes is not None:
-        return int(num_classes)
-    if getattr(model, "num_classes", None) is not None:
-        return int(model.num_classes)
-    with torch.no_grad():
-        return int(model(x[:1].to(dev, torch.float32)).shape[1])
-
-
-def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, eps: Optional[float] = None,
-                    steps: int = 50, max_accuracy: float = 5.0, batch_size: int = 500,
-                    device: Optional[str | torch.device] = None, num_classes: Optional[int] = None,
-                    protocol: Optional[str] = None, tolerance_samples: Optional[int] = None) -> dict[str, Any]:
+def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, eps: Optional[float] = None,
+                    steps: int = 50, max_accuracy: float = 5.0, protocol: Optional[str] = None,
+                    tolerance_samples: Optional[int] = None, phases: Optional[Phases] = None) -> dict[str, Any]:
     """PGD-``steps`` with a huge budget, started at the clean point, must drive accuracy to ~0.
 
     With L-inf eps 0.5 every image in [0, 1] can reach the same grey image, so no classifier can
@@ -222,27 +203,16 @@ def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
     the check; step size ``2.5 eps / steps`` (Madry et al. 2018). L2: ``eps = min(0.5 sqrt(d), 64)``.
     Passes when accuracy <= ``max(max_accuracy, tolerance)`` percent.
     """
-    thr = resolve_threat(threat)
+    thr = setup.threat
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     if eps is None:
         eps = 0.5 if thr["norm"] == "linf" else min(0.5 * math.sqrt(x[0].numel()), 64.0)
     step_size = 2.5 * eps / steps
-    dev = model_device(model) if device is None else torch.device(device)
-    attack_model = protocol_model(model, protocol)[0]
-    correct = torch.zeros(n, dtype=torch.bool)
-    y_cpu = y.detach().to("cpu", torch.long)
-    with attack_mode(model, "eval"):
-        nc = _num_classes(model, x, num_classes, dev)
-        for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size].to(dev, torch.float32)
-            yb = y_cpu[start:start + batch_size].to(dev)
-            adv = pgd(attack_model, xb, yb, eps=eps, step_size=step_size, steps=steps, norm=thr["norm"],
-                      loss="ce", random_start=None, bn_mode="eval")
-            with torch.no_grad():
-                pred = predict_labels(model(adv), nc).cpu()
-            correct[start:start + batch_size] = pred == y_cpu[start:start + xb.shape[0]]
-    acc = _pct(int(correct.sum()), n)
+    big = setup.replace(threat={"norm": thr["norm"], "eps": eps, "step_size": step_size})
+    name = f"pgd{steps}(random_start=none)"
+    res = _run(model, x, y, [name], big, protocol, phases)
+    acc = res.accuracy[name]
     limit = max(max_accuracy, _pct(tol, n))
     passed = acc <= limit
     detail = (f"PGD-{steps} from the clean point at {thr['norm']} eps {eps:.4g} (step {step_size:.4g}): "
@@ -252,11 +222,10 @@ def check_large_eps(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
     return _check("large_eps", passed, detail, eps=eps, steps=steps, accuracy=acc, limit=limit, n=n)
 
 
-def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, n_queries: int = 300,
-                    white_box: Optional[Mapping[str, Tensor]] = None, batch_size: int = 500,
-                    device: Optional[str | torch.device] = None, num_classes: Optional[int] = None,
-                    protocol: Optional[str] = None, seed: int = 0,
-                    tolerance_samples: Optional[int] = None, margin_attack: str = "cw") -> dict[str, Any]:
+def check_black_box(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, n_queries: int = 300,
+                    white_box: Optional[Mapping[str, Tensor]] = None, protocol: Optional[str] = None,
+                    tolerance_samples: Optional[int] = None, margin_attack: str = "cw",
+                    phases: Optional[Phases] = None) -> dict[str, Any]:
     """Square (official ``pyautoattack`` implementation, ``n_queries`` queries) must not beat white-box.
 
     ``white_box``: name -> bool ``(n,)`` per-sample correctness of white-box attacks on the same
@@ -267,9 +236,8 @@ def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
     more than the tolerance: a gradient-free attack beating the gradient attacks, the margin attack
     included, means the gradients mislead (Athalye et al. 2018; AutoAttack's ``check_square_sr``).
     When Square beats only the CE attacks, the check passes with the note "CE attacks are weak here"
-    (``values["ce_attacks_weak"]``). Accuracy is by the projected prediction of ``model``.
+    (``values["ce_attacks_weak"]``). Square, like every attack, decides success by the scored prediction.
     """
-    thr = resolve_threat(threat)
     n = x.shape[0]
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     if not white_box:
@@ -278,22 +246,10 @@ def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
         raise ConfigError(f"margin_attack={margin_attack!r} must be a margin-loss attack: cw, cwN or apgd.")
     white_box = dict(white_box)
     if not any(is_margin_attack(name) for name in white_box):
-        white_box[margin_attack] = run_eval_attacks(
-            model, x, y, attacks=[margin_attack], threat=thr, batch_size=batch_size, device=device,
-            num_classes=num_classes, protocol=protocol, seed=seed).per_sample[margin_attack]
-    dev = model_device(model) if device is None else torch.device(device)
-    attack_model = protocol_model(model, protocol)[0]
-    y_cpu = y.detach().to("cpu", torch.long)
-    with attack_mode(model, "eval"):
-        nc = _num_classes(model, x, num_classes, dev)
-        result = run_autoattack(attack_model, x, y, eps=thr["eps"], norm=thr["norm"], version="custom",
-                                attacks=["square"], square_queries=n_queries, batch_size=batch_size, seed=seed,
-                                device=dev, num_classes=nc if attack_model is model else None)
-        square = torch.zeros(n, dtype=torch.bool)
-        with torch.no_grad():
-            for start in range(0, n, batch_size):
-                logits = model(result.x_adv[start:start + batch_size].to(dev, torch.float32))
-                square[start:start + batch_size] = predict_labels(logits, nc).cpu() == y_cpu[start:start + batch_size]
+        white_box[margin_attack] = _run(model, x, y, [margin_attack], setup, protocol, phases).per_sample[margin_attack]
+    name = f"square(n_queries={n_queries})"
+    square = _run(model, x, y, [name], setup, protocol, phases).per_sample[name]
+
     def worst(names: Sequence[str]) -> Optional[float]:
         if not names:
             return None
@@ -328,8 +284,16 @@ def check_black_box(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = Non
                   margin_attacks=margin_names, n=n, tolerance_samples=tol)
 
 
-def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 500,
-                         device: Optional[str | torch.device] = None, protocol: Optional[str] = None,
+def _loss_model(model: nn.Module, x: Tensor, setup: EvalSetup, protocol: Optional[str]) -> nn.Module:
+    """What the attacks' losses see under ``protocol`` (:func:`atkit.evaluation.target.build_targets`)."""
+    num_classes = setup.num_classes or getattr(model, "num_classes", None)
+    if num_classes is None:
+        with torch.no_grad():
+            num_classes = model(x[:1].to(setup.resolved_device(model), torch.float32)).shape[1]
+    return build_targets(model, protocol, int(num_classes))[0]
+
+
+def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, protocol: Optional[str] = None,
                          max_fraction: float = 0.0) -> dict[str, Any]:
     """Fraction of samples whose CE-loss input gradient is all zero must be <= ``max_fraction`` (0).
 
@@ -339,9 +303,9 @@ def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: 
     """
     from pyautoattack import checks  # why: pyautoattack is heavy; only this check needs it
 
-    n = x.shape[0]
-    dev = model_device(model) if device is None else torch.device(device)
-    attack_model = protocol_model(model, protocol)[0]
+    n, batch_size = x.shape[0], setup.batch_size
+    dev = setup.resolved_device(model)
+    attack_model = _loss_model(model, x, setup, protocol)
     y_cpu = y.detach().to("cpu", torch.long)
     zero = torch.zeros(n, dtype=torch.bool)
     collector = _Collector()
@@ -372,9 +336,8 @@ def check_zero_gradients(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: 
     return _check("zero_gradients", passed, detail, n_zero=k, fraction=frac, n=n, autoattack=collector.messages)
 
 
-def check_randomness(model: nn.Module, x: Tensor, y: Tensor, *, passes: int = 5, batch_size: int = 500,
-                     device: Optional[str | torch.device] = None, protocol: Optional[str] = None,
-                     seed: int = 0) -> dict[str, Any]:
+def check_randomness(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, passes: int = 5,
+                     protocol: Optional[str] = None) -> dict[str, Any]:
     """Identical forward passes (eval mode) must give the same output: AutoAttack's ``check_randomized``.
 
     A randomized model needs an attack that averages over the randomness (EOT, Athalye et al. 2018,
@@ -382,8 +345,8 @@ def check_randomness(model: nn.Module, x: Tensor, y: Tensor, *, passes: int = 5,
     """
     from pyautoattack import checks  # why: pyautoattack is heavy; only this check needs it
 
-    dev = model_device(model) if device is None else torch.device(device)
-    attack_model = protocol_model(model, protocol)[0]
+    dev, batch_size, seed = setup.resolved_device(model), setup.batch_size, setup.seed
+    attack_model = _loss_model(model, x, setup, protocol)
     xb = x[:batch_size].to(dev, torch.float32)
     yb = y[:batch_size].to(dev, torch.long)
     collector = _Collector()
@@ -403,24 +366,23 @@ def check_randomness(model: nn.Module, x: Tensor, y: Tensor, *, passes: int = 5,
                   autoattack=collector.messages)
 
 
-def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any = None, attack: str = "cw",
+def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, attack: str = "cw",
                          tolerance_samples: Optional[int] = None, results: Optional[Mapping[str, Any]] = None,
-                         **eval_kw: Any) -> dict[str, Any]:
+                         phases: Optional[Phases] = None) -> dict[str, Any]:
     """Dummy-class models: robust accuracy under the published protocol (attacks on the raw 2C logits)
     must not exceed the adaptive ones (attacks on the merged C logits, logsumexp and, when run, max)
     by more than the tolerance; otherwise "the published protocol overstates robustness" (DUCAT's
     evaluation protocols). Compare a strong attack (AA, APGD, CW): dummy classes barely move CE-PGD,
     so a PGD-20 comparison can pass with a large AutoAttack inflation.
 
-    ``results``: protocol -> :class:`atkit.evaluate.EvalResult` already computed on the same images
-    (e.g. by :func:`atkit.evaluate.evaluate_dummy_protocols`) that contain ``attack``; then nothing is
-    re-run. Otherwise the published and the logsumexp protocol are evaluated on ``x`` here.
+    ``results``: protocol -> result already computed on the same images (an :class:`atkit.evaluation.EvalResult`
+    or :class:`atkit.evaluation.runner.AttackRun`) that contain ``attack``; then nothing is re-run. Otherwise the
+    published and the logsumexp protocol are evaluated on ``x`` here.
     """
     if results is not None and all(p in results and attack in results[p].accuracy for p in ("published", "adaptive")):
         out = {p: r for p, r in results.items() if p in ("published", "adaptive", "adaptive_max")}
     else:
-        out = {p: run_eval_attacks(model, x, y, protocol=p, attacks=[attack], threat=threat, **eval_kw)
-               for p in ("published", "adaptive")}
+        out = {p: _run(model, x, y, [attack], setup, p, phases) for p in ("published", "adaptive")}
     n = out["published"].n
     tol = default_tolerance(n) if tolerance_samples is None else tolerance_samples
     pub = out["published"].accuracy[attack]
@@ -434,170 +396,3 @@ def check_dummy_protocol(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any 
         detail = "the published protocol overstates robustness: " + detail
     return _check("dummy_protocol", passed, detail, attack=attack, published=pub, adaptive=adaptive["adaptive"],
                   adaptive_max=adaptive.get("adaptive_max"), gap=pub - lowest, n=n, tolerance_samples=tol)
-
-
-# ------------------------------------------------------------------------------------- all checks
-def run_sanity_checks(
-    model: nn.Module,
-    x: Tensor,
-    y: Tensor,
-    *,
-    threat: Any = None,
-    checks: Sequence[str] = CHECK_NAMES,
-    n: Optional[int] = 500,
-    steps_attacks: Sequence[str] = ("fgsm", "pgd10", "pgd20", "pgd50"),
-    eps_factors: Sequence[float] = (0.5, 1.0, 2.0, 4.0),
-    eps_steps: int = 20,
-    large_eps: Optional[float] = None,
-    large_eps_steps: int = 50,
-    large_eps_max_accuracy: float = 5.0,
-    square_n: int = 100,
-    square_queries: int = 300,
-    max_zero_gradient_fraction: float = 0.0,
-    dummy_attack: Optional[str] = None,
-    min_drop: float = DEFAULT_MIN_DROP,
-    tolerance_samples: Optional[int] = None,
-    reference: Optional[Mapping[str, Tensor]] = None,
-    protocol_results: Optional[Mapping[str, Any]] = None,
-    batch_size: int = 500,
-    device: Optional[str | torch.device] = None,
-    num_classes: Optional[int] = None,
-    protocol: Optional[str] = None,
-    seed: int = 0,
-    progress: bool | Phases = False,
-) -> list[dict[str, Any]]:
-    """Run the ``checks`` (names in :data:`CHECK_NAMES`) on the first ``n`` samples (all if None).
-
-    Square runs on the first ``square_n`` of them with ``square_queries`` queries; its white-box
-    reference is every white-box attack run here plus ``reference`` (per-sample correctness on the
-    full ``x`` from the main evaluation, e.g. ``EvalResult.per_sample``; ``aa``, which contains
-    Square, is left out) plus a CW attack when no margin-loss attack is among them.
-    ``dummy_protocol`` runs only for models with dummy classes, on ``dummy_attack`` (default: the
-    strongest of ``aa``, ``apgd``, CW in ``reference`` / ``protocol_results``, else ``cw``);
-    ``protocol_results`` (protocol -> EvalResult on the full ``x``, from
-    :func:`atkit.evaluate.evaluate_dummy_protocols`) are used instead of re-running the attack.
-    ``min_drop``: see :func:`check_monotone_eps`. The model's mode, parameter flags and the caller's
-    RNG state are restored. Returns one dict per check.
-    ``progress``: ``True`` or an :class:`atkit.progress.Phases`: each check announced, its attacks' images
-    done with an ETA, its verdict and seconds.
-    """
-    for name in checks:
-        if name not in CHECK_NAMES:
-            raise unknown_name_error("sanity check", name, CHECK_NAMES)
-    for key, value in (("n", n), ("square_n", square_n), ("square_queries", square_queries)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"{key}={value!r} must be a positive integer")
-    dev = model_device(model) if device is None else torch.device(device)
-    fork = [dev.index or 0] if dev.type == "cuda" else []
-    with torch.random.fork_rng(devices=fork):  # a randomized model draws noise in every check
-        return _run_checks(model, x, y, threat=threat, checks=checks, n=n, steps_attacks=steps_attacks,
-                           eps_factors=eps_factors, eps_steps=eps_steps, large_eps=large_eps,
-                           large_eps_steps=large_eps_steps, large_eps_max_accuracy=large_eps_max_accuracy,
-                           square_n=square_n, square_queries=square_queries,
-                           max_zero_gradient_fraction=max_zero_gradient_fraction, dummy_attack=dummy_attack,
-                           min_drop=min_drop, tolerance_samples=tolerance_samples, reference=reference,
-                           protocol_results=protocol_results, batch_size=batch_size, device=device,
-                           num_classes=num_classes, protocol=protocol, seed=seed,
-                           phases=as_phases(progress, "sanity"))
-
-
-def _run_checks(model: nn.Module, x: Tensor, y: Tensor, *, threat: Any, checks: Sequence[str], n: Optional[int],
-                steps_attacks: Sequence[str], eps_factors: Sequence[float], eps_steps: int,
-                large_eps: Optional[float], large_eps_steps: int, large_eps_max_accuracy: float, square_n: int,
-                square_queries: int, max_zero_gradient_fraction: float, dummy_attack: Optional[str], min_drop: float,
-                tolerance_samples: Optional[int], reference: Optional[Mapping[str, Tensor]],
-                protocol_results: Optional[Mapping[str, Any]], batch_size: int,
-                device: Optional[str | torch.device], num_classes: Optional[int], protocol: Optional[str],
-                seed: int, phases: Optional[Phases] = None) -> list[dict[str, Any]]:
-    total = x.shape[0]
-    m = total if n is None else min(n, total)
-    xs, ys = x[:m], y[:m]
-    common = dict(batch_size=batch_size, device=device, num_classes=num_classes)
-    eval_kw = dict(common, protocol=protocol, seed=seed)
-    white_box: dict[str, Tensor] = {}
-    results: list[dict[str, Any]] = []
-    # Progress plumbing only (no effect on any check): announce each check, time it, report its verdict.
-    dummy = getattr(model, "dummy_classes", False)
-    planned = [c for c in CHECK_NAMES if c in checks and (c != "dummy_protocol" or dummy)]
-    clock = {"began": time.time()}
-
-    def begin(name: str) -> dict[str, Any]:
-        """The check's start; returns the ``progress`` keyword its evaluations take."""
-        clock["began"] = time.time()
-        if phases is None:
-            return {}
-        phases.status(f"{phases.label} {name} (check {planned.index(name) + 1}/{len(planned)}) ...")
-        return {"progress": phases.child(name)}
-
-    def keep(check: dict[str, Any]) -> None:
-        for name, flags in (check.pop("_per_sample", None) or {}).items():
-            if name not in _NOT_WHITE_BOX:
-                white_box[name] = flags
-        results.append(check)
-        if phases is not None:
-            phases.note(f"{check['name']} (check {len(results)}/{len(planned)}): "
-                        f"{'passed' if check['passed'] else 'FAILED'} ({time.time() - clock['began']:.1f} s)")
-
-    if "monotone_steps" in checks:
-        shown = begin("monotone_steps")
-        keep(check_monotone_steps(model, xs, ys, threat=threat, attacks=steps_attacks,
-                                  tolerance_samples=tolerance_samples, **eval_kw, **shown))
-    if "monotone_eps" in checks:
-        shown = begin("monotone_eps")
-        keep(check_monotone_eps(model, xs, ys, threat=threat, steps=eps_steps, factors=eps_factors,
-                                tolerance_samples=tolerance_samples, min_drop=min_drop, **eval_kw, **shown))
-    if "large_eps" in checks:
-        begin("large_eps")
-        keep(check_large_eps(model, xs, ys, threat=threat, eps=large_eps, steps=large_eps_steps,
-                             max_accuracy=large_eps_max_accuracy, protocol=protocol,
-                             tolerance_samples=tolerance_samples, **common))
-    if "black_box" in checks:
-        shown = begin("black_box")
-        k = min(square_n, m)
-        wb = {name: flags[:k] for name, flags in white_box.items()}
-        for name, flags in (reference or {}).items():
-            if name not in _NOT_WHITE_BOX and name not in wb and flags.shape[0] == total:
-                wb[name] = flags[:k]
-        if not wb:  # nothing ran yet: a PGD reference of our own (check_black_box adds CW to it)
-            wb = dict(run_eval_attacks(model, xs[:k], ys[:k], attacks=["pgd20"], threat=threat, **eval_kw,
-                                       **shown).per_sample)
-        keep(check_black_box(model, xs[:k], ys[:k], threat=threat, n_queries=square_queries,
-                                       white_box=wb, protocol=protocol, seed=seed,
-                                       tolerance_samples=tolerance_samples, **common))
-    if "zero_gradients" in checks:
-        begin("zero_gradients")
-        keep(check_zero_gradients(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
-                                            max_fraction=max_zero_gradient_fraction))
-    if "randomness" in checks:
-        begin("randomness")
-        keep(check_randomness(model, xs, ys, batch_size=batch_size, device=device, protocol=protocol,
-                                        seed=seed))
-    if "dummy_protocol" in checks and getattr(model, "dummy_classes", False):
-        ran = list(reference or {}) + [a for r in (protocol_results or {}).values() for a in r.accuracy]
-        attack = dummy_attack or strongest_attack(ran) or "cw"
-        full = protocol_results if protocol_results and all(
-            r.n == total for r in protocol_results.values()) else None
-        shown = begin("dummy_protocol")
-        keep(check_dummy_protocol(model, xs, ys, threat=threat, attack=attack, results=full,
-                                  tolerance_samples=tolerance_samples, seed=seed, **common, **shown))
-    return results
-
-
-def failed_checks(checks: Optional[Sequence[Mapping[str, Any]]]) -> list[Mapping[str, Any]]:
-    return [c for c in (checks or []) if not c.get("passed", True)]
-
-
-def checks_summary(checks: Optional[Sequence[Mapping[str, Any]]]) -> str:
-    """One cell for a results table: ``"ok"``, ``"WARN: zero-gradients, black-box<white-box"`` or
-    ``"not run"`` when no checks were made."""
-    if checks is None:
-        return "not run"
-    bad = failed_checks(checks)
-    if not bad:
-        return "ok"
-    return "WARN: " + ", ".join(CHECK_LABELS.get(c["name"], c["name"]) for c in bad)
-
-
-__all__ = ["CHECK_LABELS", "CHECK_NAMES", "DEFAULT_MIN_DROP", "check_black_box", "check_dummy_protocol",
-           "check_large_eps", "check_monotone_eps", "check_monotone_steps", "check_randomness", "check_zero_gradients",
-           "checks_summary", "default_tolerance", "failed_checks", "run_sanity_checks", "strongest_attack"]
