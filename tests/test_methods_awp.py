@@ -111,6 +111,26 @@ def test_gamma_zero_and_repeated_losses_leave_no_perturbation():
         torch.testing.assert_close(p.detach(), before[name], rtol=0, atol=1e-6)
 
 
+def test_a_wrapped_training_model_perturbs_and_restores_the_underlying_weights():
+    """The trainer's fast path hands the method a bf16-autocast, channels_last wrapper: v lands on the plain model's
+    parameters (the ones the optimiser and checkpoints hold), with the same relative size, and after_step on the
+    plain model removes it."""
+    from atkit.fast import AutocastModel
+
+    method, model, batch = _tiny("trades", awp_gamma=GAMMA)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    wrapped = AutocastModel(model, dtype=torch.bfloat16, channels_last=True)
+    out = method.loss(wrapped, batch, StepContext(epochs=2))
+    out.loss.backward()
+    for name, p in model.named_parameters():
+        v = p.detach() - before[name]
+        expected = GAMMA * before[name].norm().item() if _perturbed(name, p) else 0.0
+        assert v.norm().item() == pytest.approx(expected, rel=1e-5), name
+    method.after_step(model, StepContext(epochs=2))
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[name], rtol=0, atol=1e-7)
+
+
 # -- (b) one trainer step, by hand ----------------------------------------------------------------------------
 def _sgd_steps_by_hand(template, records, *, gamma, lr, momentum, weight_decay):
     """For each recorded step: v from the CE gradient at w (layer-wise gamma ||w_l||), the update at w + v with
