@@ -390,9 +390,10 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             out.loss.backward()
             self.optimizer.step()
+            # why: after_step may restore weights perturbed for the update (AWP), so the EMA averages it after.
+            self.method.after_step(self.model, ctx)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            self.method.after_step(self.model, ctx)
             tally.add(out, batch.y.shape[0], step)
             steps_done += 1
             if bar is not None:

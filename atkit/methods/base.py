@@ -179,7 +179,7 @@ class Method:
         """Called before each epoch."""
 
     def after_step(self, model: nn.Module, ctx: StepContext) -> None:
-        """Called after each optimiser step."""
+        """Called after each optimiser step, before the trainer's EMA update (AWP restores its weights here)."""
 
     def epoch_metrics(self, trainer: Any) -> dict[str, float]:
         """Extra numbers to log after each epoch (e.g. FAIT's R and R'); merged into the metrics row."""
