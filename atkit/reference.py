@@ -233,8 +233,8 @@ def matches(ref: Reference, *, method: str, method_params: Optional[Mapping[str,
             dataset: Optional[str] = None, norm: Optional[str] = None, model: Optional[str] = None,
             schedule: Optional[str] = None, training: Optional[Mapping[str, Any]] = None) -> bool:
     """Whether a run of ``method`` with ``method_params`` (and, when given, on ``dataset``/``norm``/
-    ``model``/``schedule``, with the run options ``training``: a run config's ``cutmix``/``label_smoothing``)
-    computes the setting ``ref`` reports."""
+    ``model``/``schedule``) computes the setting ``ref`` reports. ``training``: the run config (or a mapping with
+    its ``cutmix``/``label_smoothing``); None is a run without them, which never matches a CutMix row."""
     if ref.method is None or ref.method != method:
         return False
     if dataset is not None and ref.dataset != dataset:
@@ -245,7 +245,7 @@ def matches(ref: Reference, *, method: str, method_params: Optional[Mapping[str,
         return False
     if schedule is not None and ref.schedule is not None and ref.schedule != schedule:
         return False
-    if training is not None and training_options(training) != dict(ref.training):
+    if training_options(training or {}) != dict(ref.training):
         return False
     ours = _resolved_key(method, _params_key(method_params))
     return ours is not None and ours == _resolved_key(ref.method, _params_key(ref.method_params))

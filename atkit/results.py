@@ -335,8 +335,8 @@ def collect_runs(root: str | Path | Sequence[str | Path] = "outputs", *, exclude
 
 
 # ----------------------------------------------------------------------------------- aggregation
-_SETTING_COLUMNS = ("label", "run_label", "method", "method_params", "training", "dataset", "data_variant", "model", "norm", "eps", "schedule",
-                    "epochs")
+_SETTING_COLUMNS = ("label", "run_label", "method", "method_params", "training", "dataset", "data_variant", "model",
+                    "norm", "eps", "schedule", "epochs")
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -459,9 +459,9 @@ def compare_with_reference(agg: pd.DataFrame, refs: Optional[Sequence[ref_mod.Re
 
     A run setting matches an entry when method, resolved hyperparameters, training options (CutMix, label
     smoothing), threat norm, schedule, the model family (:data:`atkit.reference.ARCHITECTURES`) and, with
-    ``require_dataset``, the dataset agree (the JPEG CIFAR-10 copy counts as CIFAR-10; ``data_variant`` says which one ran). One row per
-    (entry, matching setting); ``status`` is ``"missing"`` when no run matches and ``"not in atkit"``
-    for methods atkit does not implement. Columns ``paper_<metric>``, ``ours_<metric>``,
+    ``require_dataset``, the dataset agree (the JPEG CIFAR-10 copy counts as CIFAR-10; ``data_variant`` says
+    which one ran). One row per (entry, matching setting); ``status`` is ``"missing"`` when no run matches and
+    ``"not in atkit"`` for methods atkit does not implement. Columns ``paper_<metric>``, ``ours_<metric>``,
     ``ours_<metric>_std``, ``diff_<metric>`` (ours - paper) for every printed metric.
     """
     refs = ref_mod.REFERENCES if refs is None else refs

@@ -4,7 +4,7 @@ A run lives in its own folder under ``outputs/runs/`` (never shared with another
 
     config.yaml      the resolved configuration
     metrics.csv      one row per epoch (loss parts, train/test clean and robust accuracy, lr, time)
-    metrics.json     the same rows plus the run's status ("running", "finished", "failed", "stopped")
+    metrics.json     the same rows plus the run's status ("running", "finished", "failed", "stopped") and warnings
     checkpoints/last.pt   everything needed to resume (weights, optimiser, averages, RNG states)
     checkpoints/best.pt   weights of the epoch with the best selection metric
     eval.json        final evaluation of the best and final models
@@ -135,7 +135,8 @@ def epoch_line(record: Mapping[str, Any], epochs: int, n_eval: Optional[int] = N
     """One log line per epoch: ``epoch 3/10  loss 1.2345  test clean 45.20%, pgd10 30.10% (n=500)  4.1 s + eval 0.8 s``.
 
     Test accuracies are the per-epoch selection evaluation (online model; ``ema``/``wa`` for the averages);
-    a partial epoch (stopped by :meth:`Trainer.request_stop`) says how many of its steps ran.
+    a partial epoch (stopped by :meth:`Trainer.request_stop`) says how many of its steps ran; an epoch's
+    ``warning`` (catastrophic overfitting, :mod:`atkit.catastrophic_overfitting`) ends the line.
     """
     head = f"epoch {record.get('epoch')}/{epochs}"
     if record.get("partial"):

@@ -212,3 +212,8 @@ def test_multi_step_methods_are_not_checked(tmp_path):
         device="cpu", threat={"steps": 2}, eval={"n_test": 32, "pgd_steps": 2, "final_attacks": ["clean"]}))
     trainer = train(cfg, progress=False, evaluate_final=False)
     assert "test_fgsm_acc" not in trainer.history[0] and "warning" not in trainer.history[0]
+
+
+def test_composites_of_single_step_methods_are_checked_too():
+    assert get_method("fgsm_rs+rpat").single_step and get_method("n_fgsm+ducat", start_epoch=0).single_step
+    assert not get_method("pgd_at+ducat").single_step and not get_method("trades+rpat").single_step

@@ -75,7 +75,8 @@ def test_draws_are_a_function_of_seed_epoch_and_step_and_prob_gates_the_batch():
     da, db = a.draw(16, 32, 32, 4, 7), b.draw(16, 32, 32, 4, 7)  # a resumed run draws what the first run drew
     assert torch.equal(da.perm, db.perm) and da[1:] == db[1:]
     assert torch.equal(da.perm.sort().values, torch.arange(16))
-    others = [a.draw(16, 32, 32, 4, s) for s in range(8, 16)] + [CutMix(CutMixParams(), C, seed=2).draw(16, 32, 32, 4, 7)]
+    others = [a.draw(16, 32, 32, 4, s) for s in range(8, 16)]
+    others.append(CutMix(CutMixParams(), C, seed=2).draw(16, 32, 32, 4, 7))
     assert all(not torch.equal(o.perm, da.perm) or o[1:] != da[1:] for o in others)
     assert all(CutMix(CutMixParams(prob=0.0), C).draw(8, 8, 8, 0, s) is None for s in range(50))
     half = sum(CutMix(CutMixParams(prob=0.5), C).draw(8, 8, 8, 0, s) is not None for s in range(400))
