@@ -76,6 +76,10 @@ class RunConfig:
     was enough to throw standard training back to a loss of 2-5 at the start of every epoch; the
     standard datasets at their standard batch sizes keep every image (CIFAR-10 at 128: 80 left, at
     512: 336; SVHN at 128: 41; Tiny-ImageNet at 128: 32), as the papers' code does.
+
+    ``cutmix`` (``{prob, alpha}``, null: off) and ``label_smoothing`` change the targets of methods that take
+    probability targets (:mod:`atkit.augment`); ``accumulate_steps`` splits each batch into that many micro-batches
+    whose gradients one optimiser step averages (:mod:`atkit.accumulate`).
     """
 
     method: str = "pgd_at"
@@ -111,6 +115,11 @@ class RunConfig:
     start_epoch: int = 0
     # Extra views of metrics.csv: {tensorboard: true} also writes TensorBoard scalars (atkit.tensorboard_log).
     logging: dict[str, Any] = field(default_factory=dict)
+    # Target-changing options (atkit.augment): CutMix {prob, alpha} or null, label smoothing; gradient accumulation
+    # over accumulate_steps micro-batches per optimiser step (atkit.accumulate).
+    cutmix: Optional[dict[str, Any]] = None
+    label_smoothing: float = 0.0
+    accumulate_steps: int = 1
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     # ------------------------------------------------------------------------------------------
@@ -215,7 +224,7 @@ class RunConfig:
         if self.model not in MODELS:
             raise unknown_name_error("model", self.model, MODELS)
         self.resolved_schedule()
-        self.build_method()
+        method = self.build_method()
         for key in ("epochs", "batch_size", "max_steps_per_epoch"):
             value = getattr(self, key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -246,6 +255,9 @@ class RunConfig:
         from .tensorboard_log import check_logging_options
 
         check_logging_options(self.logging)
+        from .augment import check_training_options
+
+        check_training_options(self, method)
         ev = self.eval
         if ev.select_by not in ("pgd", "clean"):
             raise unknown_name_error("eval.select_by", ev.select_by, ["pgd", "clean"])

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Un
 
 import pandas as pd
 
+from .augment import training_options
 from .methods import get_method
 from .utils import unknown_name_error
 
@@ -61,7 +62,9 @@ class Reference:
     """One published row at one checkpoint.
 
     ``method``/``method_params``: the atkit method and the hyperparameters that differ from its
-    defaults (None: atkit has no such method). ``values``/``std``: metric -> percent.
+    defaults (None: atkit has no such method). ``training``: the run options that change the targets (CutMix,
+    label smoothing; :func:`atkit.augment.training_options`), empty for a plain run. ``values``/``std``: metric ->
+    percent.
     """
 
     source: str
@@ -78,6 +81,7 @@ class Reference:
     schedule: Optional[str] = None
     note: str = ""
     label_inferred: bool = False
+    training: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -91,7 +95,7 @@ DATA_FILES = ("rpat.json", "raat.json", "ducat.json", "fait_mer.json")
 #: Keys every entry has (RobustBench habit: one self-describing record per published row and checkpoint);
 #: ``values`` maps each printed metric (attack) to its value in percent.
 REQUIRED_KEYS = ("paper", "table", "row", "dataset", "model", "threat_model", "checkpoint", "method", "values")
-OPTIONAL_KEYS = ("std", "method_params", "schedule", "note", "label_inferred")
+OPTIONAL_KEYS = ("std", "method_params", "schedule", "note", "label_inferred", "training")
 
 
 def data_folder() -> Traversable:
@@ -113,7 +117,8 @@ def _reference(entry: Mapping[str, Any], where: str) -> Reference:
                      checkpoint=entry["checkpoint"], values={k: float(v) for k, v in entry["values"].items()},
                      std={k: float(v) for k, v in entry.get("std", {}).items()},
                      method_params=dict(entry.get("method_params", {})), schedule=entry.get("schedule"),
-                     note=entry.get("note", ""), label_inferred=bool(entry.get("label_inferred", False)))
+                     note=entry.get("note", ""), label_inferred=bool(entry.get("label_inferred", False)),
+                     training=training_options(entry.get("training") or {}))
 
 
 def load_references(folder: Optional[Union[Traversable, Path]] = None) -> tuple[dict[str, str], tuple[Reference, ...]]:
@@ -196,7 +201,7 @@ def reference_frame(refs: Optional[Sequence[Reference]] = None) -> pd.DataFrame:
         row: dict[str, Any] = {"source": r.source, "table": r.table, "row": r.row, "method": r.method,
                                "method_params": dict(r.method_params), "dataset": r.dataset, "norm": r.norm,
                                "model": r.model, "schedule": r.schedule, "checkpoint": r.checkpoint,
-                               "note": r.note, "label_inferred": r.label_inferred}
+                               "note": r.note, "label_inferred": r.label_inferred, "training": dict(r.training)}
         row.update({m: r.values.get(m) for m in METRICS})
         row.update({f"{m}_std": s for m, s in r.std.items()})
         rows.append(row)
@@ -226,9 +231,10 @@ def resolved_params(method: str, params: Optional[Mapping[str, Any]] = None,
 
 def matches(ref: Reference, *, method: str, method_params: Optional[Mapping[str, Any]] = None,
             dataset: Optional[str] = None, norm: Optional[str] = None, model: Optional[str] = None,
-            schedule: Optional[str] = None) -> bool:
+            schedule: Optional[str] = None, training: Optional[Mapping[str, Any]] = None) -> bool:
     """Whether a run of ``method`` with ``method_params`` (and, when given, on ``dataset``/``norm``/
-    ``model``/``schedule``) computes the setting ``ref`` reports."""
+    ``model``/``schedule``) computes the setting ``ref`` reports. ``training``: the run config (or a mapping with
+    its ``cutmix``/``label_smoothing``); None is a run without them, which never matches a CutMix row."""
     if ref.method is None or ref.method != method:
         return False
     if dataset is not None and ref.dataset != dataset:
@@ -238,6 +244,8 @@ def matches(ref: Reference, *, method: str, method_params: Optional[Mapping[str,
     if model is not None and model not in ARCHITECTURES.get(ref.model, ()):
         return False
     if schedule is not None and ref.schedule is not None and ref.schedule != schedule:
+        return False
+    if training_options(training or {}) != dict(ref.training):
         return False
     ours = _resolved_key(method, _params_key(method_params))
     return ours is not None and ours == _resolved_key(ref.method, _params_key(ref.method_params))
@@ -251,7 +259,10 @@ def _params_key(params: Optional[Mapping[str, Any]]) -> str:
 def _resolved_key(method: str, params_json: str) -> Optional[str]:
     """Canonical text of :func:`resolved_params` (None when the method refuses the hyperparameters)."""
     try:
-        return json.dumps(resolved_params(method, json.loads(params_json)), sort_keys=True, default=str)
+        values = resolved_params(method, json.loads(params_json))
+        # 105 (YAML int) and 105.0 (a float field's default) are the same setting
+        values = {k: float(v) if isinstance(v, int) and not isinstance(v, bool) else v for k, v in values.items()}
+        return json.dumps(values, sort_keys=True, default=str)
     except Exception:  # an unknown method or a refused hyperparameter: never the same setting as anything
         return None
 

@@ -40,6 +40,7 @@ import pandas as pd
 import yaml
 
 from . import reference as ref_mod
+from .augment import TRAINING_OPTION_DEFAULTS, training_label, training_options
 from .config import RunConfig
 # The one robust-metric and Mean/NRR policy, and every attack name, display name and column from the registry.
 from .evaluation import (WORST_CASE, EvalResult, attack_order, default_spellings, display_name, is_attack_name,
@@ -139,6 +140,8 @@ def run_label(config: Mapping[str, Any]) -> str:
     method = str(config.get("method", ""))
     parts = [setting_label(method, config.get("method_params") or {}), data_size_label(config),
              str(config.get("model", "?"))]
+    if training_label(config):  # CutMix, label smoothing (atkit.augment)
+        parts.append(training_label(config))
     threat = _threat(config)
     norm, eps = threat.get("norm"), threat.get("eps")
     if isinstance(eps, (int, float)) and (norm != "linf" or abs(float(eps) - 8 / 255) > 1e-6):
@@ -163,7 +166,8 @@ def unique_run_labels(frame: pd.DataFrame) -> pd.Series:
 def setting_of(config: Mapping[str, Any]) -> dict[str, Any]:
     """What a run computes, without its seed and bookkeeping: defaults resolved, so two configs that
     train the same way give equal dicts."""
-    d = {k: v for k, v in config.items() if k not in _RUN_KEYS_IGNORED}
+    d = {k: v for k, v in config.items() if k not in _RUN_KEYS_IGNORED
+         and not (k in TRAINING_OPTION_DEFAULTS and v == TRAINING_OPTION_DEFAULTS[k])}  # as configs before them
     d["threat"] = _threat(config)
     d["method_params"] = _resolved_params(str(config.get("method", "")), config.get("method_params") or {})
     try:
@@ -281,6 +285,7 @@ def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     base = {
         "run_dir": str(run["run_dir"]), "run": Path(run["run_dir"]).name, "method": method,
         "method_params": json.dumps(params, sort_keys=True, default=str), "label": setting_label(method, params),
+        "training": json.dumps(training_options(config), sort_keys=True),
         "run_label": run_label(config),
         "setting": stable_hash(setting), "dataset": dataset, "data_variant": variant,
         "model": config.get("model"), "norm": threat.get("norm"), "eps": threat.get("eps"),
@@ -304,7 +309,8 @@ def collect_runs(root: str | Path | Sequence[str | Path] = "outputs", *, exclude
 
     ``exclude``: folder names; a run folder with one of them in its path below ``root`` is left out (the
     results notebook passes ``["smoke"]``, so the test suite's tiny runs under ``outputs/smoke/`` stay out).
-    Columns: ``run_dir``, ``run``, ``method``, ``method_params`` (JSON), ``label`` (method and its
+    Columns: ``run_dir``, ``run``, ``method``, ``method_params`` (JSON), ``training`` (JSON of the CutMix / label
+    smoothing options, :func:`atkit.augment.training_options`), ``label`` (method and its
     non-default hyperparameters), ``run_label`` (the label with the data and its size, the model, the threat
     model and the epochs: different settings never share one), ``setting`` (hash of everything that changes training except the
     seed), ``dataset``, ``data_variant`` (``jpeg`` for the JPEG CIFAR-10 copy), ``model``, ``norm``,
@@ -335,8 +341,8 @@ def collect_runs(root: str | Path | Sequence[str | Path] = "outputs", *, exclude
 
 
 # ----------------------------------------------------------------------------------- aggregation
-_SETTING_COLUMNS = ("label", "run_label", "method", "method_params", "dataset", "data_variant", "model", "norm", "eps", "schedule",
-                    "epochs")
+_SETTING_COLUMNS = ("label", "run_label", "method", "method_params", "training", "dataset", "data_variant", "model",
+                    "norm", "eps", "schedule", "epochs")
 
 
 def metric_columns(frame: pd.DataFrame) -> list[str]:
@@ -457,11 +463,11 @@ def compare_with_reference(agg: pd.DataFrame, refs: Optional[Sequence[ref_mod.Re
                            require_dataset: bool = True, metrics: Sequence[str] = ref_mod.METRICS) -> pd.DataFrame:
     """Each published entry beside the aggregated runs that compute its setting.
 
-    A run setting matches an entry when method, resolved hyperparameters, threat norm, schedule, the
-    model family (:data:`atkit.reference.ARCHITECTURES`) and, with ``require_dataset``, the dataset
-    agree (the JPEG CIFAR-10 copy counts as CIFAR-10; ``data_variant`` says which one ran). One row per
-    (entry, matching setting); ``status`` is ``"missing"`` when no run matches and ``"not in atkit"``
-    for methods atkit does not implement. Columns ``paper_<metric>``, ``ours_<metric>``,
+    A run setting matches an entry when method, resolved hyperparameters, training options (CutMix, label
+    smoothing), threat norm, schedule, the model family (:data:`atkit.reference.ARCHITECTURES`) and, with
+    ``require_dataset``, the dataset agree (the JPEG CIFAR-10 copy counts as CIFAR-10; ``data_variant`` says
+    which one ran). One row per (entry, matching setting); ``status`` is ``"missing"`` when no run matches and
+    ``"not in atkit"`` for methods atkit does not implement. Columns ``paper_<metric>``, ``ours_<metric>``,
     ``ours_<metric>_std``, ``diff_<metric>`` (ours - paper) for every printed metric.
     """
     refs = ref_mod.REFERENCES if refs is None else refs
@@ -488,9 +494,11 @@ def compare_with_reference(agg: pd.DataFrame, refs: Optional[Sequence[ref_mod.Re
             if cand.get("protocol") not in ("-", "published", None):
                 continue
             params = params_cache.setdefault(cand["method_params"], json.loads(cand["method_params"] or "{}"))
+            training = cand.get("training")
             if not ref_mod.matches(ref, method=cand["method"], method_params=params,
                                    dataset=cand["dataset"] if require_dataset else None, norm=cand["norm"],
-                                   model=cand["model"], schedule=cand.get("schedule")):
+                                   model=cand["model"], schedule=cand.get("schedule"),
+                                   training=json.loads(training) if isinstance(training, str) and training else {}):
                 continue
             found.append(cand)
         if not found:

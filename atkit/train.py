@@ -4,7 +4,7 @@ A run lives in its own folder under ``outputs/runs/`` (never shared with another
 
     config.yaml      the resolved configuration
     metrics.csv      one row per epoch (loss parts, train/test clean and robust accuracy, lr, time)
-    metrics.json     the same rows plus the run's status ("running", "finished", "failed", "stopped")
+    metrics.json     the same rows plus the run's status ("running", "finished", "failed", "stopped") and warnings
     checkpoints/last.pt   everything needed to resume (weights, optimiser, averages, RNG states)
     checkpoints/best.pt   weights of the epoch with the best selection metric
     eval.json        final evaluation of the best and final models
@@ -32,6 +32,9 @@ import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .accumulate import accumulate_gradients, check_accumulation
+from .augment import build_cutmix, hard_labels
+from .catastrophic_overfitting import flag_epoch, run_warnings
 from .checkpoints import (best_model, check_checkpoint_compatible, init_weights_from_checkpoint, load_model,
                           repair_best_checkpoint, resolve_checkpoint, restore_trainer_state, rng_state,
                           save_trainer_checkpoint, set_rng_state, trainer_state)
@@ -132,7 +135,8 @@ def epoch_line(record: Mapping[str, Any], epochs: int, n_eval: Optional[int] = N
     """One log line per epoch: ``epoch 3/10  loss 1.2345  test clean 45.20%, pgd10 30.10% (n=500)  4.1 s + eval 0.8 s``.
 
     Test accuracies are the per-epoch selection evaluation (online model; ``ema``/``wa`` for the averages);
-    a partial epoch (stopped by :meth:`Trainer.request_stop`) says how many of its steps ran.
+    a partial epoch (stopped by :meth:`Trainer.request_stop`) says how many of its steps ran; an epoch's
+    ``warning`` (catastrophic overfitting, :mod:`atkit.catastrophic_overfitting`) ends the line.
     """
     head = f"epoch {record.get('epoch')}/{epochs}"
     if record.get("partial"):
@@ -152,6 +156,8 @@ def epoch_line(record: Mapping[str, Any], epochs: int, n_eval: Optional[int] = N
     if record.get("eval_time_s") is not None:
         seconds += f" + eval {float(record['eval_time_s']):.1f} s"
     parts.append(seconds)
+    if record.get("warning"):
+        parts.append(f"WARNING: {record['warning']}")
     return "  ".join(parts)
 
 
@@ -202,6 +208,8 @@ class Trainer:
                                                             self.local_batch_size, config.last_batch),
                                   rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.loader)
+        check_accumulation(self.local_batch_size, config.accumulate_steps)
+        self.cutmix = build_cutmix(config, self.dataset.num_classes, rank=self.dist.rank)  # None: off
         if self.steps_per_epoch == 0:
             raise ConfigError(f"an epoch would have no training step: {len(self.dataset.train_y)} training images "
                               f"over {self.dist.world_size} process(es) at batch_size={self.batch_size}")
@@ -320,7 +328,7 @@ class Trainer:
         payload = {"status": self.status, "run_dir": str(self.run_dir), "data_fingerprint": self.data_fingerprint,
                    "epochs": self.epochs, "epochs_done": len(self.history), "training_precision": self.precision_note,
                    "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
-                   else None, "history": history}
+                   else None, "warnings": run_warnings(history), "history": history}
         if error:
             payload["error"] = error
         guarded_write(self.run_dir / "metrics.json", lambda: atomic_write_json(self.run_dir / "metrics.json", payload))
@@ -376,7 +384,7 @@ class Trainer:
         self.loader.set_epoch(epoch)
         tally = EpochTally(self.device, self.num_classes)
         ctx = StepContext(epoch=epoch, epochs=self.epochs, steps_per_epoch=self.steps_per_epoch,
-                          track_clean=self.config.track_train_clean)
+                          track_clean=self.config.track_train_clean, label_smoothing=self.config.label_smoothing)
         step_callbacks = self.step_callbacks if self.dist.is_main else []
         bar = (progress_bar(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{self.epochs}", unit="step",
                             leave=False) if self.progress and self.dist.is_main else None)
@@ -386,15 +394,18 @@ class Trainer:
                 break
             ctx.step = step
             lr = self.set_lr(epoch + step / self.steps_per_epoch)
-            out: LossOutput = self.method.loss(self.train_model, batch, ctx)
-            self.optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            if self.cutmix is not None:
+                batch = self.cutmix(batch, epoch, step)
+            # One micro-batch (the whole batch) unless accumulate_steps > 1 (atkit.accumulate).
+            for out, rows in accumulate_gradients(self.method, self.train_model, batch, ctx,
+                                                  self.config.accumulate_steps,
+                                                  lambda: self.optimizer.zero_grad(set_to_none=True)):
+                tally.add(out, rows, step)
             self.optimizer.step()
             # why: after_step may restore weights perturbed for the update (AWP), so the EMA averages it after.
             self.method.after_step(self.model, ctx)
             if self.ema is not None:
                 self.ema.update_parameters(self.model)
-            tally.add(out, batch.y.shape[0], step)
             steps_done += 1
             if bar is not None:
                 bar.update(1)
@@ -421,6 +432,8 @@ class Trainer:
         the published protocol only (the papers' per-epoch selection; its final report takes every protocol)."""
         attacks = ["clean"] + ([f"pgd{self.config.eval.pgd_steps}"] if self.config.eval.pgd_steps > 0 else [])
         protocol = "published" if getattr(model, "dummy_classes", False) else None
+        if self.method.single_step and self.config.eval.pgd_steps > 0:  # catastrophic overfitting needs FGSM beside PGD
+            attacks.append("fgsm")
         result = self.evaluate_sharded(model, self.eval_x, self.eval_y, attacks=attacks, protocol=protocol)
         return dict(result.accuracy)
 
@@ -476,6 +489,8 @@ class Trainer:
                 if partial:
                     record.update(partial=True, steps_per_epoch=self.steps_per_epoch)
                 improved = self._evaluate_and_select(record, partial)
+                if self.method.single_step and self.config.eval.pgd_steps > 0:  # atkit.catastrophic_overfitting
+                    flag_epoch(record, self.history, f"test_pgd{self.config.eval.pgd_steps}_acc")
                 record.update(self.method.epoch_metrics(self))
                 self._keep_epoch(record, partial, improved, tensorboard)
         except KeyboardInterrupt:
@@ -638,11 +653,12 @@ class EpochTally:
             self.sums[k] = self.sums.get(k, 0.0) + v.detach().float() * n
         self.sums["loss"] = self.sums.get("loss", 0.0) + out.loss.detach().float() * n
         self.n_seen += n
+        labels = hard_labels(out.y)  # a CutMix target counts as its larger share's class
         if out.logits_clean is not None:
-            self.correct_clean += (predict_labels(out.logits_clean.detach(), self.num_classes) == out.y).sum()
+            self.correct_clean += (predict_labels(out.logits_clean.detach(), self.num_classes) == labels).sum()
             self.n_clean += out.y.shape[0]
         if out.logits_adv is not None:
-            self.correct_adv += (predict_labels(out.logits_adv.detach(), self.num_classes) == out.y).sum()
+            self.correct_adv += (predict_labels(out.logits_adv.detach(), self.num_classes) == labels).sum()
             self.n_adv += out.y.shape[0]
 
     def sum_over_ranks(self, dist: Any) -> None:

@@ -113,6 +113,10 @@ WORKER = textwrap.dedent('''
     # T: two forwards with parameter gradients before one backward, both through DDP.
     t = train(cfg(method="two_forwards_test", epochs=1, name="t", **NOBN), progress=False, evaluate_final=False)
     dump("t", t)
+    # ACC: A with two micro-batches per step (under torchrun 2 x 16 rows per process, DDP's no_sync on the first).
+    acc = train(cfg(method="standard", epochs=2, accumulate_steps=2, name="acc", **NOBN), progress=False,
+                evaluate_final=False)
+    dump("acc", acc)
 
     if mode == "ddp":
         # pgd on a bare DDP module unwraps it; a training step through DDP afterwards still reduces.
@@ -192,6 +196,15 @@ def test_two_processes_match_one_process_on_the_same_total_batch(runs, name):
         assert abs(row2["test_clean_acc"] - row1["test_clean_acc"]) <= 100.0 / 40 + 1e-9
 
 
+@pytest.mark.parametrize("mode", ["single", "ddp"])
+def test_accumulated_micro_batches_match_one_batch(runs, mode):
+    """accumulate_steps=2 (atkit.accumulate) gives A's weights, in one process and under torchrun with no_sync."""
+    one, acc = _load(runs, "a", "single"), _load(runs, "acc", mode)
+    for key, w1 in one["state"].items():
+        torch.testing.assert_close(acc["state"][key], w1, rtol=1e-4, atol=2e-5, msg=f"{mode}: {key}")
+    assert acc["history"][-1]["steps"] == one["history"][-1]["steps"] == 4
+
+
 def test_training_actually_moved_the_weights(runs):
     """Guard against a vacuous equality: training moved the weights far more than the tolerance above."""
     first = _load(runs, "a", "ddp")
@@ -208,7 +221,7 @@ def test_training_actually_moved_the_weights(runs):
 
 
 def test_ranks_hold_one_model(runs):
-    for name in ("a", "b", "t", "trades", "c-straight", "c-resumed"):
+    for name in ("a", "b", "t", "acc", "trades", "c-straight", "c-resumed"):
         r0, r1 = _load(runs, name, "ddp", 0), _load(runs, name, "ddp", 1)
         for key, v0 in r0["state"].items():
             assert torch.equal(v0, r1["state"][key]), f"{name}: {key} differs between ranks"

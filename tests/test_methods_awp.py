@@ -257,7 +257,8 @@ def test_tiny_pgd_at_awp_run_learns(tmp_path):
 
 # -- composition and refusals -----------------------------------------------------------------------------------
 def test_composes_with_the_bases_that_have_a_classification_term():
-    assert set(bases_of("awp")) == {"pgd_at", "trades", "mart", "consistency_at"}
+    # fast AT (fgsm_rs, n_fgsm) has a classification term on its adversarial example too
+    assert set(bases_of("awp")) == {"pgd_at", "trades", "mart", "consistency_at", "fgsm_rs", "n_fgsm"}
     assert {"pgd_at+awp", "trades+awp", "mart+awp"} <= set(composite_names())
     with pytest.raises(ConfigError, match="no adversarial example"):
         get_method("standard+awp")

@@ -6,6 +6,7 @@ from .registry import (ADDONS, COMPOSERS, METHODS, Addon, bases_of, composite_na
 
 # Importing the modules registers the methods.
 from . import standard, random_noise_training, pgd_at, trades, mart, consistency_at, fait, mer, score, rpat, rebat, ducat, raat, boundary_budget, awp  # noqa: E402,F401
+from . import fgsm_rs, n_fgsm  # noqa: E402,F401
 
 __all__ = [
     "ADDONS", "Addon", "COMPOSERS", "METHODS", "LossOutput", "Method", "Params", "StepContext", "Term", "ThreatModel",

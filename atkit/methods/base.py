@@ -48,6 +48,9 @@ class StepContext:
     epochs: int = 1
     steps_per_epoch: int = 1
     track_clean: bool = True
+    #: The run's label smoothing (``RunConfig.label_smoothing``); a :attr:`Method.soft_targets` method passes it
+    #: to its cross-entropy terms (never to its attack).
+    label_smoothing: float = 0.0
 
     @property
     def progress(self) -> float:
@@ -128,6 +131,13 @@ class Method:
     #: Whether :meth:`loss` fills ``LossOutput.x_adv`` (False for standard training): add-on terms on the
     #: perturbation (RPAT) need it.
     has_adversarial_example: ClassVar[bool] = True
+    #: Whether :meth:`loss` reads ``batch.y`` as class indices (B,) *or* class probabilities (B, C) (CutMix's mixed
+    #: targets, :mod:`atkit.augment`) and passes ``ctx.label_smoothing`` to its cross-entropy terms; the trainer
+    #: refuses CutMix and label smoothing for a method without it.
+    soft_targets: ClassVar[bool] = False
+    #: A single-step method (FGSM-RS, N-FGSM): the trainer also measures FGSM accuracy each epoch and warns of
+    #: catastrophic overfitting (:mod:`atkit.catastrophic_overfitting`).
+    single_step: ClassVar[bool] = False
 
     def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:
         self.threat = threat if threat is not None else ThreatModel()

@@ -190,6 +190,7 @@ class DUCAT(Method):
         self.base: Method = METHODS[base](self.threat, **base_hp)
         self.params = build_params(DUCATParams, ducat_hp, self.name)
         self.needs_two_views = self.base.needs_two_views
+        self.single_step = self.base.single_step  # a single-step base keeps the catastrophic-overfitting check
 
     # -- attacks follow the base method -----------------------------------------------------------
     @property

@@ -17,6 +17,7 @@ class PGDAT(Method):
 
     name = "pgd_at"
     paper = "Madry et al., ICLR 2018; docs/methods.md, baselines"
+    soft_targets = True
 
     def regularizer(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, logits_clean: Optional[Tensor],
                     logits_adv: Tensor) -> Optional[list[Term]]:
@@ -27,6 +28,6 @@ class PGDAT(Method):
         x_adv = self.attack(model, batch.x, batch.y, loss="ce")
         logits_clean = clean_logits_for_metrics(model, batch.x, ctx)
         logits_adv = model(x_adv)
-        loss = F.cross_entropy(logits_adv, batch.y)
+        loss = F.cross_entropy(logits_adv, batch.y, label_smoothing=ctx.label_smoothing)
         return LossOutput(loss, {"ce_adv": loss.detach()}, batch.y, logits_clean=logits_clean,
                           logits_adv=logits_adv, x=batch.x, x_adv=x_adv)

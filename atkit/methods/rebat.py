@@ -102,6 +102,7 @@ class ReBAT(Method):
     Params = ReBATParams
     default_bn_mode = "train"
     default_random_start = "uniform"
+    soft_targets = True
 
     def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:
         super().__init__(threat, **hparams)
@@ -171,7 +172,7 @@ class ReBAT(Method):
         x_adv = self.attack(model, x, y, loss="ce", **overrides)
         logits_clean = clean_logits_for_metrics(model, x, ctx)
         logits_adv = model(x_adv)
-        ce = F.cross_entropy(logits_adv, y)
+        ce = F.cross_entropy(logits_adv, y, label_smoothing=ctx.label_smoothing)
         loss = ce
         parts = {"ce_adv": ce.detach()}
         late = self.wa_active(ctx)

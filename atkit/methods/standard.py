@@ -15,8 +15,9 @@ class Standard(Method):
     name = "standard"
     paper = "cross-entropy baseline; docs/experiments.md, mse_perception (RPAT, Fig. 2, 'Clean' training)"
     has_adversarial_example = False
+    soft_targets = True
 
     def loss(self, model: nn.Module, batch, ctx: StepContext) -> LossOutput:
         logits = model(batch.x)
-        loss = F.cross_entropy(logits, batch.y)
+        loss = F.cross_entropy(logits, batch.y, label_smoothing=ctx.label_smoothing)
         return LossOutput(loss, {"ce": loss.detach()}, batch.y, logits_clean=logits.detach(), x=batch.x)

@@ -33,6 +33,7 @@ class TRADES(Method):
     default_random_start = "normal"
     attack_loss = "kl"
     regularizer_uses_clean = True
+    soft_targets = True
 
     def regularizer(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor, logits_clean: Optional[Tensor],
                     logits_adv: Tensor) -> list[Term]:
@@ -43,7 +44,7 @@ class TRADES(Method):
         x_adv = self.attack(model, batch.x, batch.y, loss=self.attack_loss)
         logits_clean = model(batch.x)
         logits_adv = model(x_adv)
-        natural = F.cross_entropy(logits_clean, batch.y)
+        natural = F.cross_entropy(logits_clean, batch.y, label_smoothing=ctx.label_smoothing)
         terms = self.regularizer(model, batch.x, x_adv, batch.y, logits_clean, logits_adv)
         loss = natural + weighted_sum(terms)
         return LossOutput(loss, {"ce": natural.detach(), **{t.name: t.value.detach() for t in terms}}, batch.y,
