@@ -272,9 +272,10 @@ REDUCED = {"wide_resnet": {"depth": 10, "widen_factor": 1}, "dm_wide_resnet": {"
 #: Parameters at 10 classes: ResNet-18 and the WRNs as the literature counts them (CIFAR variants).
 KNOWN_PARAMETERS = {"resnet18": 11.17e6, "preact_resnet18": 11.17e6, "wrn34_10": 46.16e6, "wrn28_10": 36.48e6,
                     "dm_wrn28_10": 36.48e6, "dm_wrn70_16": 266.8e6}
-#: Above this many parameters an entry without reduced options is checked on the meta device only (its class is
-#: computed with at reduced size through the generic entry, and the big WRNs have their own cases above).
-REAL_LIMIT = 20e6
+#: Above this many parameters an entry without reduced options is checked on the meta device only: its values are
+#: computed with in BIG_CASES above, through its generic entry at reduced size, or (the DeepMind nets) against
+#: RobustBench's forward pass in test_external_models.py.
+REAL_LIMIT = 2e6
 
 
 def _meta_build(name, num_classes, dummy):
