@@ -32,7 +32,10 @@ STANDARD_AA_STAGES = {
 }
 ARCHITECTURES = {"wrn34_10": "WideResNet-34-10", "wrn28_10": "WideResNet-28-10", "resnet18": "ResNet-18",
                  "preact_resnet18": "PreActResNet-18", "resnet18_bottleneck": "ResNet-18 (bottleneck)",
-                 "small_cnn": "SmallCNN", "wide_resnet": "WideResNet"}
+                 "small_cnn": "SmallCNN", "wide_resnet": "WideResNet",
+                 # RobustBench's cards name the DeepMind-style nets by size alone
+                 "dm_wrn28_10": "WideResNet-28-10", "dm_wrn70_16": "WideResNet-70-16", "dm_wide_resnet": "WideResNet",
+                 "dm_preact_resnet18": "PreActResNet-18"}
 THREAT_NAMES = {"linf": "Linf", "l2": "L2"}
 
 

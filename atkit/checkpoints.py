@@ -33,8 +33,10 @@ import torch
 import torch.nn as nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from .checkpoint_sniff import check_checkpoint_file
 from .config import RunConfig
 from .models import build_model
+from .models.external import fit_state_to_model
 from .utils import ConfigError, atomic_torch_save, file_sha256, guarded_write  # file_sha256 re-exported
 
 if TYPE_CHECKING:  # annotations only: atkit.train imports this module
@@ -83,6 +85,7 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", *, hint: O
     hint = hint or alternatives_hint(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    check_checkpoint_file(path, _conversion_hint(path))  # an HTML page, an archive, a pickled model: say which
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
             return torch.load(path, map_location=map_location, weights_only=True)
@@ -321,14 +324,16 @@ def restore_trainer_state(trainer: "Trainer", path: str | Path) -> None:
 def init_weights_from_checkpoint(trainer: "Trainer", path: str | Path) -> None:
     """Load only the weights (and EMA) of another run's checkpoint into ``trainer``: a fine-tuning start.
 
-    ``path`` is an atkit checkpoint or a plain state dict (wrappers as :func:`extract_state_dict`); a method
+    ``path`` is an atkit checkpoint or someone else's state dict (wrappers as :func:`extract_state_dict`,
+    RobustBench key names and normalization buffers as :func:`atkit.models.external.fit_state_to_model`); a method
     with ``adapt_init_checkpoint`` may reshape it first (DUCAT grows a C-class head to its 2C head, DUCAT,
     Algorithm 1)."""
     raw = load_checkpoint_file(path, trainer.device)
     if isinstance(raw, dict) and str(raw.get("format", "")).startswith("atkit-checkpoint"):
         state = dict(raw)
-    else:  # someone else's weights
-        state = {"model": extract_state_dict(raw, f"init_checkpoint {str(path)!r}")}
+    else:  # someone else's weights, for the run's architecture (config.model)
+        source = f"init_checkpoint {str(path)!r}"
+        state = {"model": fit_state_to_model(trainer.model, extract_state_dict(raw, source), source)[0]}
     adapt = getattr(trainer.method, "adapt_init_checkpoint", None)
     if adapt is not None:
         state = adapt(state, trainer.model)

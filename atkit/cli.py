@@ -14,12 +14,13 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import utils  # atomic_write_json through the module, where the fault tests inject a full disk
-from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
+from .checkpoints import load_checkpoint_file
 from .config import RunConfig, load_config, load_config_dict
 from .data import load_dataset
 from .distributed import cleanup
 from .methods import COMPOSERS, describe_methods
-from .models import MODELS, build_model
+from .models import MODELS
+from .models.external import load_external_model, normalization_record
 from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
 from .paths import resolve_output_path
 from .provenance import attach_provenance, checkpoint_record
@@ -80,7 +81,7 @@ def _eval_target_run(args: argparse.Namespace, device: Any) -> dict[str, Any]:
     dataset = load_dataset(config.dataset, **config.data)
     model_info = {"name": config.model, "params": dict(config.model_params), "num_classes": dataset.num_classes,
                   "dummy_classes": bool(getattr(model, "dummy_classes", False)), "weights": args.which,
-                  "source": "atkit run"}
+                  "source": "atkit run", "normalization": normalization_record(model, "the run's model")}
     return dict(model=model, dataset=dataset, threat=config.threat_model(), checkpoint=ckpt, model_info=model_info,
                 state_dir=run_dir / "aa_state" / f"cli-{args.which}", out=run_dir / f"eval-{args.which}.json")
 
@@ -107,17 +108,13 @@ def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, An
     if num_classes != dataset.num_classes:
         raise ConfigError(f"--num-classes {num_classes} but dataset {spec['dataset']!r} has {dataset.num_classes} "
                           "classes: the checkpoint's class count and the evaluation data disagree")
-    model = build_model(args.model, num_classes=num_classes, dummy_classes=args.dummy_classes, **spec["model_params"])
     path = Path(args.checkpoint)
-    raw = load_checkpoint_file(path, "cpu", hint="check that the file is complete (re-download it) and is a PyTorch "
-                                                 "state dict")
-    flags = f"--model {args.model} --num-classes {num_classes}" + (" --dummy-classes" if args.dummy_classes else "")
-    load_weights(model, extract_state_dict(raw, f"checkpoint {str(path)!r}"), f"checkpoint {str(path)!r}",
-                 hint=f"check {flags} (and --set model_params.*) against the checkpoint; a 2C-output DUCAT head "
-                      "needs --dummy-classes")
+    # RobustBench key names, the checkpoint's own normalization buffers or a stated one (atkit.models.external)
+    model, loaded = load_external_model(args.model, path, num_classes=num_classes, dummy_classes=args.dummy_classes,
+                                        model_params=spec["model_params"])
     model = model.to(device).eval()
     model_info = {"name": args.model, "params": dict(spec["model_params"]), "num_classes": num_classes,
-                  "dummy_classes": bool(args.dummy_classes), "source": "external state dict"}
+                  "dummy_classes": bool(args.dummy_classes), "source": "external state dict", **loaded}
     return dict(model=model, dataset=dataset, threat=spec["threat"] or None, checkpoint=path, model_info=model_info,
                 state_dir=path.parent / f"{path.stem}.aa_state", out=path.with_name(f"{path.stem}-eval.json"))
 
@@ -389,8 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run folder, an atkit checkpoint, or someone else's state dict")
     p.add_argument("target", nargs="?", help="run folder (uses checkpoints/best.pt, else last.pt) or an atkit .pt checkpoint")
     p.add_argument("--checkpoint", metavar="FILE", help="a plain PyTorch state dict (wrappers 'state_dict', 'model' and "
-                                                        "'module.' prefixes accepted), evaluated with --model")
-    p.add_argument("--model", help="architecture of --checkpoint (an atkit model name, e.g. wrn34_10)")
+                                                        "'module.' prefixes accepted, RobustBench key names mapped), "
+                                                        "evaluated with --model")
+    p.add_argument("--model", help="architecture of --checkpoint (an atkit model name, e.g. wrn34_10, dm_wrn70_16)")
     p.add_argument("--num-classes", type=int, help="classes of --checkpoint (default: the dataset's)")
     p.add_argument("--dummy-classes", action="store_true", help="--checkpoint has a DUCAT 2C-output head")
     p.add_argument("--dataset", help="evaluation data for --checkpoint (default: cifar10)")

@@ -125,6 +125,16 @@ def _describe_indices(images: Mapping[str, Any]) -> str:
     return f"{len(idx)} of {images.get('of')} ({images.get('selection')})" if isinstance(idx, list) else repr(idx)
 
 
+def model_label(result: Mapping[str, Any]) -> Optional[str]:
+    """``"dm_wrn28_10, normalization cifar10"`` from an evaluation's provenance (its ``model`` record), or None."""
+    entry = next(iter((result.get("protocols") or {}).values()), result)
+    model = (entry.get("provenance") or result.get("provenance") or {}).get("model") or {}
+    if not model.get("name"):
+        return None
+    norm = (model.get("normalization") or {}).get("name")
+    return str(model["name"]) + (f", normalization {norm}" if norm else "")
+
+
 def compare_evaluations(target_a: str | Path, target_b: str | Path, *, attack: Optional[str] = None,
                         checkpoint: str = "final", protocol: str = "worst") -> dict[str, Any]:
     """Exact McNemar comparison of A against B; ``{"attack", "checkpoint", "protocol", "a", "b", "images",
@@ -141,7 +151,8 @@ def compare_evaluations(target_a: str | Path, target_b: str | Path, *, attack: O
     test: McNemarResult = mcnemar_test(flags_a, flags_b)
     return {"attack": attack, "checkpoint": checkpoint, "protocol": protocol if (a.get("protocols") or
                                                                                 b.get("protocols")) else None,
-            "a": label_a, "b": label_b, "images": {k: v for k, v in images_a.items() if k != "indices"},
+            "a": label_a, "b": label_b, "model_a": model_label(a), "model_b": model_label(b),
+            "images": {k: v for k, v in images_a.items() if k != "indices"},
             "test": test.to_dict()}
 
 
@@ -153,14 +164,20 @@ def format_comparison(cmp: Mapping[str, Any]) -> str:
     lines = [
         f"paired comparison on {cmp['attack']} ({cmp['checkpoint']} checkpoint{proto}): n = {t['n']} identical test "
         f"images of {img.get('dataset')} (fingerprint {str(img.get('fingerprint'))[:12]}, {img.get('selection')})",
-        f"  A {cmp['a']}: {t['acc_a']:.2f} % [{t['ci_a'][0]:.2f}, {t['ci_a'][1]:.2f}] (95 % Wilson)",
-        f"  B {cmp['b']}: {t['acc_b']:.2f} % [{t['ci_b'][0]:.2f}, {t['ci_b'][1]:.2f}] (95 % Wilson)",
+        f"  A {cmp['a']}{_model_text(cmp.get('model_a'))}: {t['acc_a']:.2f} % [{t['ci_a'][0]:.2f}, "
+        f"{t['ci_a'][1]:.2f}] (95 % Wilson)",
+        f"  B {cmp['b']}{_model_text(cmp.get('model_b'))}: {t['acc_b']:.2f} % [{t['ci_b'][0]:.2f}, "
+        f"{t['ci_b'][1]:.2f}] (95 % Wilson)",
         f"  A - B = {t['difference']:+.2f} points, 95 % CI [{t['diff_ci95'][0]:+.2f}, {t['diff_ci95'][1]:+.2f}] "
         f"({t['diff_ci_method']})",
         f"  both correct {t['both']}, only A {t['only_a']}, only B {t['only_b']}, neither {t['neither']}; "
         f"exact McNemar p = {t['p_value']:.4g}",
     ]
     return "\n".join(lines)
+
+
+def _model_text(label: Optional[str]) -> str:
+    return f" ({label})" if label else ""
 
 
 def method_base_pairs(frame: Any) -> list[tuple[str, str]]:
@@ -209,4 +226,4 @@ def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: st
 
 
 __all__ = ["check_same_images", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
-           "load_evaluation", "method_base_pairs", "per_sample_flags"]
+           "load_evaluation", "method_base_pairs", "model_label", "per_sample_flags"]

@@ -58,8 +58,10 @@ class RunConfig:
     """Everything that defines a training run (paper defaults: docs/methods.md, common protocol).
 
     ``init_checkpoint`` starts from the weights of an existing checkpoint (e.g. DUCAT fine-tuning of
-    a robust model, DUCAT, Algorithm 1) and ``start_epoch`` makes the run begin at that epoch of
-    its schedule, so epoch windows (DUCAT's ``t``) and the learning rate line up with the paper.
+    a robust model, DUCAT, Algorithm 1): an atkit checkpoint, or someone else's state dict of the run's ``model``
+    (RobustBench key names and normalization buffers accepted, :mod:`atkit.models.external`), and ``start_epoch``
+    makes the run begin at that epoch of its schedule, so epoch windows (DUCAT's ``t``) and the learning rate line
+    up with the paper.
 
     ``epochs``, ``lr`` and ``batch_size`` default to the schedule's values (e.g. ``fait100`` trains
     with batch 512 and lr 0.4) and otherwise to 110 / 0.1 / 128. ``batch_size`` is the total batch;
@@ -238,8 +240,9 @@ class RunConfig:
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             raise ConfigError(f"seed={self.seed!r} must be an integer")
         if self.init_checkpoint is not None and not Path(self.init_checkpoint).is_file():
-            raise ConfigError(f"init_checkpoint {self.init_checkpoint!r} does not exist (give a .pt checkpoint "
-                              "written by atkit, e.g. outputs/runs/<run>/checkpoints/best.pt)")
+            raise ConfigError(f"init_checkpoint {self.init_checkpoint!r} does not exist (give an atkit checkpoint, "
+                              "e.g. outputs/runs/<run>/checkpoints/best.pt, or someone else's state dict of the "
+                              "run's model)")
         if not isinstance(self.start_epoch, int) or self.start_epoch < 0:
             raise ConfigError(f"start_epoch={self.start_epoch!r} must be a non-negative integer")
         if self.val_size < 0:

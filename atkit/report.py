@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from .evaluation import evaluate
+from .models.external import normalization_record
 from .progress import Phases
 from .provenance import attach_provenance, checkpoint_record
 from .utils import atomic_write_json, guarded_write
@@ -105,7 +106,8 @@ def final_report(trainer: "Trainer", attacks: Optional[list[str]] = None, n_test
                           model={"name": config.model, "params": dict(config.model_params),
                                  "num_classes": trainer.num_classes,
                                  "dummy_classes": bool(getattr(trainer.model, "dummy_classes", False)),
-                                 "weights": label, "source": "atkit run"})
+                                 "weights": label, "source": "atkit run",
+                                 "normalization": normalization_record(trainer.model, "the run's model")})
     out = trainer.run_dir / "eval.json"
     guarded_write(out, lambda: atomic_write_json(out, results))
     tensorboard = trainer.tensorboard()

@@ -150,7 +150,10 @@ def test_eval_external_state_dict_with_provenance(tmp_path, capsys):
     prov = data["provenance"]
     assert prov["checkpoint"]["sha256"] == file_sha256(ckpt)
     assert prov["model"] == {"name": "small_cnn", "params": {}, "num_classes": 4, "dummy_classes": False,
-                             "source": "external state dict"}
+                             "source": "external state dict",
+                             "normalization": {"name": "none", "mean": None, "std": None, "source": "model default "
+                                               "(none; the checkpoint holds no mean/std buffers)"},
+                             "keys": {"layout": "atkit", "renamed": 0, "dropped": []}}
     assert data["images"]["dataset"] == "synthetic" and data["images"]["n"] == 12
     assert data["images"]["indices"] == prov["images"]["indices"] and len(data["images"]["indices"]) == 12
     assert prov["batch_size"] == 6 and prov["software"]["torch"] == torch.__version__
@@ -195,6 +198,8 @@ def test_run_eval_json_records_provenance_and_truncated_best_is_named_by_eval(tm
         prov = ev[label]["provenance"]
         assert prov["checkpoint"]["sha256"] == file_sha256(trainer.ckpt_dir / name)
         assert prov["images"] == ev["images"] and prov["model"]["name"] == "small_cnn"
+        assert prov["model"]["normalization"] == {"name": "none", "mean": None, "std": None,
+                                                  "source": "the run's model"}
         assert prov["software"]["atkit"] and prov["batch_size"] == trainer.config.eval.batch_size
     best = trainer.ckpt_dir / "best.pt"
     best.write_bytes(best.read_bytes()[:500])

@@ -264,3 +264,68 @@ def test_features_through_call_and_deepcopy():
         assert torch.equal(twin(x), model(x))
     for a, b in zip(via_call, feats):
         assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------ registry-wide contract
+#: Options that build a registered entry small enough to compute with on the CPU (the same class, reduced).
+REDUCED = {"wide_resnet": {"depth": 10, "widen_factor": 1}, "dm_wide_resnet": {"depth": 10, "width": 1}}
+#: Parameters at 10 classes: ResNet-18 and the WRNs as the literature counts them (CIFAR variants).
+KNOWN_PARAMETERS = {"resnet18": 11.17e6, "preact_resnet18": 11.17e6, "wrn34_10": 46.16e6, "wrn28_10": 36.48e6,
+                    "dm_wrn28_10": 36.48e6, "dm_wrn70_16": 266.8e6}
+#: Above this many parameters an entry without reduced options is checked on the meta device only: its values are
+#: computed with in BIG_CASES above, through its generic entry at reduced size, or (the DeepMind nets) against
+#: RobustBench's forward pass in test_external_models.py.
+REAL_LIMIT = 2e6
+
+
+def _meta_build(name, num_classes, dummy):
+    with torch.device("meta"):  # structure without allocating weights (WRN-70-16 has 267M parameters)
+        return build_model(name, num_classes, dummy_classes=dummy)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_registered_model_keeps_the_model_contract(name, tmp_path):
+    from atkit.checkpoints import load_checkpoint_file, load_weights
+
+    counts = {}
+    for num_classes in (10, 100):
+        for dummy in (False, True):
+            model = _meta_build(name, num_classes, dummy)
+            outputs = 2 * num_classes if dummy else num_classes
+            assert (model.num_classes, model.num_outputs, model.dummy_classes) == (num_classes, outputs, dummy)
+            assert model.fc.in_features == model.penultimate_dim and model.fc.out_features == outputs
+            with torch.device("meta"):
+                feats = model(torch.empty(2, 3, 32, 32), return_features=True)
+            assert feats.logits.shape == (2, outputs)
+            assert feats.penultimate.shape == (2, model.penultimate_dim)
+            assert feats.third_to_last.shape == (2, model.third_to_last_dim)
+            _meta_build(name, num_classes, dummy).load_state_dict(model.state_dict())  # same keys and shapes
+            counts[num_classes, dummy] = count_parameters(model)
+    n = counts[10, False]
+    assert 1e4 < n < 1e9
+    if name in KNOWN_PARAMETERS:
+        assert abs(n - KNOWN_PARAMETERS[name]) / KNOWN_PARAMETERS[name] < 0.01, n
+    # Only the head grows with the classes: one row of (penultimate_dim weights + 1 bias) per output.
+    pen = _meta_build(name, 10, False).penultimate_dim
+    assert counts[100, False] - n == 90 * (pen + 1) and counts[10, True] - n == 10 * (pen + 1)
+    options = REDUCED.get(name, {})
+    if n > REAL_LIMIT and not options:
+        return
+    torch.manual_seed(0)
+    model = build_model(name, 100, dummy_classes=True, **options).eval()
+    x = _inputs(2, size=16)  # every model pools adaptively; 16 px keeps the ResNets fast
+    seen = {}
+    handle = model.fc.register_forward_pre_hook(lambda m, inp: seen.__setitem__("pen", inp[0]))
+    with torch.no_grad():
+        logits, feats = model(x), model.forward_features(x)
+    handle.remove()
+    assert logits.shape == (2, 200) and torch.equal(logits, feats.logits)
+    assert torch.equal(feats.penultimate, seen["pen"])
+    # State-dict round trip through a file, loaded the way atkit loads every checkpoint (weights_only).
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    torch.manual_seed(1)
+    twin = build_model(name, 100, dummy_classes=True, **options).eval()
+    with torch.no_grad():
+        assert not torch.equal(twin(x), logits)
+        load_weights(twin, load_checkpoint_file(tmp_path / "w.pt"))
+        assert torch.equal(twin(x), logits)

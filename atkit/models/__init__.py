@@ -2,14 +2,16 @@
 normalization, a one-pass feature interface, and DUCAT dummy-class heads.
 
 ``build_model(name, num_classes, dummy_classes=..., normalize=..., **kw)`` builds any of
-:data:`MODELS`.
+:data:`MODELS`; :mod:`atkit.models.external` loads other people's state dicts (RobustBench key names) into them.
 """
 from __future__ import annotations
 
 from functools import partial
 from typing import Any
 
-from atkit.models.base import AtkitModel, Features, Normalization, count_parameters
+from atkit.models.base import (NORMALIZATIONS, AtkitModel, Features, Normalization, count_parameters,
+                               resolve_normalization)
+from atkit.models.dm_wideresnet import DMPreActResNet, DMWideResNet
 from atkit.models.dummy import MERGE_MODES, MergedDummyModel, merge_dummy_logits, predict_labels
 from atkit.models.preact_resnet import PreActResNet, preact_resnet18
 from atkit.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet18_bottleneck
@@ -45,6 +47,42 @@ MODELS: Registry = Registry("model", {
     "wide_resnet": _wide_resnet_entry,
 })
 
+
+# The DeepMind-style nets of RobustBench's leaderboard (atkit/models/dm_wideresnet.py): Swish, SAME padding, the
+# DeepMind CIFAR-10 normalization inside the model unless ``normalize`` says otherwise.
+@MODELS.register("dm_wrn28_10")
+def dm_wrn28_10(num_classes: int = 10, *, activation: str = "swish", dummy_classes: bool = False,
+                normalize: Normalization = "cifar10", in_channels: int = 3) -> DMWideResNet:
+    """DeepMind-style WRN-28-10 with Swish (Gowal et al. 2020; Rebuffi et al. 2021), 36.5M parameters."""
+    return DMWideResNet(28, 10, num_classes, activation=activation, dummy_classes=dummy_classes,
+                        normalize=normalize, in_channels=in_channels)
+
+
+@MODELS.register("dm_wrn70_16")
+def dm_wrn70_16(num_classes: int = 10, *, activation: str = "swish", dummy_classes: bool = False,
+                normalize: Normalization = "cifar10", in_channels: int = 3) -> DMWideResNet:
+    """DeepMind-style WRN-70-16 with Swish (Gowal et al. 2020; Rebuffi et al. 2021), 267M parameters."""
+    return DMWideResNet(70, 16, num_classes, activation=activation, dummy_classes=dummy_classes,
+                        normalize=normalize, in_channels=in_channels)
+
+
+@MODELS.register("dm_wide_resnet")
+def dm_wide_resnet(num_classes: int = 10, *, depth: int = 28, width: int = 10, activation: str = "swish",
+                   dummy_classes: bool = False, normalize: Normalization = "cifar10",
+                   in_channels: int = 3) -> DMWideResNet:
+    """Any DeepMind-style WRN-depth-width (depth = 6n + 4), e.g. the leaderboard's 34-20 and 106-16."""
+    return DMWideResNet(depth, width, num_classes, activation=activation, dummy_classes=dummy_classes,
+                        normalize=normalize, in_channels=in_channels)
+
+
+@MODELS.register("dm_preact_resnet18")
+def dm_preact_resnet18(num_classes: int = 10, *, activation: str = "swish", dummy_classes: bool = False,
+                       normalize: Normalization = "cifar10", in_channels: int = 3) -> DMPreActResNet:
+    """DeepMind-style pre-activation ResNet-18 with Swish (Rebuffi et al. 2021's ResNet-18 rows), 12.5M parameters."""
+    return DMPreActResNet(18, num_classes, activation=activation, dummy_classes=dummy_classes, normalize=normalize,
+                          in_channels=in_channels)
+
+
 #: Arguments of :func:`build_model` itself, not per-model options.
 _COMMON_KW = ("num_classes", "dummy_classes", "normalize")
 
@@ -54,29 +92,41 @@ def model_options(name: str) -> tuple[str, ...]:
     return tuple(MODELS.options(name, skip=_COMMON_KW))
 
 
+#: ``build_model(normalize=MODEL_DEFAULT)``: the model's own default (none, or the DeepMind nets' CIFAR-10 constants).
+MODEL_DEFAULT = "default"
+
+
 def build_model(
     name: str,
     num_classes: int = 10,
     *,
     dummy_classes: bool = False,
-    normalize: Normalization = None,
+    normalize: Normalization = MODEL_DEFAULT,
     **kw: Any,
 ) -> AtkitModel:
     """Build model ``name`` from :data:`MODELS` with ``num_classes`` real classes.
 
-    ``dummy_classes=True`` gives the 2C-output DUCAT head; ``normalize=(mean, std)`` normalizes
-    inputs inside ``forward``. Unknown names or keyword arguments raise :class:`ConfigError`.
+    ``dummy_classes=True`` gives the 2C-output DUCAT head; ``normalize`` (``(mean, std)``, a name of
+    :data:`NORMALIZATIONS` such as ``"cifar10"``, or ``"none"``) normalizes inputs inside ``forward``; left out, the
+    model's own default applies (none, except the DeepMind-style nets: ``"cifar10"``). Unknown names or keyword
+    arguments raise :class:`ConfigError`.
     """
     entry = MODELS.get(name)
     accepted = model_options(name)
     for key in kw:
         if key not in accepted:
             raise unknown_name_error(f"option for model {name!r}", key, accepted or ("(none)",))
-    return entry(num_classes, dummy_classes=dummy_classes, normalize=normalize, **kw)
+    if not (isinstance(normalize, str) and normalize == MODEL_DEFAULT):
+        kw["normalize"] = normalize
+    return entry(num_classes, dummy_classes=dummy_classes, **kw)
 
 
 __all__ = [
     "AtkitModel",
+    "DMPreActResNet",
+    "DMWideResNet",
+    "MODEL_DEFAULT",
+    "NORMALIZATIONS",
     "Features",
     "MODELS",
     "MERGE_MODES",
@@ -87,12 +137,17 @@ __all__ = [
     "WideResNet",
     "build_model",
     "count_parameters",
+    "dm_preact_resnet18",
+    "dm_wide_resnet",
+    "dm_wrn28_10",
+    "dm_wrn70_16",
     "merge_dummy_logits",
     "model_options",
     "predict_labels",
     "preact_resnet18",
     "resnet18",
     "resnet18_bottleneck",
+    "resolve_normalization",
     "small_cnn",
     "wide_resnet",
     "wrn28_10",

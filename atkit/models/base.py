@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from atkit.utils import ConfigError, check_choice
+from atkit.utils import ConfigError, check_choice, unknown_name_error
 
-Normalization = Optional[Tuple[Sequence[float], Sequence[float]]]
+#: What ``normalize`` accepts (:func:`resolve_normalization`): None / ``"none"``, a name of :data:`NORMALIZATIONS`,
+#: a pair ``(mean, std)`` of per-channel lists, or a mapping ``{"mean": [...], "std": [...]}``.
+Normalization = Union[None, str, Mapping[str, Sequence[float]], Tuple[Sequence[float], Sequence[float]]]
+
+#: Named input normalizations (per-channel mean and std of images in [0, 1]). ``cifar10`` / ``cifar100`` are the
+#: constants of the DeepMind adversarial-robustness code (Gowal et al. 2020, arXiv:2010.03593) that RobustBench's
+#: DeepMind-style models and many CIFAR checkpoints use; ``imagenet`` the torchvision constants.
+NORMALIZATIONS: dict[str, Tuple[Tuple[float, ...], Tuple[float, ...]]] = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
 
 
 class Features(NamedTuple):
@@ -31,24 +42,48 @@ class Features(NamedTuple):
     third_to_last: torch.Tensor
 
 
+def resolve_normalization(normalize: Normalization) -> Optional[Tuple[Sequence[float], Sequence[float]]]:
+    """``(mean, std)`` or None from what a user may write (:data:`Normalization`); an unknown name or a mapping
+    without exactly ``mean`` and ``std`` is a :class:`ConfigError`. Numbers are checked by the model."""
+    if normalize is None:
+        return None
+    if isinstance(normalize, str):
+        key = normalize.strip().lower()
+        if key == "none":
+            return None
+        if key not in NORMALIZATIONS:
+            raise unknown_name_error("normalization", normalize, ("none", *NORMALIZATIONS, "[mean, std]"))
+        return NORMALIZATIONS[key]
+    if isinstance(normalize, Mapping):
+        if set(normalize) != {"mean", "std"}:
+            raise ConfigError(f"normalize as a mapping needs exactly the keys mean and std; got {sorted(normalize)}")
+        return normalize["mean"], normalize["std"]
+    return normalize  # type: ignore[return-value]  # a (mean, std) pair, checked by _check_normalize
+
+
 def _check_normalize(normalize: Normalization, in_channels: int) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
+    normalize = resolve_normalization(normalize)
     if normalize is None:
         return None
     try:
         mean, std = normalize
-        mean_t = torch.as_tensor([float(v) for v in mean], dtype=torch.float32)
-        std_t = torch.as_tensor([float(v) for v in std], dtype=torch.float32)
+        mean_v = [float(v) for v in mean]
+        std_v = [float(v) for v in std]
     except (TypeError, ValueError) as exc:
         raise ConfigError(
-            f"normalize must be None or a pair (mean, std) of per-channel number lists; got {normalize!r}"
+            f"normalize must be none, one of {', '.join(NORMALIZATIONS)}, or a pair [mean, std] of per-channel "
+            f"number lists; got {normalize!r}"
         ) from exc
-    if mean_t.numel() != std_t.numel() or mean_t.numel() not in (1, in_channels):
+    if len(mean_v) != len(std_v) or len(mean_v) not in (1, in_channels):
         raise ConfigError(
             f"normalize mean/std must both have 1 or {in_channels} (= in_channels) entries; "
-            f"got {mean_t.numel()} and {std_t.numel()}"
+            f"got {len(mean_v)} and {len(std_v)}"
         )
-    if not bool(torch.all(std_t > 0)) or not all(math.isfinite(v) for v in mean_t.tolist()):
+    # Checked on Python floats, not tensors: a model built under ``torch.device("meta")`` has no values to test.
+    if not all(math.isfinite(v) and v > 0 for v in std_v) or not all(math.isfinite(v) for v in mean_v):
         raise ConfigError(f"normalize std must be > 0 and mean finite; got mean={list(mean)}, std={list(std)}")
+    mean_t = torch.tensor(mean_v, dtype=torch.float32)
+    std_t = torch.tensor(std_v, dtype=torch.float32)
     return mean_t.view(1, -1, 1, 1), std_t.view(1, -1, 1, 1)
 
 

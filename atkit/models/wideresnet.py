@@ -87,8 +87,9 @@ class WideResNet(AtkitModel):
         self.fc = nn.Linear(widths[3], self.num_outputs)
         self.penultimate_dim = widths[3]
         self.third_to_last_dim = widths[2]
-        # The WRN paper's initialisation (He normal, fan-out) as in the TRADES code.
-        for m in self.modules():
+        # The WRN paper's initialisation (He normal, fan-out) as in the TRADES code. A build on the meta device
+        # (shapes only) has no values to initialise, and its normal_ would import torch's compiler (seconds).
+        for m in ([] if self.conv1.weight.is_meta else self.modules()):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.BatchNorm2d):
