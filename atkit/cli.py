@@ -18,7 +18,7 @@ from .checkpoints import extract_state_dict, load_checkpoint_file, load_weights
 from .config import RunConfig, load_config, load_config_dict
 from .data import load_dataset
 from .distributed import cleanup
-from .fast import eval_model, exact_fp32, resolve_precision
+from .fast import eval_model, precision_scope
 from .methods import COMPOSERS, describe_methods
 from .models import MODELS, build_model
 from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
@@ -64,9 +64,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluation in exact fp32 (TF32 off) unless ``--precision`` asks for bf16 (atkit.fast)."""
+    """Evaluation in exact fp32 (TF32 off) unless ``--precision`` asks for tf32 or bf16 (atkit.fast)."""
     precision = getattr(args, "precision", None) or "fp32"
-    with exact_fp32(resolve_precision(precision, resolve_device(args.device or "auto")) is None):
+    with precision_scope(precision, resolve_device(args.device or "auto")):
         return _cmd_eval_run(args)
 
 
@@ -374,7 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
     p.add_argument("--quiet", action="store_true",
                    help="no progress: no step bar, no line per epoch, no final-evaluation progress")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"],
                    help="training precision (default: the config's, 'auto' = bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--channels-last", dest="channels_last", choices=["auto", "true", "false"],
                    help="channels_last memory layout (default: the config's, 'auto' = on CUDA)")
@@ -403,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device")
     p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
     p.add_argument("--quiet", action="store_true")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "auto"],
-                   help="fp32 (default, exact: the reported numbers) or bf16 autocast (faster, for screening)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "auto"],
+                   help="fp32 (default, exact: the reported numbers), tf32 (TF32 matmuls/convolutions on CUDA) or bf16 "
+                        "autocast (faster; atkit.fast.evaluation_parity says per model whether they give the fp32 result)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("compare", help="exact McNemar test of two evaluations on the same test images")

@@ -39,7 +39,7 @@ from .config import RunConfig, drop_last_batch, load_config
 from .data import BatchLoader, load_dataset, split_validation
 from .distributed import init_from_env
 from .evaluate import evaluate
-from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precision, training_model, training_precision
+from .fast import eval_model, precision_scope, resolve_channels_last, resolve_precision, training_model, training_precision
 from .methods import LossOutput, Method, StepContext
 from .models import build_model, predict_labels
 from .paths import resolve_output_path
@@ -429,7 +429,7 @@ class Trainer:
         view = eval_model(model, device=self.device, precision=self.config.eval.precision,
                           channels_last=resolve_channels_last(self.config.channels_last, self.device))
         xs, ys = self.dist.shard(x, y)
-        with exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
+        with precision_scope(self.config.eval.precision, self.device):
             result = evaluate(view, xs, ys, **kwargs)
         return self.dist.merge_eval(result, len(y))
 
@@ -468,7 +468,7 @@ class Trainer:
         try:
             while self.epoch < self.epochs and not self._stop_requested:
                 epoch = self.epoch
-                with exact_fp32(self.train_dtype is None):  # the fp32 path is exact: no TF32 on GPUs
+                with precision_scope(self.precision_note["precision"], self.device):  # fp32 is exact: TF32 off
                     record = self.train_epoch(epoch)
                 # Stopped mid-epoch: recorded (what it measured stays visible) but not counted as done.
                 partial = self._stop_requested and record["steps"] < self.steps_per_epoch
@@ -562,7 +562,7 @@ class Trainer:
         if not self.dist.is_main:
             return {}
         phases = progress if progress is not None else Phases("final evaluation", show=self.progress)
-        with self._holding_lock(), exact_fp32(resolve_precision(self.config.eval.precision, self.device) is None):
+        with self._holding_lock(), precision_scope(self.config.eval.precision, self.device):
             return final_report(self, attacks, n_test, phases)
 
     def final_model(self) -> nn.Module:
