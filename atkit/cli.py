@@ -376,7 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
     p.add_argument("--quiet", action="store_true",
                    help="no progress: no step bar, no line per epoch, no final-evaluation progress")
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", choices=["auto", "fp32", "tf32", "bf16"],
                    help="training precision (default: the config's, 'auto' = bf16 on CUDA, fp32 on the CPU)")
     p.add_argument("--channels-last", dest="channels_last", choices=["auto", "true", "false"],
                    help="channels_last memory layout (default: the config's, 'auto' = on CUDA)")
@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "auto"],
-                   help="fp32 (default, exact: the reported numbers), tf32 or bf16 autocast (faster, for screening)")
+                   help="fp32 (default, exact: the reported numbers), tf32 (TF32 matmuls/convolutions on CUDA) or bf16 "
+                        "autocast (faster; atkit.fast.evaluation_parity says per model whether they give the fp32 result)")
     p.set_defaults(func=_cmd_eval)
 
     p = sub.add_parser("compare", help="exact McNemar test of two evaluations on the same test images")

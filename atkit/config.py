@@ -33,7 +33,8 @@ class EvalConfig:
     final_attacks: list[str] = field(default_factory=lambda: ["clean", "pgd20", "cw"])
     final_n_test: Optional[int] = None
     batch_size: int = 500
-    # Evaluation numbers are reported in exact fp32 (TF32 off); "bf16"/"auto" trade exactness for speed.
+    # Evaluation numbers are reported in exact fp32 (TF32 off); "tf32"/"bf16"/"auto" trade exactness for speed
+    # (atkit.fast.evaluation_parity decides per model whether they still give the fp32 result).
     precision: str = "fp32"
     sanity: bool = True
     sanity_n_test: int = 500
@@ -67,7 +68,7 @@ class RunConfig:
     with batch 512 and lr 0.4) and otherwise to 110 / 0.1 / 128. ``batch_size`` is the total batch;
     under ``torchrun`` each of the W processes trains on ``batch_size // W`` (:mod:`atkit.distributed`).
 
-    ``precision`` (``"auto"``, ``"fp32"``, ``"bf16"``), ``channels_last`` (``true``/``false``/``"auto"``)
+    ``precision`` (``"auto"``, ``"fp32"``, ``"tf32"``, ``"bf16"``), ``channels_last`` (``true``/``false``/``"auto"``)
     and ``compile`` (``false``, ``true`` or a ``torch.compile`` backend name) select the fast training
     path of :mod:`atkit.fast`; ``precision: fp32`` with ``channels_last: false`` is the exact fp32 path.
 

@@ -16,9 +16,13 @@ wrapper instead of the model and need no change. The weights stay fp32 (autocast
 optimiser, weight averages and checkpoints are those of the exact path.
 
 ``precision``: ``"auto"`` is bf16 on a CUDA device that supports it and fp32 elsewhere; ``"fp32"`` is
-the exact path (the plain model, TF32 switched off); ``"bf16"`` forces autocast (also on the CPU:
-with native bf16, AVX512-BF16, a small CNN's training step ran about 1.5x faster there). The reported evaluation (PGD, CW, AutoAttack) runs in exact
-fp32 unless ``eval.precision`` asks otherwise (:func:`eval_model`, :func:`exact_fp32`).
+the exact path (the plain model, TF32 switched off); ``"tf32"`` keeps fp32 tensors but lets CUDA run fp32
+matmuls and convolutions on TF32 tensor cores (10-bit mantissa; a no-op on the CPU); ``"bf16"`` forces
+autocast (also on the CPU: with native bf16, AVX512-BF16, a small CNN's training step ran about 1.5x faster
+there). :func:`precision_scope` sets the TF32 switches a precision needs. The reported evaluation (PGD, CW,
+AutoAttack) runs in exact fp32 unless ``eval.precision`` asks otherwise (:func:`eval_model`,
+:func:`exact_fp32`); :func:`evaluation_parity` decides from per-image results whether a reduced evaluation
+precision gives a model's fp32 result.
 
 ``torch.compile`` (``compile: true`` or a backend name) compiles the network's forward only; the
 attack loop and the method's loss stay eager Python. Switching BatchNorm mode or freezing parameters
@@ -27,16 +31,16 @@ for an attack adds a few graph variants (recompilations) in the first steps.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .stats import seed_difference
+from .stats import mcnemar_test, seed_difference
 from .utils import ConfigError, check_choice, unknown_name_error
 
-PRECISIONS = ("auto", "fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")
 CHANNELS_LAST_CHOICES = (True, False, "auto")
 
 _DTYPES = {"bf16": torch.bfloat16}
@@ -46,10 +50,11 @@ def resolve_precision(precision: str, device: Union[str, torch.device]) -> Optio
     """The autocast dtype for ``precision`` on ``device``, or ``None`` for the exact fp32 path.
 
     ``"auto"``: bf16 on a CUDA device with bf16 support (Ampere and later), fp32 otherwise (the CPU).
+    ``"tf32"`` has no autocast dtype (fp32 tensors; :func:`precision_scope` turns TF32 on).
     """
     check_choice("precision", precision, PRECISIONS)
     device = torch.device(device)
-    if precision == "fp32":
+    if precision in ("fp32", "tf32"):
         return None
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.is_bf16_supported():
@@ -107,8 +112,60 @@ def bf16_parity_decision(bf16: dict[str, list[float]], fp32: dict[str, list[floa
                     f"at least {min_seeds} seeds"}
 
 
+# Evaluation-precision parity (evaluation_parity): the largest change of a model's accuracy, in points, that a
+# reduced evaluation precision may cause and still count as giving the fp32 result. Half a point is well inside the
+# 95 % sampling margin of one accuracy on CIFAR-10's 10,000 test images (about +-1 point near 50 %) and below the
+# one-to-two-point gains the AT papers report between methods, so a precision inside it cannot flip such a comparison.
+EVAL_PARITY_MARGIN = 0.5
+REDUCED_PRECISIONS = ("tf32", "bf16")
+EVAL_PARITY_RULE = ("parity when the 95 % Newcombe interval of the paired accuracy difference (reduced - fp32) lies "
+                    "inside [-{margin}, +{margin}] points; the exact McNemar p-value is reported, not used to decide")
+
+
+def evaluation_parity(fp32_correct: Sequence[bool], reduced_correct: Sequence[bool], *, precision: str,
+                      margin: float = EVAL_PARITY_MARGIN, evaluation: str = "") -> dict[str, Any]:
+    """Whether evaluating a model in a reduced precision gives its fp32 result, from per-image correctness flags.
+
+    Intended use (the evaluation code calls it; nothing here runs an evaluation): before reporting a model's
+    numbers from an evaluation in ``eval.precision`` ``"bf16"`` or ``"tf32"``, evaluate the same images once in
+    exact fp32 and once in the reduced precision with the same attack and seed (e.g. standard AutoAttack on 1,000
+    class-stratified test images), pass the two per-image flags (``True``: the image is still classified
+    correctly after the attack), and store the returned record in the evaluation's provenance. Only with
+    ``parity`` true may that model's reported numbers come from the reduced precision; otherwise report fp32,
+    which stays the default.
+
+    Rule (an equivalence test): with ``d = acc_reduced - acc_fp32`` in points over the same ``n`` images and its
+    95 % interval for paired proportions (Newcombe 1998, method 10; :func:`atkit.stats.mcnemar_test`), parity holds
+    when ``-margin <= low`` and ``high <= margin``. Too few images make the interval wider than the margin, so a
+    small sample cannot claim parity (with no discordant image at all, 1,000 images near 30 % accuracy give about
+    +-0.25 points). The exact McNemar test (two-sided binomial on the discordant images) is reported beside it: a
+    small p says the precisions differ on this model, but a large p alone is no evidence that they agree.
+    ``margin`` defaults to :data:`EVAL_PARITY_MARGIN` (0.5 points). Returns a JSON-ready dict.
+    """
+    if precision not in REDUCED_PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not a reduced evaluation precision; accepted: "
+                          f"{', '.join(REDUCED_PRECISIONS)}")
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not 0 < margin < 100:
+        raise ConfigError(f"margin={margin!r} must be a number of accuracy points in (0, 100)")
+    test = mcnemar_test(reduced_correct, fp32_correct)  # a = reduced, b = fp32: difference = reduced - fp32
+    low, high = test.diff_ci95
+    parity = -margin <= low and high <= margin
+    return {
+        "precision": precision, "evaluation": evaluation, "n": test.n,
+        "fp32_accuracy": test.acc_b, "fp32_ci95": list(test.ci_b),
+        "reduced_accuracy": test.acc_a, "reduced_ci95": list(test.ci_a),
+        "agreement": 100.0 * (test.both + test.neither) / test.n,
+        "only_reduced_correct": test.only_a, "only_fp32_correct": test.only_b,
+        "difference": test.difference, "diff_ci95": [low, high], "diff_ci_method": test.diff_ci_method,
+        "mcnemar_p": test.p_value, "mcnemar_test": test.test, "margin": float(margin), "parity": parity,
+        "verdict": (f"{precision} gives the fp32 result within +-{margin:g} points" if parity else
+                    f"{precision} not shown to give the fp32 result within +-{margin:g} points"),
+        "rule": EVAL_PARITY_RULE.format(margin=f"{margin:g}"),
+    }
+
+
 def training_precision(precision: str, device: Union[str, torch.device], method: str) -> tuple[str, str]:
-    """The precision a run of ``method`` trains in (``"fp32"`` or ``"bf16"``) and a one-line reason.
+    """The precision a run of ``method`` trains in (``"fp32"``, ``"tf32"`` or ``"bf16"``) and a one-line reason.
 
     ``"auto"`` resolves to bf16 only on a bf16-capable CUDA device and only for a method in
     :data:`BF16_VERIFIED_METHODS`: on a randomly initialised ResNet-18 the RPAT term differed by 31 % between
@@ -118,8 +175,8 @@ def training_precision(precision: str, device: Union[str, torch.device], method:
     dtype = resolve_precision(precision, device)
     if precision == "fp32":
         return "fp32", "precision: fp32 was asked for"
-    if precision == "bf16":
-        return "bf16", "precision: bf16 was asked for"
+    if precision in ("bf16", "tf32"):
+        return precision, f"precision: {precision} was asked for"
     if dtype is None:
         return "fp32", f"precision: auto on {torch.device(device).type} (no bf16 fast path here)"
     if method in BF16_VERIFIED_METHODS:
@@ -306,28 +363,46 @@ def eval_model(model: nn.Module, *, device: Union[str, torch.device], precision:
 
 
 @contextlib.contextmanager
-def exact_fp32(enabled: bool = True) -> Iterator[None]:
-    """Switch TF32 off for CUDA matmuls and convolutions inside the block (restored afterwards).
-
-    PyTorch runs fp32 cuDNN convolutions in TF32 by default on Ampere and later GPUs (10-bit
-    mantissa); the exact fp32 path and the reported evaluation use full fp32. A no-op when
-    ``enabled`` is false. Uses the long-standing ``allow_tf32`` flags, which recent releases map onto
-    their ``fp32_precision`` settings.
-    """
-    if not enabled:
-        yield
-        return
+def tf32_mode(allowed: bool) -> Iterator[None]:
+    """CUDA fp32 matmuls and convolutions inside the block run in TF32 (``allowed``) or in full fp32 (restored
+    afterwards). Uses the long-standing ``allow_tf32`` flags, which recent releases map onto their
+    ``fp32_precision`` settings; on the CPU the flags change nothing."""
     cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
     try:
         before = (cudnn.allow_tf32, matmul.allow_tf32)
     except RuntimeError:  # flags set through the new per-operator API in an inconsistent way: leave them
         yield
         return
-    cudnn.allow_tf32, matmul.allow_tf32 = False, False
+    cudnn.allow_tf32, matmul.allow_tf32 = bool(allowed), bool(allowed)
     try:
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = before
+
+
+@contextlib.contextmanager
+def exact_fp32(enabled: bool = True) -> Iterator[None]:
+    """Switch TF32 off for CUDA matmuls and convolutions inside the block (restored afterwards).
+
+    PyTorch runs fp32 cuDNN convolutions in TF32 by default on Ampere and later GPUs (10-bit
+    mantissa); the exact fp32 path and the reported evaluation use full fp32. A no-op when
+    ``enabled`` is false (:func:`tf32_mode` otherwise).
+    """
+    if not enabled:
+        yield
+        return
+    with tf32_mode(False):
+        yield
+
+
+def precision_scope(precision: str, device: Union[str, torch.device]) -> contextlib.AbstractContextManager:
+    """The TF32 switches ``precision`` runs under: ``"tf32"`` turns TF32 on, a precision that resolves to no
+    autocast dtype (``"fp32"``, ``"auto"`` without bf16) turns it off (:func:`exact_fp32`), bf16 leaves the
+    switches as they are (autocast decides the matmul and convolution precision)."""
+    if precision == "tf32":
+        check_choice("precision", precision, PRECISIONS)
+        return tf32_mode(True)
+    return exact_fp32(resolve_precision(precision, device) is None)
 
 
 def describe(model: nn.Module) -> dict[str, Any]:
@@ -339,7 +414,7 @@ def describe(model: nn.Module) -> dict[str, Any]:
     return {"precision": "fp32", "channels_last": False, "compile": False, "ddp": False}
 
 
-__all__ = ["AutocastModel", "BF16_DIFFERS", "BF16_MATCHES", "BF16_NOT_MEASURED", "CHANNELS_LAST_CHOICES", "PRECISIONS",
-           "bf16_parity_decision", "check_compile", "compile_model", "describe",
-           "eval_model", "exact_fp32", "resolve_channels_last", "resolve_precision", "to_channels_last",
-           "training_model", "unwrap_model"]
+__all__ = ["AutocastModel", "BF16_DIFFERS", "BF16_MATCHES", "BF16_NOT_MEASURED", "CHANNELS_LAST_CHOICES",
+           "EVAL_PARITY_MARGIN", "PRECISIONS", "bf16_parity_decision", "check_compile", "compile_model", "describe",
+           "eval_model", "evaluation_parity", "exact_fp32", "precision_scope", "resolve_channels_last",
+           "resolve_precision", "tf32_mode", "to_channels_last", "training_model", "unwrap_model"]

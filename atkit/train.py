@@ -42,7 +42,7 @@ from .config import RunConfig, drop_last_batch, load_config
 from .data import BatchLoader, load_dataset, split_validation
 from .distributed import init_from_env
 from .evaluation import evaluate
-from .fast import exact_fp32, resolve_precision, training_model, training_precision
+from .fast import precision_scope, resolve_precision, training_model, training_precision
 from .methods import LossOutput, Method, StepContext
 from .models import build_model, predict_labels
 from .paths import resolve_output_path
@@ -482,7 +482,7 @@ class Trainer:
         try:
             while self.epoch < self.epochs and not self._stop_requested:
                 epoch = self.epoch
-                with exact_fp32(self.train_dtype is None):  # the fp32 path is exact: no TF32 on GPUs
+                with precision_scope(self.precision_note["precision"], self.device):  # fp32 is exact: TF32 off
                     record = self.train_epoch(epoch)
                 # Stopped mid-epoch: recorded (what it measured stays visible) but not counted as done.
                 partial = self._stop_requested and record["steps"] < self.steps_per_epoch

@@ -11,43 +11,52 @@ In one process, on the same data and the same initial model, this times
   per step;
 * ``atkit``: the real :class:`atkit.train.Trainer` epoch (``train_epoch``) with method ``pgd_at``: data on the
   device with on-device augmentation, input-only attack gradients, no host synchronisation inside the
-  step, and the fast path of :mod:`atkit.fast` (``--precision``, ``--channels-last``, ``--compile``);
-* ``atkit_fp32``: the same trainer on the exact fp32 path (``precision: fp32``, ``channels_last: false``),
-  which separates what the data path and the attack gain from what bf16 gains (GPU only by default).
+  step, and the fast path of :mod:`atkit.fast` (``--precision``, ``--channels-last``, ``--compile``).
 
-Warm-up steps are excluded; CUDA is synchronised around every timed region; rows also give the process CPU
-time (``process_cpu_seconds``: on a shared CPU it is steadier than wall time; DataLoader workers not included). Images per second and the
-ratio to the reference are printed and, with ``--out``, written to JSON with the date, the machine, the
-versions and the command. The evaluation part times PGD-20 (atkit, exact fp32 as reported; the reference
-loop; atkit bf16 with ``--eval-bf16``) and standard AutoAttack (``--skip-aa`` to leave it out) on the
-first ``--eval-n`` test images. AutoAttack's time depends on how many points survive its first attack:
-time it on a robust model (``--checkpoint``), not on the few-step model this script trains.
+Method (the same on any device): after untimed warm-up steps of each path, the paths run in ``--rounds``
+rounds of ``--steps`` steps each, their order alternating (A B, B A, A B, ...), so a change of the machine's
+load or clock hits both; each round gives one ratio of images/s, and the reported speed-up is the **median of
+the per-round ratios** (with their range). Every row carries wall time and the process's CPU time
+(``time.process_time``; DataLoader workers not included), and the work runs on ``--threads`` intra-op threads
+(default 1: on a shared CPU a second OpenMP thread can make the same step several times slower). CUDA is
+synchronised around every timed region. **Fairness**: both sides run under the same TF32 switches
+(``--tf32``: ``off`` = full fp32 matmuls and convolutions, ``on`` = TF32 tensor cores); atkit's precision must
+agree (``fp32`` is exact, so it needs ``--tf32 off``; ``tf32`` needs ``--tf32 on``; ``bf16`` runs under either),
+and every row records the switches seen inside its timed region.
+
+The evaluation part times PGD-20 (atkit against the reference loop, in the same TF32 mode; atkit bf16 with
+``--eval-bf16``) the same way, interleaved in ``--eval-rounds`` rounds over the first ``--eval-n`` test
+images, and standard AutoAttack once (``--skip-aa`` leaves it out). AutoAttack's time depends on how many points
+survive its first attack: time it on a robust model (``--checkpoint``), not on the few-step model this script
+trains. ``benchmarks/gpu_suite.sh`` runs these comparisons on a GPU in one call.
 
 CPU smoke (seconds; the figures check that it runs, they are no target)::
 
     python benchmarks/bench_at.py --device cpu --model small_cnn --batch-size 32 --steps 3 --warmup 1 \\
         --eval-n 64 --skip-aa
 
-GPU (one H200; CIFAR-10 JPEG tree unpacked to data/cifar10-jpeg)::
+GPU (CIFAR-10 JPEG tree unpacked to data/cifar10-jpeg)::
 
     python benchmarks/bench_at.py --device cuda --model resnet18 --dataset folder --root data/cifar10-jpeg \\
-        --batch-size 128 --steps 0 --eval-n 10000 --checkpoint outputs/runs/<robust run> --out benchmarks/results/h200-resnet18.json
+        --batch-size 128 --precision bf16 --tf32 on --rounds 4 --steps 10 --eval-n 1000 --skip-aa \\
+        --out benchmarks/results/h100-resnet18.json
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import datetime as _dt
-import json
 import os
 import platform
 import shlex
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 import torch.nn as nn
@@ -57,16 +66,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing atkit
     sys.path.insert(0, str(ROOT))
 
-from atkit.fast import describe, eval_model, exact_fp32  # noqa: E402
+from atkit.fast import describe, eval_model, precision_scope, tf32_mode, training_precision  # noqa: E402
 from atkit.train import Trainer, load_model, to_float_images  # noqa: E402
 from atkit.utils import ConfigError, atomic_write_json, resolve_device  # noqa: E402
 
 CIFAR_TRAIN_SIZE = 50000
+Runner = Callable[[], dict[str, Any]]  # one unit of work; returns at least {"images": n}
 
 
 # ---------------------------------------------------------------------------------------------- machine
+def tf32_flags() -> dict[str, bool]:
+    """The TF32 switches in effect now (cuDNN convolutions, CUDA matmuls)."""
+    return {"cudnn": bool(torch.backends.cudnn.allow_tf32), "matmul": bool(torch.backends.cuda.matmul.allow_tf32)}
+
+
 def machine_info(device: torch.device) -> dict[str, Any]:
-    """CPU model and cores, GPU name, library versions: enough to tell two result files apart."""
+    """CPU model and cores, GPU name, library versions, threads: enough to tell two result files apart."""
     cpu = platform.processor() or platform.machine()
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
@@ -92,6 +107,15 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def set_threads(n: int) -> None:
+    """``n`` intra-op (and, where still settable, inter-op) threads for this process."""
+    torch.set_num_threads(n)
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:  # settable once, before any inter-op work: keep what the process has
+        pass
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -99,6 +123,59 @@ def log(message: str) -> None:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+# ---------------------------------------------------------------------------------- interleaved timing
+def interleave(runners: dict[str, Runner], rounds: int, device: torch.device) -> list[dict[str, dict[str, Any]]]:
+    """Run every runner once per round, the order rotating each round (two paths: A B, B A, A B, ...).
+
+    Returns one dict per round: ``{name: {"seconds", "process_cpu_seconds", "images", ...}}`` (the rest of what
+    the runner returned is kept, e.g. the TF32 switches it saw)."""
+    names = list(runners)
+    out = []
+    for r in range(rounds):
+        shift = r % len(names)
+        row: dict[str, dict[str, Any]] = {}
+        for name in names[shift:] + names[:shift]:
+            sync(device)
+            began, cpu_began = time.perf_counter(), time.process_time()
+            result = dict(runners[name]())
+            sync(device)
+            result.update(seconds=time.perf_counter() - began, process_cpu_seconds=time.process_time() - cpu_began)
+            row[name] = result
+        out.append(row)
+    return out
+
+
+def summarize_rounds(rounds: list[dict[str, dict[str, Any]]], reference: str = "reference",
+                     epoch_images: Optional[int] = None) -> dict[str, dict[str, Any]]:
+    """Per path: totals, images/s, per-round seconds; for every path beside ``reference`` the per-round
+    ratio of its images/s to the reference's, their median (``speedup_vs_reference``) and range, and the same
+    for process CPU time per image (``cpu_speedup_vs_reference``). ``epoch_images``: adds
+    ``epoch_seconds_estimate = epoch_images / images_per_s``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in rounds[0]:
+        rows = [r[name] for r in rounds]
+        images, seconds = sum(r["images"] for r in rows), sum(r["seconds"] for r in rows)
+        cpu = sum(r["process_cpu_seconds"] for r in rows)
+        entry: dict[str, Any] = {"rounds": len(rows), "images": images, "seconds": seconds,
+                                 "process_cpu_seconds": cpu, "images_per_s": images / seconds,
+                                 "per_round_seconds": [round(r["seconds"], 4) for r in rows]}
+        for key, value in rows[0].items():  # what the runner reported besides the timing (first round)
+            if key not in ("images", "seconds", "process_cpu_seconds"):
+                entry[key] = value
+        if epoch_images:
+            entry["epoch_seconds_estimate"] = epoch_images / entry["images_per_s"]
+        if name != reference and reference in rounds[0]:
+            ratios = [(r[name]["images"] / r[name]["seconds"]) / (r[reference]["images"] / r[reference]["seconds"])
+                      for r in rounds]
+            cpu_ratios = [(r[name]["images"] / max(r[name]["process_cpu_seconds"], 1e-9))
+                          / (r[reference]["images"] / max(r[reference]["process_cpu_seconds"], 1e-9)) for r in rounds]
+            entry.update(speedup_vs_reference=statistics.median(ratios), speedup_per_round=ratios,
+                         speedup_range=[min(ratios), max(ratios)],
+                         cpu_speedup_vs_reference=statistics.median(cpu_ratios))
+        out[name] = entry
+    return out
 
 
 # -------------------------------------------------------------------------------------- reference loop
@@ -115,7 +192,7 @@ class ArrayImages(torch.utils.data.Dataset):
         return len(self.targets)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        from PIL import Image
+        from PIL import Image  # why: PIL is needed only by the reference loop's workers
 
         img = Image.fromarray(self.images[i])
         return self.transform(img), self.targets[i]
@@ -123,7 +200,7 @@ class ArrayImages(torch.utils.data.Dataset):
 
 def reference_loader(x_uint8: torch.Tensor, y: torch.Tensor, batch_size: int, *, train: bool, workers: int,
                      pin_memory: bool) -> torch.utils.data.DataLoader:
-    import torchvision.transforms as T
+    import torchvision.transforms as T  # why: torchvision is needed only by the reference loop
 
     size = x_uint8.shape[-1]
     ops = [T.RandomCrop(size, padding=4), T.RandomHorizontalFlip()] if train else []
@@ -150,129 +227,126 @@ def reference_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
     return (x + delta).detach()
 
 
-def reference_train(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *, steps: int,
-                    warmup: int, eps: float, step_size: float, attack_steps: int, lr: float = 0.1) -> dict[str, Any]:
-    """``warmup`` untimed steps, then ``steps`` timed PGD-AT steps (attack in eval mode, as the pgd_at method)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
-    batches = iter(loader)
+class ReferenceTraining:
+    """The released scripts' PGD-AT loop, run ``steps`` at a time (attack in eval mode, as the ``pgd_at`` method),
+    under the TF32 switches ``tf32`` (one iterator over ``loader``; a new one per epoch, as the released loops)."""
 
-    def next_batch():
-        nonlocal batches
+    def __init__(self, model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *, eps: float,
+                 step_size: float, attack_steps: int, tf32: bool, lr: float = 0.1) -> None:
+        self.model, self.loader, self.device, self.tf32 = model, loader, device, tf32
+        self.eps, self.step_size, self.attack_steps = eps, step_size, attack_steps
+        self.opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
+        self.batches = iter(loader)
+        self.stats = {"loss": 0.0, "correct": 0}
+
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         try:
-            return next(batches)
-        except StopIteration:  # a new epoch (new workers), as the released loops do
-            batches = iter(loader)
-            return next(batches)
+            return next(self.batches)
+        except StopIteration:
+            self.batches = iter(self.loader)
+            return next(self.batches)
 
-    def step() -> int:
-        x, y = next_batch()
-        x, y = x.to(device), y.to(device)
-        model.eval()
-        x_adv = reference_pgd(model, x, y, eps, step_size, attack_steps)
-        model.train()
-        out = model(x_adv)
-        loss = F.cross_entropy(out, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        stats["loss"] += loss.item() * y.size(0)  # the released loops' per-step host sync
-        stats["correct"] += (out.max(1)[1] == y).sum().item()
-        return y.size(0)
-
-    stats = {"loss": 0.0, "correct": 0}
-    for _ in range(warmup):
-        step()
-    sync(device)
-    began, cpu_began = time.perf_counter(), time.process_time()
-    seen = sum(step() for _ in range(steps))
-    sync(device)
-    seconds = time.perf_counter() - began
-    return {"steps": steps, "images": seen, "seconds": seconds, "images_per_s": seen / seconds,
-            "process_cpu_seconds": time.process_time() - cpu_began}
+    def run(self, steps: int) -> dict[str, Any]:
+        seen = 0
+        with tf32_mode(self.tf32):
+            flags = tf32_flags()
+            for _ in range(steps):
+                x, y = self._next_batch()
+                x, y = x.to(self.device), y.to(self.device)
+                self.model.eval()
+                x_adv = reference_pgd(self.model, x, y, self.eps, self.step_size, self.attack_steps)
+                self.model.train()
+                out = self.model(x_adv)
+                loss = F.cross_entropy(out, y)
+                self.opt.zero_grad()
+                loss.backward()
+                self.opt.step()
+                self.stats["loss"] += loss.item() * y.size(0)  # the released loops' per-step host sync
+                self.stats["correct"] += (out.max(1)[1] == y).sum().item()
+                seen += y.size(0)
+        return {"images": seen, "steps": steps, "tf32": flags}
 
 
 def reference_eval_pgd(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, *, eps: float,
-                       step_size: float, steps: int) -> dict[str, Any]:
+                       step_size: float, steps: int, tf32: bool) -> dict[str, Any]:
+    """One pass of the released scripts' PGD evaluation over ``loader`` (batches moved to ``device`` one by one)."""
     model.eval()
     correct = seen = 0
-    for x, y in loader:  # untimed warm-up on the first batch
-        reference_pgd(model, x.to(device), y.to(device), eps, step_size, 1)
-        break
-    sync(device)
-    began = time.perf_counter()
-    for x, y in loader:
-        x, y = x.to(device), y.to(device)
-        x_adv = reference_pgd(model, x, y, eps, step_size, steps)
-        with torch.no_grad():
-            correct += (model(x_adv).max(1)[1] == y).sum().item()
-        seen += y.size(0)
-    sync(device)
-    seconds = time.perf_counter() - began
-    return {"images": seen, "seconds": seconds, "images_per_s": seen / seconds, "accuracy": 100.0 * correct / seen}
+    with tf32_mode(tf32):
+        flags = tf32_flags()
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            x_adv = reference_pgd(model, x, y, eps, step_size, steps)
+            with torch.no_grad():
+                correct += (model(x_adv).max(1)[1] == y).sum().item()
+            seen += y.size(0)
+    return {"images": seen, "accuracy": 100.0 * correct / seen, "tf32": flags}
 
 
 # ----------------------------------------------------------------------------------------------- atkit
-def atkit_trainer(args: argparse.Namespace, device: torch.device, out_dir: str, *, exact: bool,
-                  n_train: int) -> Trainer:
+def atkit_trainer(*, model: str, batch_size: int, precision: str, device: torch.device, out_dir: str,
+                  dataset: str = "synthetic", root: Optional[str] = None, n_train: int = 1024, n_test: int = 64,
+                  image_size: Optional[int] = None, attack_steps: int = 10, channels_last: Any = "auto",
+                  compile: Any = False, seed: int = 0, name: str = "bench") -> Trainer:
+    """A PGD-AT :class:`Trainer` (constant lr 0.1) as the benchmarks time it."""
     cfg: dict[str, Any] = dict(
-        method="pgd_at", model=args.model, batch_size=args.batch_size, schedule="constant", lr=0.1, epochs=2,
-        device=str(device), seed=args.seed, out_dir=out_dir, name="exact" if exact else "fast",
-        precision="fp32" if exact else args.precision,
-        channels_last=False if exact else _channels_last_arg(args.channels_last),
-        compile=False if exact else _compile_arg(args.compile), threat={"steps": args.attack_steps},
-        eval={"n_test": 16, "pgd_steps": 0, "final_attacks": ["clean"]})
-    if args.dataset == "synthetic":
-        cfg.update(dataset="synthetic", data={"n_train": n_train, "n_test": max(args.eval_n, 16),
-                                              "seed": args.seed})
+        method="pgd_at", model=model, batch_size=batch_size, schedule="constant", lr=0.1, epochs=10_000,
+        device=str(device), seed=seed, out_dir=out_dir, name=name, precision=precision, channels_last=channels_last,
+        compile=compile, threat={"steps": attack_steps}, eval={"n_test": 16, "pgd_steps": 0, "final_attacks": ["clean"]})
+    if dataset == "synthetic":
+        data: dict[str, Any] = {"n_train": n_train, "n_test": max(n_test, 16), "seed": seed}
+        if image_size:
+            data["image_size"] = image_size
+        cfg.update(dataset="synthetic", data=data)
     else:
-        cfg.update(dataset="folder", data={"root": args.root})
+        cfg.update(dataset="folder", data={"root": root})
     return Trainer.new(cfg, progress=False)
 
 
-def time_trainer(trainer: Trainer, device: torch.device, *, steps: int, warmup: int) -> dict[str, Any]:
-    """Untimed warm-up epoch of ``warmup`` steps, then a timed ``train_epoch`` of ``steps`` steps."""
-    full = len(trainer.loader)
-    trainer.steps_per_epoch = max(1, min(warmup, full))
-    trainer.train_epoch(0)
-    trainer.steps_per_epoch = full if steps == 0 else min(steps, full)
-    sync(device)
-    began, cpu_began = time.perf_counter(), time.process_time()
-    record = trainer.train_epoch(1)
-    sync(device)
-    seconds = time.perf_counter() - began
-    images = min(trainer.steps_per_epoch * trainer.local_batch_size, len(trainer.dataset.train_y))
-    return {"steps": record["steps"], "images": images, "seconds": seconds, "images_per_s": images / seconds,
-            "process_cpu_seconds": time.process_time() - cpu_began,
-            "fast_path": describe(trainer.train_model), "train_adv_acc": record.get("train_adv_acc")}
+class AtkitTraining:
+    """``trainer.train_epoch`` run ``steps`` at a time under the trainer's own precision switches (as ``fit``).
+    ``tf32``: under bf16, whose switches the trainer leaves alone, the TF32 mode of the fp32 work left outside
+    autocast, set to the reference's so that both sides run under the same switches (``None``: leave them)."""
+
+    def __init__(self, trainer: Trainer, tf32: Optional[bool] = None) -> None:
+        self.trainer, self.epoch, self.tf32 = trainer, 0, tf32
+
+    def run(self, steps: int) -> dict[str, Any]:
+        t = self.trainer
+        t.steps_per_epoch = max(1, min(steps, len(t.loader)))
+        precision = t.precision_note["precision"]
+        outer = tf32_mode(self.tf32) if self.tf32 is not None and precision == "bf16" else contextlib.nullcontext()
+        with outer, precision_scope(precision, t.device):
+            flags = tf32_flags()
+            record = t.train_epoch(self.epoch)
+        self.epoch += 1
+        return {"images": min(record["steps"] * t.local_batch_size, len(t.dataset.train_y)), "steps": record["steps"],
+                "tf32": flags, "precision": t.precision_note["precision"], "fast_path": describe(t.train_model)}
 
 
-def time_evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, attack: str, *, batch_size: int,
-                  device: torch.device, threat: Any, exact: bool = True) -> dict[str, Any]:
-    from atkit.evaluate import evaluate
+def compare_training(paths: dict[str, Any], *, rounds: int, steps: int, warmup: int, device: torch.device,
+                     epoch_images: int, reference: str = "reference") -> dict[str, Any]:
+    """Warm each path up (``warmup`` untimed steps), then time them interleaved (:func:`interleave`); ratios are
+    against the path named ``reference``."""
+    for path in paths.values():
+        if warmup:
+            path.run(warmup)
+    timed = interleave({name: (lambda p=path: p.run(steps)) for name, path in paths.items()}, rounds, device)
+    return summarize_rounds(timed, reference=reference, epoch_images=epoch_images)
 
-    if attack.startswith("pgd"):  # untimed warm-up at the timed batch shape (kernel selection, allocator)
-        with exact_fp32(exact):
-            evaluate(model, x[:batch_size], y[:batch_size], attacks=["pgd1"], threat=threat, batch_size=batch_size,
-                     device=device)
-    sync(device)
-    began = time.perf_counter()
-    with exact_fp32(exact):
-        result = evaluate(model, x, y, attacks=[attack], threat=threat, batch_size=batch_size, device=device)
-    sync(device)
-    seconds = time.perf_counter() - began
-    return {"images": len(y), "seconds": seconds, "images_per_s": len(y) / seconds,
-            "accuracy": result.accuracy[attack], "batch_size": batch_size}
+
+def check_fair_precision(precision: str, tf32: bool, device: torch.device) -> str:
+    """The training precision atkit will use; refuses a precision whose TF32 mode differs from the reference's."""
+    used, _ = training_precision(precision, device, "pgd_at")
+    if used == "fp32" and tf32:
+        raise ConfigError("precision fp32 is exact (TF32 off) but --tf32 on times the reference with TF32: "
+                          "use --precision tf32 with --tf32 on, or --tf32 off")
+    if used == "tf32" and not tf32:
+        raise ConfigError("precision tf32 runs TF32 but --tf32 off times the reference without: use --tf32 on")
+    return used
 
 
 # ------------------------------------------------------------------------------------------------ main
-def _channels_last_arg(value: str) -> Any:
-    return {"true": True, "false": False, "auto": "auto"}[value]
-
-
-def _compile_arg(value: str) -> Any:
-    return {"false": False, "true": True}.get(value, value)
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="resnet18", help="atkit model name (small_cnn for the CPU smoke form)")
@@ -280,17 +354,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="ImageFolder tree with train/ and test/ (dataset folder)")
     p.add_argument("--n-train", type=int, default=0, help="synthetic training images (default: just enough)")
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--steps", type=int, default=20, help="timed training steps; 0 = one full epoch")
+    p.add_argument("--steps", type=int, default=10, help="timed training steps per path per round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (order alternating)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps before timing (each path)")
     p.add_argument("--attack-steps", type=int, default=10)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads of this process (default 1)")
     p.add_argument("--workers", type=int, default=None, help="reference DataLoader workers (default 2 on CUDA, 0 on CPU)")
-    p.add_argument("--paths", default=None,
-                   help="comma list of reference,atkit,atkit_fp32 (default: all on CUDA, reference,atkit on CPU)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"], help="atkit path precision")
+    p.add_argument("--paths", default="reference,atkit", help="comma list of reference, atkit")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "tf32", "bf16"], help="atkit path precision")
+    p.add_argument("--tf32", default="off", choices=["off", "on"],
+                   help="TF32 switches for both sides (reference loop; atkit's fp32 arithmetic and evaluation)")
     p.add_argument("--channels-last", default="auto", choices=["auto", "true", "false"])
     p.add_argument("--compile", default="false", help="false, true or a torch.compile backend (atkit path)")
     p.add_argument("--eval-n", type=int, default=1000, help="test images for the evaluation benchmark (0: skip it)")
+    p.add_argument("--eval-rounds", type=int, default=2, help="interleaved rounds of the PGD-20 evaluation")
     p.add_argument("--eval-batch-size", type=int, default=None, help="atkit evaluation batch (default 1000 CUDA, 256 CPU)")
     p.add_argument("--ref-eval-batch-size", type=int, default=200, help="reference evaluation batch (released codes)")
     p.add_argument("--eval-bf16", action="store_true", help="also time atkit PGD-20 in bf16")
@@ -301,102 +379,126 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _evaluation(args: argparse.Namespace, model: nn.Module, dataset: Any, threat: Any,
+                device: torch.device, paths: list[str], workers: int, tf32: bool) -> dict[str, Any]:
+    from atkit.evaluate import evaluate  # why: only the evaluation part needs it
+
+    n = min(args.eval_n, len(dataset.test_y))
+    x, y = to_float_images(dataset.test_x[:n]), dataset.test_y[:n]
+    eval_bs = args.eval_batch_size or (1000 if device.type == "cuda" else 256)
+    threat_eval = {"norm": threat.norm, "eps": threat.eps, "step_size": threat.step_size}
+    model.eval()
+    exact = "tf32" if tf32 else "fp32"
+
+    def atkit_pgd(view: nn.Module, precision: str) -> Runner:
+        def run() -> dict[str, Any]:
+            with precision_scope(precision, device):
+                flags = tf32_flags()
+                acc = evaluate(view, x, y, attacks=["pgd20"], threat=threat_eval, batch_size=eval_bs,
+                               device=device).accuracy["pgd20"]
+            return {"images": len(y), "accuracy": acc, "tf32": flags, "precision": precision, "batch_size": eval_bs}
+        return run
+
+    runners: dict[str, Runner] = {}
+    if "reference" in paths:
+        ref_model = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
+        loader = reference_loader(dataset.test_x[:n], dataset.test_y[:n], args.ref_eval_batch_size, train=False,
+                                  workers=workers, pin_memory=device.type == "cuda")
+        runners["reference"] = lambda: reference_eval_pgd(ref_model, loader, device, eps=threat.eps,
+                                                          step_size=threat.step_size, steps=20, tf32=tf32)
+    runners[f"atkit_{exact}"] = atkit_pgd(model, exact)
+    if args.eval_bf16:
+        runners["atkit_bf16"] = atkit_pgd(eval_model(model, device=device, precision="bf16",
+                                                     channels_last=device.type == "cuda"), "bf16")
+    with precision_scope(exact, device):  # untimed warm-up at the timed batch shape (kernel selection, allocator)
+        evaluate(model, x[:eval_bs], y[:eval_bs], attacks=["pgd1"], threat=threat_eval, batch_size=eval_bs, device=device)
+    log(f"timing PGD-20 evaluation: {', '.join(runners)}")
+    ev: dict[str, Any] = summarize_rounds(interleave(runners, args.eval_rounds, device))
+    if not args.skip_aa:
+        log("timing standard AutoAttack")
+        with precision_scope("fp32", device):
+            sync(device)
+            began = time.perf_counter()
+            acc = evaluate(model, x, y, attacks=["aa"], threat=threat_eval, batch_size=eval_bs, device=device).accuracy["aa"]
+            sync(device)
+        seconds = time.perf_counter() - began
+        ev["atkit_aa_standard"] = {"images": len(y), "seconds": seconds, "images_per_s": len(y) / seconds,
+                                   "accuracy": acc, "precision": "fp32"}
+    return ev
+
+
 def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
+    """Run the benchmark; the caller's thread count is restored afterwards (it is a process-wide setting, and a
+    different count changes the floating-point sums of everything that runs after it in the same process)."""
+    threads = torch.get_num_threads()
+    try:
+        return _main(argv)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args = build_parser().parse_args(argv)
     device = resolve_device(args.device)
     if args.dataset == "folder" and not args.root:
         raise ConfigError("--dataset folder needs --root (an ImageFolder tree with train/ and test/)")
-    paths = (args.paths.split(",") if args.paths else
-             ["reference", "atkit", "atkit_fp32"] if device.type == "cuda" else ["reference", "atkit"])
+    paths = [p.strip() for p in args.paths.split(",") if p.strip()]
     for name in paths:
-        if name not in ("reference", "atkit", "atkit_fp32"):
-            raise ConfigError(f"unknown path {name!r}; accepted: reference, atkit, atkit_fp32")
+        if name not in ("reference", "atkit"):
+            raise ConfigError(f"unknown path {name!r}; accepted: reference, atkit")
+    if args.rounds < 1 or args.eval_rounds < 1 or args.steps < 1 or args.threads < 1:
+        raise ConfigError("--rounds, --eval-rounds, --steps and --threads must be at least 1")
+    tf32 = args.tf32 == "on"
+    precision = check_fair_precision(args.precision, tf32, device)
+    set_threads(args.threads)
     workers = args.workers if args.workers is not None else (2 if device.type == "cuda" else 0)
-    eval_bs = args.eval_batch_size or (1000 if device.type == "cuda" else 256)
-    n_train = args.n_train or max(args.batch_size * (max(args.steps, 1) + args.warmup), 2 * args.batch_size)
+    n_train = args.n_train or max(args.batch_size * (args.steps * args.rounds + args.warmup + 1), 2 * args.batch_size)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # as the released scripts do; atkit's fast path does it too
 
     given = list(sys.argv[1:] if argv is None else argv)
-    command = " ".join(["python", "benchmarks/bench_at.py"] + [shlex.quote(a) for a in given])
     results: dict[str, Any] = {
         "benchmark": "pgd10-at-throughput",
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": command,
+        "command": " ".join(["python", "benchmarks/bench_at.py"] + [shlex.quote(a) for a in given]),
         "machine": machine_info(device),
-        "settings": {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size,
-                     "steps": args.steps or "epoch", "warmup": args.warmup, "attack_steps": args.attack_steps,
-                     "reference_workers": workers, "eval_n": args.eval_n, "eval_batch_size": eval_bs},
-        "train": {},
+        "method": "interleaved rounds (order alternating), median of per-round images/s ratios",
+        "settings": {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size, "rounds": args.rounds,
+                     "steps_per_round": args.steps, "warmup": args.warmup, "attack_steps": args.attack_steps,
+                     "precision": precision, "tf32": args.tf32, "threads": args.threads,
+                     "reference_workers": workers, "eval_n": args.eval_n, "eval_rounds": args.eval_rounds},
     }
     with tempfile.TemporaryDirectory(prefix="atkit-bench-") as tmp:
-        trainers: dict[str, Trainer] = {}
-        for name in [p for p in paths if p.startswith("atkit")]:
-            trainers[name] = atkit_trainer(args, device, tmp, exact=(name == "atkit_fp32"), n_train=n_train)
-        first = next(iter(trainers.values()), None) or atkit_trainer(args, device, tmp, exact=True, n_train=n_train)
-        dataset = first.dataset
-        threat = first.config.threat_model()
-        threat_eval = {"norm": threat.norm, "eps": threat.eps, "step_size": threat.step_size}
-        # Every path starts from the same weights: the trainers build theirs from the same seed.
-        initial = copy.deepcopy(first.model).to(memory_format=torch.contiguous_format)
-
+        trainer = atkit_trainer(model=args.model, batch_size=args.batch_size, precision=precision, device=device,
+                                out_dir=tmp, dataset=args.dataset, root=args.root, n_train=n_train,
+                                n_test=args.eval_n, attack_steps=args.attack_steps,
+                                channels_last={"true": True, "false": False}.get(args.channels_last, "auto"),
+                                compile={"false": False, "true": True}.get(args.compile, args.compile), seed=args.seed)
+        dataset, threat = trainer.dataset, trainer.config.threat_model()
+        # Every path starts from the same weights.
+        initial = copy.deepcopy(trainer.model).to(memory_format=torch.contiguous_format)
+        runners: dict[str, Any] = {}
         if "reference" in paths:
-            log("timing the reference loop")
-            loader = reference_loader(dataset.train_x, dataset.train_y, args.batch_size, train=True,
-                                      workers=workers, pin_memory=device.type == "cuda")
-            ref_model = copy.deepcopy(initial).to(device)
-            steps = len(loader) if args.steps == 0 else args.steps
-            results["train"]["reference"] = reference_train(
-                ref_model, loader, device, steps=steps, warmup=args.warmup, eps=threat.eps,
-                step_size=threat.step_size, attack_steps=args.attack_steps)
-            del ref_model
-        for name, trainer in trainers.items():
-            log(f"timing {name}")
-            results["train"][name] = time_trainer(trainer, device, steps=args.steps, warmup=args.warmup)
-        ref_ips = results["train"].get("reference", {}).get("images_per_s")
+            loader = reference_loader(dataset.train_x, dataset.train_y, args.batch_size, train=True, workers=workers,
+                                      pin_memory=device.type == "cuda")
+            runners["reference"] = ReferenceTraining(copy.deepcopy(initial).to(device), loader, device, eps=threat.eps,
+                                                     step_size=threat.step_size, attack_steps=args.attack_steps, tf32=tf32)
+        if "atkit" in paths:
+            runners["atkit"] = AtkitTraining(trainer, tf32=tf32)
         train_size = len(dataset.train_y) if args.dataset == "folder" else CIFAR_TRAIN_SIZE
-        for name, row in results["train"].items():
-            row["epoch_seconds_estimate"] = train_size / row["images_per_s"]
-            if ref_ips and name != "reference":
-                row["speedup_vs_reference"] = row["images_per_s"] / ref_ips
+        log(f"timing training: {', '.join(runners)} ({args.rounds} rounds of {args.steps} steps)")
+        results["train"] = compare_training(runners, rounds=args.rounds, steps=args.steps, warmup=args.warmup,
+                                            device=device, epoch_images=train_size)
         results["settings"]["epoch_size_for_estimate"] = train_size
-
         if args.eval_n > 0:
-            n = min(args.eval_n, len(dataset.test_y))
-            x, y = to_float_images(dataset.test_x[:n]), dataset.test_y[:n]
             if args.checkpoint:
                 model = load_model(args.checkpoint, device=device)
                 results["settings"]["eval_model"] = f"checkpoint {args.checkpoint}"
             else:
-                name = "atkit" if "atkit" in trainers else next(iter(trainers), None)
-                model = (trainers[name] if name else first).model
-                trained = (min(args.warmup, len(first.loader)) + results["train"][name]["steps"]) if name else 0
-                results["settings"]["eval_model"] = (f"{args.model} after {trained} PGD-AT steps of the {name or 'no'} "
-                                                     "path (not robust: AutoAttack time not representative)")
-            model.eval()
-            ev: dict[str, Any] = {}
-            log("timing atkit PGD-20 (fp32)")
-            ev["atkit_pgd20_fp32"] = time_evaluate(model, x, y, "pgd20", batch_size=eval_bs, device=device,
-                                                   threat=threat_eval)
-            if args.eval_bf16:
-                fast = eval_model(model, device=device, precision="bf16", channels_last=device.type == "cuda")
-                ev["atkit_pgd20_bf16"] = time_evaluate(fast, x, y, "pgd20", batch_size=eval_bs, device=device,
-                                                       threat=threat_eval, exact=False)
-            if "reference" in paths:
-                ref_eval_loader = reference_loader(dataset.test_x[:n], dataset.test_y[:n], args.ref_eval_batch_size,
-                                                   train=False, workers=workers, pin_memory=device.type == "cuda")
-                log("timing reference PGD-20")
-                ev["reference_pgd20"] = reference_eval_pgd(copy.deepcopy(model).to(memory_format=torch.contiguous_format),
-                                                           ref_eval_loader, device, eps=threat.eps,
-                                                           step_size=threat.step_size, steps=20)
-                ev["atkit_pgd20_fp32"]["speedup_vs_reference"] = (ev["atkit_pgd20_fp32"]["images_per_s"]
-                                                                  / ev["reference_pgd20"]["images_per_s"])
-            if not args.skip_aa:
-                log("timing standard AutoAttack")
-                ev["atkit_aa_standard"] = time_evaluate(model, x, y, "aa", batch_size=eval_bs, device=device,
-                                                        threat=threat_eval)
-            results["eval"] = ev
-
+                model = trainer.model
+                results["settings"]["eval_model"] = (f"{args.model} after a few PGD-AT steps (not robust: AutoAttack "
+                                                     "time not representative)")
+            results["eval"] = _evaluation(args, model, dataset, threat, device, paths, workers, tf32)
     _print(results)
     if args.out:
         atomic_write_json(args.out, results)
@@ -405,18 +507,18 @@ def main(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
 
 def _print(results: dict[str, Any]) -> None:
-    m = results["machine"]
-    print(f"{results['date']}  {m.get('gpu') or m['cpu']}  torch {m['torch']}")
-    s = results["settings"]
-    print(f"PGD-{s['attack_steps']} AT, {s['model']}, batch {s['batch_size']}, {s['steps']} timed steps")
-    for name, row in results["train"].items():
-        extra = f"  x{row['speedup_vs_reference']:.2f} vs reference" if "speedup_vs_reference" in row else ""
-        print(f"  train {name:<11} {row['images_per_s']:9.1f} img/s  ({row['seconds']:.2f} s; "
-              f"~{row['epoch_seconds_estimate']:.1f} s/epoch of {s['epoch_size_for_estimate']}){extra}")
-    for name, row in results.get("eval", {}).items():
-        extra = f"  x{row['speedup_vs_reference']:.2f} vs reference" if "speedup_vs_reference" in row else ""
-        print(f"  eval  {name:<17} {row['images_per_s']:9.1f} img/s  ({row['seconds']:.2f} s on {row['images']}, "
-              f"acc {row['accuracy']:.1f}%){extra}")
+    m, s = results["machine"], results["settings"]
+    print(f"{results['date']}  {m.get('gpu') or m['cpu']}  torch {m['torch']}  threads {m['torch_threads']}")
+    print(f"PGD-{s['attack_steps']} AT, {s['model']}, batch {s['batch_size']}, {s['rounds']} rounds x "
+          f"{s['steps_per_round']} steps, atkit {s['precision']}, TF32 {s['tf32']} on both sides")
+    for part in ("train", "eval"):
+        for name, row in results.get(part, {}).items():
+            extra = (f"  x{row['speedup_vs_reference']:.2f} vs reference (median; rounds "
+                     f"{row['speedup_range'][0]:.2f}-{row['speedup_range'][1]:.2f}; CPU time x"
+                     f"{row['cpu_speedup_vs_reference']:.2f})" if "speedup_vs_reference" in row else "")
+            acc = f", acc {row['accuracy']:.1f}%" if "accuracy" in row else ""
+            print(f"  {part:5s} {name:<17} {row['images_per_s']:9.1f} img/s  ({row['seconds']:.2f} s wall, "
+                  f"{row.get('process_cpu_seconds', float('nan')):.2f} s CPU{acc}){extra}")
 
 
 if __name__ == "__main__":

@@ -1,74 +1,107 @@
 #!/usr/bin/env bash
-# One call for a GPU (one H200, at most about 9 minutes of wall time): the speed and parity figures of
-# benchmarks/README.md, written as one JSON under $OUT, with a one-screen summary on stdout.
+# The first GPU figures in one call on a bare device machine (Python 3.12, torch, torchvision, numpy, pandas, scipy,
+# seaborn, matplotlib, tqdm, PyYAML; no pyautoattack, no atkit install, no network), in about 6.5 minutes:
 #
-#   OUT=outputs/gpu_suite DATA_TAR=path/to/cifar10-jpeg.tar.gz bash benchmarks/gpu_suite.sh     # on the GPU
-#   OUT=outputs/gpu_suite bash benchmarks/gpu_suite.sh --dry                                       # CPU dry form (CI)
+#   bash benchmarks/gpu_suite.sh                  # on the GPU machine (results in $OUT, default outputs/gpu_suite)
+#   bash benchmarks/gpu_suite.sh --dry            # the CPU form at tiny sizes (CI: tests/test_benchmark.py)
+#   bash benchmarks/gpu_suite.sh --summarize      # the one-screen summary again, from whatever $OUT holds
+#   bash benchmarks/gpu_suite.sh --prepare --archive path/to/cifar10-jpeg.tar.gz   # on the sending machine
+#   ... --steps train,autoattack                  # a subset (steps: train autoattack wrn_profile compile parity)
 #
-# Steps: (1) unpack the CIFAR-10 ImageFolder archive (DATA_TAR, or DATA_ROOT already unpacked);
-# (2) ResNet-18 PGD-10 AT: atkit's fast path and the plain PyTorch loop, timed in the same process (ratio);
-# (3) WRN-34-10 PGD-10 AT step time (atkit's fast path); (4) a briefly trained ResNet-18 (PGD-AT, a few hundred
-# steps), then standard AutoAttack on 1,000 test images, extrapolated to 10,000; (5) a short bf16-vs-fp32 parity
-# run. --dry runs every step on the CPU with a small CNN and the synthetic data at tiny sizes (AutoAttack replaced
-# by APGD-CE at 2 iterations) so that the plumbing is tested without a GPU.
-set -euo pipefail
+# What it does: installs the carried pyautoattack wheel (.whl/*.whl, or $WHEELS/*.whl) into a target folder,
+# unpacks the carried CIFAR-10 JPEG archive (.device/cifar10-jpeg.tar.gz, or DATA_TAR), imports atkit from this
+# tree (PYTHONPATH), then runs the measurement steps of benchmarks/gpu_suite_steps.py, each in its own process
+# under its own time limit, all inside SUITE_SECONDS (default 390). Every result goes into $OUT/gpu_suite.json the
+# moment it exists, everything else into $OUT/gpu_suite.log: two files. A failing or cut step never stops the
+# others (no set -e). Per-step limits (seconds): LIMIT_train, LIMIT_autoattack, LIMIT_wrn_profile, LIMIT_compile,
+# LIMIT_parity. Scratch (the wheel's target folder, the images, run folders): WORK (default a fresh /tmp folder).
+set -u
 cd "$(dirname "$0")/.."
-DRY=0
-[ "${1:-}" = "--dry" ] && DRY=1
-OUT=${OUT:?set OUT to the folder the results go to}
-mkdir -p "$OUT"
+REPO=$PWD
 PY=${PYTHON:-python3}
-[ -x .venv/bin/python ] && [ -z "${PYTHON:-}" ] && PY=.venv/bin/python
-STEP_LOG="$OUT/gpu_suite.log"
-: > "$STEP_LOG"
+MODE=gpu
+STEPS=train,autoattack,wrn_profile,compile
+PASS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry) MODE=dry ;;
+    --summarize) MODE=summarize ;;
+    --prepare) MODE=prepare ;;
+    --steps) STEPS=${2:?--steps needs a comma list}; shift ;;
+    *) PASS+=("$1") ;;
+  esac
+  shift
+done
+if [ "$MODE" = prepare ]; then exec $PY benchmarks/gpu_suite.py prepare "${PASS[@]}"; fi
+if [ ${#PASS[@]} -gt 0 ]; then echo "gpu_suite.sh: unknown argument(s): ${PASS[*]}" >&2; exit 2; fi
+OUT=${OUT:-outputs/gpu_suite}
+mkdir -p "$OUT" || exit 2
+if [ "$MODE" = summarize ]; then exec $PY benchmarks/gpu_suite.py summarize "$OUT"; fi
+
+WORK=${WORK:-$(mktemp -d "${TMPDIR:-/tmp}/atkit_gpu_suite.XXXXXX")}
+mkdir -p "$WORK" || exit 2
+LOG=$OUT/gpu_suite.log
+: > "$LOG"
 began=$(date +%s)
-step() { echo "[gpu_suite +$(( $(date +%s) - began ))s] $*" | tee -a "$STEP_LOG" >&2; }
+if [ "$MODE" = dry ]; then BUDGET=${SUITE_SECONDS:-300}; DRY=--dry; else BUDGET=${SUITE_SECONDS:-390}; DRY=; fi
+deadline=$((began + BUDGET))
+note() { echo "[gpu_suite +$(( $(date +%s) - began ))s] $*" | tee -a "$LOG"; }
+note "mode $MODE, budget ${BUDGET}s, steps $STEPS, work $WORK, python $($PY -c 'import sys; print(sys.version.split()[0])')"
 
-if [ "$DRY" = 1 ]; then
-  DEVICE=cpu; MODEL=small_cnn; WIDE=small_cnn; DATA=(--dataset synthetic)
-  R18=(--batch-size 8 --steps 1 --warmup 1 --attack-steps 2 --eval-n 16 --skip-aa)
-  WRN=(--batch-size 8 --steps 1 --warmup 1 --attack-steps 2 --eval-n 0 --skip-aa --paths atkit)
-  TRAIN_SET=(--set dataset=synthetic --set "data={n_train: 64, n_test: 32, image_size: 16}" --set model=small_cnn
-             --set epochs=1 --set max_steps_per_epoch=2 --set threat.steps=2)
-  AA_N=16; AA_ATTACKS=apgd-ce; AA_ITER=2
-  PARITY=(--model small_cnn --dataset synthetic --n-train 64 --batch-size 16 --epochs 1 --max-steps 2
-          --attack-steps 2 --seeds 0 --eval-n 16 --schedule constant --fast-precision bf16)
-else
-  DEVICE=cuda; MODEL=resnet18; WIDE=wrn34_10
-  DATA_ROOT=${DATA_ROOT:-data/cifar10-jpeg}
-  if [ ! -d "$DATA_ROOT/train" ]; then
-    [ -n "${DATA_TAR:-}" ] || { echo "gpu_suite: no $DATA_ROOT/train and no DATA_TAR to unpack" >&2; exit 2; }
-    step "unpacking $DATA_TAR"
-    mkdir -p "$(dirname "$DATA_ROOT")" && tar -xzf "$DATA_TAR" -C "$(dirname "$DATA_ROOT")"
+# 1. pyautoattack from the carried wheel, into a target folder (nothing is installed into the machine's Python).
+SITE=$WORK/site
+WHEELS=${WHEELS:-.whl}
+if compgen -G "$WHEELS/*.whl" > /dev/null; then
+  if $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$WHEELS"/*.whl \
+      >> "$LOG" 2>&1; then
+    note "installed into $SITE: $(cd "$WHEELS" && ls *.whl | tr '\n' ' ')"
+  else
+    note "pip install of $WHEELS/*.whl FAILED (see the log): the AutoAttack step will fail, the others run"
   fi
-  DATA=(--dataset folder --root "$DATA_ROOT")
-  # The fast path is measured in bf16 (asked for: "auto" trains in fp32 unless a method's bf16 parity is measured).
-  R18=(--batch-size 128 --steps 100 --warmup 10 --eval-n 1000 --skip-aa --paths atkit,reference --precision bf16)
-  WRN=(--batch-size 128 --steps 20 --warmup 3 --eval-n 0 --skip-aa --paths atkit --precision bf16)
-  TRAIN_SET=(--set dataset=folder --set "data.root=$DATA_ROOT" --set model=resnet18 --set epochs=2
-             --set max_steps_per_epoch=150 --set schedule=constant)
-  AA_N=1000; AA_ATTACKS=standard; AA_ITER=0
-  PARITY=(--model resnet18 --dataset folder --root "$DATA_ROOT" --epochs 2 --max-steps 150 --seeds 0,1
-          --eval-n 1000 --fast-precision bf16)
+else
+  note "no $WHEELS/*.whl: pyautoattack must already be importable (gpu_suite.py prepare makes the wheel)"
 fi
+# 2. atkit from this tree, not installed.
+export PYTHONPATH="$SITE:$REPO${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+# 3. the CIFAR-10 JPEG archive, unpacked once.
+DATA_TAR=${DATA_TAR:-.device/cifar10-jpeg.tar.gz}
+DATA_ROOT=
+if [ -f "$DATA_TAR" ]; then
+  mkdir -p "$WORK/data" && tar -xzf "$DATA_TAR" -C "$WORK/data" >> "$LOG" 2>&1
+  train_dir=$(find "$WORK/data" -maxdepth 3 -type d -name train | head -n 1)
+  if [ -n "$train_dir" ]; then DATA_ROOT=$(dirname "$train_dir"); note "data: $DATA_TAR unpacked to $DATA_ROOT"
+  else note "data: $DATA_TAR has no train/ folder"; fi
+elif [ "$MODE" = dry ]; then
+  note "data: no $DATA_TAR; the dry form uses the synthetic data"
+else
+  note "data: no $DATA_TAR (carry .device): the steps will fail"
+fi
+$PY benchmarks/gpu_suite.py init --out "$OUT" $DRY --budget "$BUDGET" --steps "$STEPS" --data-root "$DATA_ROOT" \
+  --command "bash benchmarks/gpu_suite.sh${DRY:+ $DRY} --steps $STEPS" >> "$LOG" 2>&1 || note "init FAILED"
 
-step "ResNet-18 PGD-10 AT: atkit fast path vs plain loop"
-$PY benchmarks/bench_at.py --device $DEVICE --model $MODEL "${DATA[@]}" "${R18[@]}" --out "$OUT/train_resnet18.json" \
-  >> "$STEP_LOG" 2>&1
-step "WRN-34-10 PGD-10 AT step time"
-$PY benchmarks/bench_at.py --device $DEVICE --model $WIDE "${DATA[@]}" "${WRN[@]}" --out "$OUT/train_wrn34_10.json" \
-  >> "$STEP_LOG" 2>&1
-step "brief PGD-AT training for the AutoAttack timing"
-cat > "$OUT/brief_pgd_at.yaml" <<YAML
-method: pgd_at
-eval: {n_test: 100, pgd_steps: 0, final_attacks: [clean], sanity: false}
-YAML
-$PY -m atkit train "$OUT/brief_pgd_at.yaml" --device $DEVICE --out-dir "$OUT/runs" --quiet "${TRAIN_SET[@]}" \
-  > "$OUT/brief_train.json" 2>> "$STEP_LOG"
-step "AutoAttack ($AA_ATTACKS) on $AA_N test images"
-$PY benchmarks/gpu_suite_aa.py --run "$(tail -n 1 "$OUT/brief_train.json")" --n "$AA_N" --attacks "$AA_ATTACKS" \
-  --n-iter "$AA_ITER" --device $DEVICE --out "$OUT/aa.json" >> "$STEP_LOG" 2>&1
-step "bf16 vs fp32 parity"
-$PY benchmarks/parity.py --device $DEVICE "${PARITY[@]}" --out "$OUT/parity.json" >> "$STEP_LOG" 2>&1
-step "summary"
-$PY benchmarks/gpu_suite_aa.py --summarise "$OUT" --wall-seconds $(( $(date +%s) - began )) --dry $DRY
+# 4. the steps, each in its own process under min(its limit, what is left of the budget).
+default_limit() {
+  case "$1" in train) echo 90 ;; autoattack) echo 200 ;; wrn_profile) echo 50 ;; compile) echo 110 ;; *) echo 240 ;; esac
+}
+RESERVE=8   # for the summary
+for step in ${STEPS//,/ }; do
+  var=LIMIT_$step
+  limit=${!var:-$(default_limit "$step")}
+  left=$(( deadline - $(date +%s) - RESERVE ))
+  if [ "$left" -lt 20 ]; then
+    note "step $step: skipped (${left}s left of the budget)"
+    $PY benchmarks/gpu_suite.py mark "$step" 0 --out "$OUT" --skipped "${left}s left of the ${BUDGET}s budget" >> "$LOG" 2>&1
+    continue
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
+  note "step $step: start (limit ${limit}s)"
+  timeout -k 10 "$limit" $PY benchmarks/gpu_suite.py step "$step" --out "$OUT" $DRY --deadline $(( $(date +%s) + limit - 3 )) \
+    --data-root "$DATA_ROOT" --work "$WORK" >> "$LOG" 2>&1
+  rc=$?
+  $PY benchmarks/gpu_suite.py mark "$step" "$rc" --out "$OUT" --limit "$limit" >> "$LOG" 2>&1
+  note "step $step: exit $rc"
+done
+find "$OUT" -maxdepth 1 -name '*.tmp' -delete 2>/dev/null
+note "done"
+$PY benchmarks/gpu_suite.py summarize "$OUT" --wall-seconds $(( $(date +%s) - began )) | tee -a "$LOG"

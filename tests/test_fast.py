@@ -13,8 +13,10 @@ import torch.nn.functional as F
 from atkit.attacks import attack_mode, pgd
 from atkit import fast
 from atkit.config import RunConfig
-from atkit.fast import (AutocastModel, compile_model, describe, eval_model, exact_fp32, resolve_channels_last,
-                        resolve_precision, training_model, unwrap_model)
+from atkit.fast import (AutocastModel, compile_model, describe, eval_model, evaluation_parity, exact_fp32,
+                        precision_scope, resolve_channels_last, resolve_precision, tf32_mode, training_model,
+                        training_precision, unwrap_model)
+from atkit.stats import newcombe_paired_interval
 from atkit.models import Features, build_model
 from atkit.train import Trainer, load_model
 from atkit.utils import ConfigError
@@ -248,3 +250,80 @@ def test_bf16_parity_decision_needs_three_paired_seeds():
     assert d["verdict"] == fast.BF16_NOT_MEASURED and not d["bf16_default"]
     with pytest.raises(ValueError, match="pair them by seed"):
         fast.bf16_parity_decision({"clean": [1, 2, 3], "pgd20": [1, 2, 3]}, {"clean": [1, 2], "pgd20": [1, 2, 3]})
+
+
+def _tf32() -> tuple[bool, bool]:
+    return torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+
+
+def test_tf32_precision_turns_tf32_on_and_each_precision_sets_its_switches():
+    """``tf32``: fp32 tensors (no autocast), TF32 switches on inside the scope; fp32 turns them off; bf16 leaves
+    them; all restored afterwards. It is a training and an evaluation precision."""
+    before = _tf32()
+    try:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = True, False  # torch's defaults
+        assert resolve_precision("tf32", "cpu") is None and training_precision("tf32", "cpu", "mart")[0] == "tf32"
+        with precision_scope("tf32", "cpu"):
+            assert _tf32() == (True, True)
+            with precision_scope("fp32", "cpu"):
+                assert _tf32() == (False, False)
+            assert _tf32() == (True, True)
+        with precision_scope("bf16", "cpu"):
+            assert _tf32() == (True, False)
+        with tf32_mode(False):
+            assert _tf32() == (False, False)
+        assert _tf32() == (True, False)
+        assert eval_model(_model(), device="cpu", precision="tf32").__class__ is not AutocastModel
+        cfg = RunConfig.from_dict({"model": "small_cnn", "precision": "tf32", "eval": {"precision": "tf32"}})
+        cfg.validate()
+        with pytest.raises(ConfigError, match="tf32"):  # the error lists the accepted precisions
+            RunConfig.from_dict({"model": "small_cnn", "eval": {"precision": "fp16"}}).validate()
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+
+
+def _paired_flags(both: int, only_reduced: int, only_fp32: int, neither: int) -> tuple[list[bool], list[bool]]:
+    fp32 = [True] * both + [False] * only_reduced + [True] * only_fp32 + [False] * neither
+    reduced = [True] * both + [True] * only_reduced + [False] * only_fp32 + [False] * neither
+    return fp32, reduced
+
+
+def test_evaluation_parity_decides_by_the_interval_against_the_margin():
+    """Parity iff the 95 % Newcombe interval of (reduced - fp32) lies inside +-margin: on both sides of the edge,
+    in both directions, and never from a sample too small to resolve the margin."""
+    fp32, reduced = _paired_flags(300, 0, 0, 700)  # 1,000 images, identical results
+    rec = evaluation_parity(fp32, reduced, precision="bf16", evaluation="AutoAttack standard")
+    assert rec["parity"] is True and rec["agreement"] == 100.0 and rec["difference"] == 0.0
+    assert rec["n"] == 1000 and rec["fp32_accuracy"] == rec["reduced_accuracy"] == 30.0
+    assert -0.5 < rec["diff_ci95"][0] < 0 < rec["diff_ci95"][1] < 0.5 and rec["mcnemar_p"] == 1.0
+    json.dumps(rec)  # JSON-ready for provenance
+
+    # Find the edge: k images correct only under the reduced precision, on 4,000 images.
+    def high(k: int) -> float:
+        return 100 * newcombe_paired_interval(1500, k, 0, 2500 - k)[1]
+    edge = next(k for k in range(1, 40) if high(k) > 0.5)
+    assert high(edge - 1) <= 0.5 < high(edge)
+    for k, expected in ((edge - 1, True), (edge, False)):
+        fp32, reduced = _paired_flags(1500, k, 0, 2500 - k)
+        rec = evaluation_parity(fp32, reduced, precision="tf32")
+        assert rec["parity"] is expected, (k, rec["diff_ci95"])
+        assert rec["only_reduced_correct"] == k and rec["difference"] == pytest.approx(100 * k / 4000)
+        # The other direction (reduced precision worse) is decided by the same margin.
+        rec = evaluation_parity(reduced, fp32, precision="tf32")
+        assert rec["parity"] is expected and rec["difference"] == pytest.approx(-100 * k / 4000)
+        assert rec["diff_ci95"][0] == pytest.approx(-high(k))
+    # A wider margin accepts what 0.5 rejects; a clear shift is rejected with a small McNemar p-value.
+    fp32, reduced = _paired_flags(1500, edge, 0, 2500 - edge)
+    assert evaluation_parity(fp32, reduced, precision="tf32", margin=1.0)["parity"] is True
+    fp32, reduced = _paired_flags(300, 40, 5, 655)
+    rec = evaluation_parity(fp32, reduced, precision="bf16")
+    assert rec["parity"] is False and rec["mcnemar_p"] < 1e-4 and rec["difference"] == pytest.approx(3.5)
+    # 16 identical images cannot show parity within half a point.
+    fp32, reduced = _paired_flags(8, 0, 0, 8)
+    assert evaluation_parity(fp32, reduced, precision="bf16")["parity"] is False
+    with pytest.raises(ConfigError, match="precision='fp32'.*tf32, bf16"):
+        evaluation_parity(fp32, reduced, precision="fp32")
+    with pytest.raises(ConfigError, match="margin=0"):
+        evaluation_parity(fp32, reduced, precision="bf16", margin=0)
+    with pytest.raises(ValueError, match="same non-zero length"):
+        evaluation_parity(fp32, reduced[:-1], precision="bf16")

@@ -18,7 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..attacks.mode import attack_mode
-from ..fast import eval_model, exact_fp32
+from ..fast import eval_model, precision_scope
 from ..progress import Phases, as_phases
 from ..provenance import build_provenance
 from ..stats import wilson_interval
@@ -54,20 +54,8 @@ def precision_context(model: nn.Module, precision: str, device: torch.device) ->
 
 @contextlib.contextmanager
 def _precision(model: nn.Module, precision: str, device: torch.device) -> Iterator[nn.Module]:
-    if precision == "bf16":
-        yield eval_model(model, device=device, precision="bf16")
-        return
-    if precision == "tf32" and device.type == "cuda":
-        cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-        before = (cudnn.allow_tf32, matmul.allow_tf32)
-        cudnn.allow_tf32, matmul.allow_tf32 = True, True
-        try:
-            yield model
-        finally:
-            cudnn.allow_tf32, matmul.allow_tf32 = before
-        return
-    with exact_fp32(True):
-        yield model
+    with precision_scope(precision, device):  # TF32 on for tf32, off for exact fp32 (atkit.fast)
+        yield eval_model(model, device=device, precision="bf16") if precision == "bf16" else model
 
 
 def chance_note(result: EvalResult) -> Optional[str]:
