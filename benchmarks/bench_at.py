@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _evaluation(args: argparse.Namespace, model: nn.Module, dataset: Any, threat: Any,
                 device: torch.device, paths: list[str], workers: int, tf32: bool) -> dict[str, Any]:
-    from atkit.evaluate import evaluate  # why: only the evaluation part needs it
+    from atkit.evaluation import evaluate  # why: only the evaluation part needs it
 
     n = min(args.eval_n, len(dataset.test_y))
     x, y = to_float_images(dataset.test_x[:n]), dataset.test_y[:n]
@@ -394,8 +394,9 @@ def _evaluation(args: argparse.Namespace, model: nn.Module, dataset: Any, threat
         def run() -> dict[str, Any]:
             with precision_scope(precision, device):
                 flags = tf32_flags()
-                acc = evaluate(view, x, y, attacks=["pgd20"], threat=threat_eval, batch_size=eval_bs,
-                               device=device).accuracy["pgd20"]
+                # The door sets the TF32 switches of the precision it is given: the same as this side's.
+                acc = evaluate(view, x, y, attacks=["pgd20"], threat=threat_eval, batch_size=eval_bs, device=device,
+                               precision="tf32" if precision == "tf32" else "fp32").accuracy["pgd20"]
             return {"images": len(y), "accuracy": acc, "tf32": flags, "precision": precision, "batch_size": eval_bs}
         return run
 

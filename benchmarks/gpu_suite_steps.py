@@ -33,7 +33,7 @@ from typing import Any, Callable
 import torch
 
 import bench_at as bench
-from atkit.attacks.autoattack import run_autoattack
+from atkit.evaluation.autoattack import run_autoattack
 from atkit.fast import AutocastModel, eval_model, evaluation_parity, precision_scope
 from atkit.stats import accuracy_record
 from atkit.train import Trainer, to_float_images

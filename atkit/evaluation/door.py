@@ -38,13 +38,15 @@ def resolve_eval_precision(precision: str, device: torch.device) -> str:
 
 
 @contextlib.contextmanager
-def precision_context(model: nn.Module, precision: str, device: torch.device) -> Iterator[nn.Module]:
+def precision_context(model: nn.Module, precision: str, device: torch.device,
+                      varying_shapes: bool = False) -> Iterator[nn.Module]:
     """The model the attacks see under ``precision`` and the matching TF32 setting: exact fp32 (TF32 off), fp32
     with TF32 on (CUDA matmuls and convolutions), or a bf16 autocast view (:func:`atkit.fast.eval_model`).
-    cuDNN's autotuning is off inside: an evaluation's batch shapes vary (AutoAttack's batches shrink as images
-    break), and tuning every new shape again costs more than it saves."""
+    With ``varying_shapes`` (whole-set attacks: AutoAttack's batches shrink as images break) cuDNN's autotuning is
+    off inside, since tuning every new shape again costs more than it saves; otherwise it is left as it is."""
     benchmark = torch.backends.cudnn.benchmark
-    torch.backends.cudnn.benchmark = False
+    if varying_shapes:
+        torch.backends.cudnn.benchmark = False
     try:
         with _precision(model, precision, device) as view:
             yield view
@@ -161,7 +163,8 @@ def evaluate(
     phases = as_phases(progress, "evaluate")
     protocols: Sequence[Optional[str]] = setup.protocols if dummy else (None,)
 
-    with precision_context(model, used_precision, dev) as view:
+    varying = any(a.whole_set for a in specs.values())
+    with precision_context(model, used_precision, dev, varying_shapes=varying) as view:
         if phases is not None:
             note = plan_note(view, x, y, specs, setup, len(protocols))
             if note:
