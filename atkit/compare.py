@@ -264,7 +264,7 @@ def pooled_comparison(flags_a: Sequence[Sequence[bool]], flags_b: Sequence[Seque
         acc_b.append(t.acc_b)
         per_seed.append({"seed": seed, "n": t.n, "acc_a": round(t.acc_a, 4), "acc_b": round(t.acc_b, 4),
                          "difference": round(t.difference, 4), "ci95": [round(v, 4) for v in t.diff_ci95],
-                         "p_value": round(t.p_value, 6), "only_a": t.only_a, "only_b": t.only_b,
+                         "p_value": float(f"{t.p_value:.4g}"), "only_a": t.only_a, "only_b": t.only_b,
                          "verdict": two_networks_verdict(t.p_value)})
     pooled = pool_paired_differences(diffs, heterogeneity_level=heterogeneity_level)
     return PooledComparison(seeds=tuple(seeds), per_seed=tuple(per_seed), pooled=pooled,

@@ -83,7 +83,7 @@ def test_every_verdict_names_the_scale_it_was_judged_at():
     assert judged_at([one]) == "clean 43.3 %, PGD-20 27.0 %"
     four = [model_learned(c, 10, n=2000, name=str(c), robust=r, robust_label="PGD-10")
             for c, r in ((41.3, 26.8), (45.15, 26.2), (34.95, 27.0), (42.5, 27.65))]
-    assert judged_at(four) == "clean 35.0-45.1 %, PGD-10 26.2-27.6 %, 4 models"
+    assert judged_at(four) == "clean 35.0-45.2 %, PGD-10 26.2-27.7 %, 4 models"  # halves up, as printed
     assert judged_at([model_learned(60.0, 10)]) == "clean 60.0 %" and judged_at([]) == ""
 
 
@@ -520,3 +520,9 @@ def test_collapse_verdict_by_threshold():
         for t in (r["from"] + 0.01, (r["from"] + r["to"]) / 2, r["to"] - 0.01):
             _assert_verdict(hard_labels_collapse_under_autoattack(rows, "pgd_at", 1000, 10, threshold=t), r["verdict"])
     assert "verdict by collapse threshold: below" in first.measured
+
+
+def test_the_scale_rounds_accuracies_as_printed():
+    assert judged_at([model_learned(43.3, 10, robust=26.94999873638153, robust_label="PGD-20")]) == \
+        "clean 43.3 %, PGD-20 27.0 %"  # 539 of 2,000 as a float32 mean
+    assert judged_at([model_learned(43.34, 10, robust=26.94, robust_label="PGD-20")]) == "clean 43.3 %, PGD-20 26.9 %"

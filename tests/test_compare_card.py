@@ -252,7 +252,7 @@ def test_compare_arms_pools_per_image_differences_paired_by_seed(tmp_path, capsy
     assert cmp["over_seeds"]["ci95"] == pytest.approx(list(over.ci95), abs=1e-4)
     for row, s in zip(cmp["per_seed"], (0, 1, 2)):
         t = mcnemar_test(flags(ARM_A, s), flags(ARM_B, s))
-        assert row["seed"] == s and row["p_value"] == pytest.approx(t.p_value, abs=1e-6)
+        assert row["seed"] == s and row["p_value"] == pytest.approx(t.p_value, rel=1e-3)
         assert row["verdict"] == ("differs" if t.p_value < 0.05 else "no difference detected")
     assert cmp["equivalence"]["margin"] == 1.0 and cmp["equivalence"]["equivalent"] is False  # 10 images: wide
     assert cli_main(["compare", *map(str, a), "--vs", *map(str, b)]) == 0

@@ -37,7 +37,7 @@ from .core import (AT_THIS_SCALE, CHANCE_FACTOR, CHANCE_MARGIN, CONSISTENT_WITH_
                    bonferroni_z, independent_difference_interval, interval_verdict, judge_check, judged_at,
                    learning_minimum, model_learned, per_image_data_missing, published_difference_verdict,
                    two_networks_verdict, verdict)
-from .ducat import (all_or_none_share, collapse_threshold_ranges, confusion_correlations,
+from .ducat import (FAILURE_PATTERNS_CLAIM, FAILURE_PATTERNS_RULE, all_or_none_share, collapse_threshold_ranges, confusion_correlations,
                     hard_labels_collapse_under_autoattack, similar_failure_patterns, transfer_follows_surrogate_success)
 from .raat import (BOUNDARY_SOURCE, ETA_SOURCE, appropriate_eta_helps_both, boundary_budget_hardly_moves_robustness,
                    budget_axis, moderate_boundary_budget_helps_clean, nonboundary_needs_full_budget)
@@ -45,7 +45,7 @@ from .rpat import (PERCEPTION_MSE_PAPER, PERCEPTION_MSE_SOURCE, RPAT_COMPARED_ME
                    rpat_table1_direction)
 
 __all__ = ["AT_THIS_SCALE", "BOUNDARY_SOURCE", "CHANCE_FACTOR", "CHANCE_MARGIN", "CONSISTENT_WITH_SIZE", "ClaimCheck",
-           "DIFFERS", "DOES_NOT_REPRODUCE", "ETA_SOURCE", "INCONCLUSIVE", "Learned", "NOT_JUDGED", "NOT_LEARNED",
+           "DIFFERS", "DOES_NOT_REPRODUCE", "ETA_SOURCE", "FAILURE_PATTERNS_CLAIM", "FAILURE_PATTERNS_RULE", "INCONCLUSIVE", "Learned", "NOT_JUDGED", "NOT_LEARNED",
            "NO_DIFFERENCE", "PERCEPTION_MSE_PAPER", "PERCEPTION_MSE_SOURCE", "PER_IMAGE_MISSING", "REPRODUCES",
            "RPAT_COMPARED_METRICS", "SIGN_OPEN_SIZE_EXCLUDED", "SIZE_EXCLUDED", "accuracy_difference",
            "all_or_none_share", "appropriate_eta_helps_both", "at_scale", "bonferroni_z",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from statistics import NormalDist
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
@@ -101,9 +102,15 @@ def model_learned(clean_acc: float, num_classes: int, n: Optional[int] = None, n
                    robust_label=robust_label)
 
 
+def _one_decimal(x: float) -> str:
+    """An accuracy to one decimal, halves rounded up as printed: 26.95 (539 of 2,000, or its float32 mean
+    26.9499987) -> 27.0, where binary rounding gives 26.9. Four decimals first drop float noise below them."""
+    return str(Decimal(f"{float(x):.4f}").quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
 def _span(values: Sequence[float]) -> str:
-    lo, hi = min(values), max(values)
-    return f"{lo:.1f} %" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}-{hi:.1f} %"
+    lo, hi = _one_decimal(min(values)), _one_decimal(max(values))
+    return f"{lo} %" if lo == hi else f"{lo}-{hi} %"
 
 
 def judged_at(models: Iterable[Learned]) -> str:
@@ -251,11 +258,11 @@ def judge(claim: str, source: str, rule: str, models: Iterable[Learned], *, repr
                       numbers=numbers or {}, judged_at={"text": scale, "models": [m.record() for m in models]})
 
 
-def per_image_data_missing(claim: str, source: str, rule: str, rerun: str,
-                           models: Iterable[Learned] = ()) -> ClaimCheck:
+def per_image_data_missing(claim: str, source: str, rule: str, rerun: str, models: Iterable[Learned] = (), *,
+                           measured: Optional[str] = None) -> ClaimCheck:
     """The check of a rule that needs per-image data a run did not save: ``"not judged: per-image data not saved
-    in this run (rerun: <rerun>)"`` (or not learned, which comes first)."""
-    return judge(claim, source, rule, models, missing=f"{PER_IMAGE_MISSING} (rerun: {rerun})")
+    in this run (rerun: <rerun>)"`` (or not learned, which comes first); ``measured`` says what the run does hold."""
+    return judge(claim, source, rule, models, measured=measured, missing=f"{PER_IMAGE_MISSING} (rerun: {rerun})")
 
 
 def bonferroni_z(k: int) -> float:

@@ -107,6 +107,12 @@ def confusion_correlations(labels: Sequence[int], predictions: Mapping[str, Sequ
     return {f"{a} / {b}": _correlation(cells[a], cells[b]) for i, a in enumerate(names) for b in names[i + 1:]}
 
 
+FAILURE_PATTERNS_CLAIM = "AT models share failure patterns beyond a standard model's"
+FAILURE_PATTERNS_RULE = ("95 % bootstrap interval (over images) of mean off-diagonal confusion correlation among AT "
+                         "models minus mean correlation of AT models with a standard-trained model: above 0 -> "
+                         "reproduces, below 0 -> not reproduced")
+
+
 def similar_failure_patterns(labels: Sequence[int], predictions: Mapping[str, Sequence[int]],
                              baseline: Optional[Mapping[str, Sequence[int]]], num_classes: int,
                              models: Iterable[Learned], *, seed: int = 0, n_resamples: int = 2000) -> ClaimCheck:
@@ -124,11 +130,7 @@ def similar_failure_patterns(labels: Sequence[int], predictions: Mapping[str, Se
     interval lies above 0 (the AT models fail more alike than an AT model and a standard one), not reproduced when
     below, inconclusive otherwise.
     """
-    claim = "AT models share failure patterns beyond a standard model's"
-    source = "DUCAT, Fig. 8"
-    rule = ("95 % bootstrap interval (over images) of mean off-diagonal confusion correlation among AT models minus "
-            "mean correlation of AT models with a standard-trained model: above 0 -> reproduces, below 0 -> not "
-            "reproduced")
+    claim, source, rule = FAILURE_PATTERNS_CLAIM, "DUCAT, Fig. 8", FAILURE_PATTERNS_RULE
     models = list(models)
     at, base = dict(predictions), dict(baseline or {})
     if len(at) < 2:
@@ -270,5 +272,5 @@ def hard_labels_collapse_under_autoattack(toy: Iterable[Mapping[str, Any]], base
                  contradicts=hh < threshold or (high is not None and high < 0))
 
 
-__all__ = ["all_or_none_share", "collapse_threshold_ranges", "confusion_correlations",
+__all__ = ["FAILURE_PATTERNS_CLAIM", "FAILURE_PATTERNS_RULE", "all_or_none_share", "collapse_threshold_ranges", "confusion_correlations",
            "hard_labels_collapse_under_autoattack", "similar_failure_patterns", "transfer_follows_surrogate_success"]
