@@ -260,6 +260,18 @@ class CrossAttack:
         """DUCAT, Fig. 8: confusion matrix ``(C, C)`` of model ``m`` under its white-box attack."""
         return confusion_matrix(self.adv_pred[m, m], self.y, self.num_classes)
 
+    def white_box_predictions(self) -> dict[str, list[int]]:
+        """Each model's per-image prediction on its own (white-box) PGD example: what DUCAT, Fig. 8's confusion
+        matrices are made of, kept per image so that they can be recomputed on resampled images."""
+        return {name: self.adv_pred[i, i].tolist() for i, name in enumerate(self.names)}
+
+    def accuracies(self) -> dict[str, dict[str, float]]:
+        """``{name: {"clean_acc", "white_box_acc"}}`` in percent."""
+        white = self.white_box_correct()
+        n = len(self.y)
+        return {name: {"clean_acc": 100.0 * int((self.clean_pred[i] == self.y).sum()) / n,
+                       "white_box_acc": 100.0 * int(white[i].sum()) / n} for i, name in enumerate(self.names)}
+
 
 def cross_attack(models: dict[str, nn.Module], x: Tensor, y: Tensor, *, eps: float, step_size: float,
                  steps: int = 10, norm: str = "linf", batch_size: int = 500, num_classes: Optional[int] = None,

@@ -179,11 +179,20 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from .compare import compare_evaluations, format_comparison  # why: pulls scipy (McNemar's test)
+    from .compare import compare_arms, compare_evaluations, format_arms, format_comparison  # why: pulls scipy
 
-    cmp = compare_evaluations(args.run_a, args.run_b, attack=args.attack, checkpoint=args.checkpoint,
-                              protocol=args.protocol)
-    print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))
+    if args.vs is None:
+        if len(args.runs) != 2:
+            raise ConfigError(f"compare got {len(args.runs)} runs: give two (A B), or arms of one run per seed "
+                              "(A1 A2 ... --vs B1 B2 ...)")
+        if args.margin is not None:
+            raise ConfigError("--margin (an equivalence test) needs arms: A1 A2 ... --vs B1 B2 ...")
+        cmp = compare_evaluations(*args.runs, attack=args.attack, checkpoint=args.checkpoint, protocol=args.protocol)
+        print(json.dumps(cmp, indent=2) if args.json else format_comparison(cmp))
+        return 0
+    cmp = compare_arms(args.runs, args.vs, attack=args.attack, checkpoint=args.checkpoint, protocol=args.protocol,
+                       margin=args.margin)
+    print(json.dumps(cmp, indent=2) if args.json else format_arms(cmp))
     return 0
 
 
@@ -413,9 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "autocast (faster; atkit.fast.evaluation_parity says per model whether they give the fp32 result)")
     p.set_defaults(func=_cmd_eval)
 
-    p = sub.add_parser("compare", help="exact McNemar test of two evaluations on the same test images")
-    p.add_argument("run_a", help="run folder (its eval.json), a run's eval.json, or an `atkit eval` JSON file")
-    p.add_argument("run_b", help="the same for the baseline")
+    p = sub.add_parser("compare", help="paired test of two evaluations on the same test images, or of two arms of "
+                                       "runs paired by seed (pooled per-image analysis)")
+    p.add_argument("runs", nargs="+", help="A B: two runs (run folder, its eval.json, or an `atkit eval` JSON file); "
+                                           "with --vs: arm A, one run per seed")
+    p.add_argument("--vs", nargs="+", help="arm B (the baseline), one run per seed, paired with arm A by seed")
+    p.add_argument("--margin", type=float, help="arms only: also a TOST equivalence test at +-MARGIN points")
     p.add_argument("--attack", help="attack to compare (default: aa when both ran it, else per image the worst case "
                                     "over every robust attack both ran)")
     p.add_argument("--checkpoint", default="final", choices=["final", "best"], help="which model of a run's eval.json")

@@ -1,4 +1,5 @@
-"""Paired comparison of two evaluations on the same test images (``python -m atkit compare RUN_A RUN_B``).
+"""Paired comparison of evaluations on the same test images: two runs (``python -m atkit compare RUN_A RUN_B``) or
+two arms of several runs each, paired by seed (``python -m atkit compare A0 A1 A2 --vs B0 B1 B2``).
 
 The per-sample correctness every evaluation stores (``per_sample`` in ``eval.json`` / ``atkit eval``
 output) gives an exact McNemar test of A against B (:func:`atkit.stats.mcnemar_test`): the two
@@ -10,15 +11,28 @@ identical images: the recorded dataset fingerprint and test indices must agree, 
 A dummy-class model's evaluation holds one result per protocol (published, adaptive, adaptive_max);
 the default ``protocol="worst"`` takes per image the worst case over them (a point counts as correct
 only if it survives every protocol's attack), the published number alone is ``protocol="published"``.
+
+Two arms (:func:`compare_arms`): runs are paired by training seed (read from each run's ``config.yaml``; by the
+order given when a seed is not recorded), and every evaluation of both arms must share images, ε, norm,
+protocol and precision. Per seed, the exact McNemar test says whether the two trained networks differ; the
+primary analysis is the per-image paired difference pooled over the seeds (:func:`atkit.stats.pool_paired_
+differences`: fixed effect, or random effects with the Hartung-Knapp interval when Cochran's Q rejects), with
+the heterogeneity test beside it and the Student-t interval over the seeds' accuracy differences as a
+sensitivity line; ``margin`` adds a TOST equivalence test.
 """
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
-from .stats import McNemarResult, mcnemar_test
-from .utils import ConfigError
+from .claims import two_networks_verdict
+from .stats import (HETEROGENEITY_LEVEL, Equivalence, McNemarResult, PooledDifference, SeedDifference,
+                    equivalence_test, mcnemar_test, minimal_detectable_effect, paired_difference,
+                    pool_paired_differences, seed_difference)
+from .utils import ConfigError, load_yaml_mapping
 
 CHECKPOINTS = ("final", "best")
 
@@ -225,5 +239,170 @@ def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: st
     return pd.DataFrame(rows)
 
 
-__all__ = ["check_same_images", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
-           "load_evaluation", "method_base_pairs", "model_label", "per_sample_flags"]
+# ------------------------------------------------------------------------------ two arms of runs, paired by seed
+@dataclass(frozen=True)
+class PooledComparison:
+    """Arm A against arm B over paired seeds: per seed the exact McNemar test of the two networks
+    (``per_seed``), the pooled per-image difference (primary), the t interval over seeds (sensitivity, two
+    seeds or more) and, with a margin, the TOST equivalence test. Differences in points, A - B."""
+
+    seeds: tuple[Any, ...]
+    per_seed: tuple[dict[str, Any], ...]
+    pooled: PooledDifference
+    over_seeds: Optional[SeedDifference]
+    equivalence: Optional[Equivalence]
+
+    @property
+    def minimal_detectable_effect(self) -> float:
+        """The pooled difference this design (these seeds and images) detects with 80 % power at 5 %."""
+        n = sum(d.n for d in self.pooled.per_seed) / len(self.pooled.per_seed)
+        return minimal_detectable_effect(self.pooled.per_image_variance, round(n), len(self.seeds))
+
+    def to_dict(self, digits: int = 4) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "per_seed": list(self.per_seed), "pooled": self.pooled.to_dict(digits),
+                "over_seeds": None if self.over_seeds is None else self.over_seeds.to_dict(digits),
+                "equivalence": None if self.equivalence is None else self.equivalence.to_dict(digits),
+                "minimal_detectable_effect_80": round(self.minimal_detectable_effect, digits)}
+
+
+def pooled_comparison(flags_a: Sequence[Sequence[bool]], flags_b: Sequence[Sequence[bool]], seeds: Sequence[Any], *,
+                      heterogeneity_level: float = HETEROGENEITY_LEVEL,
+                      margin: Optional[float] = None) -> PooledComparison:
+    """Arm A against arm B from per-image correctness, ``flags_a[s]`` and ``flags_b[s]`` the runs of seed ``seeds[s]``
+    on the same images (:class:`PooledComparison`)."""
+    if not (len(flags_a) == len(flags_b) == len(seeds)) or not seeds:
+        raise ValueError(f"{len(flags_a)} runs in arm A, {len(flags_b)} in arm B and {len(seeds)} seeds: pair them "
+                         "one to one")
+    per_seed, diffs, acc_a, acc_b = [], [], [], []
+    for seed, a, b in zip(seeds, flags_a, flags_b):
+        t = mcnemar_test(a, b)
+        diffs.append(paired_difference(a, b))
+        acc_a.append(t.acc_a)
+        acc_b.append(t.acc_b)
+        per_seed.append({"seed": seed, "n": t.n, "acc_a": round(t.acc_a, 4), "acc_b": round(t.acc_b, 4),
+                         "difference": round(t.difference, 4), "ci95": [round(v, 4) for v in t.diff_ci95],
+                         "p_value": float(f"{t.p_value:.4g}"), "only_a": t.only_a, "only_b": t.only_b,
+                         "verdict": two_networks_verdict(t.p_value)})
+    pooled = pool_paired_differences(diffs, heterogeneity_level=heterogeneity_level)
+    return PooledComparison(seeds=tuple(seeds), per_seed=tuple(per_seed), pooled=pooled,
+                            over_seeds=seed_difference(acc_a, acc_b) if len(seeds) >= 2 else None,
+                            equivalence=None if margin is None else equivalence_test(pooled, margin))
+
+
+def _training_seed(target: str | Path) -> Optional[int]:
+    """The training seed of a run folder, or of the run folder an evaluation file lies in (None: not recorded)."""
+    path = Path(target)
+    folder = path if path.is_dir() else path.parent
+    if not (folder / "config.yaml").is_file():
+        return None
+    seed = load_yaml_mapping(folder / "config.yaml", "run config").get("seed")
+    return None if seed is None else int(seed)
+
+
+def evaluation_setting(result: Mapping[str, Any]) -> dict[str, Any]:
+    """What two evaluations must share to be compared beyond their images: ε, norm, protocol and the precision
+    they ran in (None where not recorded)."""
+    protocols = result.get("protocols")
+    entry = next(iter(protocols.values())) if protocols else result
+    threat = entry.get("threat") or {}
+    return {"eps": threat.get("eps"), "norm": threat.get("norm"),
+            "protocol": ("dummy-class: " + ", ".join(sorted(protocols))) if protocols else result.get("protocol"),
+            "precision": (entry.get("provenance") or result.get("provenance") or {}).get("precision")}
+
+
+def _check_same_setting(settings: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
+    """Refuse evaluations that differ in ε, norm, protocol or precision (an unrecorded precision is not compared)."""
+    first_label, first = settings[0]
+    for label, other in settings[1:]:
+        for key in ("eps", "norm", "protocol", "precision"):
+            u, v = first.get(key), other.get(key)
+            if key == "precision" and (u is None or v is None):
+                continue
+            same = (math.isclose(float(u), float(v), rel_tol=1e-9, abs_tol=1e-12)
+                    if isinstance(u, (int, float)) and isinstance(v, (int, float)) else u == v)
+            if not same:
+                raise ConfigError(f"{first_label} and {label} were evaluated with different {key} ({u!r} vs {v!r}); "
+                                  "every run of both arms must share images, eps, norm, protocol and precision")
+
+
+def compare_arms(targets_a: Sequence[str | Path], targets_b: Sequence[str | Path], *, attack: Optional[str] = None,
+                 checkpoint: str = "final", protocol: str = "worst", margin: Optional[float] = None,
+                 heterogeneity_level: float = HETEROGENEITY_LEVEL) -> dict[str, Any]:
+    """Arm A (runs ``targets_a``) against arm B (``targets_b``), paired by training seed (:class:`PooledComparison`
+    as a dict, with ``attack``, ``checkpoint``, ``protocol``, ``a``, ``b``, ``paired_by`` and ``images``)."""
+    if not targets_a or not targets_b:
+        raise ConfigError("each arm needs at least one run: atkit compare A1 [A2 ...] --vs B1 [B2 ...]")
+    if margin is not None and (isinstance(margin, bool) or not margin > 0):
+        raise ConfigError(f"--margin {margin!r}: the equivalence margin must be a positive number of points")
+    if len(targets_a) != len(targets_b):
+        raise ConfigError(f"arm A has {len(targets_a)} runs and arm B {len(targets_b)}; runs are paired by seed, so "
+                          "give one run per seed on each side")
+    loaded = {arm: [(*load_evaluation(t, checkpoint), _training_seed(t)) for t in targets]
+              for arm, targets in (("a", targets_a), ("b", targets_b))}
+    everything = loaded["a"] + loaded["b"]
+    first_label, first_images = everything[0][2], everything[0][1]
+    for _, images, label, _ in everything[1:]:
+        check_same_images(first_images, images, first_label, label)
+    _check_same_setting([(label, evaluation_setting(result)) for result, _, label, _ in everything])
+    seeds = {arm: [seed for *_, seed in runs] for arm, runs in loaded.items()}
+    if all(s is not None for s in seeds["a"] + seeds["b"]):
+        for arm in ("a", "b"):
+            if len(set(seeds[arm])) != len(seeds[arm]):
+                raise ConfigError(f"arm {arm.upper()} has two runs of one seed ({seeds[arm]}); one run per seed")
+        if set(seeds["a"]) != set(seeds["b"]):
+            raise ConfigError(f"the arms ran different seeds (A: {sorted(seeds['a'])}, B: {sorted(seeds['b'])}); runs "
+                              "are paired by seed")
+        order = sorted(seeds["a"])
+        pick = {arm: {s: run for s, run in zip(seeds[arm], loaded[arm])} for arm in ("a", "b")}
+        pairs = [(pick["a"][s], pick["b"][s]) for s in order]
+        paired_by = "seed"
+    else:
+        pairs, order, paired_by = list(zip(loaded["a"], loaded["b"])), list(range(len(targets_a))), "order given"
+    names = [attack] if attack else default_attacks(pairs[0][0][0], pairs[0][1][0])
+    label = names[0] if len(names) == 1 else f"worst of {', '.join(names)}"
+
+    def flags(result: Mapping[str, Any]) -> list[bool]:
+        return [all(v) for v in zip(*(per_sample_flags(result, name, protocol) for name in names))]
+
+    result = pooled_comparison([flags(a[0]) for a, _ in pairs], [flags(b[0]) for _, b in pairs], order,
+                               heterogeneity_level=heterogeneity_level, margin=margin)
+    dummy = any(r.get("protocols") for r, *_ in everything)
+    return {"attack": label, "checkpoint": checkpoint, "protocol": protocol if dummy else None,
+            "a": [a[2] for a, _ in pairs], "b": [b[2] for _, b in pairs], "paired_by": paired_by,
+            "images": {k: v for k, v in first_images.items() if k != "indices"}, **result.to_dict()}
+
+
+def format_arms(cmp: Mapping[str, Any]) -> str:
+    """Two arms' comparison as a few human-readable lines: per seed, pooled (primary), heterogeneity, sensitivity."""
+    img, pooled = cmp["images"], cmp["pooled"]
+    proto = f", protocol {cmp['protocol']}" if cmp.get("protocol") else ""
+    n = cmp["per_seed"][0]["n"]
+    lines = [f"arms compared on {cmp['attack']} ({cmp['checkpoint']} checkpoint{proto}): {len(cmp['seeds'])} seed(s) "
+             f"paired by {cmp['paired_by']} ({', '.join(map(str, cmp['seeds']))}), n = {n} identical test images of "
+             f"{img.get('dataset')} each (fingerprint {str(img.get('fingerprint'))[:12]}, {img.get('selection')})",
+             "  per seed, exact McNemar (a test between two trained networks, not of a method):"]
+    for row in cmp["per_seed"]:
+        lines.append(f"    seed {row['seed']}: A {row['acc_a']:.2f} % vs B {row['acc_b']:.2f} %, A - B = "
+                     f"{row['difference']:+.2f} [{row['ci95'][0]:+.2f}, {row['ci95'][1]:+.2f}], p = {row['p_value']:.3g}: "
+                     f"{row['verdict']}")
+    lines.append(f"  pooled per image (primary; {pooled['method']}): A - B = {pooled['estimate']:+.2f} points, 95 % CI "
+                 f"[{pooled['ci95'][0]:+.2f}, {pooled['ci95'][1]:+.2f}]")
+    if pooled["df"] >= 1:
+        lines.append(f"  heterogeneity: Cochran's Q = {pooled['q']:.2f} on {pooled['df']} df, p = "
+                     f"{pooled['q_p_value']:.3g}; tau² = {pooled['tau2']:.3g}")
+    if cmp.get("over_seeds"):
+        o = cmp["over_seeds"]
+        lines.append(f"  sensitivity, Student t over the {o['n_seeds']} seeds' accuracy differences: "
+                     f"{o['difference']:+.2f} [{o['ci95'][0]:+.2f}, {o['ci95'][1]:+.2f}]")
+    lines.append(f"  minimal detectable effect of this design (80 % power, 5 %, no between-seed variance): "
+                 f"{cmp['minimal_detectable_effect_80']:.2f} points")
+    if cmp.get("equivalence"):
+        e = cmp["equivalence"]
+        lines.append(f"  equivalence (TOST, ±{e['margin']:g} points): 90 % CI [{e['ci90'][0]:+.2f}, {e['ci90'][1]:+.2f}], "
+                     f"p = {e['p_value']:.3g}: {'equivalent' if e['equivalent'] else 'equivalence not shown'}")
+    return "\n".join(lines)
+
+
+__all__ = ["PooledComparison", "check_same_images", "compare_arms", "compare_evaluations", "comparison_table",
+           "default_attacks", "evaluation_setting", "format_arms", "format_comparison", "load_evaluation",
+           "method_base_pairs", "model_label", "per_sample_flags", "pooled_comparison"]

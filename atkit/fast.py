@@ -31,13 +31,13 @@ for an attack adds a few graph variants (recompilations) in the first steps.
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .stats import mcnemar_test, seed_difference
+from .stats import equivalence_test, mcnemar_test, paired_difference, pool_paired_differences
 from .utils import ConfigError, check_choice, unknown_name_error
 
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")
@@ -63,7 +63,7 @@ def resolve_precision(precision: str, device: Union[str, torch.device]) -> Optio
     return _DTYPES[precision]
 
 
-# Methods whose bf16 training was measured to give the fp32 results within seed noise (benchmarks/README.md,
+# Methods whose bf16 training was shown equivalent to fp32 training (benchmarks/README.md,
 # "Training precision: the default per method"): the set bf16_parity_decision accepts from the committed parity
 # runs in results/cifar10-cpu (tests/test_results_cifar10_cpu.py keeps the two equal). Those runs are small_cnn on
 # real CIFAR-10 with bf16 autocast on a CPU, the only hardware at hand; a GPU parity run of the model in use
@@ -74,20 +74,24 @@ BF16_VERIFIED_METHODS: frozenset[str] = frozenset({"pgd_at", "pgd_at+rpat", "tra
 
 PARITY_METRICS = ("clean", "pgd20")
 PARITY_MIN_SEEDS = 3
-BF16_MATCHES = "bf16 matches fp32 within seed noise"
-BF16_DIFFERS = "bf16 differs from fp32 beyond seed noise"
+PARITY_MARGIN = 1.0  # accuracy points: a bf16 effect smaller than this is accepted as no effect
+BF16_EQUIVALENT = "bf16 equivalent to fp32"
+BF16_NOT_SHOWN = "equivalence to fp32 not shown"
 BF16_NOT_MEASURED = "not measured"
 
 
-def bf16_parity_decision(bf16: dict[str, list[float]], fp32: dict[str, list[float]], *,
-                         metrics: tuple[str, ...] = PARITY_METRICS, min_seeds: int = PARITY_MIN_SEEDS) -> dict[str, Any]:
-    """Whether a method may train in bf16 by default, from its parity runs (accuracies in %, one per seed).
+def bf16_parity_decision(bf16: Mapping[str, Sequence[Sequence[bool]]], fp32: Mapping[str, Sequence[Sequence[bool]]], *,
+                         metrics: tuple[str, ...] = PARITY_METRICS, min_seeds: int = PARITY_MIN_SEEDS,
+                         margin: float = PARITY_MARGIN) -> dict[str, Any]:
+    """Whether a method may train in bf16 by default, from its parity runs: an equivalence test, so that parity is
+    shown by evidence, not assumed from a difference too small for seed noise to reveal.
 
-    ``bf16[m][i]`` and ``fp32[m][i]``: metric ``m`` of the run with seed i trained in bf16 autocast and in exact
-    fp32 (same seed, data and evaluation images; evaluated in fp32). The rule: with at least ``min_seeds`` seeds
-    of both, bf16 is accepted when, for every metric, ``|mean(bf16) - mean(fp32)|`` is at most two standard errors
-    of seed noise, ``2 sqrt(sd_bf16²/n + sd_fp32²/n)`` (:func:`atkit.stats.seed_difference`); any metric outside
-    that band rejects it, and fewer seeds leave it :data:`BF16_NOT_MEASURED` (so fp32).
+    ``bf16[m][i]`` and ``fp32[m][i]``: per-image correctness under metric ``m`` (e.g. clean, PGD-20) of the run
+    with seed i trained in bf16 autocast and in exact fp32 (same seed, data and evaluation images; evaluated in
+    fp32). Per metric, the per-image paired differences bf16 - fp32 are pooled over the seeds
+    (:func:`atkit.stats.pool_paired_differences`) and tested by TOST against ``±margin`` points
+    (:func:`atkit.stats.equivalence_test`: the 90 % interval inside the margin). bf16 is accepted when every metric
+    is equivalent; with fewer than ``min_seeds`` seeds of both it is :data:`BF16_NOT_MEASURED` (so fp32).
     """
     rows: dict[str, Any] = {}
     measured = True
@@ -99,17 +103,19 @@ def bf16_parity_decision(bf16: dict[str, list[float]], fp32: dict[str, list[floa
             measured = False
             rows[m] = {"n_seeds": len(a)}
             continue
-        rows[m] = {"bf16_mean": round(sum(a) / len(a), 2), "fp32_mean": round(sum(b) / len(b), 2),
-                   **seed_difference(a, b).to_dict()}
+        pooled = pool_paired_differences([paired_difference(x, y) for x, y in zip(a, b)])
+        mean = lambda runs: round(100.0 * sum(sum(map(bool, r)) / len(r) for r in runs) / len(runs), 2)  # noqa: E731
+        rows[m] = {"n_seeds": len(a), "bf16_mean": mean(a), "fp32_mean": mean(b), "pooled": pooled.to_dict(),
+                   "equivalence": equivalence_test(pooled, margin).to_dict()}
     if not measured:
         verdict = BF16_NOT_MEASURED
-    elif all(r["within_noise"] for r in rows.values()):
-        verdict = BF16_MATCHES
+    elif all(r["equivalence"]["equivalent"] for r in rows.values()):
+        verdict = BF16_EQUIVALENT
     else:
-        verdict = BF16_DIFFERS
-    return {"verdict": verdict, "bf16_default": verdict == BF16_MATCHES, "metrics": rows,
-            "rule": f"|mean difference| <= 2 standard errors of seed noise for each of {', '.join(metrics)}, "
-                    f"at least {min_seeds} seeds"}
+        verdict = BF16_NOT_SHOWN
+    return {"verdict": verdict, "bf16_default": verdict == BF16_EQUIVALENT, "metrics": rows, "margin": margin,
+            "rule": f"for each of {', '.join(metrics)}: TOST of the per-image paired difference bf16 - fp32 pooled "
+                    f"over at least {min_seeds} seeds, 90 % interval inside ±{margin:g} points"}
 
 
 # Evaluation-precision parity (evaluation_parity): the largest change of a model's accuracy, in points, that a
@@ -180,8 +186,8 @@ def training_precision(precision: str, device: Union[str, torch.device], method:
     if dtype is None:
         return "fp32", f"precision: auto on {torch.device(device).type} (no bf16 fast path here)"
     if method in BF16_VERIFIED_METHODS:
-        return "bf16", f"precision: auto, and bf16 training of {method} was measured to match fp32"
-    return "fp32", (f"precision: auto, and bf16 training of {method} has not been measured to match fp32 "
+        return "bf16", f"precision: auto, and bf16 training of {method} was shown equivalent to fp32"
+    return "fp32", (f"precision: auto, and bf16 training of {method} has not been shown equivalent to fp32 "
                     "(benchmarks/README.md); set precision: bf16 to use it anyway")
 
 
@@ -414,7 +420,8 @@ def describe(model: nn.Module) -> dict[str, Any]:
     return {"precision": "fp32", "channels_last": False, "compile": False, "ddp": False}
 
 
-__all__ = ["AutocastModel", "BF16_DIFFERS", "BF16_MATCHES", "BF16_NOT_MEASURED", "CHANNELS_LAST_CHOICES",
-           "EVAL_PARITY_MARGIN", "PRECISIONS", "bf16_parity_decision", "check_compile", "compile_model", "describe",
-           "eval_model", "evaluation_parity", "exact_fp32", "precision_scope", "resolve_channels_last",
-           "resolve_precision", "tf32_mode", "to_channels_last", "training_model", "unwrap_model"]
+__all__ = ["AutocastModel", "BF16_EQUIVALENT", "BF16_NOT_MEASURED", "BF16_NOT_SHOWN", "CHANNELS_LAST_CHOICES",
+           "EVAL_PARITY_MARGIN", "PARITY_MARGIN", "PRECISIONS", "bf16_parity_decision", "check_compile",
+           "compile_model", "describe", "eval_model", "evaluation_parity", "exact_fp32", "precision_scope",
+           "resolve_channels_last", "resolve_precision", "tf32_mode", "to_channels_last", "training_model",
+           "unwrap_model"]

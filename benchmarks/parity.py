@@ -86,7 +86,7 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         entry["difference"] = entry["fast_mean"] - entry["fp32_mean"]
         if k >= 2 and len(fast) == len(exact):  # both paths ran on the same seeds
             entry["fast_std"], entry["fp32_std"] = statistics.stdev(fast), statistics.stdev(exact)
-            d = seed_difference(fast, exact)  # the rule of atkit.fast.bf16_parity_decision
+            d = seed_difference(fast, exact)  # a seed-noise screen; the decision is bf16_parity_decision's TOST
             entry["two_standard_errors"] = d.two_standard_errors
             entry["within_noise"] = d.within_noise
         out[metric] = entry

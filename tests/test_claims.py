@@ -1,11 +1,25 @@
-"""The learned-model guard of the notebooks' verdicts (atkit.claims): the stated minimum, the interval, and
-the verdict that refuses to judge models at chance level."""
+"""The verdicts on the papers' claims (atkit.claims): the learned-model guard, the scale every verdict states, the
+rules for published cells and for two trained networks, and one hand-made table per claim on both sides of its edge."""
+import json
+import math
+import random
+
+import numpy as np
 import pytest
 
-from atkit.claims import (DOES_NOT_REPRODUCE, INCONCLUSIVE, NOT_LEARNED, REPRODUCES, interval_verdict, judge_check,
-                          learning_minimum, model_learned, verdict)
+from atkit.claims import (CONSISTENT_WITH_SIZE, DIFFERS, DOES_NOT_REPRODUCE, INCONCLUSIVE, NO_DIFFERENCE,
+                          NOT_LEARNED, PER_IMAGE_MISSING, REPRODUCES, SIGN_OPEN_SIZE_EXCLUDED, SIZE_EXCLUDED,
+                          ClaimCheck, accuracy_difference, all_or_none_share, appropriate_eta_helps_both,
+                          bonferroni_z, boundary_budget_hardly_moves_robustness, budget_axis,
+                          collapse_threshold_ranges, confusion_correlations, hard_labels_collapse_under_autoattack,
+                          independent_difference_interval, interval_verdict, judge_check, judged_at,
+                          learning_minimum, model_learned, moderate_boundary_budget_helps_clean,
+                          nonboundary_needs_full_budget, per_image_data_missing, perception_mse_claim,
+                          published_difference_verdict, rpat_table1_direction, similar_failure_patterns,
+                          transfer_follows_surrogate_success, two_networks_verdict, verdict)
 from atkit.stats import Z95
 from atkit.stats import wilson_interval as wilson_fraction
+from atkit.utils import ConfigError
 
 
 def wilson_interval(correct, n):  # the guard's interval, in percent (one implementation: atkit.stats)
@@ -64,19 +78,58 @@ def test_interval_verdict_reads_the_side_of_zero_and_refuses_unlearned_models():
         interval_verdict(0.3, 0.2, "positive")
 
 
+def test_every_verdict_names_the_scale_it_was_judged_at():
+    one = model_learned(43.3, 10, n=2000, name="pgd_at", robust=26.96, robust_label="PGD-20")
+    assert judged_at([one]) == "clean 43.3 %, PGD-20 27.0 %"
+    four = [model_learned(c, 10, n=2000, name=str(c), robust=r, robust_label="PGD-10")
+            for c, r in ((41.3, 26.8), (45.15, 26.2), (34.95, 27.0), (42.5, 27.65))]
+    assert judged_at(four) == "clean 35.0-45.2 %, PGD-10 26.2-27.7 %, 4 models"  # halves up, as printed
+    assert judged_at([model_learned(60.0, 10)]) == "clean 60.0 %" and judged_at([]) == ""
+
+
+def test_published_difference_verdict_is_directional_only_where_the_paper_claims_a_direction():
+    scale = "clean 42.1 %, PGD-20 26.7 %"
+    v = lambda lo, hi, pub, direction: published_difference_verdict(lo, hi, pub, direction, scale=scale)
+    # A claimed improvement (RPAT, Table 1, PGD-AT clean +0.28): the side of zero decides the sign.
+    assert v(0.01, 0.5, 0.28, "positive") == f"{REPRODUCES} at this scale ({scale})"
+    assert v(0.0, 0.5, 0.28, "positive").startswith(INCONCLUSIVE)  # touching zero is not excluding it
+    assert v(-0.5, -0.01, 0.28, "positive").startswith(DOES_NOT_REPRODUCE)
+    # Zero inside: the published size decides between "inconclusive" and "size excluded" (ends included).
+    assert v(-0.69, 0.52, 1.26, "positive").startswith(SIGN_OPEN_SIZE_EXCLUDED)
+    assert v(-0.69, 0.52, 0.52, "positive").startswith(INCONCLUSIVE)
+    assert v(-0.69, 0.52, 0.5201, "positive").startswith(SIGN_OPEN_SIZE_EXCLUDED)
+    # No claimed direction (TRADES AA -0.15, a score the paper marks as not improved): size only, never a sign.
+    assert v(-0.69, 0.52, -0.15, None) == f"{CONSISTENT_WITH_SIZE} at this scale ({scale})"
+    assert v(-0.69, 0.52, -0.69, None).startswith(CONSISTENT_WITH_SIZE)
+    assert v(-0.69, 0.52, -0.6901, None).startswith(SIZE_EXCLUDED)
+    assert v(0.1, 0.9, -0.15, None).startswith(SIZE_EXCLUDED)  # a sure gain, but no claim of one to reproduce
+    chance = model_learned(10.5, 10, n=2000, name="base")
+    assert published_difference_verdict(0.1, 0.9, 0.28, "positive", models=[chance]).startswith(NOT_LEARNED)
+    fine = model_learned(42.0, 10, n=2000, robust=26.0, robust_label="PGD-20")
+    assert published_difference_verdict(0.1, 0.9, 0.28, "positive", models=[fine]).endswith(
+        "(clean 42.0 %, PGD-20 26.0 %)")
+    with pytest.raises(ValueError, match="low end"):
+        v(0.3, 0.2, 0.0, None)
+
+
+def test_rpat_table1_claims_a_direction_only_for_compared_improved_cells():
+    assert rpat_table1_direction("clean", 0.28) == "positive"  # PGD-AT and TRADES clean
+    assert rpat_table1_direction("aa", 1.26) == "positive"
+    assert rpat_table1_direction("aa", -0.15) is None  # TRADES AA: marked as not improved
+    assert rpat_table1_direction("clean", 0.0) is None
+    assert rpat_table1_direction("pgd20", 0.68) is None  # "not involved in the comparison"
+    assert rpat_table1_direction("cw", 1.0) is None
+
+
+def test_one_network_per_arm_differs_or_not_never_reproduces():
+    assert two_networks_verdict(0.0499) == DIFFERS
+    assert two_networks_verdict(0.05) == NO_DIFFERENCE
+    assert "reproduc" not in DIFFERS + NO_DIFFERENCE
+
+
 # ============================================================================================
 # One function per paper claim: hand-made tables whose verdict is known, just inside and just outside the rule.
 # ============================================================================================
-import json
-import math
-import random
-
-from atkit.claims import (ClaimCheck, all_or_none_share, accuracy_difference, appropriate_eta_helps_both,
-                          bonferroni_z, boundary_budget_hardly_moves_robustness, budget_axis, correlation_interval,
-                          hard_labels_collapse_under_autoattack, independent_difference_interval,
-                          moderate_boundary_budget_helps_clean, nonboundary_needs_full_budget, perception_mse_claim,
-                          similar_failure_patterns, transfer_follows_surrogate_success)
-from atkit.utils import ConfigError
 
 LEARNED = model_learned(60.0, 10, n=1000, name="good")
 CHANCE = model_learned(10.0, 10, n=1000, name="at_chance")
@@ -97,7 +150,7 @@ def _first(ks, pred):
 
 def _jsonable(check):
     d = check.to_dict()
-    assert set(d) == {"claim", "source", "measured", "agrees", "verdict", "rule", "numbers"}
+    assert set(d) == {"claim", "source", "measured", "agrees", "verdict", "rule", "numbers", "judged_at"}
     assert json.loads(json.dumps(d))["verdict"] == check.verdict
     return d
 
@@ -106,6 +159,9 @@ def _assert_verdict(check, text):
     assert isinstance(check, ClaimCheck)
     assert check.verdict.startswith(text), (check.verdict, check.measured)
     assert check.agrees is {REPRODUCES: True, DOES_NOT_REPRODUCE: False}.get(text)
+    if text in (REPRODUCES, DOES_NOT_REPRODUCE, INCONCLUSIVE):  # a verdict about the paper names its scale
+        assert check.verdict.startswith(f"{text} at this scale (clean "), check.verdict
+        assert check.judged_at["text"] and check.judged_at["text"] in check.verdict
     _jsonable(check)
 
 
@@ -164,6 +220,23 @@ def test_perception_mse_claim_not_judged_without_a_learned_model_or_both_groups(
     _assert_verdict(perception_mse_claim("pgd_at", mse, success, CHANCE), NOT_LEARNED)  # the guard comes first
     with pytest.raises(ConfigError, match="trades"):
         perception_mse_claim("trades", mse, success, LEARNED)
+
+
+def test_perception_mse_among_clean_correct_images_contrasts_flipped_with_survived():
+    # Images never classified correctly have the lowest MSE and would count as failures over all images; among the
+    # clean-correct ones the flipped images have the higher MSE: the two rows can disagree, each by its own rule.
+    rng = random.Random(0)
+    mse = [rng.gauss(m, 0.05) for m, k in ((0.1, 200), (1.0, 100), (0.6, 100)) for _ in range(k)]
+    success = [False] * 300 + [True] * 100
+    clean = [False] * 200 + [True] * 200
+    all_images = perception_mse_claim("pgd_at", mse, success, LEARNED)
+    _assert_verdict(all_images, REPRODUCES)  # failure (mean about 0.4) < success (0.6)
+    among = perception_mse_claim("pgd_at", mse, success, LEARNED, clean_correct=clean)
+    _assert_verdict(among, DOES_NOT_REPRODUCE)  # flipped (1.0) > survived (0.6)
+    assert among.numbers["n_failure"] == 100 and among.numbers["subset"] == "clean-correct images"
+    assert "flipped" in among.claim and "clean-correct" in among.claim and among.measured.startswith("flipped ")
+    with pytest.raises(ValueError, match="clean-correct flags"):
+        perception_mse_claim("pgd_at", mse, success, LEARNED, clean_correct=clean[:10])
 
 
 # -------------------------------------------------------------------------------- RAAT, Fig. 2 and 5b
@@ -257,21 +330,26 @@ def test_nonboundary_needs_full_budget():
     _assert_verdict(nonboundary_needs_full_budget(rows[2:], n, 10), "not judged")
 
 
-def test_appropriate_eta_helps_both_clean_gain_without_robust_loss():
+def test_appropriate_eta_helps_both_needs_a_gain_in_both():
+    """RAAT, Fig. 5b: "better performance on both perturbed and clean data": a clean gain and a robust gain."""
     n, ref = 10000, _row("pgd_at", 60.0, 45.0)
     z = bonferroni_z(2)
     clean = _first(range(6000, 6300), lambda k: _newcombe(k, 6000, n, z)[0] > 0)
-    # Robust loss: the edge where the interval of the change still lies above -2 points.
-    aa = _first(range(4500, 4200, -1), lambda k: _newcombe(k, 4500, n, z)[0] <= -2.0) + 1
+    aa = _first(range(4500, 4800), lambda k: _newcombe(k, 4500, n, z)[0] > 0)
     etas = lambda c, a: [_row("e.1", c / 100, a / 100, b=0.1, eta=0.1), _row("e.5", 55.0, 45.0, b=0.5, eta=0.5)]
     _assert_verdict(appropriate_eta_helps_both(etas(clean, aa), ref, n, 10), REPRODUCES)
     _assert_verdict(appropriate_eta_helps_both(etas(clean - 1, aa), ref, n, 10), INCONCLUSIVE)
     _assert_verdict(appropriate_eta_helps_both(etas(clean, aa - 1), ref, n, 10), INCONCLUSIVE)
-    # Every eta surely worse in clean accuracy (or surely losing more than 2 points of robustness): does not.
-    worse = [_row("e.1", 58.0, 45.0, b=0.1, eta=0.1), _row("e.5", 62.0, 40.0, b=0.5, eta=0.5)]
-    _assert_verdict(appropriate_eta_helps_both(worse, ref, n, 10), DOES_NOT_REPRODUCE)
-    worse[1]["aa_acc"] = 44.0  # loses 1 point only: no longer surely beyond the tolerance
-    _assert_verdict(appropriate_eta_helps_both(worse, ref, n, 10), INCONCLUSIVE)
+    # A clean gain with a robust change within noise is no longer enough (the old rule allowed a 2-point loss).
+    _assert_verdict(appropriate_eta_helps_both(etas(clean, 4450), ref, n, 10), INCONCLUSIVE)
+    # Every eta surely not better on one of the two: not reproduced; the edge is the robust interval's upper end.
+    lost = _first(range(4500, 4200, -1), lambda k: _newcombe(k, 4500, n, z)[1] < 0)
+    worse = lambda a: [_row("e.1", 62.0, a / 100, b=0.1, eta=0.1), _row("e.5", 55.0, 46.0, b=0.5, eta=0.5)]
+    _assert_verdict(appropriate_eta_helps_both(worse(lost), ref, n, 10), DOES_NOT_REPRODUCE)
+    _assert_verdict(appropriate_eta_helps_both(worse(lost + 1), ref, n, 10), INCONCLUSIVE)
+    check = appropriate_eta_helps_both(worse(lost), ref, n, 10, robust_label="APGD-CE+DLR")
+    assert "better" not in check.claim and "both clean and robust" in check.claim
+    assert "APGD-CE+DLR" in check.verdict
     _assert_verdict(appropriate_eta_helps_both(etas(clean, aa), _row("pgd_at", 10.0, 5.0), n, 10), NOT_LEARNED)
     _assert_verdict(appropriate_eta_helps_both([], ref, n, 10), "not judged: no eta")
 
@@ -327,46 +405,124 @@ def test_transfer_follows_surrogate_success_cell_by_cell():
     _assert_verdict(transfer_follows_surrogate_success(empty, [LEARNED]), "not judged: no surrogate")
 
 
-def test_similar_failure_patterns_reads_fishers_interval():
-    cells = 90  # 10 classes: 90 off-diagonal cells
-    edge = math.tanh(Z95 / math.sqrt(cells - 3))  # r whose 95 % interval starts at 0
-    assert correlation_interval(edge, cells)[0] == pytest.approx(0.0, abs=1e-9)
-    _assert_verdict(similar_failure_patterns({"a / b": 0.9, "a / c": edge + 0.01}, cells, [LEARNED]), REPRODUCES)
-    _assert_verdict(similar_failure_patterns({"a / b": 0.9, "a / c": edge - 0.01}, cells, [LEARNED]), INCONCLUSIVE)
-    neg = -math.tanh(bonferroni_z(2) / math.sqrt(cells - 3))  # the Bonferroni edge on the negative side
-    _assert_verdict(similar_failure_patterns({"a / b": 0.9, "a / c": neg - 0.01}, cells, [LEARNED]), DOES_NOT_REPRODUCE)
-    _assert_verdict(similar_failure_patterns({"a / b": 0.9, "a / c": neg + 0.01}, cells, [LEARNED]), INCONCLUSIVE)
-    _assert_verdict(similar_failure_patterns({"a / b": 0.9, "a / c": float("nan")}, cells, [LEARNED]), REPRODUCES)
-    _assert_verdict(similar_failure_patterns({"a / b": float("nan")}, cells, [LEARNED]), "not judged: no pair")
-    _assert_verdict(similar_failure_patterns({"a / b": 0.9}, cells, [CHANCE]), NOT_LEARNED)
+def _confusions(pattern, n_per_class=60, wrong=30, seed=0, classes=10):
+    """Labels and predictions where ``wrong`` of each class's images go to ``pattern(c, i)`` (the rest correct)."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(classes), n_per_class)
+    pred = y.copy()
+    for c in range(classes):
+        idx = rng.choice(np.flatnonzero(y == c), wrong, replace=False)
+        pred[idx] = [pattern(c, i) % classes for i in range(wrong)]
+    return y, pred
 
 
-def _toy(hard_pgd, hard_aa, base_pgd=40.0, base_aa=36.0, adaptive_aa=None, hard_clean=60.0):
+def test_confusion_correlations_by_hand():
+    y, a = _confusions(lambda c, i: c + 1 + (i % 3 == 0))
+    _, b = _confusions(lambda c, i: c + 1 + (i % 2 == 0), seed=1)
+    mats = []
+    for pred in (a, b):
+        m = np.zeros((10, 10))
+        for t, p in zip(y, pred):
+            m[t, p] += 1
+        mats.append(m[~np.eye(10, dtype=bool)])
+    assert confusion_correlations(y, {"a": a, "b": b}, 10) == {"a / b": pytest.approx(np.corrcoef(*mats)[0, 1])}
+
+
+def test_similar_failure_patterns_against_a_standard_model_bootstrapped_over_images():
+    y, at1 = _confusions(lambda c, i: c + 1 + (i % 5 == 0), seed=0)
+    _, at2 = _confusions(lambda c, i: c + 1 + (i % 4 == 0), seed=1)
+    _, std = _confusions(lambda c, i: c + 3 + (i % 2), seed=2)  # confuses other classes
+    models = [LEARNED]
+    check = similar_failure_patterns(y, {"a": at1, "b": at2}, {"standard": std}, 10, models, n_resamples=300)
+    _assert_verdict(check, REPRODUCES)
+    r = confusion_correlations(y, {"a": at1, "b": at2, "s": std}, 10)
+    assert check.numbers["difference"] == pytest.approx(r["a / b"] - (r["a / s"] + r["b / s"]) / 2)
+    low, high = check.numbers["ci95"]
+    assert 0 < low < high
+    assert "bootstrap over images" in check.measured and check.numbers["bootstrap"]["n_resamples"] == 300
+    # The same data, same seed: the same interval (the bootstrap is seeded).
+    again = similar_failure_patterns(y, {"a": at1, "b": at2}, {"standard": std}, 10, models, n_resamples=300)
+    assert again.numbers["ci95"] == check.numbers["ci95"]
+    # AT models that fail differently, each like the standard model in part: below the baseline.
+    _, split1 = _confusions(lambda c, i: c + 1, seed=3)
+    _, split2 = _confusions(lambda c, i: c + 2, seed=4)
+    _, mixed = _confusions(lambda c, i: c + 1 + (i % 2), seed=5)
+    _assert_verdict(similar_failure_patterns(y, {"a": split1, "b": split2}, {"standard": mixed}, 10, models,
+                                             n_resamples=300), DOES_NOT_REPRODUCE)
+    # Every model with the same confusions as the standard one: no more alike than the baseline.
+    _, same1 = _confusions(lambda c, i: c + 1 + (i % 3 == 0), seed=6)
+    _, same2 = _confusions(lambda c, i: c + 1 + (i % 3 == 0), seed=7)
+    _, same3 = _confusions(lambda c, i: c + 1 + (i % 3 == 0), seed=8)
+    flat = similar_failure_patterns(y, {"a": same1, "b": same2}, {"standard": same3}, 10, models, n_resamples=300)
+    _assert_verdict(flat, INCONCLUSIVE)
+    assert flat.numbers["ci95"][0] <= 0 <= flat.numbers["ci95"][1]
+    # Not judged: no baseline, a model that did not learn, or the per-image predictions not saved.
+    _assert_verdict(similar_failure_patterns(y, {"a": at1, "b": at2}, None, 10, models), "not judged: no baseline")
+    _assert_verdict(similar_failure_patterns(y, {"a": at1, "b": at2}, {"standard": std}, 10, [LEARNED, CHANCE]),
+                    NOT_LEARNED)
+    missing = per_image_data_missing("c", "DUCAT, Fig. 8", "r", "python -m atkit notebook x", [LEARNED])
+    assert missing.verdict == f"{PER_IMAGE_MISSING} (rerun: python -m atkit notebook x)" and missing.agrees is None
+    assert per_image_data_missing("c", "s", "r", "cmd", [CHANCE]).verdict.startswith(NOT_LEARNED)
+
+
+def _toy(published, adaptive=(30.0, 10.0), base_pgd=40.0, base_aa=36.0, hard_clean=60.0):
+    """Toy-case rows: the base model, and the hard-label model's (PGD-10, AutoAttack) under each protocol."""
     rows = [{"model": "pgd_at", "protocol": "-", "clean_acc": 60.0, "pgd_acc": base_pgd, "aa_acc": base_aa}]
-    for protocol, aa in (("published", hard_aa), ("adaptive", hard_aa if adaptive_aa is None else adaptive_aa)):
+    for protocol, (pgd, aa) in (("published", published), ("adaptive", adaptive)):
         rows.append({"model": f"hard-label DUCAT [{protocol}]", "protocol": protocol, "variant": "hard-label DUCAT",
-                     "clean_acc": hard_clean, "pgd_acc": hard_pgd if protocol == "published" else 30.0,
-                     "aa_acc": aa})
+                     "clean_acc": hard_clean, "pgd_acc": pgd, "aa_acc": aa})
     return rows
 
 
-def test_hard_labels_collapse_under_autoattack():
+def test_hard_labels_collapse_under_autoattack_within_one_protocol():
     n, thr = 1000, 10.0
     judge = lambda rows, **kw: hard_labels_collapse_under_autoattack(rows, "pgd_at", n, 10, threshold=thr, **kw)
-    _assert_verdict(judge(_toy(50.0, 10.0)), REPRODUCES)
+    _assert_verdict(judge(_toy((50.0, 10.0))), REPRODUCES)
     # The collapse margin: the gap's interval must lie above 10 points.
     aa = _first(range(400, 0, -1), lambda k: _newcombe(500, k, n)[0] > thr)
-    _assert_verdict(judge(_toy(50.0, aa / 10)), REPRODUCES)
-    _assert_verdict(judge(_toy(50.0, (aa + 1) / 10)), INCONCLUSIVE)
-    _assert_verdict(judge(_toy(50.0, 46.0)), DOES_NOT_REPRODUCE)  # a 4-point gap: surely below 10
+    _assert_verdict(judge(_toy((50.0, aa / 10))), REPRODUCES)
+    _assert_verdict(judge(_toy((50.0, (aa + 1) / 10))), INCONCLUSIVE)
+    below = _first(range(400, 500), lambda k: _newcombe(500, k, n)[1] < thr)
+    _assert_verdict(judge(_toy((50.0, below / 10))), DOES_NOT_REPRODUCE)
+    _assert_verdict(judge(_toy((50.0, (below - 1) / 10))), INCONCLUSIVE)
     # ...and beyond the base model's own gap (MOVER): a base with a gap as large is no contrast.
-    _assert_verdict(judge(_toy(50.0, 20.0, base_pgd=50.0, base_aa=20.0)), INCONCLUSIVE)
-    _assert_verdict(judge(_toy(50.0, 20.0, base_pgd=70.0, base_aa=10.0)), DOES_NOT_REPRODUCE)
-    # The adaptive protocol: PGD-10 from the published row, AutoAttack from the adaptive one.
-    check = judge(_toy(50.0, 48.0, adaptive_aa=10.0), protocol="adaptive")
-    _assert_verdict(check, REPRODUCES)
-    assert check.numbers["hard_gap"]["difference"] == pytest.approx(40.0) and "adaptive" in check.claim
-    _assert_verdict(judge(_toy(50.0, 10.0, hard_clean=10.0)), NOT_LEARNED)
-    _assert_verdict(judge(_toy(50.0, 10.0)[:1]), "not judged: no hard-label")
+    _assert_verdict(judge(_toy((50.0, 20.0), base_pgd=50.0, base_aa=20.0)), INCONCLUSIVE)
+    _assert_verdict(judge(_toy((50.0, 20.0), base_pgd=70.0, base_aa=10.0)), DOES_NOT_REPRODUCE)
+    # Both accuracies under the same protocol: a low adaptive AutoAttack accuracy after an equally low adaptive
+    # PGD-10 is no collapse, whatever PGD-10 gave under the published protocol (50 points here).
+    check = judge(_toy((50.0, 48.0), adaptive=(12.0, 10.0)), protocol="adaptive")
+    _assert_verdict(check, DOES_NOT_REPRODUCE)
+    assert check.numbers["hard_gap"]["difference"] == pytest.approx(2.0) and "adaptive" in check.claim
+    assert "PGD-10 12.0% vs AA 10.0% (adaptive)" in check.measured
+    _assert_verdict(judge(_toy((50.0, 48.0), adaptive=(40.0, 10.0)), protocol="adaptive"), REPRODUCES)
+    _assert_verdict(judge(_toy((50.0, 10.0), hard_clean=10.0)), NOT_LEARNED)
+    _assert_verdict(judge(_toy((50.0, 10.0))[:1]), "not judged: no hard-label")
     # Without a base model only the margin is checked.
-    _assert_verdict(hard_labels_collapse_under_autoattack(_toy(50.0, 10.0)[1:], None, n, 10), REPRODUCES)
+    _assert_verdict(hard_labels_collapse_under_autoattack(_toy((50.0, 10.0))[1:], None, n, 10), REPRODUCES)
+
+
+def test_collapse_verdict_by_threshold():
+    """The verdict for every threshold: the ranges agree with the rule applied at a threshold inside each."""
+    assert collapse_threshold_ranges((2.97, 8.81), (-2.11, 5.81)) == [
+        {"verdict": INCONCLUSIVE, "from": 0.0, "to": 8.81}, {"verdict": DOES_NOT_REPRODUCE, "from": 8.81, "to": 100.0}]
+    assert collapse_threshold_ranges((2.97, 8.81), (0.5, 5.0)) == [
+        {"verdict": REPRODUCES, "from": 0.0, "to": 2.97}, {"verdict": INCONCLUSIVE, "from": 2.97, "to": 8.81},
+        {"verdict": DOES_NOT_REPRODUCE, "from": 8.81, "to": 100.0}]
+    assert collapse_threshold_ranges((2.97, 8.81), (-3.0, -1.0)) == [
+        {"verdict": DOES_NOT_REPRODUCE, "from": 0.0, "to": 100.0}]
+    assert collapse_threshold_ranges((-1.0, 5.0)) == [
+        {"verdict": INCONCLUSIVE, "from": 0.0, "to": 5.0}, {"verdict": DOES_NOT_REPRODUCE, "from": 5.0, "to": 100.0}]
+    rows = _toy((50.0, 38.0), base_pgd=40.0, base_aa=39.0)
+    first = hard_labels_collapse_under_autoattack(rows, "pgd_at", 1000, 10)
+    ranges = first.numbers["threshold_ranges"]
+    assert [r["verdict"] for r in ranges] == [REPRODUCES, INCONCLUSIVE, DOES_NOT_REPRODUCE]
+    for r in ranges:
+        for t in (r["from"] + 0.01, (r["from"] + r["to"]) / 2, r["to"] - 0.01):
+            _assert_verdict(hard_labels_collapse_under_autoattack(rows, "pgd_at", 1000, 10, threshold=t), r["verdict"])
+    assert "verdict by collapse threshold: below" in first.measured
+
+
+def test_the_scale_rounds_accuracies_as_printed():
+    assert judged_at([model_learned(43.3, 10, robust=26.94999873638153, robust_label="PGD-20")]) == \
+        "clean 43.3 %, PGD-20 27.0 %"  # 539 of 2,000 as a float32 mean
+    assert judged_at([model_learned(43.34, 10, robust=26.94, robust_label="PGD-20")]) == "clean 43.3 %, PGD-20 26.9 %"

@@ -1,4 +1,5 @@
-"""Provenance of evaluations, AutoAttack resume keyed by batch size, `atkit compare` and `atkit card`."""
+"""Provenance of evaluations, AutoAttack resume keyed by batch size, `atkit compare` (two runs, and two arms of runs
+paired by seed) and `atkit card`."""
 import json
 
 import pytest
@@ -8,10 +9,10 @@ import yaml
 from atkit.evaluation.autoattack import run_autoattack
 from atkit.card import make_card
 from atkit.cli import main as cli_main
-from atkit.compare import compare_evaluations, comparison_table, per_sample_flags
+from atkit.compare import compare_arms, compare_evaluations, comparison_table, per_sample_flags
 from atkit.evaluation import EvalResult, evaluate
 from atkit.results import collect_runs
-from atkit.stats import mcnemar_test, wilson_interval
+from atkit.stats import mcnemar_test, paired_difference, pool_paired_differences, seed_difference, wilson_interval
 from atkit.utils import ConfigError
 from helpers import TinyConvNet, fit_blobs, make_blobs
 
@@ -218,3 +219,83 @@ def test_compare_without_aa_uses_the_worst_case_over_common_robust_attacks(tmp_p
     cmp = compare_evaluations(tmp_path / "a.json", tmp_path / "b.json")
     assert cmp["attack"] == "worst of pgd20, cw"
     assert cmp["test"]["acc_a"] == 40.0  # images 0-4 survive CW, of them 3 fails PGD
+
+
+# ------------------------------------------------------------------------------ arms of runs, paired by seed
+ARM_A = {0: [1, 1, 1, 0, 1, 1, 0, 1, 1, 1], 1: [1, 1, 0, 0, 1, 1, 0, 1, 0, 1], 2: [1, 0, 1, 1, 1, 1, 0, 1, 1, 0]}
+ARM_B = {0: [1, 0, 0, 0, 1, 1, 0, 0, 1, 1], 1: [1, 1, 0, 1, 1, 0, 0, 0, 0, 1], 2: [0, 0, 1, 1, 1, 1, 1, 1, 0, 0]}
+
+
+def _arm_run(root, name, method, seed, flags, **extra):
+    run = _fake_run(root, name, method, flags, seed=seed)
+    if extra:
+        ev = json.loads((run / "eval.json").read_text())
+        for key, value in extra.items():
+            ev["final"][key] = value
+        (run / "eval.json").write_text(json.dumps(ev))
+    return run
+
+
+def test_compare_arms_pools_per_image_differences_paired_by_seed(tmp_path, capsys):
+    a = [_arm_run(tmp_path, f"a{s}", "pgd_at+rpat", s, ARM_A[s]) for s in (2, 0, 1)]  # given out of seed order
+    b = [_arm_run(tmp_path, f"b{s}", "pgd_at", s, ARM_B[s]) for s in (0, 1, 2)]
+    cmp = compare_arms(a, b, margin=1.0)
+    assert cmp["paired_by"] == "seed" and cmp["seeds"] == [0, 1, 2] and cmp["attack"] == "aa"
+    assert [x.rsplit("/", 1)[-1] for x in cmp["a"]] == ["a0 [final]", "a1 [final]", "a2 [final]"]
+    flags = lambda arm, s: [bool(v) for v in arm[s]]
+    diffs = [paired_difference(flags(ARM_A, s), flags(ARM_B, s)) for s in (0, 1, 2)]
+    pooled = pool_paired_differences(diffs)
+    assert cmp["pooled"]["estimate"] == pytest.approx(pooled.estimate, abs=1e-4)
+    assert cmp["pooled"]["ci95"] == pytest.approx(list(pooled.interval()), abs=1e-4)
+    assert cmp["pooled"]["q"] == pytest.approx(pooled.q, abs=1e-4) and cmp["pooled"]["df"] == 2
+    over = seed_difference([10 * sum(ARM_A[s]) for s in (0, 1, 2)], [10 * sum(ARM_B[s]) for s in (0, 1, 2)])
+    assert cmp["over_seeds"]["ci95"] == pytest.approx(list(over.ci95), abs=1e-4)
+    for row, s in zip(cmp["per_seed"], (0, 1, 2)):
+        t = mcnemar_test(flags(ARM_A, s), flags(ARM_B, s))
+        assert row["seed"] == s and row["p_value"] == pytest.approx(t.p_value, rel=1e-3)
+        assert row["verdict"] == ("differs" if t.p_value < 0.05 else "no difference detected")
+    assert cmp["equivalence"]["margin"] == 1.0 and cmp["equivalence"]["equivalent"] is False  # 10 images: wide
+    assert cli_main(["compare", *map(str, a), "--vs", *map(str, b)]) == 0
+    out = capsys.readouterr().out
+    assert "paired by seed (0, 1, 2)" in out and "pooled per image (primary" in out and "Cochran's Q" in out
+    assert "sensitivity, Student t" in out and "a test between two trained networks" in out
+    assert cli_main(["compare", *map(str, a), "--vs", *map(str, b), "--json", "--margin", "30"]) == 0
+    assert json.loads(capsys.readouterr().out)["equivalence"]["margin"] == 30.0
+    # The two-run form is unchanged; a margin needs arms; three runs without --vs are refused.
+    assert cli_main(["compare", str(a[0]), str(b[0])]) == 0 and "exact McNemar p" in capsys.readouterr().out
+    assert cli_main(["compare", str(a[0]), str(b[0]), "--margin", "1"]) == 2
+    assert cli_main(["compare", *map(str, a)]) == 2 and "--vs" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change,what", [
+    ({"threat": {"norm": "linf", "eps": 4 / 255}}, "different eps"),
+    ({"threat": {"norm": "l2", "eps": EPS}}, "different norm"),
+    ({"protocol": "adaptive"}, "different protocol"),
+    ({"provenance": {"precision": "bf16"}}, "different precision"),
+])
+def test_compare_arms_refuses_evaluations_that_differ(tmp_path, capsys, change, what):
+    a = [_arm_run(tmp_path, f"a{s}", "pgd_at+rpat", s, ARM_A[s], provenance={"precision": "fp32"}) for s in (0, 1)]
+    b = [_arm_run(tmp_path, "b0", "pgd_at", 0, ARM_B[0], provenance={"precision": "fp32"}),
+         _arm_run(tmp_path, "b1", "pgd_at", 1, ARM_B[1], **{"provenance": {"precision": "fp32"}, **change})]
+    with pytest.raises(ConfigError, match=what):
+        compare_arms(a, b)
+    assert cli_main(["compare", *map(str, a), "--vs", *map(str, b)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert what in err and len(err.splitlines()) == 1
+
+
+def test_compare_arms_refuses_unpaired_seeds_and_other_images(tmp_path):
+    a = [_arm_run(tmp_path, f"a{s}", "pgd_at+rpat", s, ARM_A[s]) for s in (0, 1)]
+    b = [_arm_run(tmp_path, f"b{s}", "pgd_at", s, ARM_B[s]) for s in (0, 2)]
+    with pytest.raises(ConfigError, match="different seeds"):
+        compare_arms(a, b)
+    with pytest.raises(ConfigError, match="one run per seed"):
+        compare_arms(a, b[:1])
+    other = _arm_run(tmp_path, "b1", "pgd_at", 1, ARM_B[1])
+    ev = json.loads((other / "eval.json").read_text())
+    ev["images"] = {**IMAGES, "fingerprint": "other"}
+    (other / "eval.json").write_text(json.dumps(ev))
+    with pytest.raises(ConfigError, match="evaluated on different images"):
+        compare_arms(a, [b[0], other])
+    with pytest.raises(ConfigError, match="margin"):
+        compare_arms(a, [b[0], other], margin=0)

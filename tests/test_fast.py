@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -216,7 +217,7 @@ def test_auto_precision_is_per_method_and_recorded(monkeypatch, tmp_path):
                         lambda p, d: None if p == "fp32" else torch.bfloat16)  # a bf16-capable device
     monkeypatch.setattr(fast, "BF16_VERIFIED_METHODS", frozenset())  # whatever the committed parity runs decided
     assert fast.training_precision("auto", "cpu", "pgd_at+rpat")[0] == "fp32"
-    assert "not been measured" in fast.training_precision("auto", "cpu", "pgd_at+rpat")[1]
+    assert "not been shown equivalent" in fast.training_precision("auto", "cpu", "pgd_at+rpat")[1]
     monkeypatch.setattr(fast, "BF16_VERIFIED_METHODS", frozenset({"pgd_at"}))
     assert fast.training_precision("auto", "cpu", "pgd_at")[0] == "bf16"
     assert fast.training_precision("auto", "cpu", "trades")[0] == "fp32"
@@ -232,24 +233,52 @@ def test_auto_precision_is_per_method_and_recorded(monkeypatch, tmp_path):
     assert note["precision"] == "fp32" and note["requested"] == "auto" and "cpu" in note["why"]
 
 
-def test_bf16_parity_decision_accepts_within_seed_noise_and_rejects_a_shift():
-    fp32 = {"clean": [41.7, 42.3, 41.2], "pgd20": [26.9, 27.4, 26.5]}
-    close = {"clean": [41.5, 42.6, 41.0], "pgd20": [27.1, 26.8, 26.7]}
-    d = fast.bf16_parity_decision(close, fp32)
-    assert d["verdict"] == fast.BF16_MATCHES and d["bf16_default"]
-    assert d["metrics"]["clean"]["difference"] == pytest.approx((41.5 + 42.6 + 41.0 - 41.7 - 42.3 - 41.2) / 3, abs=0.01)
-    shifted = {"clean": [41.5, 42.6, 41.0], "pgd20": [24.0, 24.4, 23.9]}  # PGD-20 2.8 points lower, sds ~0.3
-    d = fast.bf16_parity_decision(shifted, fp32)
-    assert d["verdict"] == fast.BF16_DIFFERS and not d["bf16_default"]
-    assert d["metrics"]["clean"]["within_noise"] and not d["metrics"]["pgd20"]["within_noise"]
+def _parity_runs(flipped_up, n=2000, seeds=3, base=800):
+    """Per seed, fp32 flags with ``base`` of ``n`` images correct, and bf16 flags that also get ``flipped_up``
+    of the fp32-wrong images right (a bf16 - fp32 difference of ``flipped_up / n``, no image lost)."""
+    fp32 = [[i < base for i in range(n)] for _ in range(seeds)]
+    bf16 = [[i < base + flipped_up for i in range(n)] for _ in range(seeds)]
+    return bf16, fp32
+
+
+def _tost_upper(k, n=2000, seeds=3):
+    """The 90 % upper end of the pooled difference for _parity_runs(k), written out: k discordant images of n per
+    seed, equal seeds, so the pooled se is sqrt(v / seeds) with v = 100² (k - k² / n) / ((n - 1) n)."""
+    d = 100 * k / n
+    v = 1e4 * (k - k * k / n) / ((n - 1) * n)
+    return d + 1.6448536269514722 * math.sqrt(v / seeds)
+
+
+def test_bf16_parity_decision_is_a_tost_with_a_one_point_margin():
+    edge = max(k for k in range(0, 60) if _tost_upper(k) < 1.0)  # the most images bf16 may gain per seed
+    bf16, fp32 = _parity_runs(edge)
+    pgd_b, pgd_f = _parity_runs(1)  # PGD-20: one image of 2,000 per seed, well inside the margin
+    ok = fast.bf16_parity_decision({"clean": bf16, "pgd20": pgd_b}, {"clean": fp32, "pgd20": pgd_f})
+    assert ok["verdict"] == fast.BF16_EQUIVALENT and ok["bf16_default"] and ok["margin"] == fast.PARITY_MARGIN == 1.0
+    clean = ok["metrics"]["clean"]
+    assert clean["pooled"]["estimate"] == pytest.approx(100 * edge / 2000)
+    assert clean["equivalence"]["ci90"][1] == pytest.approx(_tost_upper(edge), abs=1e-2)
+    assert clean["bf16_mean"] == pytest.approx(100 * (800 + edge) / 2000) and clean["fp32_mean"] == 40.0
+    bf16, fp32 = _parity_runs(edge + 1)  # one image more per seed: the 90 % interval reaches past +1 point
+    no = fast.bf16_parity_decision({"clean": bf16, "pgd20": pgd_b}, {"clean": fp32, "pgd20": pgd_f})
+    assert no["verdict"] == fast.BF16_NOT_SHOWN and not no["bf16_default"]
+    assert not no["metrics"]["clean"]["equivalence"]["equivalent"]
+    # A stated margin moves the edge; absence of evidence (few images, wide interval) is not parity.
+    assert fast.bf16_parity_decision({"clean": bf16, "pgd20": pgd_b}, {"clean": fp32, "pgd20": pgd_f},
+                                     margin=2.0)["bf16_default"]
+    assert no["metrics"]["pgd20"]["equivalence"]["equivalent"]  # one metric short of the margin is enough to refuse
+    tiny_b, tiny_f = _parity_runs(0, n=40, base=20)
+    tiny_b = [[*f[:-1], not f[-1]] for f in tiny_f]  # one image of 40 differs: no effect seen, interval wide
+    assert fast.bf16_parity_decision({"clean": tiny_b, "pgd20": tiny_b}, {"clean": tiny_f, "pgd20": tiny_f}
+                                     )["verdict"] == fast.BF16_NOT_SHOWN
 
 
 def test_bf16_parity_decision_needs_three_paired_seeds():
-    two = {"clean": [41.5, 42.6], "pgd20": [27.1, 26.8]}
-    d = fast.bf16_parity_decision(two, two)
+    bf16, fp32 = _parity_runs(5, seeds=2)
+    d = fast.bf16_parity_decision({"clean": bf16, "pgd20": bf16}, {"clean": fp32, "pgd20": fp32})
     assert d["verdict"] == fast.BF16_NOT_MEASURED and not d["bf16_default"]
     with pytest.raises(ValueError, match="pair them by seed"):
-        fast.bf16_parity_decision({"clean": [1, 2, 3], "pgd20": [1, 2, 3]}, {"clean": [1, 2], "pgd20": [1, 2, 3]})
+        fast.bf16_parity_decision({"clean": bf16, "pgd20": bf16}, {"clean": fp32[:1], "pgd20": fp32})
 
 
 def _tf32() -> tuple[bool, bool]:

@@ -35,6 +35,13 @@ def test_mse_perception_notebook(tmp_path):
         assert (pair["agrees_with_paper"] is None) or learned
     per_sample = pd.read_csv(out / "mse_per_sample.csv")
     assert len(per_sample) == 3 * metrics["n_eval"] and (per_sample["mse"] >= 0).all()
+    # Per-image clean correctness (the clean-correct contrast's input) agrees with each pair's clean accuracy, and
+    # each pair has its second check, among the clean-correct images.
+    for pair in metrics["pairs"]:
+        rows = per_sample[per_sample["pair"] == pair["pair"]]
+        assert 100.0 * rows["clean_correct"].mean() == pytest.approx(pair["clean_acc"])
+    assert [c["claim"].endswith("among clean-correct images") for c in metrics["checks"]] == [False] * 3 + [True] * 3
+    assert "verdict_clean_correct" in table.columns
     # A second execution reuses the three finished runs instead of training again.
     runs_before = sorted(p.name for p in (tmp_path / "runs").iterdir())
     run_smoke_notebook("mse_perception", tmp_path)

@@ -188,6 +188,18 @@ def test_always_failed_overlap_notebook(tmp_path):
         diag = sum(int(mat.loc[c, c]) for c in range(ds.num_classes))
         assert 100 * diag / n == pytest.approx(metrics["white_box_acc"][name])
     assert len(metrics["confusion"]) == m and all(len(v) == ds.num_classes for v in metrics["confusion"].values())
+    # The per-image predictions behind the Fig. 8 bootstrap: they rebuild each confusion matrix exactly, and the
+    # standard-trained baseline was attacked alike on the same images.
+    pred = json.loads((out / "per_image_predictions.json").read_text())
+    assert len(pred["labels"]) == n and sorted(pred["white_box_pred"]) == sorted(names)
+    for name in names:
+        rebuilt = pd.crosstab(pd.Series(pred["labels"]), pd.Series(pred["white_box_pred"][name])).reindex(
+            index=range(ds.num_classes), columns=range(ds.num_classes), fill_value=0)
+        assert rebuilt.values.tolist() == metrics["confusion"][name]
+    assert list(pred["baseline_white_box_pred"]) == ["standard"] == list(metrics["baseline_acc"])
+    assert len(pred["baseline_white_box_pred"]["standard"]) == n
+    wrong = sum(p != y for p, y in zip(pred["baseline_white_box_pred"]["standard"], pred["labels"]))
+    assert metrics["baseline_acc"]["standard"]["white_box_acc"] == pytest.approx(100 * (n - wrong) / n)
 
     # Fig. 4: the base model and both DUCAT variants under both protocols, accuracies of n samples.
     toy = pd.read_csv(out / "toy_case.csv")
@@ -342,6 +354,10 @@ def test_cross_attack_summaries_by_hand():
                 fooled = int((adv[si, ti][mask] != y[mask]).sum())
                 assert row["n"] == int(mask.sum()) and row["fooled"] == fooled
     assert torch.equal(cross.confusion(1), confusion_matrix(adv[1, 1], y, 2))
+    assert cross.white_box_predictions() == {"a": adv[0, 0].tolist(), "b": adv[1, 1].tolist(), "c": adv[2, 2].tolist()}
+    acc = cross.accuracies()
+    assert acc["b"]["white_box_acc"] == pytest.approx(100 * int((adv[1, 1] == y).sum()) / 5)
+    assert acc["a"]["clean_acc"] == pytest.approx(100 * int((torch.zeros(5, dtype=torch.long) == y).sum()) / 5)
 
 
 def test_boundary_partition_matches_a_hand_partition():

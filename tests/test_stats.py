@@ -1,11 +1,15 @@
-"""atkit.stats against scipy.stats and published worked examples."""
+"""atkit.stats against scipy.stats, published worked examples and hand-computed values."""
 import math
+from fractions import Fraction
 
+import numpy as np
 import pytest
 from scipy import stats as sps
 
-from atkit.stats import (accuracy_record, format_accuracy, format_seed_summary, mcnemar_from_counts, mcnemar_test,
-                         newcombe_paired_interval, seed_difference, seed_summary, wilson_interval)
+from atkit.stats import (HETEROGENEITY_LEVEL, Z95, PairedDifference, accuracy_record, bootstrap_over_images,
+                         equivalence_test, format_accuracy, format_seed_summary, mcnemar_from_counts, mcnemar_test,
+                         minimal_detectable_effect, newcombe_paired_interval, paired_difference,
+                         pool_paired_differences, seed_difference, seed_summary, seeds_needed, wilson_interval)
 
 
 @pytest.mark.parametrize("k,n", [(0, 10), (3, 10), (10, 10), (52, 100), (4987, 10000), (1, 7)])
@@ -131,3 +135,118 @@ def test_seed_difference_rejects_unpaired_or_single_seed():
         seed_difference([1, 2, 3], [1, 2])
     with pytest.raises(ValueError, match="at least 2 seeds"):
         seed_difference([1], [2])
+
+
+# ------------------------------------------------------------------- several seeds: per-image differences pooled
+def _seed(y, v, n=1000):
+    """A seed's paired difference given directly (points, points²): the pooling only reads these."""
+    return PairedDifference(difference=y, variance=v, n=n, only_a=0, only_b=0)
+
+
+def test_paired_difference_by_hand():
+    a = [1, 1, 1, 0, 1, 1, 0, 1, 1, 1]
+    b = [1, 0, 0, 0, 1, 1, 0, 0, 1, 1]  # 3 images only a, none only b
+    d = paired_difference(a, b)
+    assert (d.only_a, d.only_b, d.n) == (3, 0, 10)
+    assert d.difference == pytest.approx(30.0)
+    # var(d_i) = (b + c - n mean²) / (n - 1) = (3 - 10 * 0.09) / 9; the mean's variance over n, in points²
+    assert d.variance == pytest.approx(1e4 * (2.1 / 9) / 10)
+    assert d.variance == pytest.approx(1e4 * np.var(np.subtract(a, b), ddof=1) / 10)
+    assert d.per_image_variance == pytest.approx(1e4 * 2.1 / 9)
+    with pytest.raises(ValueError, match="same length"):
+        paired_difference([1, 0], [1])
+
+
+def test_pooling_three_seeds_by_hand():
+    # y = (1, 2, 4), v = (1, 1, 2): w = (1, 1, 1/2), y_F = 5 / 2.5 = 2, Q = 1 + 0 + 0.5 * 4 = 3 on 2 df,
+    # C = 2.5 - 2.25 / 2.5 = 1.6, tau² = (3 - 2) / 1.6 = 0.625; w* = (8/13, 8/13, 8/21), y_R = 23/11.
+    seeds = [_seed(1.0, 1.0), _seed(2.0, 1.0), _seed(4.0, 2.0)]
+    p = pool_paired_differences(seeds, heterogeneity_level=0.5)
+    assert p.fixed == pytest.approx(2.0) and p.fixed_se == pytest.approx(1 / math.sqrt(2.5))
+    assert p.q == pytest.approx(3.0) and p.df == 2
+    assert p.q_p_value == pytest.approx(math.exp(-1.5))  # chi-squared with 2 df: sf(q) = exp(-q / 2)
+    assert p.q_p_value == pytest.approx(sps.chi2.sf(3.0, 2))
+    assert p.tau2 == pytest.approx(0.625)
+    assert p.random == pytest.approx(23 / 11)
+    ws = [Fraction(8, 13), Fraction(8, 13), Fraction(8, 21)]
+    hk = sum(w * (y - Fraction(23, 11)) ** 2 for w, y in zip(ws, (1, 2, 4))) / (2 * sum(ws))  # Hartung-Knapp se²
+    assert p.random_se == pytest.approx(math.sqrt(float(hk)))
+    half = sps.t.ppf(0.975, 2) * math.sqrt(float(hk))
+    assert p.heterogeneous and p.estimate == p.random
+    assert p.interval() == pytest.approx((23 / 11 - half, 23 / 11 + half))
+    # At the customary 0.10 level Q = 3 (p = 0.22) does not reject: the fixed-effect interval is the primary one.
+    q = pool_paired_differences(seeds)
+    assert q.heterogeneity_level == HETEROGENEITY_LEVEL == 0.10 and not q.heterogeneous
+    assert q.estimate == pytest.approx(2.0)
+    assert q.interval() == pytest.approx((2 - Z95 / math.sqrt(2.5), 2 + Z95 / math.sqrt(2.5)))
+    assert q.to_dict()["ci95"] == [round(v, 2) for v in q.interval()]
+
+
+def test_hartung_knapp_is_weighted_least_squares_with_estimated_scale():
+    """The random-effects estimate and its Hartung-Knapp se: the intercept of a weighted regression on a constant
+    with weights 1 / (v + tau²) and the residual mean square as scale (another route to the same numbers)."""
+    y, v = np.array([0.3, -1.2, 2.5, 0.8]), np.array([0.2, 0.5, 0.3, 0.9])
+    p = pool_paired_differences([_seed(a, b) for a, b in zip(y, v)], heterogeneity_level=0.99)
+    sw = np.sqrt(1 / (v + p.tau2))
+    coef, rss, *_ = np.linalg.lstsq(sw[:, None], sw * y, rcond=None)
+    assert p.random == pytest.approx(coef[0])
+    assert p.random_se == pytest.approx(math.sqrt(rss[0] / (len(y) - 1) / (sw ** 2).sum()))
+
+
+def test_heterogeneity_switches_the_primary_interval_at_the_stated_level():
+    # Two seeds with v = 1: Q = x² / 2 on 1 df; chi2(1) at 0.10 rejects above 2.7055, so x = 2.3262 is the edge.
+    edge = math.sqrt(2 * sps.chi2.isf(0.10, 1))
+    below = pool_paired_differences([_seed(0.0, 1.0), _seed(edge - 0.01, 1.0)])
+    above = pool_paired_differences([_seed(0.0, 1.0), _seed(edge + 0.01, 1.0)])
+    assert not below.heterogeneous and below.interval() == below.fixed_interval()
+    assert above.heterogeneous and above.interval() == above.random_interval()
+    assert above.interval()[1] - above.interval()[0] > 5 * (above.fixed_interval()[1] - above.fixed_interval()[0])
+    one = pool_paired_differences([_seed(0.4, 0.04)])
+    assert one.df == 0 and not one.heterogeneous and one.interval() == pytest.approx((0.4 - Z95 * 0.2, 0.4 + Z95 * 0.2))
+    with pytest.raises(ValueError, match="agree on every one"):
+        pool_paired_differences([_seed(0.0, 1.0), _seed(0.0, 0.0)])
+
+
+def test_equivalence_is_the_90_percent_interval_inside_the_margin():
+    # One seed, se 0.5: the 90 % interval is d ± 0.8224, inside ±1 exactly when |d| < 0.1776.
+    z = sps.norm.ppf(0.95)
+    for d, inside in ((0.17, True), (0.18, False), (-0.17, True), (-0.18, False)):
+        e = equivalence_test(pool_paired_differences([_seed(d, 0.25)]), 1.0)
+        assert e.equivalent is inside
+        assert e.ci90 == pytest.approx((d - z * 0.5, d + z * 0.5))
+        p = max(sps.norm.sf((d + 1) / 0.5), sps.norm.cdf((d - 1) / 0.5))  # the two one-sided tests
+        assert e.p_value == pytest.approx(p) and (e.p_value < 0.05) is inside
+    hetero = pool_paired_differences([_seed(-1.0, 0.01), _seed(1.0, 0.01)])  # far apart: random effects, t(1)
+    e = equivalence_test(hetero, 1.0)
+    assert hetero.heterogeneous and not e.equivalent and "random effects" in e.method
+    with pytest.raises(ValueError, match="margin"):
+        equivalence_test(hetero, 0)
+
+
+def test_bootstrap_over_images_is_seeded_and_matches_hand_resampling():
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 1.0, 400)
+    got = bootstrap_over_images(lambda idx: x[idx].mean(), len(x), n_resamples=500, seed=7)
+    hand = np.random.default_rng(7)
+    values = [x[hand.integers(0, 400, 400)].mean() for _ in range(500)]
+    assert got["estimate"] == pytest.approx(x.mean())
+    assert got["ci"] == pytest.approx(list(np.quantile(values, [0.025, 0.975])))
+    assert bootstrap_over_images(lambda idx: x[idx].mean(), len(x), n_resamples=500, seed=7) == got
+    se = x.std(ddof=1) / 20
+    assert got["ci"] == pytest.approx([x.mean() - Z95 * se, x.mean() + Z95 * se], abs=0.02)
+    ref = sps.bootstrap((x,), np.mean, n_resamples=2000, method="percentile", random_state=1).confidence_interval
+    assert got["ci"] == pytest.approx([ref.low, ref.high], abs=0.02)
+    odd = bootstrap_over_images(lambda idx: float("nan") if idx[0] % 2 else 1.0, 10, n_resamples=50, seed=0)
+    assert 0 < odd["n_undefined"] < 50 and odd["ci"] == [1.0, 1.0]
+
+
+def test_minimal_detectable_effect_and_seeds_needed_by_hand():
+    z = Z95 + sps.norm.ppf(0.8)  # 1.95996 + 0.84162
+    assert minimal_detectable_effect(900.0, 10000, 4) == pytest.approx(z * math.sqrt(900 / 40000))
+    k = seeds_needed(0.28, 950.0, 10000)
+    assert k == math.ceil(950 * z * z / (0.28 ** 2 * 10000)) == 10
+    # The edge on both sides: k seeds reach the effect, k - 1 do not.
+    assert minimal_detectable_effect(950.0, 10000, k) <= 0.28 < minimal_detectable_effect(950.0, 10000, k - 1)
+    assert seeds_needed(-0.28, 950.0, 10000) == k
+    with pytest.raises(ValueError, match="cannot be detected"):
+        seeds_needed(0.0, 950.0, 10000)

@@ -2,13 +2,16 @@
 
     python results/cifar10-cpu/build.py collect --outputs outputs/cpu     # after the runs (copies + summary + README)
     python results/cifar10-cpu/build.py collect --outputs A/outputs/cpu --outputs B/outputs/cpu   # two checkouts
+    python results/cifar10-cpu/build.py collect-round2 --outputs outputs/cpu/round2/runs   # the second RPAT round
     python results/cifar10-cpu/build.py render                             # README.md again from summary.json
 
 ``collect`` copies the small files each run wrote (metrics, CSVs, figures, each training run's eval.json and
-config) under ``results/cifar10-cpu/runs/``; :func:`summarise` computes every reported number from those copies
-(intervals from :mod:`atkit.stats`, verdicts from :mod:`atkit.claims`); :func:`render` writes the README from the
-summary alone. ``tests/test_results_cifar10_cpu.py`` repeats both steps on the committed files, so every number in
-the README is the one in summary.json, and summary.json is what the committed run files give.
+config) under ``results/cifar10-cpu/runs/``, ``collect-round2`` those of the second round under ``round2/``;
+:func:`summarise` computes every reported number from those copies (intervals from :mod:`atkit.stats`, verdicts
+from :mod:`atkit.claims`, the RPAT comparison through :func:`atkit.compare.compare_arms` in ``rpat_comparison.py``);
+:func:`render` writes the README from the summary alone. ``tests/test_results_cifar10_cpu.py`` repeats both steps on
+the committed files, so every number in the README is the one in summary.json, and summary.json is what the
+committed run files give.
 """
 from __future__ import annotations
 
@@ -22,21 +25,23 @@ from typing import Any, Optional
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE))
 
-from atkit import claims, reference  # noqa: E402
-from atkit.claims import interval_verdict, model_learned  # noqa: E402
+from atkit import claims  # noqa: E402
+from atkit.claims import model_learned, per_image_data_missing  # noqa: E402
 from atkit.fast import PARITY_METRICS, bf16_parity_decision  # noqa: E402
-from atkit.stats import accuracy_record, mcnemar_test, mean_difference_interval, seed_difference, seed_summary  # noqa: E402
+from atkit.stats import accuracy_record  # noqa: E402
+from rpat_comparison import (RPAT_PAIRS, collect_round2, render_round1, render_round2, summarise_round1,  # noqa: E402
+                             summarise_round2, verdict_rows)
 
 NOTEBOOKS = ("mse_perception", "always_failed_overlap", "boundary_samples")
 PAPERS = ("RPAT", "RAAT", "DUCAT", "FAIT")
 SOURCES = {"mse_perception": "RPAT, Fig. 2", "always_failed_overlap": "DUCAT, Fig. 2, 3, 4, 8",
            "boundary_samples": "RAAT, Fig. 2 (App. C.1), Fig. 5b"}
-COPIED = ("metrics.json", "eval_images.json", "per_image_correct.json", "*.csv", "*.png")
-RPAT_PAIRS = (("pgd_at", "pgd_at+rpat"), ("trades", "trades+rpat"))
-ATTACKS = ("clean", "pgd20", "cw", "apgd")
-ATTACK_NAMES = {"clean": "Clean", "pgd20": "PGD-20", "cw": "CW-30", "apgd": "APGD-CE+DLR"}
-SEEDS = (0, 1, 2)
+COPIED = ("metrics.json", "eval_images.json", "per_image_correct.json", "per_image_predictions.json", "*.csv", "*.png")
+# How to rerun a notebook whose committed run predates the per-image data a rule needs.
+RERUN = {nb: (f"python -m atkit notebook {nb} --params parameters/cpu/{nb}.yaml --out outputs/cpu/{nb} "
+              "--set dataset=folder --set data.root=data/cifar10-jpeg") for nb in NOTEBOOKS}
 PARITY_METHODS = ("pgd_at", "trades", "pgd_at+rpat")
 # Training runs by the folder they were written to (the runs_dir of the queue) and the one they are copied to.
 TRAIN_FOLDERS = {"runs": "train", "runs-bf16": "train-bf16"}
@@ -163,31 +168,44 @@ def _record(k: int, n: int) -> dict[str, Any]:
 
 
 def summarise_mse(folder: Path) -> Optional[dict[str, Any]]:
+    """RPAT, Fig. 2 on the committed mse_perception files: per pair, all images and (when the run saved per-image
+    clean correctness) the clean-correct images' flipped-vs-survived contrast, verdicts from :mod:`atkit.claims`."""
     if not (folder / "metrics.json").is_file():
         return None
     metrics = json.loads((folder / "metrics.json").read_text())
-    per_pair: dict[str, dict[bool, list[float]]] = {}
     with open(folder / "mse_per_sample.csv") as fh:
-        for row in csv.DictReader(fh):
-            per_pair.setdefault(row["pair"], {True: [], False: []})[row["success"] == "True"].append(float(row["mse"]))
-    expected = {"standard": "positive", "random_noise": "positive", "pgd_at": "negative"}  # sign of failure − success
+        rows = list(csv.DictReader(fh))
     pairs = []
     for p in metrics["pairs"]:
-        groups = per_pair[p["pair"]]
-        learned = model_learned(p["clean_acc"], 10, n=metrics["n_eval"], name=p["training"])
+        mine = [r for r in rows if r["pair"] == p["pair"]]
+        label = f"PGD-{metrics['eval_pgd_steps']}" if p["training"] == "pgd_at" else "uniform noise"
+        # The accuracies as the table prints them (the notebook's float32 means, to 2 decimals: whole images of n).
+        learned = model_learned(round(p["clean_acc"], 2), 10, n=metrics["n_eval"], name=p["training"],
+                                robust=round(p["perturbed_acc"], 2), robust_label=label)
+        mse, success = [float(r["mse"]) for r in mine], [r["success"] == "True" for r in mine]
+        check = claims.perception_mse_claim(p["training"], mse, success, learned)
         entry = {"pair": p["pair"], "training": p["training"], "clean_acc": round(p["clean_acc"], 2),
                  "perturbed_acc": round(p["perturbed_acc"], 2), "n_success": p["n_success"],
                  "n_failure": p["n_failure"], "mse_success": round(p["mse_success"], 4),
-                 "mse_failure": round(p["mse_failure"], 4),
-                 "paper": "failure > success" if expected[p["training"]] == "positive" else "failure < success"}
-        if len(groups[True]) >= 2 and len(groups[False]) >= 2:
-            diff = mean_difference_interval(groups[False], groups[True])
-            entry["failure_minus_success"] = round(diff["difference"], 4)
-            entry["ci95"] = [round(v, 4) for v in diff["ci95"]]
-            entry["verdict"] = interval_verdict(diff["ci95"][0], diff["ci95"][1], expected[p["training"]],
-                                                models=[learned])
+                 "mse_failure": round(p["mse_failure"], 4), "verdict": check.verdict,
+                 "paper": "failure > success" if check.numbers["paper_direction"] == "failure>success" else
+                 "failure < success"}
+        if check.numbers["ci95"] is not None:
+            entry["failure_minus_success"] = round(check.numbers["failure_minus_success"], 4)
+            entry["ci95"] = [round(v, 4) for v in check.numbers["ci95"]]
+        if mine and "clean_correct" in mine[0]:
+            cc = claims.perception_mse_claim(p["training"], mse, success, learned,
+                                             clean_correct=[r["clean_correct"] == "True" for r in mine])
+            entry["clean_correct"] = {
+                "verdict": cc.verdict, "n_survived": cc.numbers["n_success"], "n_flipped": cc.numbers["n_failure"],
+                "mse_survived": round(cc.numbers["mse_success"], 4), "mse_flipped": round(cc.numbers["mse_failure"], 4),
+                **({} if cc.numbers["ci95"] is None else {
+                    "flipped_minus_survived": round(cc.numbers["failure_minus_success"], 4),
+                    "ci95": [round(v, 4) for v in cc.numbers["ci95"]]})}
         else:
-            entry["verdict"] = "not judged: no success or no failure cases"
+            entry["clean_correct"] = {"verdict": per_image_data_missing(
+                "flipped vs survived among clean-correct images", claims.PERCEPTION_MSE_SOURCE, "",
+                RERUN["mse_perception"], [learned]).verdict}
         pairs.append(entry)
     trained = {}
     for f in sorted((folder / "trained").glob("*.json")):
@@ -198,100 +216,6 @@ def summarise_mse(folder: Path) -> Optional[dict[str, Any]]:
             "ci_method": "BCa bootstrap of the difference of mean MSEs, 4999 resamples, seed 0"}
 
 
-def _train_runs(folder: Path) -> list[dict[str, Any]]:
-    rows = []
-    for run in sorted(folder.glob("*")):
-        if not (run / "eval.json").is_file():
-            continue
-        cfg, ev = _yaml(run / "config.yaml"), json.loads((run / "eval.json").read_text())
-        metrics = json.loads((run / "metrics.json").read_text())
-        for which in ("best", "final"):
-            if which not in ev:
-                continue
-            flags = ev[which]["per_sample"]
-            rows.append({"method": cfg["method"], "seed": int(cfg.get("seed", 0)), "which": which, "run": run.name,
-                         "best_epoch": ev.get("best_epoch"), "epochs": metrics.get("epochs"),
-                         "images": ev.get("images", {}).get("fingerprint"), "flags": flags,
-                         **{a: _acc(flags[a]) for a in ATTACKS if a in flags}})
-    return rows
-
-
-def _paper_difference(papers: dict[str, dict[str, float]], method: str, base: str,
-                      attack: str) -> tuple[float, Optional[str]]:
-    """RPAT, Table 1's ``method - base`` for ``attack`` (its AA for APGD-CE+DLR) and its sign; NaN, None if unpublished."""
-    key = {"apgd": "aa"}.get(attack, attack)
-    diff = papers.get(method, {}).get(key, float("nan")) - papers.get(base, {}).get(key, float("nan"))
-    return diff, None if diff != diff else ("positive" if diff > 0 else "negative")
-
-
-def summarise_rpat(folder: Path) -> Optional[dict[str, Any]]:
-    rows = _train_runs(folder)
-    if not rows:
-        return None
-    table = []
-    for method in [m for pair in RPAT_PAIRS for m in pair]:
-        for which in ("best", "final"):
-            mine = [r for r in rows if r["method"] == method and r["which"] == which]
-            if not mine:
-                continue
-            mine.sort(key=lambda r: r["seed"])
-            entry = {"method": method, "which": which, "seeds": [r["seed"] for r in mine]}
-            if which == "best":  # the epoch the trainer's per-epoch PGD-10 check chose, per seed
-                entry["best_epoch"] = {str(r["seed"]): r["best_epoch"] for r in mine}
-            for a in ATTACKS:
-                values = [r[a]["acc"] for r in mine if a in r]
-                s = seed_summary(values)
-                entry[a] = {"mean": round(s.mean, 2), "sd": None if s.n_seeds < 2 else round(s.sd, 2),
-                            "n_seeds": s.n_seeds, "per_seed": {str(r["seed"]): r[a] for r in mine if a in r}}
-            table.append(entry)
-    papers = {r.method: r.values for r in reference.select(["RPAT / Table 1"], dataset="cifar10")
-              if r.checkpoint == "best" and r.norm == "linf"}
-    paired = []
-    for base, method in RPAT_PAIRS:
-        for which in ("best", "final"):
-            for seed in SEEDS:
-                a = [r for r in rows if (r["method"], r["which"], r["seed"]) == (method, which, seed)]
-                b = [r for r in rows if (r["method"], r["which"], r["seed"]) == (base, which, seed)]
-                if not a or not b or a[0]["images"] != b[0]["images"]:
-                    continue
-                for attack in ATTACKS:
-                    if attack not in a[0]["flags"] or attack not in b[0]["flags"]:
-                        continue
-                    t = mcnemar_test([c == "1" for c in a[0]["flags"][attack]],
-                                     [c == "1" for c in b[0]["flags"][attack]])
-                    paper_diff, sign = _paper_difference(papers, method, base, attack)
-                    paired.append({"base": base, "method": method, "which": which, "seed": seed, "attack": attack,
-                                   "difference": round(t.difference, 2), "ci95": [round(v, 2) for v in t.diff_ci95],
-                                   "p_value": round(t.p_value, 4), "only_method": t.only_a, "only_base": t.only_b,
-                                   "n": t.n, "paper_difference": None if sign is None else round(paper_diff, 2),
-                                   "verdict": "no published number" if sign is None else interval_verdict(
-                                       t.diff_ci95[0], t.diff_ci95[1], sign)})
-    # Over the seeds: the mean of the per-seed differences and its paired t interval (the runs of one seed share
-    # the initialisation and batch order), judged by the same rule as a single seed's image-level interval.
-    over_seeds = []
-    for base, method in RPAT_PAIRS:
-        for which in ("best", "final"):
-            pick = {key: next((r for r in rows if (r["method"], r["which"], r["seed"]) == key), None)
-                    for seed in SEEDS for key in ((method, which, seed), (base, which, seed))}
-            seeds = [s for s in SEEDS if pick[(method, which, s)] and pick[(base, which, s)]
-                     and pick[(method, which, s)]["images"] == pick[(base, which, s)]["images"]]
-            if len(seeds) < 2:
-                continue
-            for attack in ATTACKS:
-                d = seed_difference([pick[(method, which, s)][attack]["acc"] for s in seeds],
-                                    [pick[(base, which, s)][attack]["acc"] for s in seeds])
-                paper_diff, sign = _paper_difference(papers, method, base, attack)
-                over_seeds.append({"base": base, "method": method, "which": which, "attack": attack, "seeds": seeds,
-                                   **d.to_dict(),
-                                   "paper_difference": None if sign is None else round(paper_diff, 2),
-                                   "verdict": "no published number" if sign is None else interval_verdict(
-                                       d.ci95[0], d.ci95[1], sign)})
-    return {"table": table, "paired": paired, "over_seeds": over_seeds,
-            "over_seeds_test": "mean of the per-seed differences, paired Student-t 95 % interval over the seeds",
-            "paper": {m: papers.get(m) for pair in RPAT_PAIRS for m in pair},
-            "test": "exact McNemar on the same 2,000 test images, difference with its Newcombe (method 10) interval"}
-
-
 def _trained_in(cfg: dict[str, Any]) -> str:
     """The precision a committed run trained in: ``bf16`` when asked for; ``auto`` on the CPU was exact fp32."""
     precision = cfg.get("precision", "auto")
@@ -300,29 +224,42 @@ def _trained_in(cfg: dict[str, Any]) -> str:
     return "bf16" if precision == "bf16" else "fp32"
 
 
-def summarise_precision(runs: Path) -> Optional[dict[str, Any]]:
-    """bf16-vs-fp32 parity of the RPAT-comparison runs (final checkpoints) and the per-method decision."""
-    by = {"fp32": runs / "train", "bf16": runs / "train-bf16"}
-    if not (by["bf16"]).is_dir():
-        return None
-    acc: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for precision, folder in by.items():
+def parity_flags(runs: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """``(method, "fp32" | "bf16", seed) -> {"per_sample": final checkpoint's flags, "train_loss", "train_adv_acc"}``
+    of the committed RPAT-comparison runs (``train``) and their bf16 twins (``train-bf16``)."""
+    out: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for precision, folder in (("fp32", runs / "train"), ("bf16", runs / "train-bf16")):
         for run in sorted(folder.glob("*/eval.json")):
             cfg = _yaml(run.parent / "config.yaml")
             if _trained_in(cfg) != precision:
                 raise ValueError(f"{run.parent}: trained in {_trained_in(cfg)}, filed under {precision}")
-            flags = json.loads(run.read_text())["final"]["per_sample"]
             last = json.loads((run.parent / "metrics.json").read_text())["history"][-1]
-            acc[(cfg["method"], precision, int(cfg.get("seed", 0)))] = {
-                **{m: _acc(flags[m]) for m in PARITY_METRICS},
+            out[(cfg["method"], precision, int(cfg.get("seed", 0)))] = {
+                "per_sample": json.loads(run.read_text())["final"]["per_sample"],
                 "train_loss": round(float(last["train_loss"]), 4), "train_adv_acc": round(float(last["train_adv_acc"]), 2)}
+    return out
+
+
+def parity_decision(runs: dict[tuple[str, str, int], dict[str, Any]], method: str) -> tuple[list[int], dict[str, Any]]:
+    """The seeds with both a bf16 and an fp32 run of ``method``, and :func:`atkit.fast.bf16_parity_decision` on them."""
+    seeds = sorted(s for (m, p, s) in runs if m == method and p == "bf16" and (m, "fp32", s) in runs)
+    pick = {p: {k: [[c == "1" for c in runs[(method, p, s)]["per_sample"][k]] for s in seeds] for k in PARITY_METRICS}
+            for p in ("bf16", "fp32")}
+    return seeds, bf16_parity_decision(pick["bf16"], pick["fp32"])
+
+
+def summarise_precision(runs: Path) -> Optional[dict[str, Any]]:
+    """bf16-vs-fp32 parity of the RPAT-comparison runs (final checkpoints) and the per-method decision."""
+    if not (runs / "train-bf16").is_dir():
+        return None
+    found = parity_flags(runs)
     methods = []
     for method in PARITY_METHODS:
-        seeds = sorted(s for (m, p, s) in acc if m == method and p == "bf16" and (m, "fp32", s) in acc)
-        pick = {p: {k: [acc[(method, p, s)][k]["acc"] for s in seeds] for k in PARITY_METRICS} for p in ("bf16", "fp32")}
-        decision = bf16_parity_decision(pick["bf16"], pick["fp32"])
-        methods.append({"method": method, "seeds": seeds, "decision": decision,
-                        "per_seed": {str(s): {p: acc[(method, p, s)] for p in ("bf16", "fp32")} for s in seeds}})
+        seeds, decision = parity_decision(found, method)
+        per_seed = {str(s): {p: {**{m: _acc(found[(method, p, s)]["per_sample"][m]) for m in PARITY_METRICS},
+                                 **{k: found[(method, p, s)][k] for k in ("train_loss", "train_adv_acc")}}
+                             for p in ("bf16", "fp32")} for s in seeds}
+        methods.append({"method": method, "seeds": seeds, "decision": decision, "per_seed": per_seed})
     return {"methods": methods, "checkpoint": "final", "metrics": list(PARITY_METRICS),
             "bf16_default": sorted(m["method"] for m in methods if m["decision"]["bf16_default"])}
 
@@ -347,17 +284,34 @@ def summarise_overlap(folder: Path) -> Optional[dict[str, Any]]:
         return None
     m = json.loads((folder / "metrics.json").read_text())
     n, classes = int(m["n_eval"]), len(next(iter(m["confusion"].values())))
-    baselines = [model_learned(acc, classes, n=n, name=name) for name, acc in m["clean_acc"].items()]
+    label = f"PGD-{m['attack_steps']}"
+    baselines = [model_learned(acc, classes, n=n, name=name, robust=m["white_box_acc"][name], robust_label=label)
+                 for name, acc in m["clean_acc"].items()]
+    standard = [model_learned(a["clean_acc"], classes, n=n, name=name, robust=a["white_box_acc"], robust_label=label)
+                for name, a in (m.get("baseline_acc") or {}).items()]
     toy_base = m.get("toy_base", "pgd_at")  # the notebook's default, for runs that predate the key
+    predictions = folder / "per_image_predictions.json"
+    if predictions.is_file():
+        pred = json.loads(predictions.read_text())
+        patterns = claims.similar_failure_patterns(pred["labels"], pred["white_box_pred"],
+                                                   pred["baseline_white_box_pred"], classes, baselines + standard,
+                                                   seed=int(m.get("seed", 0)))
+    else:
+        r = [v for v in m["confusion_similarity"].values() if v == v]  # the AT pairs' correlations (NaN left out)
+        patterns = per_image_data_missing(
+            claims.FAILURE_PATTERNS_CLAIM, "DUCAT, Fig. 8", claims.FAILURE_PATTERNS_RULE, RERUN["always_failed_overlap"],
+            baselines, measured=(f"off-diagonal confusion correlation of the {len(r)} AT model pairs {min(r):.2f}-"
+                                 f"{max(r):.2f} (no baseline model, no per-image predictions in this run)") if r else None)
     checks = [claims.all_or_none_share(m["overlap"], baselines, threshold=m.get("all_or_none_threshold", 0.8)),
-              claims.transfer_follows_surrogate_success(m["transfer"], baselines),
-              claims.similar_failure_patterns(m["confusion_similarity"], classes * (classes - 1), baselines)]
+              claims.transfer_follows_surrogate_success(m["transfer"], baselines), patterns]
     checks += [claims.hard_labels_collapse_under_autoattack(
         m["toy_case"], toy_base if toy_base in m["clean_acc"] else None, n, classes, protocol=protocol,
         threshold=m.get("collapse_threshold", 10.0), correct=_flags(folder) or None)
         for protocol in m.get("toy_protocols", ["published", "adaptive"])]
     models = [{"model": name, "clean": _acc_of(m["clean_acc"][name], n),
                "pgd": _acc_of(m["white_box_acc"][name], n)} for name in m["methods"]]
+    models += [{"model": f"{name} (Fig. 8 baseline)", "clean": _acc_of(a["clean_acc"], n),
+                "pgd": _acc_of(a["white_box_acc"], n)} for name, a in (m.get("baseline_acc") or {}).items()]
     toy = [{"model": r.get("model"), "variant": _text(r.get("variant")), "protocol": _text(r.get("protocol")),
             **{k: _acc_of(r[k], n) for k in ("clean_acc", "pgd_acc", "aa_acc") if r.get(k) is not None}}
            for r in m["toy_case"]]
@@ -379,12 +333,12 @@ def summarise_boundary(folder: Path) -> Optional[dict[str, Any]]:
     eta_rows = sorted((r for r in rows if "eta" in r["sweeps"]), key=lambda r: r["eta"])
     flags = _flags(folder) or None
     tol, gain = float(m.get("robust_tolerance", 2.0)), float(m.get("clean_tolerance") or 0.0)
-    checks = [claims.boundary_budget_hardly_moves_robustness(b_axis, n, classes, tolerance=tol, correct=flags),
-              claims.moderate_boundary_budget_helps_clean(b_axis, n, classes, min_gain=gain, correct=flags),
-              claims.nonboundary_needs_full_budget(n_axis, n, classes, correct=flags)]
+    scale = {"correct": flags, "robust_label": m["aa"]["label"]}
+    checks = [claims.boundary_budget_hardly_moves_robustness(b_axis, n, classes, tolerance=tol, **scale),
+              claims.moderate_boundary_budget_helps_clean(b_axis, n, classes, min_gain=gain, **scale),
+              claims.nonboundary_needs_full_budget(n_axis, n, classes, **scale)]
     if eta_rows:
-        checks.append(claims.appropriate_eta_helps_both(eta_rows, ref, n, classes, robust_tolerance=tol,
-                                                        min_gain=gain, correct=flags))
+        checks.append(claims.appropriate_eta_helps_both(eta_rows, ref, n, classes, min_gain=gain, **scale))
     variants = [{"variant": r["variant"], "boundary_scale": r["boundary_scale"],
                  "nonboundary_scale": r["nonboundary_scale"], "eta": r["eta"],
                  "final_train_boundary_frac": round(float(r["final_train_boundary_frac"]), 4),
@@ -421,7 +375,8 @@ def summarise(root: Path = HERE) -> dict[str, Any]:
     made_by = json.loads((runs / "made_by.json").read_text()) if (runs / "made_by.json").is_file() else {}
     return {"made_by": made_by,
             "mse_perception": summarise_mse(runs / "mse_perception"),
-            "rpat": summarise_rpat(runs / "train"),
+            "rpat": summarise_round1(runs / "train"),
+            "round2": summarise_round2(root / "round2"),
             "always_failed_overlap": summarise_overlap(runs / "always_failed_overlap"),
             "boundary_samples": summarise_boundary(runs / "boundary_samples"),
             "precision": summarise_precision(runs),
@@ -447,15 +402,24 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     mse = summary.get("mse_perception")
     if mse:
         lines = [f"Test images: {mse['n_eval']} (class-stratified), PGD-{mse['eval_pgd_steps']} for the PGD-AT pair. "
-                 f"Interval: {mse['ci_method']}.", "",
-                 "| pair | clean % | perturbed % | success MSE (n) | failure MSE (n) | failure − success [95 % CI] "
-                 "| paper (RPAT, Fig. 2) | verdict |", "| --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+                 f"Interval: {mse['ci_method']}. Second row per pair: the clean-correct images only, those the "
+                 "perturbation flipped (failure) against those that survived it (success).", "",
+                 "| pair | images | clean % | perturbed % | success MSE (n) | failure MSE (n) | failure − success [95 % CI] "
+                 "| paper (RPAT, Fig. 2) | verdict |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
         for p in mse["pairs"]:
             diff = (f"{p['failure_minus_success']:.4f} [{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]"
                     if "ci95" in p else "n/a")
-            lines.append(f"| {p['pair']} | {p['clean_acc']:.2f} | {p['perturbed_acc']:.2f} | "
+            lines.append(f"| {p['pair']} | all | {p['clean_acc']:.2f} | {p['perturbed_acc']:.2f} | "
                          f"{p['mse_success']:.4f} ({p['n_success']}) | {p['mse_failure']:.4f} ({p['n_failure']}) | "
                          f"{diff} | {p['paper']} | {p['verdict']} |")
+            cc = p["clean_correct"]
+            if "mse_flipped" in cc:
+                diff = (f"{cc['flipped_minus_survived']:.4f} [{cc['ci95'][0]:.4f}, {cc['ci95'][1]:.4f}]"
+                        if "ci95" in cc else "n/a")
+                lines.append(f"| {p['pair']} | clean-correct | | | {cc['mse_survived']:.4f} ({cc['n_survived']}) | "
+                             f"{cc['mse_flipped']:.4f} ({cc['n_flipped']}) | {diff} | {p['paper']} | {cc['verdict']} |")
+            else:
+                lines.append(f"| {p['pair']} | clean-correct | | | n/a | n/a | n/a | {p['paper']} | {cc['verdict']} |")
         if mse.get("trained_last_epoch"):
             lines += ["", "The three models at their last epoch (the trainer's per-epoch check on 1,000 class-stratified "
                       "test images; PGD-10, 2/255 steps):", "", "| model | clean % | PGD-10 % |", "| --- | ---: | ---: |"]
@@ -464,50 +428,7 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
         sections.append("\n".join(lines))
     else:
         sections.append("Not run yet.")
-    rp = summary.get("rpat")
-    if rp:
-        lines = ["Accuracy in % on 2,000 class-stratified test images [95 % Wilson interval] per seed; "
-                 "mean ± sd over the seeds run.", "",
-                 "| method | checkpoint | seeds | " + " | ".join(ATTACK_NAMES[a] for a in ATTACKS) + " |",
-                 "| --- | --- | --- | " + " | ".join("---:" for _ in ATTACKS) + " |"]
-        for e in rp["table"]:
-            cells = []
-            for a in ATTACKS:
-                s = e[a]
-                if s["n_seeds"] == 1:
-                    cells.append(_ci(next(iter(s["per_seed"].values()))))
-                else:
-                    cells.append(f"{s['mean']:.2f} ± {s['sd']:.2f}")
-            which = e["which"]
-            if e.get("best_epoch"):
-                epochs = [str(v) for v in e["best_epoch"].values()]
-                which += f" (epoch{'s' if len(epochs) > 1 else ''} {', '.join(epochs)})"
-            lines.append(f"| {e['method']} | {which} | {','.join(map(str, e['seeds']))} | " + " | ".join(cells) + " |")
-        lines += ["", f"Paired test ({rp['test']}); paper difference from RPAT, Table 1 (ResNet-18, best checkpoint; "
-                  "the paper's AA is compared with APGD-CE+DLR here).", "",
-                  "| comparison | checkpoint | seed | attack | difference [95 % CI] | p | paper difference | verdict |",
-                  "| --- | --- | ---: | --- | ---: | ---: | ---: | --- |"]
-        if not rp["paired"]:
-            lines[-3:] = ["No method has both itself and its base run on the same seed yet."]
-        for p in rp["paired"]:
-            paper = "n/a" if p["paper_difference"] is None else f"{p['paper_difference']:+.2f}"
-            lines.append(f"| {p['method']} vs {p['base']} | {p['which']} | {p['seed']} | {ATTACK_NAMES[p['attack']]} | "
-                         f"{p['difference']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {p['p_value']:.3g} | "
-                         f"{paper} | {p['verdict']} |")
-        if rp.get("over_seeds"):
-            lines += ["", f"Over the seeds ({rp['over_seeds_test']}; the t quantile is large for few seeds, 4.30 "
-                      "for three, so these intervals are wide):", "",
-                      "| comparison | checkpoint | seeds | attack | per-seed differences | mean difference [95 % CI] | "
-                      "paper difference | verdict |", "| --- | --- | --- | --- | --- | ---: | ---: | --- |"]
-            for p in rp["over_seeds"]:
-                paper = "n/a" if p["paper_difference"] is None else f"{p['paper_difference']:+.2f}"
-                lines.append(f"| {p['method']} vs {p['base']} | {p['which']} | {','.join(map(str, p['seeds']))} | "
-                             f"{ATTACK_NAMES[p['attack']]} | {' / '.join(f'{d:+.2f}' for d in p['per_seed'])} | "
-                             f"{p['difference']:+.2f} [{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}] | {paper} | "
-                             f"{p['verdict']} |")
-        sections.append("\n".join(lines))
-    else:
-        sections.append("Not run yet.")
+    sections.append(render_round1(summary.get("rpat")))
     overlap = summary.get("always_failed_overlap")
     if overlap:
         lines = [f"{overlap['n_eval']} class-stratified test images; PGD-{overlap['attack_steps']} white-box and "
@@ -555,6 +476,7 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     sections.append(", ".join(f"`{c[:12]}` ({', '.join(p for p in sorted(made_by) if made_by[p] == c)})"
                               for c in sorted(set(made_by.values()))) or "unknown")
     sections.append(render_precision(summary))
+    sections.append(render_round2(summary.get("round2")))
     text = template.read_text()
     for i, body in enumerate(sections):
         text = text.replace(f"{{{{section{i}}}}}", body)
@@ -579,7 +501,7 @@ def render_precision(summary: dict[str, Any]) -> str:
                 f"{_ci(row['fp32'][m])} | {_ci(row['bf16'][m])}" for m in prec["metrics"]) +
                 f" | {row['fp32']['train_loss']:.4f} / {row['bf16']['train_loss']:.4f} | "
                 f"{row['fp32']['train_adv_acc']:.2f} / {row['bf16']['train_adv_acc']:.2f} |")
-    lines += ["", "| method | seeds | " + " | ".join(f"{metric[m]}: bf16 − fp32 (2 s.e. of seed noise)"
+    lines += ["", "| method | seeds | " + " | ".join(f"{metric[m]}: bf16 − fp32 pooled per image [90 % CI]"
                                                         for m in prec["metrics"]) + " | decision | default under `auto` |",
               "| --- | --- | " + " | ".join("---:" for _ in prec["metrics"]) + " | --- | --- |"]
     for e in prec["methods"]:
@@ -587,8 +509,11 @@ def render_precision(summary: dict[str, Any]) -> str:
         cells = []
         for m in prec["metrics"]:
             r = d["metrics"][m]
-            cells.append(f"{r['difference']:+.2f} ({r['two_standard_errors']:.2f})" if "difference" in r
-                         else f"{r['n_seeds']} seed(s)")
+            if "equivalence" in r:
+                q = r["equivalence"]
+                cells.append(f"{q['estimate']:+.2f} [{q['ci90'][0]:+.2f}, {q['ci90'][1]:+.2f}]")
+            else:
+                cells.append(f"{r['n_seeds']} seed(s)")
         lines.append(f"| {e['method']} | {','.join(map(str, e['seeds'])) or 'none'} | " + " | ".join(cells) +
                      f" | {d['verdict']} | {'bf16' if d['bf16_default'] else 'fp32'} |")
     lines.append("| every other method | none | " + " | ".join("not measured" for _ in prec["metrics"]) +
@@ -602,14 +527,13 @@ def render_verdicts(summary: dict[str, Any]) -> str:
     mse = summary.get("mse_perception")
     for p in (mse or {}).get("pairs", []):
         rows.append(f"| failure MSE vs success MSE, {p['pair']} (RPAT, Fig. 2: {p['paper']}) | {p['verdict']} |")
+        rows.append(f"| flipped MSE vs survived MSE among clean-correct images, {p['pair']} (RPAT, Fig. 2: "
+                    f"{p['paper'].replace('failure', 'flipped').replace('success', 'survived')}) | "
+                    f"{p['clean_correct']['verdict']} |")
     for part in ("always_failed_overlap", "boundary_samples"):
         for c in (summary.get(part) or {}).get("checks", []):
             rows.append(f"| {str(c['claim']).replace('|', '/')} ({c['source']}) | {c['verdict']} |")
-    rp = summary.get("rpat")
-    for p in (rp or {}).get("over_seeds", []):
-        if p["which"] == "final" and p["paper_difference"] is not None:
-            rows.append(f"| {p['method']} vs {p['base']}, {ATTACK_NAMES[p['attack']]}, final checkpoint, seeds "
-                        f"{','.join(map(str, p['seeds']))} (RPAT, Table 1) | {p['verdict']} |")
+    rows += verdict_rows(summary.get("rpat"), summary.get("round2"))
     return "\n".join(rows)
 
 
@@ -634,13 +558,23 @@ def render_readme_block(summary: dict[str, Any], readme: str) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("step", choices=["collect", "render"])
+    p.add_argument("step", choices=["collect", "collect-round2", "render"])
     p.add_argument("--outputs", action="append", default=None,
-                   help="an outputs folder of the runs (repeat for several checkouts; default outputs/cpu)")
+                   help="an outputs folder of the runs (repeat for several checkouts; default outputs/cpu, and "
+                        "outputs/cpu/round2/runs for collect-round2)")
     args = p.parse_args(argv)
     if args.step == "collect":
         for outputs in args.outputs or ["outputs/cpu"]:
             collect(Path(outputs))
+    if args.step == "collect-round2":
+        for outputs in args.outputs or ["outputs/cpu/round2/runs"]:
+            copied = collect_round2(Path(outputs), HERE / "round2")
+            print(f"copied {len(copied)} finished runs from {outputs}: {', '.join(copied) or 'none'}")
+            made = HERE / "round2" / "made_by.json"
+            if copied:  # the first checkout that made the round keeps it
+                made_by = json.loads(made.read_text()) if made.is_file() else {}
+                made_by.setdefault("round2", _commit(Path(outputs).resolve().parents[3]))
+                made.write_text(json.dumps(made_by, indent=1, sort_keys=True))
     summary = summarise()
     (HERE / "summary.json").write_text(json.dumps(summary, indent=1, sort_keys=True) + "\n")
     (HERE / "README.md").write_text(render(summary))
