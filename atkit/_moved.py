@@ -21,6 +21,8 @@ MOVED_MODULES: dict[str, str] = {
     "atkit.evaluate": "atkit.evaluation",
     "atkit.sanity": "atkit.evaluation.sanity",
     "atkit.attacks.autoattack": "atkit.evaluation.autoattack",
+    "atkit.analysis": "atkit.experiments.measures",
+    "atkit.claims": "atkit.experiments.claims",
 }
 
 #: old module -> what replaces it (importing the old path raises ImportError saying so).
@@ -79,9 +81,21 @@ class _MovedFinder(importlib.abc.MetaPathFinder):
     def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Optional[importlib.machinery.ModuleSpec]:
         if fullname in GONE_MODULES:
             raise ImportError(f"{fullname} is gone from atkit: {GONE_MODULES[fullname]}", name=fullname)
-        if fullname in MOVED_MODULES:
-            return importlib.util.spec_from_loader(fullname, _Alias(MOVED_MODULES[fullname]))
+        target = _moved_target(fullname)
+        if target is not None:
+            return importlib.util.spec_from_loader(fullname, _Alias(target))
         return None
+
+
+def _moved_target(fullname: str) -> Optional[str]:
+    """The module an old path now names: the path itself in :data:`MOVED_MODULES`, or a submodule of a moved
+    package (``atkit.claims.core`` -> ``atkit.experiments.claims.core``), so no module is ever loaded twice."""
+    if fullname in MOVED_MODULES:
+        return MOVED_MODULES[fullname]
+    for old, new in MOVED_MODULES.items():
+        if fullname.startswith(old + "."):
+            return new + fullname[len(old):]
+    return None
 
 
 def install() -> None:

@@ -27,8 +27,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE))
 
-from atkit import claims  # noqa: E402
-from atkit.claims import model_learned, per_image_data_missing  # noqa: E402
+from atkit.experiments import judge_folder  # noqa: E402
 from atkit.fast import PARITY_METRICS, bf16_parity_decision  # noqa: E402
 from atkit.stats import accuracy_record  # noqa: E402
 from rpat_comparison import (RPAT_PAIRS, collect_round2, render_round1, render_round2, summarise_round1,  # noqa: E402
@@ -168,44 +167,34 @@ def _record(k: int, n: int) -> dict[str, Any]:
 
 
 def summarise_mse(folder: Path) -> Optional[dict[str, Any]]:
-    """RPAT, Fig. 2 on the committed mse_perception files: per pair, all images and (when the run saved per-image
-    clean correctness) the clean-correct images' flipped-vs-survived contrast, verdicts from :mod:`atkit.claims`."""
+    """RPAT, Fig. 2 on the committed mse_perception files: per pair its numbers and the verdicts of the experiment's
+    own judge (:func:`atkit.experiments.judge_folder`): all images, and the clean-correct images' flipped-vs-survived
+    contrast when the run saved per-image clean correctness."""
     if not (folder / "metrics.json").is_file():
         return None
     metrics = json.loads((folder / "metrics.json").read_text())
-    with open(folder / "mse_per_sample.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    checks = judge_folder("mse_perception", folder, rerun=RERUN["mse_perception"])
+    n = len(metrics["pairs"])
     pairs = []
-    for p in metrics["pairs"]:
-        mine = [r for r in rows if r["pair"] == p["pair"]]
-        label = f"PGD-{metrics['eval_pgd_steps']}" if p["training"] == "pgd_at" else "uniform noise"
-        # The accuracies as the table prints them (the notebook's float32 means, to 2 decimals: whole images of n).
-        learned = model_learned(round(p["clean_acc"], 2), 10, n=metrics["n_eval"], name=p["training"],
-                                robust=round(p["perturbed_acc"], 2), robust_label=label)
-        mse, success = [float(r["mse"]) for r in mine], [r["success"] == "True" for r in mine]
-        check = claims.perception_mse_claim(p["training"], mse, success, learned)
+    for p, check, contrast in zip(metrics["pairs"], checks[:n], checks[n:]):
+        numbers = check["numbers"]
         entry = {"pair": p["pair"], "training": p["training"], "clean_acc": round(p["clean_acc"], 2),
                  "perturbed_acc": round(p["perturbed_acc"], 2), "n_success": p["n_success"],
                  "n_failure": p["n_failure"], "mse_success": round(p["mse_success"], 4),
-                 "mse_failure": round(p["mse_failure"], 4), "verdict": check.verdict,
-                 "paper": "failure > success" if check.numbers["paper_direction"] == "failure>success" else
+                 "mse_failure": round(p["mse_failure"], 4), "verdict": check["verdict"],
+                 "paper": "failure > success" if numbers["paper_direction"] == "failure>success" else
                  "failure < success"}
-        if check.numbers["ci95"] is not None:
-            entry["failure_minus_success"] = round(check.numbers["failure_minus_success"], 4)
-            entry["ci95"] = [round(v, 4) for v in check.numbers["ci95"]]
-        if mine and "clean_correct" in mine[0]:
-            cc = claims.perception_mse_claim(p["training"], mse, success, learned,
-                                             clean_correct=[r["clean_correct"] == "True" for r in mine])
-            entry["clean_correct"] = {
-                "verdict": cc.verdict, "n_survived": cc.numbers["n_success"], "n_flipped": cc.numbers["n_failure"],
-                "mse_survived": round(cc.numbers["mse_success"], 4), "mse_flipped": round(cc.numbers["mse_failure"], 4),
-                **({} if cc.numbers["ci95"] is None else {
-                    "flipped_minus_survived": round(cc.numbers["failure_minus_success"], 4),
-                    "ci95": [round(v, 4) for v in cc.numbers["ci95"]]})}
-        else:
-            entry["clean_correct"] = {"verdict": per_image_data_missing(
-                "flipped vs survived among clean-correct images", claims.PERCEPTION_MSE_SOURCE, "",
-                RERUN["mse_perception"], [learned]).verdict}
+        if numbers["ci95"] is not None:
+            entry["failure_minus_success"] = round(numbers["failure_minus_success"], 4)
+            entry["ci95"] = [round(v, 4) for v in numbers["ci95"]]
+        cc = contrast.get("numbers") or {}
+        entry["clean_correct"] = {"verdict": contrast["verdict"]}
+        if cc.get("n_success") is not None:
+            entry["clean_correct"].update(
+                n_survived=cc["n_success"], n_flipped=cc["n_failure"], mse_survived=round(cc["mse_success"], 4),
+                mse_flipped=round(cc["mse_failure"], 4),
+                **({} if cc["ci95"] is None else {"flipped_minus_survived": round(cc["failure_minus_success"], 4),
+                                                  "ci95": [round(v, 4) for v in cc["ci95"]]}))
         pairs.append(entry)
     trained = {}
     for f in sorted((folder / "trained").glob("*.json")):
@@ -213,7 +202,8 @@ def summarise_mse(folder: Path) -> Optional[dict[str, Any]]:
         trained[f.stem] = {k: round(v, 2) for k, v in last.items() if k.startswith("test_") and k.endswith("_acc")}
     return {"n_eval": metrics["n_eval"], "eval_pgd_steps": metrics["eval_pgd_steps"], "pairs": pairs,
             "trained_last_epoch": trained,
-            "ci_method": "BCa bootstrap of the difference of mean MSEs, 4999 resamples, seed 0"}
+            "ci_method": "BCa bootstrap of the difference of mean MSEs, 4999 resamples, seed "
+                         f"{(metrics.get('params') or {}).get('seed', 0)}"}
 
 
 def _trained_in(cfg: dict[str, Any]) -> str:
@@ -279,35 +269,12 @@ def _check_rows(checks: list[Any]) -> list[dict[str, Any]]:
 
 
 def summarise_overlap(folder: Path) -> Optional[dict[str, Any]]:
-    """DUCAT, Fig. 2, 3, 4, 8 on the committed always_failed_overlap files, verdicts from :mod:`atkit.claims`."""
+    """DUCAT, Fig. 2, 3, 4, 8 on the committed always_failed_overlap files, verdicts by the experiment's own judge."""
     if not (folder / "metrics.json").is_file():
         return None
     m = json.loads((folder / "metrics.json").read_text())
-    n, classes = int(m["n_eval"]), len(next(iter(m["confusion"].values())))
-    label = f"PGD-{m['attack_steps']}"
-    baselines = [model_learned(acc, classes, n=n, name=name, robust=m["white_box_acc"][name], robust_label=label)
-                 for name, acc in m["clean_acc"].items()]
-    standard = [model_learned(a["clean_acc"], classes, n=n, name=name, robust=a["white_box_acc"], robust_label=label)
-                for name, a in (m.get("baseline_acc") or {}).items()]
-    toy_base = m.get("toy_base", "pgd_at")  # the notebook's default, for runs that predate the key
-    predictions = folder / "per_image_predictions.json"
-    if predictions.is_file():
-        pred = json.loads(predictions.read_text())
-        patterns = claims.similar_failure_patterns(pred["labels"], pred["white_box_pred"],
-                                                   pred["baseline_white_box_pred"], classes, baselines + standard,
-                                                   seed=int(m.get("seed", 0)))
-    else:
-        r = [v for v in m["confusion_similarity"].values() if v == v]  # the AT pairs' correlations (NaN left out)
-        patterns = per_image_data_missing(
-            claims.FAILURE_PATTERNS_CLAIM, "DUCAT, Fig. 8", claims.FAILURE_PATTERNS_RULE, RERUN["always_failed_overlap"],
-            baselines, measured=(f"off-diagonal confusion correlation of the {len(r)} AT model pairs {min(r):.2f}-"
-                                 f"{max(r):.2f} (no baseline model, no per-image predictions in this run)") if r else None)
-    checks = [claims.all_or_none_share(m["overlap"], baselines, threshold=m.get("all_or_none_threshold", 0.8)),
-              claims.transfer_follows_surrogate_success(m["transfer"], baselines), patterns]
-    checks += [claims.hard_labels_collapse_under_autoattack(
-        m["toy_case"], toy_base if toy_base in m["clean_acc"] else None, n, classes, protocol=protocol,
-        threshold=m.get("collapse_threshold", 10.0), correct=_flags(folder) or None)
-        for protocol in m.get("toy_protocols", ["published", "adaptive"])]
+    n = int(m["n_eval"])
+    checks = judge_folder("always_failed_overlap", folder, rerun=RERUN["always_failed_overlap"])  # the experiment's own rules, from its files
     models = [{"model": name, "clean": _acc_of(m["clean_acc"][name], n),
                "pgd": _acc_of(m["white_box_acc"][name], n)} for name in m["methods"]]
     models += [{"model": f"{name} (Fig. 8 baseline)", "clean": _acc_of(a["clean_acc"], n),
@@ -316,29 +283,20 @@ def summarise_overlap(folder: Path) -> Optional[dict[str, Any]]:
             **{k: _acc_of(r[k], n) for k in ("clean_acc", "pgd_acc", "aa_acc") if r.get(k) is not None}}
            for r in m["toy_case"]]
     return {"n_eval": n, "attack_steps": m["attack_steps"], "aa": m["aa"]["label"], "models": models, "toy_case": toy,
-            "paired_toy_intervals": bool(_flags(folder)), "checks": _check_rows([c.to_dict() for c in checks])}
+            "paired_toy_intervals": bool(_flags(folder)), "checks": _check_rows(checks)}
 
 
 def summarise_boundary(folder: Path) -> Optional[dict[str, Any]]:
-    """RAAT, Fig. 2 and 5b on the committed boundary_samples files, verdicts from :mod:`atkit.claims`."""
+    """RAAT, Fig. 2 and 5b on the committed boundary_samples files, verdicts by the experiment's own judge."""
     if not (folder / "metrics.json").is_file():
         return None
     m = json.loads((folder / "metrics.json").read_text())
-    n, classes, eta = int(m["n_eval"]), 10, float(m["eta"])
+    n, eta = int(m["n_eval"]), float(m["eta"])
     rows = m["variants"]
     budget = [r for r in rows if "budget" in r["sweeps"]]
-    b_axis = claims.budget_axis(budget, "boundary_scale", eta)
-    n_axis = claims.budget_axis(budget, "nonboundary_scale", eta)
-    ref = next(r for r in rows if r["variant"] == m["reference_variant"])
-    eta_rows = sorted((r for r in rows if "eta" in r["sweeps"]), key=lambda r: r["eta"])
     flags = _flags(folder) or None
-    tol, gain = float(m.get("robust_tolerance", 2.0)), float(m.get("clean_tolerance") or 0.0)
-    scale = {"correct": flags, "robust_label": m["aa"]["label"]}
-    checks = [claims.boundary_budget_hardly_moves_robustness(b_axis, n, classes, tolerance=tol, **scale),
-              claims.moderate_boundary_budget_helps_clean(b_axis, n, classes, min_gain=gain, **scale),
-              claims.nonboundary_needs_full_budget(n_axis, n, classes, **scale)]
-    if eta_rows:
-        checks.append(claims.appropriate_eta_helps_both(eta_rows, ref, n, classes, min_gain=gain, **scale))
+    tol = float(m.get("robust_tolerance", 2.0))
+    checks = judge_folder("boundary_samples", folder, rerun=RERUN["boundary_samples"])  # the experiment's own rules, from its files
     variants = [{"variant": r["variant"], "boundary_scale": r["boundary_scale"],
                  "nonboundary_scale": r["nonboundary_scale"], "eta": r["eta"],
                  "final_train_boundary_frac": round(float(r["final_train_boundary_frac"]), 4),
@@ -356,7 +314,7 @@ def summarise_boundary(folder: Path) -> Optional[dict[str, Any]]:
     return {"n_eval": n, "eta": eta, "eval_pgd_steps": m["eval_pgd_steps"], "aa": m["aa"]["label"],
             "train_partition": train_partition, "test_partition": test_partition,
             "robust_tolerance": tol, "paired_intervals": flags is not None, "variants": variants,
-            "checks": _check_rows([c.to_dict() for c in checks])}
+            "checks": _check_rows(checks)}
 
 
 def _text(value: Any) -> Optional[str]:

@@ -1,7 +1,8 @@
 """The RPAT comparison on real CIFAR-10 at CPU scale (RPAT, Table 1): both rounds, summarised and rendered.
 
-Every cell (a pair such as PGD-AT+RPAT vs PGD-AT, a checkpoint, an attack) is :func:`atkit.compare.compare_arms` on
-the committed run files, runs paired by seed: per seed the exact McNemar test of the two trained networks
+Every cell (a pair such as PGD-AT+RPAT vs PGD-AT, a checkpoint, an attack) is judged by the RPAT-comparison
+experiment's own rule (:func:`atkit.experiments.rpat_comparison.compare_cell`) on the committed run files' per-image
+flags, runs paired by seed: per seed the exact McNemar test of the two trained networks
 ("differs" / "no difference detected"), the per-image paired difference pooled over the seeds as the primary
 analysis, Cochran's Q beside it (random effects with the Hartung-Knapp interval when it rejects), the Student-t
 interval over the seeds as a sensitivity line, and the minimal detectable effect of the design. The verdict on the
@@ -20,15 +21,12 @@ from typing import Any, Optional
 
 from scipy import stats as scipy_stats
 
-from atkit import reference
-from atkit.claims import judged_at, model_learned, published_difference_verdict, rpat_table1_direction
-from atkit.compare import compare_arms
+from atkit.experiments.rpat_comparison import compare_cell, paper_differences
 from atkit.stats import accuracy_record, seed_summary, seeds_needed
 
 RPAT_PAIRS = (("pgd_at", "pgd_at+rpat"), ("trades", "trades+rpat"))
 ATTACKS = ("clean", "pgd20", "cw", "apgd")
 ATTACK_NAMES = {"clean": "Clean", "pgd20": "PGD-20", "cw": "CW-30", "apgd": "APGD-CE+DLR"}
-NO_PUBLISHED = "no published number"
 ROUND2_METHODS = ("pgd_at", "pgd_at+rpat", "trades", "trades+rpat")
 ROUND2_SEEDS = (10, 11, 12, 13)
 ROUND2_APGD = "eval-apgd2000.json"
@@ -43,43 +41,19 @@ def _yaml(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) or {}
 
 
-def paper_differences() -> dict[tuple[str, str], dict[str, float]]:
-    """RPAT, Table 1 (CIFAR-10, l-inf, ResNet-18, best checkpoint): ``(method, base) -> {metric: method - base}``."""
-    papers = {r.method: r.values for r in reference.select(["RPAT / Table 1"], dataset="cifar10")
-              if r.checkpoint == "best" and r.norm == "linf"}
-    return {(m, b): {k: papers[m][k] - papers[b][k] for k in papers[m] if k in papers[b]}
-            for b, m in RPAT_PAIRS if m in papers and b in papers}
+def _run_record(flags: dict[tuple[str, str, int], dict[str, str]], attacks: tuple[str, ...]) -> dict[str, Any]:
+    """The committed runs' per-image flags as the record :mod:`atkit.experiments.rpat_comparison` judges:
+    ``flags[checkpoint][method][seed][attack]``."""
+    record: dict[str, Any] = {"pairs": [list(p) for p in RPAT_PAIRS], "attacks": list(attacks), "num_classes": 10,
+                              "flags": {}}
+    for (method, which, seed), per in flags.items():
+        record["flags"].setdefault(which, {}).setdefault(method, {})[str(seed)] = dict(per)
+    return record
 
 
-def _paper(diffs: dict[tuple[str, str], dict[str, float]], method: str, base: str, attack: str) -> Optional[float]:
-    """The paper's difference for ``attack`` (its AutoAttack for APGD-CE+DLR); None if unpublished."""
-    value = diffs.get((method, base), {}).get({"apgd": "aa"}.get(attack, attack))
-    return None if value is None else round(value, 2)
-
-
-def _cell(method_runs: list, base_runs: list, *, method: str, base: str, which: str, attack: str,
-          diffs: dict, scale: list) -> dict[str, Any]:
-    """One (pair, checkpoint, attack) cell: the pooled comparison and the verdict on the paper's difference."""
-    cmp = compare_arms(method_runs, base_runs, attack=attack, checkpoint=which)
-    paper = _paper(diffs, method, base, attack)
-    direction = None if paper is None else rpat_table1_direction({"apgd": "aa"}.get(attack, attack), paper)
-    low, high = cmp["pooled"]["ci95"]
-    verdict = NO_PUBLISHED if paper is None else published_difference_verdict(
-        low, high, paper, direction, models=scale, scale=judged_at(scale[:1]))
-    return {"base": base, "method": method, "which": which, "attack": attack, "seeds": cmp["seeds"],
-            "n": cmp["per_seed"][0]["n"], "per_seed": cmp["per_seed"], "pooled": cmp["pooled"],
-            "over_seeds": cmp["over_seeds"], "mde80": cmp["minimal_detectable_effect_80"],
-            "paper_difference": paper, "claimed_direction": direction, "verdict": verdict}
-
-
-def _scale_models(table: list[dict[str, Any]], base: str, method: str, which: str, n: Optional[int]) -> list:
-    """The base and the +RPAT model, mean clean and PGD-20 accuracy over the seeds: what a verdict is judged at."""
-    out = []
-    for name in (base, method):
-        entry = next(e for e in table if e["method"] == name and e["which"] == which)
-        out.append(model_learned(entry["clean"]["mean"], 10, n=n, name=f"{name} (mean of {entry['clean']['n_seeds']} "
-                                 "seeds)", robust=entry["pgd20"]["mean"], robust_label="PGD-20"))
-    return out
+def _cell(record: dict[str, Any], *, method: str, base: str, which: str, attack: str) -> dict[str, Any]:
+    """One (pair, checkpoint, attack) cell, judged by the experiment's own rule (its numbers)."""
+    return compare_cell(record, base, method, which, attack).numbers
 
 
 def _accuracy_table(flags_by_run: dict[tuple[str, str, int], dict[str, str]]) -> list[dict[str, Any]]:
@@ -126,16 +100,13 @@ def summarise_round1(folder: Path) -> Optional[dict[str, Any]]:
     for entry in table:
         if entry["which"] == "best":  # the epoch the trainer's per-epoch PGD-10 check chose, per seed
             entry["best_epoch"] = {str(s): best_epoch[(entry["method"], s)] for s in entry["seeds"]}
-    diffs, cells = paper_differences(), []
+    diffs, cells, record = paper_differences(), [], _run_record(flags, ATTACKS)
     for base, method in RPAT_PAIRS:
-        seeds = sorted(s for (m, s) in runs if m == method and (base, s) in runs)
-        if not seeds:
+        if not any(m == method and (base, s) in runs for (m, s) in runs):
             continue
         for which in ("best", "final"):
-            scale = _scale_models(table, base, method, which, None)
             for attack in ATTACKS:
-                cells.append(_cell([runs[(method, s)] for s in seeds], [runs[(base, s)] for s in seeds], method=method,
-                                   base=base, which=which, attack=attack, diffs=diffs, scale=scale))
+                cells.append(_cell(record, method=method, base=base, which=which, attack=attack))
     final = [c for c in cells if c["which"] == "final" and c["pooled"]["df"] >= 1]
     q, df = sum(c["pooled"]["q"] for c in final), sum(c["pooled"]["df"] for c in final)
     return {"table": table, "cells": cells, "n_images": cells[0]["n"] if cells else None,
@@ -184,17 +155,12 @@ def summarise_round2(folder: Path) -> Optional[dict[str, Any]]:
         per["apgd"] = json.loads((run / ROUND2_APGD).read_text())["per_sample"]["apgd"]
         flags[(method, "final", seed)] = per
     table = _accuracy_table(flags)
-    diffs, cells = paper_differences(), []
+    cells, record = [], _run_record(flags, ("clean", "pgd20", "apgd"))
     for base, method in RPAT_PAIRS:
-        seeds = sorted(s for (m, s) in runs if m == method and (base, s) in runs)
-        if not seeds:
+        if not any(m == method and (base, s) in runs for (m, s) in runs):
             continue
-        scale = _scale_models(table, base, method, "final", None)
         for attack in ("clean", "pgd20", "apgd"):
-            pick = (lambda m: [runs[(m, s)] for s in seeds]) if attack != "apgd" else (
-                lambda m: [runs[(m, s)] / ROUND2_APGD for s in seeds])
-            cell = _cell(pick(method), pick(base), method=method, base=base, which="final", attack=attack,
-                         diffs=diffs, scale=scale)
+            cell = _cell(record, method=method, base=base, which="final", attack=attack)
             paper = cell["paper_difference"]
             if paper is not None and paper != 0:
                 needed = seeds_needed(paper, cell["pooled"]["per_image_variance"], cell["n"])

@@ -39,7 +39,9 @@ class APGD(EvalAttack):
         return "APGD" if not self.changed_settings() else self.display_name()
 
     def display_name(self) -> str:
-        return "APGD-CE+DLR"
+        changed = self.changed_settings()
+        return "APGD-CE+DLR" + ("" if not changed else " (" + ", ".join(f"{k}={v}" for k, v in sorted(changed.items()))
+                                + ")")
 
     def describe(self, threat: dict) -> dict:
         return {"attack": "autoattack", "version": "custom", "attacks": ["apgd-ce", "apgd-dlr"], **self.settings(),

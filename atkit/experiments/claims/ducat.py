@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ..stats import Z95, bootstrap_over_images, wilson_interval
+from ...stats import Z95, bootstrap_over_images, wilson_interval
 from .core import (DOES_NOT_REPRODUCE, INCONCLUSIVE, REPRODUCES, ClaimCheck, Learned, accuracy_difference, bonferroni_z,
                    check_points, independent_difference_interval, interval_text, judge, model_learned)
 

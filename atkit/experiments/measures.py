@@ -10,9 +10,9 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from .attacks import eval_logits
-from .models import predict_labels
-from .utils import model_device
+from ..attacks import eval_logits
+from ..models import predict_labels
+from ..utils import model_device
 
 
 @dataclass
@@ -81,7 +81,7 @@ def _num_classes_of(model: nn.Module, num_classes: Optional[int]) -> int:
         return int(num_classes)
     found = getattr(model, "num_classes", None)
     if found is None:
-        from .utils import ConfigError
+        from ..utils import ConfigError
 
         raise ConfigError("pass num_classes=... (the model has no num_classes attribute)")
     return int(found)
@@ -92,7 +92,7 @@ def autoattack_spec(attacks: Optional[str | Sequence[str]] = None, n_iter: Optio
     """The evaluation attack an experiment's AutoAttack settings name: ``None``/``"standard"`` -> ``aa`` (with
     any budget override), ``"apgd"`` -> ``apgd`` (APGD-CE + APGD-DLR), a list of AutoAttack attack names ->
     ``aa`` with that custom list (:mod:`atkit.evaluation.attacks.aa`)."""
-    from .utils import unknown_name_error
+    from ..utils import unknown_name_error
 
     if attacks == "apgd":
         spec: dict = {"name": "apgd", "n_iter": n_iter}
@@ -113,7 +113,7 @@ def robust_correct(model: nn.Module, x: Tensor, y: Tensor, *, eps: float, step_s
     """Per-image correctness ``{"clean", "pgd<k>", "aa": bool (N,)}`` of an experiment's model, from one call of
     :func:`atkit.evaluation.evaluate` (the AutoAttack entry from :func:`autoattack_spec`, labelled ``aa``). A
     dummy-class model is evaluated under ``protocol`` (default: the published one)."""
-    from .evaluation import evaluate, parse_attack  # why: evaluation pulls scipy; experiments load it on use
+    from ..evaluation import evaluate, parse_attack  # why: evaluation pulls scipy; experiments load it on use
 
     names: list = ["clean"] + ([f"pgd{pgd_steps}"] if pgd_steps > 0 else [])
     aa_label = None
@@ -145,9 +145,9 @@ def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence
     """
     import pandas as pd
 
-    from .attacks import pgd
-    from .methods.raat import boundary_mask, reduced_adversarial
-    from .utils import check_choice
+    from ..attacks import pgd
+    from ..methods.raat import boundary_mask, reduced_adversarial
+    from ..utils import check_choice
 
     check_choice("eta_mode", eta_mode, ("scale", "ball"))
     num_classes = _num_classes_of(model, num_classes)
@@ -279,7 +279,7 @@ def cross_attack(models: dict[str, nn.Module], x: Tensor, y: Tensor, *, eps: flo
     """Run PGD-``steps`` (CE, uniform start, BatchNorm eval) against every model and let every model
     classify every attack's examples: the white-box overlap (DUCAT, Fig. 2, 8) and the transfer
     matrix (Fig. 3) from one pass. Predictions are projected (dummy-class heads allowed)."""
-    from .attacks import pgd
+    from ..attacks import pgd
 
     names = list(models)
     first = models[names[0]]

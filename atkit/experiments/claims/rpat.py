@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-from ..stats import mean_difference_interval
-from ..utils import ConfigError
+from ...stats import mean_difference_interval
+from ...utils import ConfigError
 from .core import DOES_NOT_REPRODUCE, REPRODUCES, ClaimCheck, Learned, interval_verdict, judge
 
 PERCEPTION_MSE_SOURCE = "RPAT, Fig. 2"

@@ -25,8 +25,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from statistics import NormalDist
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from ..stats import Z95, newcombe_paired_interval, wilson_interval
-from ..utils import ConfigError
+from ...stats import Z95, newcombe_paired_interval, wilson_interval
+from ...utils import ConfigError
 
 CHANCE_FACTOR = 1.5
 CHANCE_MARGIN = 10.0

@@ -1,0 +1,85 @@
+"""One contract over every registered experiment (the habit of the method and attack registries): a new file in
+atkit/experiments/ is held to it without editing this test.
+
+Each experiment: has a notebook whose parameters cell names exactly its ``Params`` fields with the same defaults,
+and smoke, demo and paper parameter sets that name only those fields; runs on its smoke parameters and writes
+metrics.json (with its parameters), eval_images.json and the files it declares; every claim it judges returns a
+verdict with its rule and source; and the written files, judged again by the experiment's own code, give the same
+checks (no second assembly).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import papermill as pm
+import pytest
+import yaml
+
+from atkit.experiments import EXPERIMENTS, judge_folder, run_experiment
+from atkit.utils import ConfigError
+from helpers import REPO
+
+NAMES = sorted(EXPERIMENTS)
+
+
+def _same(a, b) -> bool:
+    """Equal as JSON, NaN equal to NaN."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def _defaults(cls) -> dict:
+    return {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            for f in dataclasses.fields(cls)}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_notebook_and_parameter_sets_name_the_experiments_fields(name):
+    cls = EXPERIMENTS[name]
+    defaults = _defaults(cls.Params)
+    notebook = {k: eval(v["default"]) for k, v in pm.inspect_notebook(str(REPO / "notebooks" / f"{name}.ipynb")).items()}
+    assert set(notebook) == set(defaults)
+    for key, value in defaults.items():
+        expected = f"outputs/{name}" if key == "out_dir" else value  # None means outputs/<name>
+        assert notebook[key] == pytest.approx(expected) if isinstance(value, float) else notebook[key] == expected, key
+    sets = [p for p in (REPO / "parameters").rglob(f"{name}*.yaml") if "sweeps" not in p.parts]
+    assert {p.parent.name for p in sets} >= {"smoke", "demo", "paper"}
+    for path in sets:
+        assert set(yaml.safe_load(path.read_text())) <= set(defaults), path
+    info = cls.describe()
+    assert info["source"] and info["doc"] and set(info["parameters"]) == set(defaults)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_runs_on_smoke_parameters_writes_its_files_and_judges_again_from_them(name, tmp_path):
+    params = yaml.safe_load((REPO / "parameters" / "smoke" / f"{name}.yaml").read_text())
+    params.update(out_dir=str(tmp_path / "out"), runs_dir=str(tmp_path / "runs"), device="cpu", progress=False)
+    result = run_experiment(name, **params)
+    out = tmp_path / "out"
+    for file in ("metrics.json", "eval_images.json", *EXPERIMENTS[name].outputs):
+        assert (out / file).is_file(), file
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["experiment"] == name and metrics["source"] == EXPERIMENTS[name].source
+    assert metrics["params"]["seed"] == params.get("seed", 0) and metrics["checks"]
+    for check in metrics["checks"]:
+        assert check["verdict"] and check["rule"] is not None and check["source"] and check["claim"]
+    assert _same(judge_folder(name, out), metrics["checks"]) and _same(result.checks, metrics["checks"])
+
+
+def test_bad_parameters_are_one_line_errors_before_any_work(tmp_path):
+    with pytest.raises(ConfigError, match="epochz"):
+        run_experiment("mse_perception", epochz=3, out_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="mse_perception.epochs=0"):
+        run_experiment("mse_perception", epochs=0, out_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="at least two models"):
+        run_experiment("always_failed_overlap", methods=["pgd_at"], out_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="unknown experiment 'mse'"):
+        run_experiment("mse")
+    assert not (tmp_path / "x").exists()
