@@ -4,8 +4,10 @@ The per-sample correctness every evaluation stores (``per_sample`` in ``eval.jso
 output) gives an exact McNemar test of A against B (:func:`atkit.stats.mcnemar_test`): the two
 accuracies with their 95 % Wilson intervals, the difference A - B with its 95 % Newcombe paired
 interval, and the two-sided p-value of the discordant pairs. Two evaluations are only compared on
-identical images: the recorded dataset fingerprint and test indices must agree, else
-:class:`~atkit.utils.ConfigError`.
+identical images under one evaluation: the recorded dataset fingerprint and test indices must agree, and so
+must the threat model (norm, eps), the precision, the dummy-class protocols and the settings of the compared
+attacks (steps, step size, AutoAttack version and budget), where both record them; else
+:class:`~atkit.utils.ConfigError` naming what differs.
 
 A dummy-class model's evaluation holds one result per protocol (published, adaptive, adaptive_max);
 the default ``protocol="worst"`` takes per image the worst case over them (a point counts as correct
@@ -118,6 +120,48 @@ def check_same_images(images_a: Optional[Mapping[str, Any]], images_b: Optional[
                               "a paired test needs the same images: evaluate both on the same dataset and n")
 
 
+#: Entries of an attack's ``details`` that are its results, not its settings.
+_RESULT_KEYS = ("seconds", "per_attack", "resumed", "ran_now", "autoattack_warnings", "skipped")
+
+
+def evaluation_settings(result: Mapping[str, Any], attacks: list[str], protocol: str) -> dict[str, Any]:
+    """What an evaluation's per-image results depend on besides the model and the images: ``norm``, ``eps``,
+    ``precision``, the dummy-class ``protocols`` compared, and each compared attack's settings (None: not recorded)."""
+    protocols = result.get("protocols") or {}
+    entries = list(protocols.values()) if protocols and protocol == "worst" else (
+        [protocols[protocol]] if protocol in protocols else [result])
+    entry = entries[0] if entries else result
+    threat = entry.get("threat") or {}
+    prov = entry.get("provenance") or result.get("provenance") or {}
+    settings: dict[str, Any] = {"norm": threat.get("norm"), "eps": threat.get("eps"), "precision": prov.get("precision"),
+                                "protocols": (sorted(protocols) if protocol == "worst" else [protocol]) if protocols
+                                else None}
+    for name in attacks:
+        info = (entry.get("details") or {}).get(name)
+        settings[f"{name} settings"] = ({k: v for k, v in info.items() if k not in _RESULT_KEYS}
+                                        if isinstance(info, Mapping) else None)
+    return settings
+
+
+def check_same_evaluation(a: Mapping[str, Any], b: Mapping[str, Any], attacks: list[str], protocol: str,
+                          label_a: str, label_b: str) -> None:
+    """Refuse two evaluations made differently (:func:`evaluation_settings`: any setting both record and that
+    differs), in one line naming each difference."""
+    sa, sb = evaluation_settings(a, attacks, protocol), evaluation_settings(b, attacks, protocol)
+    differs = [f"{key} {_setting_text(sa[key])} vs {_setting_text(sb[key])}" for key in sa
+               if sa[key] is not None and sb[key] is not None and sa[key] != sb[key]]
+    if differs:
+        raise ConfigError(f"{label_a} and {label_b} were evaluated differently ({'; '.join(differs)}); a paired test "
+                          "compares two models under one evaluation: evaluate both with the same settings")
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _describe_indices(images: Mapping[str, Any]) -> str:
     idx = images.get("indices")
     if idx == "all":
@@ -133,6 +177,7 @@ def compare_evaluations(target_a: str | Path, target_b: str | Path, *, attack: O
     b, images_b, label_b = load_evaluation(target_b, checkpoint)
     check_same_images(images_a, images_b, label_a, label_b)
     names = [attack] if attack else default_attacks(a, b)
+    check_same_evaluation(a, b, names, protocol, label_a, label_b)
     attack = names[0] if len(names) == 1 else f"worst of {', '.join(names)}"
     flags_a = [all(v) for v in zip(*(per_sample_flags(a, n, protocol) for n in names))]
     flags_b = [all(v) for v in zip(*(per_sample_flags(b, n, protocol) for n in names))]
@@ -208,5 +253,5 @@ def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: st
     return pd.DataFrame(rows)
 
 
-__all__ = ["check_same_images", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
+__all__ = ["check_same_evaluation", "check_same_images", "evaluation_settings", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
            "load_evaluation", "method_base_pairs", "per_sample_flags"]

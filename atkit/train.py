@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ from .fast import eval_model, exact_fp32, resolve_channels_last, resolve_precisi
 from .methods import LossOutput, Method, StepContext
 from .models import build_model, predict_labels
 from .paths import resolve_output_path
+from .processes import sigterm_as_interrupt
 from .progress import Phases, default_stream, progress_bar
 from .report import final_report, has_final_evaluation, same_weights, test_images_record, to_float_images
 from .utils import (ConfigError, FolderLock, OutputWriteError, atomic_write_json, atomic_write_text, guarded_write,
@@ -444,9 +446,10 @@ class Trainer:
         """Train to the configured number of epochs (from wherever the run is), then evaluate.
 
         Holds the run folder's lock throughout (:class:`atkit.utils.FolderLock`): a second process refuses to
-        write here. Any exception marks the run ``failed`` with its message (Ctrl-C: ``interrupted``).
+        write here. Any exception marks the run ``failed`` with its message (Ctrl-C, and SIGTERM, which ``kill``
+        and SLURM send: ``interrupted``; :func:`atkit.processes.sigterm_as_interrupt`).
         """
-        with self._holding_lock():
+        with self._holding_lock(), sigterm_as_interrupt():
             return self._fit()
 
     @contextlib.contextmanager
@@ -477,9 +480,11 @@ class Trainer:
                 improved = self._evaluate_and_select(record, partial)
                 record.update(self.method.epoch_metrics(self))
                 self._keep_epoch(record, partial, improved, tensorboard)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             self.status = "interrupted"
-            self.write_metrics(error="interrupted by the user; resume with Trainer.resume or --resume")
+            how = "stopped by SIGTERM" if getattr(e, "signum", None) == signal.SIGTERM else "interrupted by the user"
+            self.write_metrics(error=f"{how}; resume with Trainer.resume or --resume")
+            e.run_dir = self.run_dir  # type: ignore[attr-defined]  # for the command line's one-line message
             raise
         except Exception as e:
             self._mark_failed(e)
