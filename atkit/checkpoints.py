@@ -341,8 +341,9 @@ def restore_trainer_state(trainer: "Trainer", path: str | Path) -> None:
     path = Path(path)
     # best.pt cannot be resumed (no optimiser or RNG state): the remedy for a damaged last.pt is a fresh start
     # of this run, or a new run from best.pt's weights.
-    resume_hint = (f"move it aside (mv {str(path)!r} {str(path) + '.damaged'!r}) and run --resume {str(path.parent.parent)!r} "
-                   "again to retrain this run from epoch 0, or start a new run with init_checkpoint: "
+    resume_hint = (f"move it aside (mv {str(path)!r} {str(path) + '.damaged'!r}) and run --resume "
+                   f"{str(path.parent.parent)!r} again to retrain this run from epoch 0, or start a new run with "
+                   "init_checkpoint: "
                    f"{str(path.parent / 'best.pt')!r} (its weights, without the optimiser state)")
     state = require_atkit_checkpoint(load_checkpoint_file(path, trainer.device, hint=resume_hint), path,
                                      keys=("model", "optimizer", "epoch", "history", "rng"))

@@ -253,5 +253,5 @@ def comparison_table(frame: Any, *, attack: Optional[str] = None, checkpoint: st
     return pd.DataFrame(rows)
 
 
-__all__ = ["check_same_evaluation", "check_same_images", "evaluation_settings", "compare_evaluations", "comparison_table", "default_attacks", "format_comparison",
-           "load_evaluation", "method_base_pairs", "per_sample_flags"]
+__all__ = ["check_same_evaluation", "check_same_images", "compare_evaluations", "comparison_table", "default_attacks",
+           "evaluation_settings", "format_comparison", "load_evaluation", "method_base_pairs", "per_sample_flags"]

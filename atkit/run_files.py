@@ -67,7 +67,8 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         data, why = _read(run_dir / name, json.loads)
         if why is None and data is not None and not isinstance(data, dict):
             why = f"it holds a {type(data).__name__}, not a JSON object"
-        elif key == "eval" and isinstance(data, dict) and not any(isinstance(data.get(k), dict) for k in ("final", "best")):
+        elif key == "eval" and isinstance(data, dict) and not any(isinstance(data.get(k), dict)
+                                                                  for k in ("final", "best")):
             why, data = "no 'final' or 'best' evaluation in it", None
         if why is not None and skip is None:
             warnings.warn(f"{str(run_dir / name)!r} is damaged ({why}); the run is listed without it")

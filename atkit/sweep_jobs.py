@@ -276,5 +276,5 @@ def cancel_sweep(out_dir: str | Path) -> CancelReport:
 
 
 __all__ = ["CancelReport", "DONE_MARKER", "FAILED_MARKER", "LIVE_STATES", "LOG_FILE", "SUBMITIT_DIR", "cancel_sweep",
-           "check_run_options", "claim_sweep_folder", "format_status", "is_done", "job_record", "job_state", "load_jobs",
-           "meta_dir", "read_marker", "state_kind", "sweep_status"]
+           "check_run_options", "claim_sweep_folder", "format_status", "is_done", "job_record", "job_state",
+           "load_jobs", "meta_dir", "read_marker", "state_kind", "sweep_status"]

@@ -503,7 +503,6 @@ def _job_error(job: Any) -> str:
     return f"job {job.job_id} ended without finishing its point"
 
 
-__all__ = ["CLUSTERS", "CancelReport", "INSTALL_MESSAGE", "SUBMITIT_DIR", "PointJob", "SlurmOptions", "Submission", "cancel_sweep",
-           "format_status",
-           "point_results", "require_submitit", "submit_sweep", "sweep_status", "torchrun_command", "wait_for_jobs",
-           "write_summary_files"]
+__all__ = ["CLUSTERS", "CancelReport", "INSTALL_MESSAGE", "SUBMITIT_DIR", "PointJob", "SlurmOptions", "Submission",
+           "cancel_sweep", "format_status", "point_results", "require_submitit", "submit_sweep", "sweep_status",
+           "torchrun_command", "wait_for_jobs", "write_summary_files"]
