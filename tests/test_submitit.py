@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from atkit.config import load_config
 from atkit.runs import data_fingerprint
 from atkit.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
 from atkit.utils import ConfigError
-from helpers import write_notebook
+from helpers import wait_until, write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -173,15 +172,6 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _wait_until(condition, what: str, timeout: float = 300) -> None:
-    """Poll ``condition()`` until it holds; the deadline only keeps a broken run from hanging the suite."""
-    began = time.time()
-    while not condition():
-        if time.time() - began > timeout:
-            raise AssertionError(f"{what} did not happen within {timeout} s")
-        time.sleep(0.05)
-
-
 def _done_steps(folder: Path) -> int:
     try:
         return json.loads((folder / "state.json").read_text())["done"]
@@ -191,7 +181,7 @@ def _done_steps(folder: Path) -> int:
 
 def _task_pid(controller: int) -> int:
     """The task process of a local submitit job (the controller's child), which handles its signals."""
-    _wait_until(lambda: len(_process_tree(controller)) > 1, f"job {controller} starting its task")
+    wait_until(lambda: len(_process_tree(controller)) > 1, f"job {controller} starting its task")
     return _process_tree(controller)[1]
 
 
@@ -232,11 +222,11 @@ def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_comman
     quick, preempted, killed = (out / p.folder for p in make_points(spec))
     jobs = json.loads((out / "_submitit" / "jobs.json").read_text())
 
-    _wait_until(lambda: _done_steps(preempted) == 3, "the preempted point reaching its gate")
+    wait_until(lambda: _done_steps(preempted) == 3, "the preempted point reaching its gate")
     os.kill(_task_pid(int(jobs[preempted.name]["job_id"])), signal.SIGUSR2)  # SLURM's warning before a preemption
-    _wait_until(lambda: len(_attempts(preempted)) == 2, "the preempted job's requeued attempt")
+    wait_until(lambda: len(_attempts(preempted)) == 2, "the preempted job's requeued attempt")
     (preempted / "release").write_text("")
-    _wait_until(lambda: _done_steps(killed) == 3, "the killed point reaching its gate")
+    wait_until(lambda: _done_steps(killed) == 3, "the killed point reaching its gate")
     for pid in _process_tree(int(jobs[killed.name]["job_id"])):
         os.kill(pid, signal.SIGKILL)
     results = submitit_api.wait_for_jobs(sub, poll_s=0.5)
@@ -267,21 +257,21 @@ def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_comman
 
     # --cancel stops the job and the notebook it runs; the point stays unfinished for the next command.
     cancelled_point = tmp_path / "cancelled" / cancelled.results[0].folder
-    _wait_until(lambda: _done_steps(cancelled_point) == 1, "the cancelled point reaching its gate")
+    wait_until(lambda: _done_steps(cancelled_point) == 1, "the cancelled point reaching its gate")
     processes = _process_tree(int(next(iter(cancelled.jobs.values())).job_id))  # controller, task, papermill, kernel
     assert cli_main(["sweep", "--cancel", str(tmp_path / "cancelled")]) == 0
     assert f"cancelled 1 job(s): {next(iter(cancelled.jobs.values())).job_id}" in capsys.readouterr().out
     result, = submitit_api.wait_for_jobs(cancelled, poll_s=0.5)
     assert result.status == "interrupted" and len(processes) >= 4
-    _wait_until(lambda: _gone(processes), "every process of the cancelled job (the kernel too) ending")
+    wait_until(lambda: _gone(processes), "every process of the cancelled job (the kernel too) ending")
     assert _done_steps(cancelled_point) == 1 and not (cancelled_point / "result.json").exists()
 
     # Time-outs: each USR2 below is one; max_requeues=1 allows one requeue, the second time-out ends the job.
     timeout_point = tmp_path / "timeouts" / timing_out.results[0].folder
     controller = int(next(iter(timing_out.jobs.values())).job_id)
-    _wait_until(lambda: _done_steps(timeout_point) == 1, "the timing-out point reaching its gate")
+    wait_until(lambda: _done_steps(timeout_point) == 1, "the timing-out point reaching its gate")
     os.kill(_task_pid(controller), signal.SIGUSR2)
-    _wait_until(lambda: len(_attempts(timeout_point)) == 2, "the timed-out job's requeued attempt")
+    wait_until(lambda: len(_attempts(timeout_point)) == 2, "the timed-out job's requeued attempt")
     os.kill(_task_pid(controller), signal.SIGUSR2)
     timed_out, = submitit_api.wait_for_jobs(timing_out, poll_s=0.5)
     assert timed_out.status == "interrupted" and "timed-out too many times" in timed_out.error
