@@ -21,7 +21,7 @@ import yaml
 
 from .compare import load_evaluation, per_sample_flags
 from .stats import accuracy_record
-from .utils import ConfigError
+from .utils import ConfigError, UniqueKeyLoader
 
 #: AutoAttack "standard" budget per stage (Croce & Hein 2020; pyautoattack's version="standard").
 STANDARD_AA_STAGES = {
@@ -91,8 +91,11 @@ def _model_info(target: Path, result: Mapping[str, Any]) -> dict[str, Any]:
     run_dir = target if target.is_dir() else target.parent
     cfg_path = run_dir / "config.yaml"
     if not info.get("name") and cfg_path.is_file():
-        cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        info.setdefault("name", cfg.get("model"))
+        try:
+            cfg = yaml.load(cfg_path.read_text(), Loader=UniqueKeyLoader)  # bounded: no alias bombs
+        except (OSError, yaml.YAMLError):
+            cfg = None
+        info["name"] = cfg.get("model") if isinstance(cfg, dict) else None
     return info
 
 

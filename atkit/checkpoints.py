@@ -22,6 +22,7 @@ RNG states, config, data fingerprint); :func:`save_trainer_checkpoint` writes it
 from __future__ import annotations
 
 import copy
+import io
 import pickle
 import random
 import zipfile
@@ -37,6 +38,7 @@ from .checkpoint_sniff import check_checkpoint_file
 from .config import RunConfig
 from .models import build_model
 from .models.external import fit_state_to_model
+from .provenance import checkpoint_record
 from .utils import ConfigError, atomic_torch_save, file_sha256, guarded_write  # file_sha256 re-exported
 
 if TYPE_CHECKING:  # annotations only: atkit.train imports this module
@@ -74,8 +76,44 @@ def _conversion_hint(path: Path) -> str:
             f"torch.save(sd, '{out}')\" and pass {str(out)!r}")
 
 
+#: A zip checkpoint may declare at most this many times its own size in unpacked bytes (torch stores its entries
+#: uncompressed, so its own files declare about 1x), and at least :data:`MIN_DECLARED_LIMIT` is always allowed.
+MAX_EXPANSION = 16
+MIN_DECLARED_LIMIT = 256 << 20
+
+
+def check_declared_sizes(data: bytes, path: str | Path) -> None:
+    """Refuse a zip checkpoint whose entries declare more unpacked bytes than ``MAX_EXPANSION`` times the file
+    (and :data:`MIN_DECLARED_LIMIT`): a "zip bomb" would otherwise be inflated in full before any other check.
+    Read from the zip's directory (``ZipInfo.file_size``) without inflating anything; the reader torch uses
+    unpacks an entry into a buffer of its declared size, so the declared sizes bound what loading can take."""
+    buffer = io.BytesIO(data)
+    if not zipfile.is_zipfile(buffer):
+        return
+    try:
+        with zipfile.ZipFile(buffer) as archive:
+            declared = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # torch.load names the damage
+    limit = max(MIN_DECLARED_LIMIT, MAX_EXPANSION * len(data))
+    if declared > limit:
+        raise ConfigError(f"refused to load checkpoint {str(path)!r}: its {len(data):,} bytes declare {declared:,} "
+                          f"bytes once unpacked, more than {limit:,} ({MAX_EXPANSION}x its size; a zip bomb?); "
+                          "PyTorch's own checkpoints are stored uncompressed")
+
+
 def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", *, hint: Optional[str] = None) -> Any:
-    """``torch.load(path, weights_only=True)`` with atkit's allow-list (:data:`SAFE_GLOBALS`).
+    """``torch.load(path, weights_only=True)`` with atkit's allow-list (:data:`SAFE_GLOBALS`); see
+    :func:`load_checkpoint_with_record`, which also returns the record of the bytes it loaded."""
+    return load_checkpoint_with_record(path, map_location, hint=hint)[0]
+
+
+def load_checkpoint_with_record(path: str | Path, map_location: Any = "cpu", *,
+                                hint: Optional[str] = None) -> tuple[Any, dict[str, Any]]:
+    """``(checkpoint, record)``: the file read once, its declared sizes checked (:func:`check_declared_sizes`),
+    loaded with ``torch.load(weights_only=True)`` and atkit's allow-list (:data:`SAFE_GLOBALS`) from those very
+    bytes, and their record (path, SHA-256, size: :func:`atkit.provenance.checkpoint_record`): the hash in an
+    evaluation's provenance is of the weights that were evaluated, even if the file is replaced meanwhile.
 
     Raises :class:`ConfigError` naming the file when it is missing, truncated or not a PyTorch file
     (with ``hint``, default :func:`alternatives_hint`), or when it needs arbitrary unpickling (with the
@@ -85,12 +123,18 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", *, hint: O
     hint = hint or alternatives_hint(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read checkpoint {str(path)!r}: {e.strerror or e}") from None
+    check_declared_sizes(data, path)  # a zip bomb is refused from its declared sizes before anything is inflated
     check_checkpoint_file(path, _conversion_hint(path))  # an HTML page, an archive, a pickled model: say which
     try:
         with torch.serialization.safe_globals(SAFE_GLOBALS):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return (torch.load(io.BytesIO(data), map_location=map_location, weights_only=True),
+                    checkpoint_record(path, data))
     except pickle.UnpicklingError as e:
-        names = _unsafe_globals(path)
+        names = _unsafe_globals(data)
         if names is None:  # neither a zip checkpoint asking for objects nor a legacy pickle: garbage
             raise ConfigError(f"cannot read checkpoint {str(path)!r}: the file is truncated or not a PyTorch "
                               f"checkpoint ({_first_line(e)}); {hint}") from None
@@ -103,19 +147,18 @@ def load_checkpoint_file(path: str | Path, map_location: Any = "cpu", *, hint: O
                           f"({type(e).__name__}: {_first_line(e)}); {hint}") from None
 
 
-def _unsafe_globals(path: Path) -> Optional[list[str]]:
+def _unsafe_globals(data: bytes) -> Optional[list[str]]:
     """Objects a checkpoint asks to unpickle beyond the allow-list: names for a zip checkpoint, ``[]`` for a
     legacy pickle (torch cannot list them), None when the file is neither (so it is corrupt, not unsafe)."""
-    if zipfile.is_zipfile(path):
+    if zipfile.is_zipfile(io.BytesIO(data)):
         try:
-            names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data))
         except Exception:
             return None
         allowed = {_qualname(g) for g in SAFE_GLOBALS}
         names = [n for n in names if n not in allowed]
         return names or None
-    with open(path, "rb") as f:
-        return [] if f.read(1) == b"\x80" else None  # the pickle protocol marker legacy torch.save files start with
+    return [] if data[:1] == b"\x80" else None  # the pickle protocol marker legacy torch.save files start with
 
 
 def _first_line(e: BaseException) -> str:
@@ -298,7 +341,14 @@ def restore_trainer_state(trainer: "Trainer", path: str | Path) -> None:
 
     Refused (:class:`ConfigError`) for another architecture or class count, and for a run whose data changed
     since it started (its recorded fingerprint differs: resuming would silently mix two datasets in one run)."""
-    state = require_atkit_checkpoint(load_checkpoint_file(path, trainer.device), path,
+    path = Path(path)
+    # best.pt cannot be resumed (no optimiser or RNG state): the remedy for a damaged last.pt is a fresh start
+    # of this run, or a new run from best.pt's weights.
+    resume_hint = (f"move it aside (mv {str(path)!r} {str(path) + '.damaged'!r}) and run --resume "
+                   f"{str(path.parent.parent)!r} again to retrain this run from epoch 0, or start a new run with "
+                   "init_checkpoint: "
+                   f"{str(path.parent / 'best.pt')!r} (its weights, without the optimiser state)")
+    state = require_atkit_checkpoint(load_checkpoint_file(path, trainer.device, hint=resume_hint), path,
                                      keys=("model", "optimizer", "epoch", "history", "rng"))
     check_checkpoint_compatible(state, trainer.config.model, trainer.model, path)
     recorded = state.get("data_fingerprint")
@@ -389,12 +439,15 @@ def resolve_checkpoint(path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model") -> nn.Module:
+def load_model(path: str | Path, device: str | torch.device = "cpu", which: str = "model",
+               state: Optional[Mapping[str, Any]] = None) -> nn.Module:
     """Rebuild the model stored in a checkpoint (``last.pt`` or ``best.pt``), or in a run folder's best/last.
 
-    ``which="ema"``: the EMA weights, or the method's own weight average (ReBAT, RPAT++) when it keeps one."""
+    ``which="ema"``: the EMA weights, or the method's own weight average (ReBAT, RPAT++) when it keeps one.
+    ``state``: the checkpoint already loaded from ``path`` (:func:`load_checkpoint_with_record`), not read again."""
     path = resolve_checkpoint(path)
-    state = require_atkit_checkpoint(load_checkpoint_file(path, device), path, keys=("model", "config", "num_classes"))
+    state = require_atkit_checkpoint(load_checkpoint_file(path, device) if state is None else state, path,
+                                     keys=("model", "config", "num_classes"))
     config = RunConfig.from_dict(state["config"])
     params = dict(config.model_params)
     if config.build_method().needs_dummy_classes:
@@ -415,4 +468,5 @@ __all__ = ["BEST_KEYS", "CHECKPOINT_FORMAT", "SAFE_GLOBALS", "best_model", "best
            "init_weights_from_checkpoint", "load_model", "repair_best_checkpoint", "resolve_checkpoint",
            "restore_trainer_state", "rng_state", "save_trainer_checkpoint", "set_rng_state", "trainer_state",
            "WRAPPER_KEYS", "WRAPPER_PREFIXES", "alternatives_hint", "extract_state_dict", "file_sha256",
-           "load_checkpoint_file", "load_weights", "require_atkit_checkpoint"]
+           "check_declared_sizes", "load_checkpoint_file", "load_checkpoint_with_record", "load_weights",
+           "require_atkit_checkpoint"]

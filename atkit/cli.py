@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from . import utils  # atomic_write_json through the module, where the fault tests inject a full disk
-from .checkpoints import load_checkpoint_file
+from .attacks.threat import resolve_threat
+from .checkpoints import load_checkpoint_with_record
 from .config import RunConfig, load_config, load_config_dict
 from .data import load_dataset
 from .distributed import cleanup
@@ -22,20 +21,38 @@ from .methods import COMPOSERS, describe_methods
 from .models import MODELS
 from .models.external import load_external_model, normalization_record
 from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
+from .output_files import check_writable, eval_outputs, evaluation_setup, merge_evaluations
 from .paths import resolve_output_path
-from .provenance import attach_provenance, checkpoint_record
+from .processes import exit_status, sigterm_as_interrupt
+from .provenance import attach_provenance
 from .sweep import format_summary, load_grid, make_points, run_sweep
 from .sweep_submitit import (SlurmOptions, cancel_sweep, format_status, require_submitit, submit_sweep, sweep_status,
                              wait_for_jobs)
 from .train import (NonFiniteLossError, OutputWriteError, load_model, resolve_checkpoint, test_images_record,
                     to_float_images, train)
-from .utils import ConfigError, _json_default, apply_set_options, resolve_device, unknown_name_error
+from .utils import ConfigError, _json_default, apply_set_options, parse_set_options, resolve_device, unknown_name_error
 
 DESCRIPTION = ("atkit, a research workbook for adversarial training: train and evaluate models, list the methods, "
                "run the notebooks and sweeps. Bad input stops with one line and exit status 2.")
 
 
+_RESUME_IGNORES = ("set", "device", "out_dir", "precision", "channels_last", "compile")
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
+    """Ctrl-C or SIGTERM: one line (the run records itself "interrupted" and resumes), exit status 130 / 143."""
+    try:
+        with sigterm_as_interrupt():
+            return _cmd_train_run(args)
+    except KeyboardInterrupt as e:
+        run_dir = getattr(e, "run_dir", None)
+        where = (f"run {str(run_dir)!r} keeps its last complete epoch; continue it with: python -m atkit train "
+                 f"--resume {run_dir}") if run_dir else "no run was started"
+        print(f"atkit: training interrupted ({e or 'Ctrl-C'}); {where}", file=sys.stderr)
+        return exit_status(e)
+
+
+def _cmd_train_run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.device:
         overrides["device"] = args.device
@@ -46,6 +63,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if value is not None:
             overrides[key] = {"true": True, "false": False}.get(value, value)
     if args.resume:
+        given = [f"--{k.replace('_', '-')}" for k in _RESUME_IGNORES if getattr(args, k, None)]
+        if given or args.config:
+            raise ConfigError(f"--resume continues a run with the config it recorded (RUN_DIR/config.yaml); "
+                              f"{', '.join(given or ['a CONFIG file'])} cannot change it: give only --resume RUN_DIR "
+                              "(and --quiet), or start a new run")
         trainer = train(None, resume=args.resume, progress=not args.quiet)
         if getattr(trainer, "already_finished", False) and trainer.dist.is_main:
             print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epoch(s)); nothing to "
@@ -68,21 +90,38 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return _cmd_eval_run(args)
 
 
+_RUN_SET_KEYS = ("data", "threat")
+_EXTERNAL_ONLY = ("model", "num_classes", "dummy_classes", "dataset")
+
+
 def _eval_target_run(args: argparse.Namespace, device: Any) -> dict[str, Any]:
-    """Model, dataset, threat and provenance parts for ``atkit eval RUN_DIR_OR_CHECKPOINT`` (atkit's own runs)."""
+    """Model, dataset, threat and provenance parts for ``atkit eval RUN_DIR_OR_CHECKPOINT`` (atkit's own runs).
+
+    ``--set data.*`` / ``threat.*`` change the run's recorded data options and threat model for this evaluation
+    (validated as a run config; the threat used is the one in the result and its provenance); any other key is
+    refused, as are the options that describe an external ``--checkpoint``."""
+    given = [f"--{k.replace('_', '-')}" for k in _EXTERNAL_ONLY if getattr(args, k, None) not in (None, False)]
+    if given:
+        raise ConfigError(f"{', '.join(given)} describe an external --checkpoint; an atkit run records its own model "
+                          "and data (change its data options with --set data.KEY=VALUE)")
+    for key, _ in parse_set_options(args.set):
+        if key.split(".", 1)[0] not in _RUN_SET_KEYS:
+            raise unknown_name_error("--set key for an atkit run (its model is fixed by its weights)",
+                                     key.split(".", 1)[0], _RUN_SET_KEYS)
     target = Path(args.target)
     ckpt = resolve_checkpoint(target)
-    model = load_model(ckpt, device=device, which=args.which)
+    state, record = load_checkpoint_with_record(ckpt, "cpu")  # read once: the hash is of the weights evaluated
+    model = load_model(ckpt, device=device, which=args.which, state=state)
     run_dir = target if target.is_dir() else target.parent.parent
-    state_cfg = load_checkpoint_file(ckpt, "cpu").get("config")
+    state_cfg = state.get("config")
     if state_cfg is None and (run_dir / "config.yaml").is_file():
         state_cfg = load_config(run_dir / "config.yaml").to_dict()
-    config = RunConfig.from_dict(state_cfg)
+    config = RunConfig.from_dict(apply_set_options(dict(state_cfg or {}), args.set))
     dataset = load_dataset(config.dataset, **config.data)
     model_info = {"name": config.model, "params": dict(config.model_params), "num_classes": dataset.num_classes,
                   "dummy_classes": bool(getattr(model, "dummy_classes", False)), "weights": args.which,
                   "source": "atkit run", "normalization": normalization_record(model, "the run's model")}
-    return dict(model=model, dataset=dataset, threat=config.threat_model(), checkpoint=ckpt, model_info=model_info,
+    return dict(model=model, dataset=dataset, threat=config.threat_model(), checkpoint=record, model_info=model_info,
                 state_dir=run_dir / "aa_state" / f"cli-{args.which}", out=run_dir / f"eval-{args.which}.json")
 
 
@@ -103,19 +142,22 @@ def _eval_target_external(args: argparse.Namespace, device: Any) -> dict[str, An
     for key in ("data", "threat", "model_params"):
         if not isinstance(spec[key], dict):
             raise ConfigError(f"--set {key}: expected a mapping (e.g. --set {key}.NAME=VALUE), got {spec[key]!r}")
+    path = Path(args.checkpoint)
+    # The file first: a garbage or unsafe checkpoint is reported before the dataset loads (or downloads).
+    raw, record = load_checkpoint_with_record(path, "cpu", hint="check that the file is complete (re-download it) and "
+                                                                 "is a PyTorch state dict")
     dataset = load_dataset(spec["dataset"], **spec["data"])
     num_classes = dataset.num_classes if args.num_classes is None else args.num_classes
     if num_classes != dataset.num_classes:
         raise ConfigError(f"--num-classes {num_classes} but dataset {spec['dataset']!r} has {dataset.num_classes} "
                           "classes: the checkpoint's class count and the evaluation data disagree")
-    path = Path(args.checkpoint)
     # RobustBench key names, the checkpoint's own normalization buffers or a stated one (atkit.models.external)
     model, loaded = load_external_model(args.model, path, num_classes=num_classes, dummy_classes=args.dummy_classes,
-                                        model_params=spec["model_params"])
+                                        model_params=spec["model_params"], checkpoint=raw)
     model = model.to(device).eval()
     model_info = {"name": args.model, "params": dict(spec["model_params"]), "num_classes": num_classes,
                   "dummy_classes": bool(args.dummy_classes), "source": "external state dict", **loaded}
-    return dict(model=model, dataset=dataset, threat=spec["threat"] or None, checkpoint=path, model_info=model_info,
+    return dict(model=model, dataset=dataset, threat=spec["threat"] or None, checkpoint=record, model_info=model_info,
                 state_dir=path.parent / f"{path.stem}.aa_state", out=path.with_name(f"{path.stem}-eval.json"))
 
 
@@ -132,6 +174,7 @@ def _accuracy_lines(result: dict[str, Any], tag: str = "") -> list[str]:
 def _cmd_eval_run(args: argparse.Namespace) -> int:
     # why: evaluation pulls scipy; only `atkit eval` needs it
     from .evaluation import PROTOCOL_LABELS, evaluate, parse_attacks, split_attack_list
+    from .evaluation.door import precision_label, resolve_eval_precision
 
     attacks = split_attack_list(args.attacks)
     parse_attacks(attacks)  # an unknown attack is refused before the model and the data load
@@ -148,34 +191,64 @@ def _cmd_eval_run(args: argparse.Namespace) -> int:
         ctx = _eval_target_run(args, device)
     else:
         raise ConfigError("eval needs a run folder, an atkit checkpoint, or --checkpoint FILE --model NAME")
-    out = Path(args.out) if args.out else ctx["out"]
-    check_writable(out, "--out")  # before the evaluation, which can take hours
     model, dataset = ctx["model"], ctx["dataset"]
-    n = min(args.n or len(dataset.test_y), len(dataset.test_y))
+    n_split = len(dataset.test_y)
+    n = min(args.n or n_split, n_split)
+    if args.n is not None and args.n > n_split:  # said, and recorded: the request was cut to the split
+        print(f"atkit: warning: --n {args.n} is more than the {n_split} images of the test split; evaluating all "
+              f"{n_split}", file=sys.stderr)
     x, y, indices = dataset.eval_subset(n, split="test")  # class-stratified and seeded when n is below the split's size
-    x = to_float_images(x)
     images = test_images_record(dataset, indices)
-    parts = dict(images=images, checkpoint=checkpoint_record(ctx["checkpoint"]), model=ctx["model_info"])
+    precision = precision_label(resolve_eval_precision(args.precision or "fp32", device), device)
+    setup = evaluation_setup({"images": images, "threat": resolve_threat(ctx["threat"]), "seed": 0,
+                              "provenance": {"precision": precision, "checkpoint": ctx["checkpoint"],
+                                             "model": ctx["model_info"]},
+                              "protocols": ["per protocol"] if getattr(model, "dummy_classes", False) else []})
+    out, state_dir = eval_outputs(Path(args.out) if args.out else None, ctx["out"], ctx["state_dir"], attacks,
+                                  setup)  # every place the evaluation writes, checked before hours of work
+    x = to_float_images(x)
+    parts = dict(images=images, checkpoint=ctx["checkpoint"], model=ctx["model_info"])
+    extra = {"images": images} | ({"n_requested": args.n} if args.n is not None and args.n != n else {})
     # A dummy-class model is evaluated under every DUCAT protocol: the headline is their per-image worst case, each
     # protocol's numbers beside it, the published one labelled as the papers' protocol.
     result = evaluate(model, x, y, attacks=attacks, threat=ctx["threat"], precision=args.precision or "fp32",
                       batch_size=args.batch_size, device=device, num_classes=dataset.num_classes,
-                      aa_state_dir=ctx["state_dir"], progress=not args.quiet, sanity=args.sanity)
-    payload = result.to_dict()
-    payload["images"] = images
+                      aa_state_dir=state_dir, progress=not args.quiet, sanity=args.sanity)
+    payload = result.to_dict() | extra
     attach_provenance(payload, **parts)
-    if not _write_or_print(out, payload):
+    if out.merge_with is not None:  # same setup: one file with the earlier attacks and these (atkit.output_files)
+        payload = merge_evaluations(out.merge_with, payload)
+    if not _write_or_print(out.path, payload):
         return 1
     if result.protocols:
         by_protocol = {"worst_case": result, **result.protocols}
         print("\n".join(line for p, r in by_protocol.items()
                         for line in _accuracy_lines(r.to_dict(), f"[{PROTOCOL_LABELS.get(p, p)}] ")))
         print(json.dumps({p: {"protocol": PROTOCOL_LABELS.get(p, p), "n": r.n, **_summary(r)}
-                          for p, r in by_protocol.items()} | {"written": str(out)}))
+                          for p, r in by_protocol.items()} | {"written": str(out.path)}))
     else:
         print("\n".join(_accuracy_lines(payload)))
-        print(json.dumps(_summary(result) | {"ci95": payload["ci95"], "n": result.n, "written": str(out)}))
-    return 0
+        summary = {k: payload.get(k) for k in ("accuracy", "robust_accuracy", "robust_metric", "mean", "nrr",
+                                               "warnings")}
+        print(json.dumps(summary | {"ci95": payload["ci95"], "n": payload["n"], "written": str(out.path)}
+                         | ({"n_requested": args.n} if "n_requested" in payload else {})))
+    return _eval_exit(result)
+
+
+#: ``atkit eval``'s exit status when the evaluation finished but its numbers need care (README, "Evaluate").
+EXIT_WARNINGS = 3
+
+
+def _eval_exit(result: Any) -> int:
+    """0, or :data:`EXIT_WARNINGS` when a sanity check failed, the model is at chance level or its outputs are not
+    finite (each said on stderr and recorded in the JSON's ``warnings``); AutoAttack's own notes do not count."""
+    entries = [result, *result.protocols.values()]
+    failed = [c["name"] for r in entries for c in (r.checks or []) if not c.get("passed", True)]
+    notes = [n for r in entries for n in r.notes] + [w for r in entries for w in r.attack_warnings
+                                                     if "not finite" in w]
+    for line in dict.fromkeys([f"sanity check failed: {name}" for name in failed] + notes):
+        print(f"atkit: warning: {line}", file=sys.stderr)
+    return EXIT_WARNINGS if failed or notes else 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -199,6 +272,12 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 def _cmd_card(args: argparse.Namespace) -> int:
     from .card import make_card  # why: pulls scipy (atkit.stats)
 
+    out, target = Path(args.out), Path(args.target)
+    source = target / "eval.json" if target.is_dir() else target
+    if out.resolve() in (source.resolve(), target.resolve()):
+        raise ConfigError(f"--out {str(out)!r} is the evaluation the card is made from; it is never overwritten: "
+                          "give another file name, e.g. --out card.json")
+    check_writable(out, "--out")  # before the card is built, not after
     card = make_card(args.target, checkpoint=args.checkpoint, name=args.name, link=args.link, authors=args.authors,
                      venue=args.venue, reported=args.reported, footnote=args.footnote,
                      additional_data=args.additional_data, architecture=args.architecture)
@@ -215,28 +294,17 @@ def _summary(result: Any) -> dict[str, Any]:
             "warnings": result.warnings}
 
 
-def check_writable(path: Path, what: str) -> None:
-    """Refuse, before any work, an output file whose folder cannot be created or written."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".probe")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise ConfigError(f"{what} {str(path)!r} cannot be written: {e.strerror or e}; give a writable path") from None
-    if path.is_dir():
-        raise ConfigError(f"{what} {str(path)!r} is a folder; give a file name such as {str(path / 'eval.json')!r}")
-
-
 def _write_or_print(out: Path, payload: dict[str, Any]) -> bool:
-    """Write ``payload`` to ``out``; if that fails after all, print it so the numbers are not lost."""
+    """Write ``payload`` to ``out``; if that fails after all, print it (whatever ``--quiet`` says) so the numbers
+    are not lost; :func:`atkit.utils.atomic_write_json` also keeps a copy where it can (named on stderr)."""
     try:
         utils.atomic_write_json(out, payload)
         return True
     except OSError as e:
         print(json.dumps(payload, default=_json_default))
-        print(f"atkit: error: could not write {str(out)!r} ({e.strerror or e}); the evaluation is printed above",
-              file=sys.stderr)
+        kept = getattr(e, "recovered_to", None)
+        print(f"atkit: error: could not write {str(out)!r} ({e.strerror or e}); the evaluation is printed above"
+              + (f" and kept in {kept}" if kept else ""), file=sys.stderr)
         return False
 
 
@@ -293,16 +361,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     out = str(resolve_output_path(args.out or Path("outputs") / "sweeps" / spec.name))
     gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus is not None else None
     if args.dry_run:
-        for r, p in zip(run_sweep(spec, out, workers=args.workers, gpus=gpus, dry_run=True), make_points(spec)):
+        for r, p in zip(run_sweep(spec, out, workers=args.workers, gpus=gpus, dry_run=True, timeout=args.timeout,
+                                  kernel_name=args.kernel), make_points(spec)):
             print(f"{r.status:8s} {out}/{p.folder}  {json.dumps(p.varied, default=str)}")
         return 0
     try:
         results = run_sweep(spec, out, workers=args.workers, gpus=gpus, device=args.device, timeout=args.timeout,
                             kernel_name=args.kernel, progress=not args.quiet)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: the running points were stopped and recorded
         print(f"sweep interrupted; finished points are kept in {out} (run the same command again to go on)",
               file=sys.stderr)
-        return 130
+        return exit_status(e)
     return _sweep_exit(results, out)
 
 
@@ -325,13 +394,17 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
     if flags["time"] is not None and str(flags["time"]).isdigit():
         flags["time"] = int(flags["time"])
     options = SlurmOptions.from_sources(spec.slurm, flags)
-    out = args.out or str(Path("outputs") / "sweeps" / spec.name)
+    out = str(resolve_output_path(args.out or Path("outputs") / "sweeps" / spec.name))  # as the local runner's
     if args.dry_run:
-        for r, p in zip(run_sweep(spec, out, gpus=[], dry_run=True), make_points(spec)):
+        for r, p in zip(run_sweep(spec, out, gpus=[], dry_run=True, timeout=args.timeout, kernel_name=args.kernel),
+                        make_points(spec)):
             print(f"{r.status:8s} {out}/{p.folder}  {json.dumps(p.varied, default=str)}")
         return 0
     sub = submit_sweep(spec, out, cluster=args.cluster, options=options, device=args.device, kernel_name=args.kernel,
                        timeout=args.timeout)
+    for folder, why in sub.unknown.items():  # reported, never acted on
+        print(f"atkit: warning: {folder} not submitted again: {why}; check the job (squeue / sacct), or if it is gone "
+              f"remove its entry from {out}/_submitit/jobs.json and run this command again", file=sys.stderr)
     n_done = sum(r.status == "skipped" for r in sub.results)
     ids = sorted({str(j.job_id).split("_")[0] for j in sub.jobs.values()})
     print(f"sweep {spec.name}: {n_done} of {len(sub.results)} points already finished, skipped; "
@@ -357,10 +430,13 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
 
 def _cmd_sweep_status(args: argparse.Namespace) -> int:
     if args.cancel:
-        cancelled = cancel_sweep(args.cancel)
+        report = cancel_sweep(args.cancel)
+        cancelled = report.cancelled
         print(f"cancelled {len(cancelled)} job(s){': ' + ', '.join(cancelled) if cancelled else ''}; finished points "
               "are kept, the same sweep command submits the rest again")
-        return 0
+        for job_id, why in report.not_cancelled.items():
+            print(f"atkit: warning: job {job_id} not cancelled: {why}", file=sys.stderr)
+        return 0 if not report.not_cancelled else 1
     rows = sweep_status(args.status)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
@@ -376,7 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train from a YAML config, or resume a run folder")
     p.add_argument("config", nargs="?", help="YAML run config")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint, with the "
+                                                        "config it recorded (--set and the config flags are refused)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: the config's, 'auto')")
     p.add_argument("--out-dir", help="parent folder of run folders (default: outputs/runs; relative paths are read "
                                           "against the project root, see atkit.paths)")
@@ -402,8 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dummy-classes", action="store_true", help="--checkpoint has a DUCAT 2C-output head")
     p.add_argument("--dataset", help="evaluation data for --checkpoint (default: cifar10)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                   help="with --checkpoint: data.*, threat.* or model_params.* options (e.g. --set data.root=data "
-                        "--set threat.norm=l2 --set model_params.normalize=cifar10); repeatable")
+                   help="a run: data.* or threat.* options (e.g. --set threat.eps=0.0157, used and recorded); with "
+                        "--checkpoint also model_params.* (e.g. --set data.root=data --set threat.norm=l2 "
+                        "--set model_params.normalize=cifar10); any other key is refused; repeatable")
     p.add_argument("--attacks", default="clean,pgd20,cw",
                    help="comma-separated evaluation attacks (python -m atkit attacks lists them): e.g. "
                         "clean,pgd20,cw,apgd,aa")
@@ -415,7 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluate N test images, class-stratified and seeded (default: all)")
     p.add_argument("--batch-size", type=int, default=500)
     p.add_argument("--device")
-    p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json)")
+    p.add_argument("--out", help="JSON file to write (default: RUN_DIR/eval-<which>.json; an earlier evaluation of the "
+                                 "same setup there gets these attacks added, one of another setup is kept and this "
+                                 "one goes to eval-<which>-2.json)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "auto"],
                    help="fp32 (default, exact: the reported numbers), tf32 (TF32 matmuls/convolutions on CUDA) or bf16 "

@@ -5,8 +5,10 @@ The per-sample correctness every evaluation stores (``per_sample`` in ``eval.jso
 output) gives an exact McNemar test of A against B (:func:`atkit.stats.mcnemar_test`): the two
 accuracies with their 95 % Wilson intervals, the difference A - B with its 95 % Newcombe paired
 interval, and the two-sided p-value of the discordant pairs. Two evaluations are only compared on
-identical images: the recorded dataset fingerprint and test indices must agree, else
-:class:`~atkit.utils.ConfigError`.
+identical images under one evaluation: the recorded dataset fingerprint and test indices must agree, and so
+must the threat model (norm, eps), the precision, the dummy-class protocols and the settings of the compared
+attacks (steps, step size, AutoAttack version and budget), where both record them; else
+:class:`~atkit.utils.ConfigError` naming what differs.
 
 A dummy-class model's evaluation holds one result per protocol (published, adaptive, adaptive_max);
 the default ``protocol="worst"`` takes per image the worst case over them (a point counts as correct
@@ -28,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .claims import two_networks_verdict
-from .stats import (HETEROGENEITY_LEVEL, Equivalence, McNemarResult, PooledDifference, SeedDifference,
+from .stats import (HETEROGENEITY_LEVEL, two_networks_verdict, Equivalence, McNemarResult, PooledDifference, SeedDifference,
                     equivalence_test, mcnemar_test, minimal_detectable_effect, paired_difference,
                     pool_paired_differences, seed_difference)
 from .utils import ConfigError, load_yaml_mapping
@@ -132,6 +133,49 @@ def check_same_images(images_a: Optional[Mapping[str, Any]], images_b: Optional[
                               "a paired test needs the same images: evaluate both on the same dataset and n")
 
 
+#: Entries of an attack's ``details`` that are its results, not its settings.
+_RESULT_KEYS = ("seconds", "per_attack", "resumed", "ran_now", "autoattack_warnings", "skipped")
+
+
+def evaluation_settings(result: Mapping[str, Any], attacks: list[str], protocol: str) -> dict[str, Any]:
+    """What an evaluation's per-image results depend on besides the model and the images: ``norm``, ``eps``,
+    ``precision``, the dummy-class ``protocols`` compared, and each compared attack's settings (None: not recorded)."""
+    protocols = result.get("protocols") or {}
+    entries = list(protocols.values()) if protocols and protocol == "worst" else (
+        [protocols[protocol]] if protocol in protocols else [result])
+    entry = entries[0] if entries else result
+    threat = entry.get("threat") or {}
+    prov = entry.get("provenance") or result.get("provenance") or {}
+    settings: dict[str, Any] = {"norm": threat.get("norm"), "eps": threat.get("eps"), "precision": prov.get("precision"),
+                                "protocols": (sorted(protocols) if protocol == "worst" else [protocol]) if protocols
+                                else None, "protocol": None if protocols else result.get("protocol")}
+    for name in attacks:
+        info = (entry.get("details") or {}).get(name)
+        settings[f"{name} settings"] = ({k: v for k, v in info.items() if k not in _RESULT_KEYS}
+                                        if isinstance(info, Mapping) else None)
+    return settings
+
+
+def check_same_evaluation(a: Mapping[str, Any], b: Mapping[str, Any], attacks: list[str], protocol: str,
+                          label_a: str, label_b: str) -> None:
+    """Refuse two evaluations made differently (:func:`evaluation_settings`: any setting both record and that
+    differs), in one line naming each difference."""
+    sa, sb = evaluation_settings(a, attacks, protocol), evaluation_settings(b, attacks, protocol)
+    # A setting only one side recorded is not compared, except the protocol: None there means a plain model.
+    differs = [f"different {key} {_setting_text(sa[key])} vs {_setting_text(sb[key])}" for key in sa
+               if (key == "protocol" or (sa[key] is not None and sb[key] is not None)) and sa[key] != sb[key]]
+    if differs:
+        raise ConfigError(f"{label_a} and {label_b} were evaluated differently ({'; '.join(differs)}); a paired test "
+                          "compares two models under one evaluation: evaluate both with the same settings")
+
+
+def _setting_text(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    text = json.dumps(value, sort_keys=True, default=str) if isinstance(value, (dict, list)) else str(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _describe_indices(images: Mapping[str, Any]) -> str:
     idx = images.get("indices")
     if idx == "all":
@@ -157,6 +201,7 @@ def compare_evaluations(target_a: str | Path, target_b: str | Path, *, attack: O
     b, images_b, label_b = load_evaluation(target_b, checkpoint)
     check_same_images(images_a, images_b, label_a, label_b)
     names = [attack] if attack else default_attacks(a, b)
+    check_same_evaluation(a, b, names, protocol, label_a, label_b)
     attack = names[0] if len(names) == 1 else f"worst of {', '.join(names)}"
     flags_a = [all(v) for v in zip(*(per_sample_flags(a, n, protocol) for n in names))]
     flags_b = [all(v) for v in zip(*(per_sample_flags(b, n, protocol) for n in names))]
@@ -299,32 +344,6 @@ def _training_seed(target: str | Path) -> Optional[int]:
     return None if seed is None else int(seed)
 
 
-def evaluation_setting(result: Mapping[str, Any]) -> dict[str, Any]:
-    """What two evaluations must share to be compared beyond their images: ε, norm, protocol and the precision
-    they ran in (None where not recorded)."""
-    protocols = result.get("protocols")
-    entry = next(iter(protocols.values())) if protocols else result
-    threat = entry.get("threat") or {}
-    return {"eps": threat.get("eps"), "norm": threat.get("norm"),
-            "protocol": ("dummy-class: " + ", ".join(sorted(protocols))) if protocols else result.get("protocol"),
-            "precision": (entry.get("provenance") or result.get("provenance") or {}).get("precision")}
-
-
-def _check_same_setting(settings: Sequence[tuple[str, Mapping[str, Any]]]) -> None:
-    """Refuse evaluations that differ in ε, norm, protocol or precision (an unrecorded precision is not compared)."""
-    first_label, first = settings[0]
-    for label, other in settings[1:]:
-        for key in ("eps", "norm", "protocol", "precision"):
-            u, v = first.get(key), other.get(key)
-            if key == "precision" and (u is None or v is None):
-                continue
-            same = (math.isclose(float(u), float(v), rel_tol=1e-9, abs_tol=1e-12)
-                    if isinstance(u, (int, float)) and isinstance(v, (int, float)) else u == v)
-            if not same:
-                raise ConfigError(f"{first_label} and {label} were evaluated with different {key} ({u!r} vs {v!r}); "
-                                  "every run of both arms must share images, eps, norm, protocol and precision")
-
-
 def compare_arms(targets_a: Sequence[str | Path], targets_b: Sequence[str | Path], *, attack: Optional[str] = None,
                  checkpoint: str = "final", protocol: str = "worst", margin: Optional[float] = None,
                  heterogeneity_level: float = HETEROGENEITY_LEVEL) -> dict[str, Any]:
@@ -340,10 +359,9 @@ def compare_arms(targets_a: Sequence[str | Path], targets_b: Sequence[str | Path
     loaded = {arm: [(*load_evaluation(t, checkpoint), _training_seed(t)) for t in targets]
               for arm, targets in (("a", targets_a), ("b", targets_b))}
     everything = loaded["a"] + loaded["b"]
-    first_label, first_images = everything[0][2], everything[0][1]
+    first, first_images, first_label, _ = everything[0]
     for _, images, label, _ in everything[1:]:
         check_same_images(first_images, images, first_label, label)
-    _check_same_setting([(label, evaluation_setting(result)) for result, _, label, _ in everything])
     seeds = {arm: [seed for *_, seed in runs] for arm, runs in loaded.items()}
     if all(s is not None for s in seeds["a"] + seeds["b"]):
         for arm in ("a", "b"):
@@ -359,6 +377,8 @@ def compare_arms(targets_a: Sequence[str | Path], targets_b: Sequence[str | Path
     else:
         pairs, order, paired_by = list(zip(loaded["a"], loaded["b"])), list(range(len(targets_a))), "order given"
     names = [attack] if attack else default_attacks(pairs[0][0][0], pairs[0][1][0])
+    for result, _, label, _ in everything[1:]:  # one rule with the two-run form: the same evaluation everywhere
+        check_same_evaluation(first, result, names, protocol, first_label, label)
     label = names[0] if len(names) == 1 else f"worst of {', '.join(names)}"
 
     def flags(result: Mapping[str, Any]) -> list[bool]:
@@ -403,6 +423,6 @@ def format_arms(cmp: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["PooledComparison", "check_same_images", "compare_arms", "compare_evaluations", "comparison_table",
-           "default_attacks", "evaluation_setting", "format_arms", "format_comparison", "load_evaluation",
-           "method_base_pairs", "model_label", "per_sample_flags", "pooled_comparison"]
+__all__ = ["PooledComparison", "check_same_evaluation", "check_same_images", "compare_arms", "compare_evaluations",
+           "comparison_table", "default_attacks", "evaluation_settings", "format_arms", "format_comparison",
+           "load_evaluation", "method_base_pairs", "model_label", "per_sample_flags", "pooled_comparison"]

@@ -16,6 +16,7 @@ evaluation JSON (:meth:`atkit.evaluate.EvalResult.to_dict`) and in a run's ``eva
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.metadata
 import platform
 import subprocess
@@ -90,9 +91,12 @@ def precision_of(model: nn.Module, device: Optional[str | torch.device]) -> str:
     return "fp32"
 
 
-def checkpoint_record(path: str | Path) -> dict[str, Any]:
-    """Path (absolute), SHA-256 and size in bytes of a checkpoint file."""
+def checkpoint_record(path: str | Path, data: Optional[bytes] = None) -> dict[str, Any]:
+    """Path (absolute), SHA-256 and size in bytes of a checkpoint file; of ``data`` when given (the bytes that
+    were loaded: :func:`atkit.checkpoints.load_checkpoint_with_record`), else of the file as it is now."""
     path = Path(path)
+    if data is not None:
+        return {"path": str(path.resolve()), "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     return {"path": str(path.resolve()), "sha256": file_sha256(path), "bytes": path.stat().st_size}
 
 

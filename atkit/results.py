@@ -1,7 +1,8 @@
 """Collect training runs into tidy tables, aggregate over seeds, compare with the published numbers.
 
-A run is any folder (at any depth under the scanned root) holding ``config.yaml`` and, once training
-started, ``metrics.json``; a finished run also has ``eval.json`` (see :mod:`atkit.train`).
+A run is any folder (at any depth under the scanned root, through symbolic links) holding ``config.yaml`` and, once
+training started, ``metrics.json``; a finished run also has ``eval.json`` (see :mod:`atkit.train`). A foreign or
+damaged file is skipped with a warning naming it (:mod:`atkit.run_files`).
 
 * :func:`collect_runs` -> one row per (run, checkpoint "best"/"final", evaluation protocol), with the
   run's setting (everything that changes training except the seed), its status and every accuracy.
@@ -37,7 +38,6 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from . import reference as ref_mod
 from .augment import TRAINING_OPTION_DEFAULTS, training_label, training_options
@@ -48,10 +48,10 @@ from .evaluation import (WORST_CASE, EvalResult, attack_order, default_spellings
 from .methods import ThreatModel
 from .paths import resolve_output_path
 from .report import has_final_evaluation as has_final_eval
+from .run_files import find_run_dirs, load_run, safe_run_rows
 from .runs import open_run, run_config_from
 from .evaluation import checks_summary
 from .stats import wilson_interval
-from .utils import read_json as _read_json
 from .utils import write_table
 
 # Columns of the accuracy metrics, in the order tables show them: every registered evaluation attack at its
@@ -185,21 +185,6 @@ def stable_hash(obj: Any, length: int = 10) -> str:
 
 
 # --------------------------------------------------------------------------------------- loading
-def find_run_dirs(root: str | Path) -> list[Path]:
-    """Every run folder at any depth under ``root`` (a folder with ``config.yaml`` and, as trainers write
-    it, a ``checkpoints/`` folder or ``metrics.json``), sorted. A relative ``root`` is read against the
-    project root (:func:`atkit.paths.resolve_output_path`)."""
-    root = resolve_output_path(root)
-    if not root.is_dir():
-        return []
-    found = set()
-    for cfg in root.rglob("config.yaml"):
-        folder = cfg.parent
-        if (folder / "metrics.json").is_file() or (folder / "checkpoints").is_dir():
-            found.add(folder)
-    return sorted(found)
-
-
 def _worst_case_record(res: Mapping[str, Any]) -> Optional[Mapping[str, Any]]:
     """The worst case over the protocols of a dummy-class result: its top level when it is one (atkit
     writes it so), else computed from the protocols' per-sample results (older ``eval.json``); None
@@ -262,17 +247,6 @@ def _last_epoch_row(history: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return {}
 
 
-def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """``{"run_dir", "config", "metrics", "eval"}`` of one run folder (missing files as None)."""
-    run_dir = Path(run_dir)
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        config = {}
-    return {"run_dir": run_dir, "config": config, "metrics": _read_json(run_dir / "metrics.json"),
-            "eval": _read_json(run_dir / "eval.json")}
-
-
 def run_rows(run: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Tidy rows of one loaded run (see :func:`collect_runs`)."""
     config, metrics, ev = run["config"], run["metrics"] or {}, run["eval"]
@@ -329,7 +303,7 @@ def collect_runs(root: str | Path | Sequence[str | Path] = "outputs", *, exclude
             if key in seen or excluded & set(run_dir.relative_to(base).parts):
                 continue
             seen.add(key)
-            rows.extend(run_rows(load_run(run_dir)))
+            rows.extend(safe_run_rows(load_run(run_dir), run_rows))
     frame = pd.DataFrame(rows)
     for m in ACCURACY_METRICS + SCORE_METRICS:
         if m not in frame.columns:

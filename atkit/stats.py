@@ -42,6 +42,17 @@ from scipy import stats as _scipy_stats
 Z95 = 1.959963984540054  # the 97.5 % quantile of the standard normal
 
 
+
+#: The two words of an exact McNemar test between two trained networks (one run per arm).
+DIFFERS = "differs"
+NO_DIFFERENCE = "no difference detected"
+
+
+def two_networks_verdict(p_value: float, alpha: float = 0.05) -> str:
+    """One trained network per arm (one seed): an exact McNemar test says whether these two networks differ on these
+    images (:data:`DIFFERS` when ``p < alpha``, else :data:`NO_DIFFERENCE`); it says nothing about a method."""
+    return DIFFERS if p_value < alpha else NO_DIFFERENCE
+
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """95 % Wilson score interval ``(low, high)`` of the proportion ``k / n`` as fractions in [0, 1].
 
@@ -498,7 +509,7 @@ def seeds_needed(effect: float, per_image_variance: float, n_images: int, *, alp
     return max(1, math.ceil(per_image_variance * z * z / (effect * effect * n_images) - 1e-9))
 
 
-__all__ = ["Equivalence", "HETEROGENEITY_LEVEL", "McNemarResult", "PairedDifference", "PooledDifference", "SeedDifference",
+__all__ = ["DIFFERS", "NO_DIFFERENCE", "two_networks_verdict", "Equivalence", "HETEROGENEITY_LEVEL", "McNemarResult", "PairedDifference", "PooledDifference", "SeedDifference",
            "SeedSummary", "Z95", "accuracy_intervals", "accuracy_record", "bootstrap_over_images",
            "equivalence_test", "format_accuracy", "format_seed_summary", "mcnemar_from_counts", "mcnemar_test",
            "mean_difference_interval", "minimal_detectable_effect", "newcombe_paired_interval", "paired_difference",

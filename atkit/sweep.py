@@ -20,7 +20,9 @@ after papermill succeeded) and is skipped when the sweep runs again; a failure (
 reports as ``PapermillExecutionError``, a timeout, a crash) is recorded in ``_sweep_failed.json`` and in
 the summary, and the other points go on. ``sweep.json`` and
 ``sweep.csv`` in ``<out>`` list every point's status; they are rewritten after each point, so an
-interrupted sweep (Ctrl-C) keeps its finished points and a restart runs only the rest.
+interrupted sweep (Ctrl-C or SIGTERM) keeps its finished points and a restart runs only the rest. A sweep holds
+its ``<out>``'s lock while it runs, and its point processes die with it (:mod:`atkit.sweep_jobs`,
+:mod:`atkit.processes`).
 """
 from __future__ import annotations
 
@@ -45,13 +47,12 @@ import yaml
 from .notebooks import (KERNEL_NAME, check_parameter_names, declared_parameters, headless_defaults, papermill_command,
                         resolve_notebook)
 from .paths import resolve_output_path
-from .utils import (ConfigError, apply_set_options, atomic_write_json, atomic_write_text, load_yaml_mapping,
-                    parse_set_options, set_dotted, unknown_name_error)
+from .processes import dies_with_parent, sigterm_as_interrupt, stop_child
+from .sweep_jobs import DONE_MARKER, FAILED_MARKER, LOG_FILE, check_run_options, claim_sweep_folder, is_done
+from .utils import (ConfigError, apply_set_options, atomic_write_json, atomic_write_text, check_plain_name,
+                    load_yaml_mapping, parse_set_options, set_dotted, short_repr, unknown_name_error)
 
-DONE_MARKER = "_sweep_done.json"
-FAILED_MARKER = "_sweep_failed.json"
 PARAMS_FILE = "_sweep_params.yaml"
-LOG_FILE = "sweep.log"
 # Parameters that never change what a point computes: excluded from its hash.
 _HASH_IGNORED = ("out_dir", "device", "progress", "INTERACTIVE")
 _GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name", "slurm")
@@ -89,19 +90,20 @@ def expand_grid(grid: Mapping[str, Sequence[Any]] | Sequence[Mapping[str, Sequen
     grids = [] if grid is None else [grid] if isinstance(grid, Mapping) else list(grid)
     for g in grids:
         if not isinstance(g, Mapping):
-            raise ConfigError(f"a grid must map parameter names to lists of values; got {g!r}")
+            raise ConfigError(f"a grid must map parameter names to lists of values; got {short_repr(g)}")
         names = list(g)
         values = []
         for name in names:
             v = g[name]
             if not isinstance(v, (list, tuple)) or len(v) == 0:
-                raise ConfigError(f"grid parameter {name!r} needs a non-empty list of values; got {v!r}")
+                raise ConfigError(f"grid parameter {short_repr(name)} needs a non-empty list of values; got "
+                                  f"{short_repr(v)}")
             values.append(list(v))
         for combo in itertools.product(*values):
             out.append(dict(zip(names, combo)))
     for p in points or []:
         if not isinstance(p, Mapping):
-            raise ConfigError(f"each entry of 'points' must be a mapping of parameters; got {p!r}")
+            raise ConfigError(f"each entry of 'points' must be a mapping of parameters; got {short_repr(p)}")
         out.append(dict(p))
     return out or [{}]
 
@@ -149,7 +151,8 @@ def make_points(spec: SweepSpec) -> list[SweepPoint]:
     seen: dict[str, int] = {}
     for p in points:
         if p.key in seen:
-            raise ConfigError(f"grid points {seen[p.key]} and {p.index} have the same parameters ({p.varied}); "
+            raise ConfigError(f"grid points {seen[p.key]} and {p.index} have the same parameters "
+                              f"({short_repr(p.varied)}); "
                               "each point must differ")
         seen[p.key] = p.index
     return points
@@ -189,14 +192,17 @@ def load_grid(path: str | Path, notebook: Optional[str] = None, sets: Optional[S
     if isinstance(base, (str, Path)):
         base = _load_params_file(base, path.parent)
     if not isinstance(base, dict):
-        raise ConfigError(f"'base' in {str(path)!r} must be a parameter file path or a mapping; got {base!r}")
+        raise ConfigError(f"'base' in {str(path)!r} must be a parameter file path or a mapping; got "
+                          f"{short_repr(base)}")
     points = expand_grid(data.get("grid"), data.get("points"))
     base = _apply_sets(base, sets, points, path)
     slurm = data.get("slurm") or {}
     if not isinstance(slurm, dict):
         raise ConfigError(f"'slurm' in {str(path)!r} must be a mapping of job resources (partition, time, gpus, ...); "
-                          f"got {slurm!r}")
-    return SweepSpec(notebook=str(nb), base=base, points=points, name=str(data.get("name") or path.stem), slurm=slurm)
+                          f"got {short_repr(slurm)}")
+    name = check_plain_name("name", data.get("name") or path.stem, f"the sweeps folder (outputs/sweeps/<name>); "
+                                                                   f"grid file {str(path)!r}")
+    return SweepSpec(notebook=str(nb), base=base, points=points, name=name, slurm=slurm)
 
 
 def _apply_sets(base: dict[str, Any], sets: Optional[Sequence[str]], points: Sequence[Mapping[str, Any]],
@@ -248,12 +254,12 @@ def check_method_params(point: SweepPoint) -> None:
     if method is None or method_params is None:
         return
     if not isinstance(method_params, Mapping):
-        raise ConfigError(f"grid point {point.index} ({point.varied}): method_params={method_params!r} must be a "
-                          "mapping")
+        raise ConfigError(f"grid point {point.index} ({short_repr(point.varied)}): method_params="
+                          f"{short_repr(method_params)} must be a mapping")
     try:
         get_method(method, None, **dict(method_params))
     except ConfigError as e:
-        raise ConfigError(f"grid point {point.index} ({point.varied}): {e}") from None
+        raise ConfigError(f"grid point {point.index} ({short_repr(point.varied)}): {e}") from None
 
 
 # --------------------------------------------------------------------------------------- workers
@@ -297,16 +303,6 @@ class PointResult:
     varied: dict[str, Any] = field(default_factory=dict)
 
 
-def is_done(point_dir: Path, key: str) -> bool:
-    marker = point_dir / DONE_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        return json.loads(marker.read_text()).get("key") == key
-    except (OSError, ValueError):
-        return False
-
-
 def _write_summary(out: Path, spec: SweepSpec, notebook: Path, results: Sequence[PointResult]) -> None:
     import pandas as pd  # why: heavy, only when writing
 
@@ -328,13 +324,17 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = 
 
     ``device``: passed to notebooks that declare a ``device`` parameter (default: ``cuda`` on GPU workers,
     ``cpu`` on CPU workers, unless the point sets it). ``timeout``: seconds per point. Returns one
-    :class:`PointResult` per point; failures are reported there (never raised).
+    :class:`PointResult` per point; failures are reported there (never raised). The sweep holds ``out_dir``'s
+    lock while it runs (:func:`claim_sweep_folder`); SIGTERM stops it as Ctrl-C does (the running points are
+    stopped and recorded ``interrupted``), and a sweep killed outright takes its point processes with it
+    (:func:`atkit.processes.dies_with_parent`).
     """
     out = resolve_output_path(out_dir).resolve()  # relative: against the project root, not the cwd
     notebook = resolve_notebook(spec.notebook).resolve()
     points = make_points(spec)
     declared = check_parameters(notebook, points)
     slots = worker_slots(workers, gpus)
+    check_run_options(timeout, kernel_name)
     results = {p.index: PointResult(p.index, p.folder, "pending", varied=p.varied) for p in points}
     todo = []
     for p in points:
@@ -344,7 +344,20 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = 
             todo.append(p)
     if dry_run:
         return [results[i] for i in sorted(results)]
-    out.mkdir(parents=True, exist_ok=True)
+    lock = claim_sweep_folder(out)
+    try:
+        with sigterm_as_interrupt():
+            return _run_points(spec, out, notebook, points, todo, results, declared, slots, device, kernel_name,
+                               timeout, progress, on_result)
+    finally:
+        lock.release()
+
+
+def _run_points(spec: SweepSpec, out: Path, notebook: Path, points: list[SweepPoint], todo: list[SweepPoint],
+                results: dict[int, PointResult], declared: list[str], slots: list[Optional[str]],
+                device: Optional[str], kernel_name: str, timeout: Optional[float], progress: bool,
+                on_result: Optional[Callable[[PointResult], None]]) -> list[PointResult]:
+    """:func:`run_sweep`'s work once its checks passed and it holds the folder."""
     lock = threading.Lock()
     _write_summary(out, spec, notebook, [results[i] for i in sorted(results)])
     bar = None
@@ -404,7 +417,7 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = 
                     if bar is not None:
                         bar.write(f"sweep worker error: {e!r}")
                     break
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (atkit.processes.sigterm_as_interrupt)
         stop.set()
         with lock:
             for proc in list(procs):
@@ -427,20 +440,14 @@ def run_sweep(spec: SweepSpec, out_dir: str | Path, *, workers: Optional[int] = 
 
 
 def _terminate(proc: subprocess.Popen) -> None:
-    """Stop a point process and its kernel (its own process group)."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError, AttributeError):
-        proc.terminate()
+    """Stop a point process and its process group (:func:`atkit.processes.stop_child`); its kernel follows.
+    No wait without a time limit: this runs in signal handlers too, which may interrupt a wait on ``proc`` that
+    holds its lock (a second, unbounded wait there would never return)."""
+    stop_child(proc, signal.SIGTERM)
     try:
         proc.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError, AttributeError):
-            proc.kill()
+        stop_child(proc, signal.SIGKILL)
 
 
 def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Optional[str], declared: list[str],
@@ -514,7 +521,9 @@ def _run_process(cmd: list[str], env: dict[str, str], log_path: Path, timeout: O
                  lock: threading.Lock, append: bool = False) -> Optional[int]:
     """Run ``cmd`` in its own session with output to ``log_path``; its exit status, None on timeout."""
     with open(log_path, "ab" if append else "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        # Its own session (an interrupted sweep stops the point's process group), and it dies with the sweep.
+        proc = subprocess.Popen(dies_with_parent(cmd), stdout=log, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
         with lock:
             procs.add(proc)
         try:

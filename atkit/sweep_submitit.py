@@ -5,8 +5,9 @@ that is not finished yet. A job runs the local runner's point function (:func:`a
 papermill in its own process, into ``OUT/<point folder>``), so the folder is the local runner's exactly:
 point folders with ``_sweep_done.json`` / ``_sweep_failed.json``, ``sweep.json`` and ``sweep.csv``. Running the
 same command again (on either backend) skips the finished points. What only the scheduler needs lives in
-``OUT/_submitit/``: ``submission.json`` (the points), ``jobs.json`` (point folder -> job id) and ``logs/``
-(submitit's pickles and each job's stdout/stderr).
+``OUT/_submitit/``: ``submission.json`` (the points), ``jobs.json`` (point folder -> job record) and ``logs/``
+(submitit's pickles and each job's stdout/stderr). The job records, their checks before any use, and
+``--status`` / ``--cancel`` are :mod:`atkit.sweep_jobs`.
 
 Preemption and time limits: SLURM sends ``SIGUSR2`` (submitit's ``--signal``) shortly before it stops a
 job; the job then stops its papermill process (the run inside keeps its last complete epoch in
@@ -22,12 +23,9 @@ under ``runs_dir`` is resumed with ``--resume``), then executes the notebook, wh
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import re
 import shlex
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -38,16 +36,16 @@ from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from . import sweep
 from .notebooks import KERNEL_NAME, resolve_notebook
-from .sweep import (DONE_MARKER, FAILED_MARKER, LOG_FILE, PointResult, SweepPoint, SweepSpec, _execute_point,
-                    _terminate, _write_summary, check_parameters, is_done, make_points, visible_gpus)
-from .utils import ConfigError, atomic_write_json, atomic_write_text, unknown_name_error
+from .paths import resolve_output_path
+from .sweep import (DONE_MARKER, FAILED_MARKER, PointResult, SweepPoint, SweepSpec, _execute_point, _terminate,
+                    _write_summary, check_parameters, is_done, make_points, visible_gpus)
+from .sweep_jobs import (SUBMITIT_DIR, CancelReport, cancel_sweep, check_run_options, claim_sweep_folder,
+                         format_status, job_record, job_state, load_jobs, meta_dir, read_json, read_marker, state_kind,
+                         sweep_status)
+from .utils import ConfigError, atomic_write_json, atomic_write_text, short_repr, unknown_name_error
 
 CLUSTERS = ("slurm", "local", "debug")
-SUBMITIT_DIR = "_submitit"
 INSTALL_MESSAGE = "--backend submitit needs the submitit package: pip install atkit[slurm]"
-# Job states in which a job will still run its point (do not submit it again).
-_LIVE_STATES = ("RUNNING", "PENDING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
-                "REQUEUE_HOLD", "REQUEUE_FED", "SUBMITTED", "QUEUED")
 _TRAIN_NOTEBOOK_KEYS = ("method", "method_params", "dataset", "data", "model", "threat", "schedule", "epochs",
                         "batch_size", "lr", "seed", "max_steps_per_epoch", "eval")
 
@@ -89,7 +87,8 @@ class SlurmOptions:
         names = [f.name for f in fields(cls)]
         values: dict[str, Any] = {}
         if grid is not None and not isinstance(grid, Mapping):
-            raise ConfigError(f"'slurm' in the grid file must be a mapping of {', '.join(names)}; got {grid!r}")
+            raise ConfigError(f"'slurm' in the grid file must be a mapping of {', '.join(names)}; got "
+                              f"{short_repr(grid)}")
         for key, value in {**dict(grid or {}), **{k: v for k, v in (flags or {}).items() if v is not None}}.items():
             if key not in names:
                 raise unknown_name_error("slurm option", key, names)
@@ -106,10 +105,11 @@ class SlurmOptions:
             if value is None and key in ("cpus", "gpus"):
                 continue
             if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
-                raise ConfigError(f"slurm option {key}={value!r} must be an integer >= {lowest}")
+                raise ConfigError(f"slurm option {key}={short_repr(value)} must be an integer >= {lowest}")
         self.mem_gb()
         if not isinstance(self.additional, Mapping):
-            raise ConfigError(f"slurm option additional={self.additional!r} must be a mapping of #SBATCH options")
+            raise ConfigError(f"slurm option additional={short_repr(self.additional)} must be a mapping of #SBATCH "
+                              "options")
 
     def timeout_min(self) -> int:
         """``time`` in minutes (``90``, ``"1:30:00"``, ``"2-00:00:00"``)."""
@@ -128,7 +128,8 @@ class SlurmOptions:
                     return minutes
             except ValueError:
                 pass
-        raise ConfigError(f"slurm option time={value!r} must be minutes (e.g. 720) or 'HH:MM:SS' / 'D-HH:MM:SS'")
+        raise ConfigError(f"slurm option time={short_repr(value)} must be minutes (e.g. 720) or 'HH:MM:SS' / "
+                          "'D-HH:MM:SS'")
 
     def mem_gb(self) -> Optional[float]:
         value = self.mem
@@ -145,7 +146,7 @@ class SlurmOptions:
                 number = -1.0
             if number > 0:
                 return number * (scale or 1.0)
-        raise ConfigError(f"slurm option mem={value!r} must be e.g. '32G', '500M' or a number of GB")
+        raise ConfigError(f"slurm option mem={short_repr(value)} must be e.g. '32G', '500M' or a number of GB")
 
     def gpus_for(self, cluster: str) -> int:
         return self.gpus if self.gpus is not None else 1 if cluster == "slurm" else 0
@@ -313,14 +314,10 @@ def _train_with_torchrun(point: SweepPoint, point_dir: Path, notebook: Path, npr
 
 
 # ---------------------------------------------------------------------------------- bookkeeping
-def _meta_dir(out: Path) -> Path:
-    return out / SUBMITIT_DIR
-
-
 @contextmanager
 def _locked(out: Path) -> Iterator[None]:
     """One writer of the sweep files at a time (jobs finishing together, the submitting command)."""
-    meta = _meta_dir(out)
+    meta = meta_dir(out)
     meta.mkdir(parents=True, exist_ok=True)
     with open(meta / "summary.lock", "a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
@@ -328,13 +325,6 @@ def _locked(out: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def point_results(out: Path, submission: Mapping[str, Any],
@@ -348,12 +338,12 @@ def point_results(out: Path, submission: Mapping[str, Any],
     for p in submission["points"]:
         folder = out / p["folder"]
         res = PointResult(p["index"], p["folder"], "pending", varied=p["varied"])
-        done = _read_json(folder / DONE_MARKER)
-        failed = _read_json(folder / FAILED_MARKER)
-        if isinstance(done, dict) and done.get("key") == p["key"]:
+        done = read_marker(folder / DONE_MARKER, p["key"])
+        failed = read_marker(folder / FAILED_MARKER, p["key"])
+        if done is not None:
             res.status = "done" if p["folder"] in submitted else "skipped"
             res.seconds, res.worker = done.get("seconds"), done.get("worker")
-        elif isinstance(failed, dict) and failed.get("key") == p["key"]:
+        elif failed is not None:
             res.status, res.seconds, res.error = "failed", failed.get("seconds"), failed.get("error")
         elif p["folder"] in interrupted:
             res.status, res.error = "interrupted", interrupted[p["folder"]]
@@ -365,7 +355,7 @@ def write_summary_files(out: str | Path, interrupted: Optional[Mapping[str, Opti
                         ) -> list[PointResult]:
     """Rewrite ``sweep.json``/``sweep.csv`` from the point markers (under a lock); the per-point results."""
     out = Path(out)
-    submission = _read_json(_meta_dir(out) / "submission.json")
+    submission = read_json(meta_dir(out) / "submission.json")
     if not submission:
         return []
     with _locked(out):
@@ -376,45 +366,18 @@ def write_summary_files(out: str | Path, interrupted: Optional[Mapping[str, Opti
 
 
 # ------------------------------------------------------------------------------------ jobs
-def _job_state(cluster: str, logs: Path, job_id: str) -> str:
-    """What the scheduler says about a job now (``RUNNING``, ``PENDING``, ``COMPLETED``, ... ``UNKNOWN``)."""
-    if cluster == "local":
-        try:
-            pid = int(job_id)
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
-            return "FINISHED"
-        except PermissionError:
-            return "UNKNOWN"
-        try:  # a finished controller we started ourselves is a zombie until reaped
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            return "FINISHED" if state == "Z" else "RUNNING"
-        except (OSError, IndexError):
-            return "RUNNING"
-    if cluster == "slurm":
-        submitit = require_submitit()
-        try:
-            return str(submitit.SlurmJob(folder=logs, job_id=job_id).state)
-        except Exception as e:  # sacct unavailable: say so instead of guessing
-            return f"UNKNOWN ({type(e).__name__})"
-    return "FINISHED"  # debug jobs run inside the submitting command
-
-
-def _load_jobs(out: Path) -> dict[str, Any]:
-    data = _read_json(_meta_dir(out) / "jobs.json")
-    return data if isinstance(data, dict) else {}
-
-
 @dataclass
 class Submission:
     """What :func:`submit_sweep` did: the jobs it submitted (submitit objects), the points still queued from
-    an earlier submission, and the results known so far."""
+    an earlier submission, the points held back because their earlier job's state is unknown (folder -> why),
+    and the results known so far."""
 
     out: Path
     cluster: str
     jobs: dict[str, Any]
     still_queued: dict[str, str]
     results: list[PointResult]
+    unknown: dict[str, str] = field(default_factory=dict)
 
 
 def submit_sweep(spec: SweepSpec, out_dir: str | Path, *, cluster: str = "slurm",
@@ -422,7 +385,10 @@ def submit_sweep(spec: SweepSpec, out_dir: str | Path, *, cluster: str = "slurm"
                  timeout: Optional[float] = None, local_signal_delay_s: Optional[int] = None) -> Submission:
     """Submit every unfinished point of ``spec`` as one job array (see the module docstring).
 
-    Points whose job from an earlier submission is still pending or running are not submitted again.
+    Points whose job from an earlier submission is still pending or running are not submitted again, nor are
+    those whose earlier job's state is unknown (:mod:`atkit.sweep_jobs`: reported in ``unknown``); a stale record
+    (the job ended, or the record is not this sweep's job) never holds a point back. The submission holds
+    ``out_dir``'s sweep lock; a relative ``out_dir`` is read against the project root, as the local runner's.
     ``local_signal_delay_s``: for ``cluster="local"``, seconds before the time limit at which the
     time-out signal comes (submitit's ``signal_delay_s``; tests use it to exercise requeueing).
     """
@@ -430,21 +396,37 @@ def submit_sweep(spec: SweepSpec, out_dir: str | Path, *, cluster: str = "slurm"
         raise unknown_name_error("cluster", cluster, CLUSTERS)
     submitit = require_submitit()
     options = options or SlurmOptions.from_sources(spec.slurm)
-    out = Path(out_dir).resolve()
+    out = resolve_output_path(out_dir).resolve()
     notebook = resolve_notebook(spec.notebook).resolve()
     points = make_points(spec)
     declared = check_parameters(notebook, points)
-    meta = _meta_dir(out)
-    old_jobs = _load_jobs(out)
-    todo, still_queued = [], {}
+    check_run_options(timeout, kernel_name)
+    lock = claim_sweep_folder(out)
+    try:
+        return _submit(spec, out, notebook, points, declared, submitit, cluster, options, device, kernel_name,
+                       timeout, local_signal_delay_s)
+    finally:
+        lock.release()
+
+
+def _submit(spec: SweepSpec, out: Path, notebook: Path, points: list[SweepPoint], declared: list[str], submitit: Any,
+            cluster: str, options: SlurmOptions, device: Optional[str], kernel_name: str, timeout: Optional[float],
+            local_signal_delay_s: Optional[int]) -> Submission:
+    """:func:`submit_sweep`'s work once its checks passed and it holds the folder."""
+    meta = meta_dir(out)
+    old_jobs = load_jobs(out)
+    todo, still_queued, unknown = [], {}, {}
     for p in points:
         if is_done(out / p.folder, p.key):
             continue
         old = old_jobs.get(p.folder)
-        if old and old.get("key") == p.key and old.get("cluster") == cluster and cluster != "debug":
-            state = _job_state(cluster, meta / "logs", old["job_id"])
-            if state.split(" ")[0] in _LIVE_STATES:
-                still_queued[p.folder] = old["job_id"]
+        if old and old.get("key") == p.key and old.get("cluster") == cluster:
+            state = job_state(old, meta / "logs")
+            if state_kind(state) == "live":
+                still_queued[p.folder] = str(old["job_id"])
+                continue
+            if state_kind(state) == "unknown":
+                unknown[p.folder] = f"job {str(old.get('job_id'))[:40]}: {state}"
                 continue
         todo.append(p)
     meta.mkdir(parents=True, exist_ok=True)
@@ -468,13 +450,12 @@ def submit_sweep(spec: SweepSpec, out_dir: str | Path, *, cluster: str = "slurm"
         submitted = executor.map_array(job_fn, todo)
         jobs = {p.folder: job for p, job in zip(todo, submitted)}
         with _locked(out):
-            records = _load_jobs(out)
+            records = load_jobs(out)
             for p, job in zip(todo, submitted):
-                records[p.folder] = {"job_id": str(job.job_id), "cluster": cluster, "key": p.key,
-                                     "submitted": submission["time"]}
+                records[p.folder] = job_record(cluster, str(job.job_id), p.key, submission["time"])
             atomic_write_json(meta / "jobs.json", records)
     results = write_summary_files(out)
-    return Submission(out, cluster, jobs, still_queued, results)
+    return Submission(out, cluster, jobs, still_queued, results, unknown)
 
 
 def wait_for_jobs(submission: Submission, *, poll_s: float = 2.0, on_result: Any = None) -> list[PointResult]:
@@ -522,91 +503,6 @@ def _job_error(job: Any) -> str:
     return f"job {job.job_id} ended without finishing its point"
 
 
-# ------------------------------------------------------------------------------ status / cancel
-def sweep_status(out_dir: str | Path) -> list[dict[str, Any]]:
-    """One row per point of the sweep in ``out_dir`` (either backend): ``status`` is done / failed / running /
-    pending, or ``started`` for a local-runner point with a log but no marker (running, or interrupted);
-    submitit points carry their ``job_id`` and the scheduler's ``job_state``."""
-    out = Path(out_dir)
-    submission = _read_json(_meta_dir(out) / "submission.json")
-    summary = _read_json(out / "sweep.json")
-    if submission:
-        points = submission["points"]
-    elif summary:
-        points = [{"index": p["index"], "folder": p["folder"], "key": None,
-                   "varied": {k[6:]: v for k, v in p.items() if k.startswith("param:")}} for p in summary["points"]]
-    else:
-        raise ConfigError(f"{str(out)!r} holds no sweep (no sweep.json or {SUBMITIT_DIR}/submission.json)")
-    jobs = _load_jobs(out)
-    rows = []
-    for p in points:
-        folder = out / p["folder"]
-        done, failed = _read_json(folder / DONE_MARKER), _read_json(folder / FAILED_MARKER)
-        key_ok = (lambda m: isinstance(m, dict) and (p["key"] is None or m.get("key") == p["key"]))
-        row: dict[str, Any] = {"index": p["index"], "folder": p["folder"], "status": "pending"}
-        job = jobs.get(p["folder"])
-        if job:
-            row["job_id"] = job["job_id"]
-        if key_ok(done):
-            row["status"] = "done"
-        elif key_ok(failed):
-            row["status"] = "failed"
-            row["error"] = failed.get("error")
-        elif job:
-            state = _job_state(job["cluster"], _meta_dir(out) / "logs", job["job_id"])
-            row["job_state"] = state
-            first = state.split(" ")[0]
-            row["status"] = ("running" if first in ("RUNNING", "COMPLETING", "CONFIGURING") else
-                             "pending" if first in _LIVE_STATES else "interrupted")
-        elif (folder / LOG_FILE).is_file():
-            row["status"] = "started"
-        rows.append(row)
-    return rows
-
-
-def format_status(rows: Sequence[Mapping[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for r in rows:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    lines = [", ".join(f"{n} {s}" for s, n in sorted(counts.items()))]
-    for r in rows:
-        job = f"  job {r['job_id']}" + (f" ({r['job_state']})" if r.get("job_state") else "") if r.get("job_id") else ""
-        line = f"{r['status']:11s} {r['folder']}{job}"
-        if r.get("error"):
-            line += f": {str(r['error']).splitlines()[0][:160]}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
-def cancel_sweep(out_dir: str | Path) -> list[str]:
-    """Cancel every job of the sweep in ``out_dir`` that has not finished its point; the job ids cancelled.
-    Cancelled points keep what they wrote; the same sweep command resubmits them."""
-    out = Path(out_dir)
-    jobs = _load_jobs(out)
-    if not jobs:
-        raise ConfigError(f"{str(out)!r} has no submitit jobs to cancel ({SUBMITIT_DIR}/jobs.json is missing)")
-    cancelled = []
-    slurm_ids = []
-    for folder, job in jobs.items():
-        if is_done(out / folder, job.get("key")):
-            continue
-        state = _job_state(job["cluster"], _meta_dir(out) / "logs", job["job_id"]).split(" ")[0]
-        if state not in _LIVE_STATES and state != "UNKNOWN":
-            continue
-        if job["cluster"] == "local":
-            try:  # the local controller stops its task on SIGINT; the task stops its papermill process
-                os.kill(int(job["job_id"]), signal.SIGINT)
-                cancelled.append(job["job_id"])
-            except (ValueError, ProcessLookupError):
-                pass
-        elif job["cluster"] == "slurm":
-            slurm_ids.append(job["job_id"])
-    if slurm_ids:
-        subprocess.run(["scancel", *slurm_ids], check=True)
-        cancelled += slurm_ids
-    return cancelled
-
-
-__all__ = ["CLUSTERS", "INSTALL_MESSAGE", "PointJob", "SlurmOptions", "Submission", "cancel_sweep", "format_status",
-           "point_results", "require_submitit", "submit_sweep", "sweep_status", "torchrun_command", "wait_for_jobs",
-           "write_summary_files"]
+__all__ = ["CLUSTERS", "CancelReport", "INSTALL_MESSAGE", "SUBMITIT_DIR", "PointJob", "SlurmOptions", "Submission",
+           "cancel_sweep", "format_status", "point_results", "require_submitit", "submit_sweep", "sweep_status",
+           "torchrun_command", "wait_for_jobs", "write_summary_files"]

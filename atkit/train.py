@@ -23,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,7 @@ from .fast import precision_scope, resolve_precision, training_model, training_p
 from .methods import LossOutput, Method, StepContext
 from .models import build_model, predict_labels
 from .paths import resolve_output_path
+from .processes import sigterm_as_interrupt
 from .progress import Phases, default_stream, progress_bar
 from .report import final_report, has_final_evaluation, same_weights, test_images_record, to_float_images
 from .utils import (ConfigError, FolderLock, OutputWriteError, atomic_write_json, atomic_write_text, guarded_write,
@@ -458,9 +460,10 @@ class Trainer:
         """Train to the configured number of epochs (from wherever the run is), then evaluate.
 
         Holds the run folder's lock throughout (:class:`atkit.utils.FolderLock`): a second process refuses to
-        write here. Any exception marks the run ``failed`` with its message (Ctrl-C: ``interrupted``).
+        write here. Any exception marks the run ``failed`` with its message (Ctrl-C, and SIGTERM, which ``kill``
+        and SLURM send: ``interrupted``; :func:`atkit.processes.sigterm_as_interrupt`).
         """
-        with self._holding_lock():
+        with self._holding_lock(), sigterm_as_interrupt():
             return self._fit()
 
     @contextlib.contextmanager
@@ -493,9 +496,11 @@ class Trainer:
                     flag_epoch(record, self.history, f"test_pgd{self.config.eval.pgd_steps}_acc")
                 record.update(self.method.epoch_metrics(self))
                 self._keep_epoch(record, partial, improved, tensorboard)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             self.status = "interrupted"
-            self.write_metrics(error="interrupted by the user; resume with Trainer.resume or --resume")
+            how = "stopped by SIGTERM" if getattr(e, "signum", None) == signal.SIGTERM else "interrupted by the user"
+            self.write_metrics(error=f"{how}; resume with Trainer.resume or --resume")
+            e.run_dir = self.run_dir  # type: ignore[attr-defined]  # for the command line's one-line message
             raise
         except Exception as e:
             self._mark_failed(e)

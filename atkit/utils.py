@@ -10,6 +10,8 @@ import io
 import json
 import os
 import random
+import reprlib
+import sys
 import tempfile
 import time
 import types
@@ -29,12 +31,36 @@ class ConfigError(ValueError):
     """
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 3, 100, 100
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 8
+
+
+def short_repr(value: Any, limit: int = 160) -> str:
+    """``repr(value)`` bounded in work and length (at most ``limit`` characters), for error messages: a value
+    from a user's file can be huge (a YAML alias bomb expands to billions of items), and a message that echoes
+    it in full would hang or flood the terminal."""
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def unknown_name_error(kind: str, name: str, accepted: Iterable[str]) -> ConfigError:
     """Build the standard error for an unknown name, with the closest valid one suggested."""
     accepted = sorted(accepted)
-    close = difflib.get_close_matches(str(name), accepted, n=1, cutoff=0.5)
+    close = difflib.get_close_matches(str(name)[:200], accepted, n=1, cutoff=0.5)
     hint = f" Did you mean {close[0]!r}?" if close else ""
-    return ConfigError(f"unknown {kind} {name!r}.{hint} Accepted: {', '.join(accepted)}.")
+    return ConfigError(f"unknown {kind} {short_repr(name)}.{hint} Accepted: {', '.join(accepted)}.")
+
+
+def check_plain_name(what: str, name: Any, inside: str) -> str:
+    """``name`` if it is a plain folder name (no path separator, not ``.``/``..``, not empty), else a
+    :class:`ConfigError`: a name is joined to a parent folder (``inside``) and must not climb out of it."""
+    text = str(name) if isinstance(name, (str, int)) and not isinstance(name, bool) else None
+    if (text is None or not text.strip() or text in (".", "..") or "\0" in text
+            or any(sep in text for sep in ("/", "\\", os.sep))):
+        raise ConfigError(f"{what}={short_repr(name)} must be a plain folder name (no '/', '\\', '.' or '..'): "
+                          f"the folder is created inside {inside}")
+    return text
 
 
 def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
@@ -49,7 +75,7 @@ def set_dotted(params: dict[str, Any], key: str, value: Any) -> None:
     if inner is None:
         inner = {}
     if not isinstance(inner, dict):
-        raise ConfigError(f"key {key!r}: {head!r} is {inner!r}, not a mapping, so it has no {rest!r}")
+        raise ConfigError(f"key {key!r}: {head!r} is {short_repr(inner)}, not a mapping, so it has no {rest!r}")
     inner = dict(inner)
     set_dotted(inner, rest, value)
     params[head] = inner
@@ -64,9 +90,10 @@ def parse_set_options(items: Iterable[str] | None) -> list[tuple[str, Any]]:
             raise ConfigError(f"--set {item!r}: expected KEY=VALUE (dotted keys set one entry of a mapping, "
                               "e.g. data.root=data/cifar10-jpeg)")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml.load(raw, Loader=UniqueKeyLoader) if raw.strip() else ""
         except yaml.YAMLError as err:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(err).splitlines()[0]})") from None
+            why = "is refused" if isinstance(err, YAMLTooLargeError) else "is not valid YAML"
+            raise ConfigError(f"--set {short_repr(item)}: the value {why} ({str(err).splitlines()[0]})") from None
         out.append((key.strip(), value))
     return out
 
@@ -146,7 +173,8 @@ def check_type(where: str, value: Any, annotation: Any) -> None:
         hint = ""
         if isinstance(value, str):
             hint = _number_text_hint(value.strip())
-        raise ConfigError(f"{where}={value!r} must be {_type_words(annotation)} (got {type(value).__name__}{hint})")
+        raise ConfigError(f"{where}={short_repr(value)} must be {_type_words(annotation)} "
+                          f"(got {type(value).__name__}{hint})")
 
 
 def check_field_types(obj_cls: type, values: Mapping[str, Any], prefix: str = "") -> None:
@@ -157,8 +185,59 @@ def check_field_types(obj_cls: type, values: Mapping[str, Any], prefix: str = ""
             check_type(f"{prefix}{f.name}", values[f.name], hints[f.name])
 
 
+#: The most values a YAML document may hold once its aliases are expanded (a config has hundreds).
+MAX_YAML_VALUES = 100_000
+
+
+class YAMLTooLargeError(yaml.YAMLError):
+    """A YAML document whose aliases expand beyond :data:`MAX_YAML_VALUES` values, or refer to themselves."""
+
+
+def _node_children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    return []
+
+
+def yaml_expanded_size(root: Any, limit: int = MAX_YAML_VALUES) -> int:
+    """How many values a composed YAML node holds with every alias expanded (capped at ``limit + 1``), counted
+    once per distinct node (linear time, however many times the aliases repeat); a node that contains itself
+    (a recursive alias) raises :class:`YAMLTooLargeError`."""
+    sizes: dict[int, int] = {}
+    on_path: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            on_path.discard(key)
+            sizes[key] = min(limit + 1, 1 + sum(sizes[id(c)] for c in _node_children(node)))
+            continue
+        if key in sizes:
+            continue
+        if key in on_path:
+            raise YAMLTooLargeError("an alias refers to the value that contains it (a recursive alias)")
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((c, False) for c in _node_children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
 class UniqueKeyLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently)."""
+    """``yaml.SafeLoader`` that refuses a mapping with the same key twice (PyYAML keeps the last silently) and a
+    document whose aliases expand beyond :data:`MAX_YAML_VALUES` values (an alias bomb: a few hundred bytes that
+    stand for billions of values, which anything that walks the data, such as an error message, would expand)."""
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        if yaml_expanded_size(node) > MAX_YAML_VALUES:
+            raise YAMLTooLargeError(f"its aliases (*name) expand to more than {MAX_YAML_VALUES:,} values (an alias "
+                                    "bomb?); write the values out instead of repeating aliases")
+        return self.construct_document(node)
 
 
 def _construct_unique_mapping(loader: Any, node: Any, deep: bool = False) -> dict[Any, Any]:
@@ -185,6 +264,8 @@ def load_yaml_mapping(path: str | os.PathLike, what: str = "YAML file", *, allow
         raise ConfigError(f"{what} {str(path)!r} does not exist")
     try:
         data = yaml.load(path.read_text(), Loader=UniqueKeyLoader)
+    except YAMLTooLargeError as e:
+        raise ConfigError(f"{what} {str(path)!r} is refused: {e}") from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -196,7 +277,7 @@ def load_yaml_mapping(path: str | os.PathLike, what: str = "YAML file", *, allow
             return {}
         raise ConfigError(f"{what} {str(path)!r} is empty; it must hold a mapping of keys to values")
     if not isinstance(data, dict):
-        raise ConfigError(f"{what} {str(path)!r} holds a {type(data).__name__} ({data!r:.60}), not a mapping "
+        raise ConfigError(f"{what} {str(path)!r} holds a {type(data).__name__} ({short_repr(data, 60)}), not a mapping "
                           "of keys to values (write one 'key: value' per line)")
     return data
 
@@ -281,7 +362,35 @@ def _json_default(obj: Any) -> Any:
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
+    """Write ``obj`` as JSON atomically. If the write fails (a full disk, a read-only folder), the text is kept
+    where it can be recovered (:func:`keep_unsaved`) and the OSError, re-raised, names that place in its
+    ``recovered_to`` attribute: results computed for hours are never lost to a failed final write."""
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    try:
+        atomic_write_text(path, text)
+    except OSError as e:
+        e.recovered_to = keep_unsaved(path, text)  # type: ignore[attr-defined]
+        raise
+
+
+UNSAVED_DIR = "atkit-unsaved"
+
+
+def keep_unsaved(path: str | os.PathLike, text: str) -> str:
+    """Keep the ``text`` that could not be written to ``path``: in ``<temp dir>/atkit-unsaved/`` (``$TMPDIR``,
+    usually another file system than the full one), else on stderr. Returns where it went."""
+    name = Path(path).name
+    try:
+        folder = Path(tempfile.gettempdir()) / UNSAVED_DIR
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, kept = tempfile.mkstemp(dir=folder, prefix=f"{time.strftime('%Y%m%d-%H%M%S')}-", suffix=f"-{name}")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{text}")
+        return kept
+    except OSError:
+        sys.stderr.write(f"atkit: the content of {str(path)!r} follows (it could not be written):\n{text}\n")
+        sys.stderr.flush()
+        return "stderr (above)"
 
 
 def file_sha256(path: str | Path) -> str:
@@ -329,9 +438,11 @@ class OutputWriteError(RuntimeError):
     def __init__(self, path: str | os.PathLike, error: OSError) -> None:
         reason = error.strerror or str(error)
         code = f"errno {error.errno}, " if error.errno is not None else ""
-        super().__init__(f"could not write {str(path)!r}: {reason} ({code}{type(error).__name__}); files saved "
-                         "before are intact: free space or fix permissions, then resume with --resume RUN_DIR")
-        self.path, self.errno, self.reason = Path(path), error.errno, reason
+        kept = getattr(error, "recovered_to", None)
+        kept_text = f"; what it would have held is kept in {kept}" if kept else ""
+        super().__init__(f"could not write {str(path)!r}: {reason} ({code}{type(error).__name__}){kept_text}; files "
+                         "saved before are intact: free space or fix permissions, then resume with --resume RUN_DIR")
+        self.path, self.errno, self.reason, self.recovered_to = Path(path), error.errno, reason, kept
 
 
 def guarded_write(path: str | os.PathLike, write: Any) -> None:
@@ -372,8 +483,9 @@ class FolderLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def acquire(self, what: str = "run folder") -> "FolderLock":
-        """Take the lock, or raise :class:`RunInUseError` naming the PID that holds it."""
+    def acquire(self, what: str = "run folder", doing: str = "is training or evaluating in it") -> "FolderLock":
+        """Take the lock, or raise :class:`RunInUseError` naming the PID that holds it (``what`` and ``doing``
+        word the refusal: "sweep folder ... (another process is running a sweep into it)")."""
         import fcntl  # POSIX only: importing it at the top would break `import atkit` on Windows
 
         if self._fd is not None:
@@ -385,7 +497,7 @@ class FolderLock:
             os.close(fd)
             holder = self.holder()
             raise RunInUseError(f"{what} {str(self.path.parent)!r} is in use by PID {holder or '?'} (another process "
-                                "is training or evaluating in it); wait for it to end, or start a new run") from None
+                                f"{doing}); wait for it to end, or start a new run") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd

@@ -1,8 +1,9 @@
 """Shared pieces for tests: tiny models, a batch type, blob images with a seeded fit, smoke notebook runs."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -76,6 +77,23 @@ def fit_blobs(model: nn.Module, steps: int = 200, num_classes: int = 4) -> nn.Mo
         opt.step()
     model.zero_grad(set_to_none=True)
     return model.eval()
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 240) -> None:
+    """Poll ``condition()`` until it holds. The deadline only keeps a broken run from hanging the suite; what the
+    test checks is decided by the condition, never by the clock."""
+    began = time.time()
+    while not condition():
+        if time.time() - began > timeout:
+            raise AssertionError(f"{what} did not happen within {timeout} s")
+        time.sleep(0.05)
+
+
+def one_line(err: str) -> str:
+    """The only line of a command's stderr (asserting there is exactly one and no traceback)."""
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 def run_smoke_notebook(name: str, tmp_path: Path, **extra: Any) -> Path:

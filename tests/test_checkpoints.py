@@ -97,12 +97,14 @@ def test_key_and_shape_mismatch_names_the_first_keys():
         load_weights(model, other, "checkpoint 'x.pt'")
 
 
-def test_resume_with_truncated_last_checkpoint_names_file_and_best(tmp_path):
+def test_resume_with_truncated_last_checkpoint_names_file_and_a_remedy(tmp_path):
     trainer = Trainer.new(_config(tmp_path), progress=False)
     trainer.save_checkpoint(best=True)
     last = trainer.ckpt_dir / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
-    with pytest.raises(ConfigError, match=r"last\.pt.*truncated.*best\.pt"):
+    # best.pt cannot be resumed (no optimiser state): move last.pt aside and resume, or start anew from best.pt
+    with pytest.raises(ConfigError,
+                       match=r"last\.pt.*truncated.*mv .*last\.pt\.damaged.*--resume.*init_checkpoint.*best\.pt"):
         Trainer.resume(trainer.run_dir, progress=False)
     # An intact last.pt resumes (weights_only with the numpy RNG state allow-listed).
     trainer.save_checkpoint()

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from atkit.config import load_config
 from atkit.runs import data_fingerprint
 from atkit.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
 from atkit.utils import ConfigError
-from helpers import write_notebook
+from helpers import wait_until, write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,10 +31,11 @@ def submitit_api():
 
 
 def _resumable_notebook(folder: Path) -> Path:
-    """A notebook without torch that does ``steps`` steps of ``step_s`` seconds, keeping its progress in
-    state.json (so a killed run continues where it was), logs where each attempt started in attempts.txt,
-    raises for value == fail_on and writes 2*value to result.json."""
-    params = new_code_cell('value = 1\nfail_on = None\nsteps = 1\nstep_s = 0.0\nout_dir = "."\n')
+    """A notebook without torch that does ``steps`` steps, keeping its progress in state.json (so a killed run
+    continues where it was), logs where each attempt started in attempts.txt, raises for value == fail_on and
+    writes 2*value to result.json. With ``hold_at``, it waits before step ``hold_at`` (after ``hold_at`` steps are
+    recorded) until the file ``release`` exists in its folder: the test decides when it goes on, not a clock."""
+    params = new_code_cell('value = 1\nfail_on = None\nsteps = 1\nhold_at = None\nout_dir = "."\n')
     params.metadata["tags"] = ["parameters"]
     body = new_code_cell(
         "import json, os, pathlib, time\n"
@@ -46,7 +46,8 @@ def _resumable_notebook(folder: Path) -> Path:
         "if value == fail_on:\n"
         "    raise ValueError(f'point {value} fails on purpose')\n"
         "for i in range(done, steps):\n"
-        "    time.sleep(step_s)\n"
+        "    while i == hold_at and not pathlib.Path(out_dir, 'release').exists():\n"
+        "        time.sleep(0.05)\n"
         "    tmp = state.with_suffix('.tmp')\n"
         "    tmp.write_text(json.dumps({'done': i + 1}))\n"
         "    os.replace(tmp, state)\n"
@@ -171,17 +172,28 @@ def _process_tree(pid: int) -> list[int]:
     return tree
 
 
-def _wait_for_progress(state: Path, at_least: int, timeout: float = 240) -> int:
-    began = time.time()
-    while time.time() - began < timeout:
+def _done_steps(folder: Path) -> int:
+    try:
+        return json.loads((folder / "state.json").read_text())["done"]
+    except (OSError, ValueError):
+        return -1
+
+
+def _task_pid(controller: int) -> int:
+    """The task process of a local submitit job (the controller's child), which handles its signals."""
+    wait_until(lambda: len(_process_tree(controller)) > 1, f"job {controller} starting its task")
+    return _process_tree(controller)[1]
+
+
+def _gone(pids) -> bool:
+    """Whether none of ``pids`` is a live process any more (a zombie counts as gone)."""
+    for pid in pids:
         try:
-            done = json.loads(state.read_text())["done"]
-        except (OSError, ValueError):
-            done = -1
-        if done >= at_least:
-            return done
-        time.sleep(0.05)
-    raise AssertionError(f"{state} did not reach {at_least} steps")
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                return False
+        except (OSError, IndexError):
+            continue
+    return True
 
 
 def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_command_resumes(
@@ -190,34 +202,37 @@ def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_comman
     a preemption: the job stops papermill, is requeued and continues from the point's state) and one killed
     outright (every process at once, as a node failure). The same command then skips the two finished points and
     resumes the killed one. Beside it, a job that keeps timing out is requeued max_requeues times, then reported,
-    and a cancelled job stops its notebook."""
+    and a cancelled job stops its notebook. Deterministic: each notebook waits at a gate (hold_at) until the test
+    has done what it checks, and the time-outs are the USR2 signals the test sends (with a time limit of at most
+    10 minutes, submitit counts any USR2 as a time-out; the executor's own signal would come after 10 minutes)."""
     nb = _resumable_notebook(tmp_path)
-    # Time-outs: the local executor's limit is 60 s and its signal comes signal_delay_s before it, 25 s after start.
-    endless = SweepSpec(str(nb), {}, [{"value": 9, "steps": 100000, "step_s": 0.2}])
-    timing_out = submitit_api.submit_sweep(endless, tmp_path / "timeouts", cluster="local", local_signal_delay_s=35,
-                                           options=submitit_api.SlurmOptions.from_sources({"time": 1, "max_requeues": 1}))
-    cancelled = submitit_api.submit_sweep(SweepSpec(str(nb), {}, [{"value": 8, "steps": 100000, "step_s": 0.1}]),
+    gated = {"steps": 6, "hold_at": 3}
+    endless = SweepSpec(str(nb), {}, [{"value": 9, "steps": 2, "hold_at": 1}])
+    timing_out = submitit_api.submit_sweep(endless, tmp_path / "timeouts", cluster="local", local_signal_delay_s=0,
+                                           options=submitit_api.SlurmOptions.from_sources({"time": 10,
+                                                                                           "max_requeues": 1}))
+    cancelled = submitit_api.submit_sweep(SweepSpec(str(nb), {}, [{"value": 8, "steps": 2, "hold_at": 1}]),
                                           tmp_path / "cancelled", cluster="local")
     grid = tmp_path / "grid.yaml"
-    slow = {"steps": 80, "step_s": 0.05}
     grid.write_text(yaml.safe_dump({"notebook": str(nb), "base": {"steps": 1},
-                                    "points": [{"value": 1}, {"value": 2, **slow}, {"value": 3, **slow}]}))
+                                    "points": [{"value": 1}, {"value": 2, **gated}, {"value": 3, **gated}]}))
     out = tmp_path / "out"
     spec = load_grid(grid)
     sub = submitit_api.submit_sweep(spec, out, cluster="local")  # what the command below does first
     quick, preempted, killed = (out / p.folder for p in make_points(spec))
     jobs = json.loads((out / "_submitit" / "jobs.json").read_text())
-    _wait_for_progress(preempted / "state.json", 3)
-    os.kill(_process_tree(int(jobs[preempted.name]["job_id"]))[1], signal.SIGUSR2)  # to the job's task
-    _wait_for_progress(killed / "state.json", 3)
+
+    wait_until(lambda: _done_steps(preempted) == 3, "the preempted point reaching its gate")
+    os.kill(_task_pid(int(jobs[preempted.name]["job_id"])), signal.SIGUSR2)  # SLURM's warning before a preemption
+    wait_until(lambda: len(_attempts(preempted)) == 2, "the preempted job's requeued attempt")
+    (preempted / "release").write_text("")
+    wait_until(lambda: _done_steps(killed) == 3, "the killed point reaching its gate")
     for pid in _process_tree(int(jobs[killed.name]["job_id"])):
         os.kill(pid, signal.SIGKILL)
-    done_before = json.loads((killed / "state.json").read_text())["done"]
     results = submitit_api.wait_for_jobs(sub, poll_s=0.5)
     assert [r.status for r in results] == ["done", "done", "interrupted"], results
-    assert 3 <= done_before < 80 and not (killed / "_sweep_done.json").exists()
-    first, second = _attempts(preempted)
-    assert first == 0 and second >= 3  # requeued, and continued from the state the preempted attempt kept
+    assert _done_steps(killed) == 3 and not (killed / "_sweep_done.json").exists()
+    assert _attempts(preempted) == [0, 3]  # requeued, and continued from the state the preempted attempt kept
     logs = (out / "_submitit" / "logs")
     job_log = "".join(p.read_text() for p in logs.glob(f"{jobs[preempted.name]['job_id']}_0_log.*"))
     assert "this job is preempted" in job_log and "Requeued" in job_log
@@ -228,29 +243,36 @@ def test_local_executor_killed_preempted_and_timed_out_jobs_then_the_same_comman
     assert f"interrupted {killed.name}  job {jobs[killed.name]['job_id']}" in status
 
     finished = {p.name: (p / "result.json").stat().st_mtime_ns for p in (quick, preempted)}
+    (killed / "release").write_text("")
     assert cli_main(["sweep", "-f", str(grid), "--out", str(out), "--backend", "submitit", "--cluster", "local",
                      "--wait", "--quiet"]) == 0
     assert "2 of 3 points already finished, skipped; 1 submitted" in capsys.readouterr().out
     summary = json.loads((out / "sweep.json").read_text())
     assert [p["status"] for p in summary["points"]] == ["skipped", "skipped", "done"]
     assert {f: (out / f / "result.json").stat().st_mtime_ns for f in finished} == finished  # not executed again
-    first, second = _attempts(killed)
-    assert first == 0 and second >= done_before  # the second attempt continued where the killed one was
+    assert _attempts(killed) == [0, 3]  # the second attempt continued where the killed one was
     assert json.loads((killed / "result.json").read_text())["double"] == 6
     assert cli_main(["sweep", "--status", str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == "3 done"
 
     # --cancel stops the job and the notebook it runs; the point stays unfinished for the next command.
-    cancelled_state = tmp_path / "cancelled" / cancelled.results[0].folder / "state.json"
-    _wait_for_progress(cancelled_state, 1)
+    cancelled_point = tmp_path / "cancelled" / cancelled.results[0].folder
+    wait_until(lambda: _done_steps(cancelled_point) == 1, "the cancelled point reaching its gate")
+    processes = _process_tree(int(next(iter(cancelled.jobs.values())).job_id))  # controller, task, papermill, kernel
     assert cli_main(["sweep", "--cancel", str(tmp_path / "cancelled")]) == 0
     assert f"cancelled 1 job(s): {next(iter(cancelled.jobs.values())).job_id}" in capsys.readouterr().out
     result, = submitit_api.wait_for_jobs(cancelled, poll_s=0.5)
-    assert result.status == "interrupted"
-    steps_then = json.loads(cancelled_state.read_text())["done"]
-    time.sleep(2)
-    assert json.loads(cancelled_state.read_text())["done"] == steps_then  # the kernel is gone too
+    assert result.status == "interrupted" and len(processes) >= 4
+    wait_until(lambda: _gone(processes), "every process of the cancelled job (the kernel too) ending")
+    assert _done_steps(cancelled_point) == 1 and not (cancelled_point / "result.json").exists()
 
+    # Time-outs: each USR2 below is one; max_requeues=1 allows one requeue, the second time-out ends the job.
+    timeout_point = tmp_path / "timeouts" / timing_out.results[0].folder
+    controller = int(next(iter(timing_out.jobs.values())).job_id)
+    wait_until(lambda: _done_steps(timeout_point) == 1, "the timing-out point reaching its gate")
+    os.kill(_task_pid(controller), signal.SIGUSR2)
+    wait_until(lambda: len(_attempts(timeout_point)) == 2, "the timed-out job's requeued attempt")
+    os.kill(_task_pid(controller), signal.SIGUSR2)
     timed_out, = submitit_api.wait_for_jobs(timing_out, poll_s=0.5)
     assert timed_out.status == "interrupted" and "timed-out too many times" in timed_out.error
     job_log = "".join(p.read_text() for p in (tmp_path / "timeouts" / "_submitit" / "logs").glob("*_log.*"))

@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import tarfile
+import threading
 import warnings
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +48,7 @@ __all__ = [
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
 # Bump when the cache layout or the decoding changes, so old caches are not reused.
-_CACHE_VERSION = 2  # 2: files stored in the fixed shuffled order of _storage_order
+_CACHE_VERSION = 3  # 2: files stored in the fixed shuffled order of _storage_order; 3: 16-bit greyscale scaled
 # Folder-based splits are stored in one fixed pseudo-random order (not the class-folder order), so
 # that no slice of a split is one class. The same for every user and run: part of the data itself.
 _STORAGE_ORDER_SEED = 0x0A7C1F
@@ -76,16 +77,51 @@ def default_data_root() -> Path:
     return Path(os.environ.get("ATKIT_DATA_DIR", "data"))
 
 
+_OPEN_LOCK = threading.Lock()
+_SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
+
+
+def _open_image(path: str) -> Any:
+    """``PIL.Image.open`` that treats an image over PIL's pixel limit (``Image.MAX_IMAGE_PIXELS``, a possible
+    decompression bomb) as an error, not a warning: only the header is read before the refusal."""
+    from PIL import Image  # deferred: PIL is needed only to decode image folders
+
+    with _OPEN_LOCK, warnings.catch_warnings():  # the lock: warning filters are global, decoding is threaded
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        return Image.open(path)
+
+
+def _eight_bit_rgb(im: Any, path: str) -> Any:
+    """``im`` as 8-bit RGB. 16-bit greyscale is scaled (``v * 255 / 65535``; PIL's own conversion clips it, which
+    turns almost every pixel white); 32-bit integer or float pixels, whose range is unknown, are refused."""
+    from PIL import Image  # deferred, as above
+
+    if im.mode in _SIXTEEN_BIT_MODES:
+        wide = np.asarray(im, dtype=np.uint32)
+        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("I", "F"):
+        raise ConfigError(f"image file {path!r} has {'32-bit integer' if im.mode == 'I' else 'floating-point'} "
+                          "pixels of unknown range; convert it to an 8- or 16-bit image")
+    return im.convert("RGB")
+
+
 def _decode_image(path: str, size: tuple[int, int] | None) -> np.ndarray:
-    """Decode one image file to an ``(H, W, 3)`` uint8 array, resized (bilinear) to ``size`` = (H, W)."""
+    """Decode one image file to an ``(H, W, 3)`` uint8 array, resized (bilinear) to ``size`` = (H, W). 16-bit
+    greyscale is scaled to 8 bits (:func:`_eight_bit_rgb`); an image over PIL's pixel limit is refused naming the
+    file (a decompression bomb would otherwise take all the memory)."""
     from PIL import Image, UnidentifiedImageError  # deferred: PIL is needed only to decode image folders
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
+        with _open_image(path) as im:
+            im = _eight_bit_rgb(im, path)
             if size is not None and im.size != (size[1], size[0]):
                 im = im.resize((size[1], size[0]), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ConfigError(f"image file {path!r} is refused: {str(err).rstrip('.')}; replace or delete it (or raise "
+                          "PIL.Image.MAX_IMAGE_PIXELS if you trust it)") from None
+    except ConfigError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:  # corrupt, truncated, not an image
         raise ConfigError(f"image file {path!r} cannot be decoded ({err}); replace or delete it") from None
 

@@ -203,17 +203,18 @@ def evaluate(
     for res in [result, *result.protocols.values()]:
         res.provenance = {**build_provenance(model=view, device=dev, batch_size=setup.batch_size,
                                              threat=setup.threat, seed=setup.seed, details=res.details,
-                                             warnings=res.warnings, precision=_precision_label(used_precision, dev)),
+                                             warnings=res.warnings, precision=precision_label(used_precision, dev)),
                           **dict(provenance or {})}
         if res is result and result.protocols:
             res.provenance["worst_case_of"] = list(result.protocols)
     return result
 
 
-def _precision_label(precision: str, device: torch.device) -> str:
+def precision_label(precision: str, device: torch.device) -> str:
+    """How provenance names a precision: ``fp32`` (exact), ``fp32+tf32`` (TF32 on a CUDA device), ``bf16``."""
     if precision == "tf32":
         return "fp32+tf32" if device.type == "cuda" else "fp32"
     return precision
 
 
-__all__ = ["chance_note", "evaluate", "precision_context", "resolve_eval_precision"]
+__all__ = ["chance_note", "evaluate", "precision_context", "precision_label", "resolve_eval_precision"]

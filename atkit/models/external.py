@@ -275,12 +275,14 @@ def output_count(state: Mapping[str, torch.Tensor]) -> Optional[int]:
 
 # ------------------------------------------------------------------------------ reading a file
 def load_external_model(name: str, path: str | Path, *, num_classes: int, dummy_classes: bool = False,
-                        model_params: Optional[Mapping[str, Any]] = None) -> Tuple[AtkitModel, dict[str, Any]]:
+                        model_params: Optional[Mapping[str, Any]] = None,
+                        checkpoint: Any = None) -> Tuple[AtkitModel, dict[str, Any]]:
     """Build model ``name`` and load someone else's state dict from ``path`` into it (CPU, eval mode).
 
     Returns ``(model, record)``; ``record`` holds the normalization used and where it came from, and what was
     renamed (for the evaluation's provenance). ``model_params`` may state ``normalize`` (see
-    :func:`choose_normalization`). Every failure is a one-line :class:`ConfigError`."""
+    :func:`choose_normalization`). ``checkpoint``: the file's content when the caller has read it already (once:
+    the hash in provenance is of those bytes). Every failure is a one-line :class:`ConfigError`."""
     # why: atkit.checkpoints imports this module for init_checkpoint; importing it here breaks the cycle.
     from atkit.checkpoints import extract_state_dict, load_checkpoint_file, load_weights
     from atkit.models import MODELS, build_model
@@ -293,8 +295,8 @@ def load_external_model(name: str, path: str | Path, *, num_classes: int, dummy_
                     normalize=default if stated is NOT_STATED else stated, **params)
     path = Path(path)
     source = f"checkpoint {str(path)!r}"
-    raw = load_checkpoint_file(path, "cpu", hint="check that the file is complete (download it again) and is a "
-                                                 "PyTorch state dict")
+    raw = checkpoint if checkpoint is not None else load_checkpoint_file(
+        path, "cpu", hint="check that the file is complete (download it again) and is a PyTorch state dict")
     state = strip_model_prefix(extract_state_dict(raw, source))
     body, detected, found = split_normalization(state)
     normalize, norm_record = choose_normalization(stated, detected, found, source, default)

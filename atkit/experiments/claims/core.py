@@ -25,7 +25,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from statistics import NormalDist
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from ...stats import Z95, newcombe_paired_interval, wilson_interval
+from ...stats import DIFFERS, NO_DIFFERENCE, Z95, newcombe_paired_interval, two_networks_verdict, wilson_interval  # noqa: F401  (claims' words)
 from ...utils import ConfigError
 
 CHANCE_FACTOR = 1.5
@@ -41,8 +41,6 @@ AT_THIS_SCALE = "at this scale"
 CONSISTENT_WITH_SIZE = "consistent with the published size"
 SIZE_EXCLUDED = "published size excluded"
 SIGN_OPEN_SIZE_EXCLUDED = "sign not resolved, published size excluded"
-DIFFERS = "differs"
-NO_DIFFERENCE = "no difference detected"
 
 
 def learning_minimum(num_classes: int) -> float:
@@ -204,12 +202,6 @@ def published_difference_verdict(low: float, high: float, published: float, dire
         if word == INCONCLUSIVE and not inside:
             word = SIGN_OPEN_SIZE_EXCLUDED
     return at_scale(word, judged_at(models) if scale is None else scale)
-
-
-def two_networks_verdict(p_value: float, alpha: float = 0.05) -> str:
-    """One trained network per arm (one seed): an exact McNemar test says whether these two networks differ on these
-    images (:data:`DIFFERS` when ``p < alpha``, else :data:`NO_DIFFERENCE`); it says nothing about a method."""
-    return DIFFERS if p_value < alpha else NO_DIFFERENCE
 
 
 @dataclass(frozen=True)
