@@ -130,8 +130,11 @@ def process_identity(pid: int) -> Optional[dict[str, Any]]:
 
 def same_process(recorded: Any, now: Optional[dict[str, Any]]) -> bool:
     """Whether the live process ``now`` is the one whose identity was ``recorded`` (same start time and command)."""
-    return (isinstance(recorded, dict) and now is not None and recorded.get("start_time") == now["start_time"]
-            and recorded.get("cmdline") == now["cmdline"])
+    if not isinstance(recorded, dict) or now is None or recorded.get("start_time") != now["start_time"]:
+        return False
+    # An empty recorded command line was read between fork and exec; the start time (clock ticks since boot) and the
+    # id then still name one process, since an id is not reused within the tick its process started in.
+    return not recorded.get("cmdline") or recorded.get("cmdline") == now["cmdline"]
 
 
 def signal_verified(pid: int, recorded: Any, sig: int) -> bool:

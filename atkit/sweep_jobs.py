@@ -20,13 +20,14 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
 from .paths import resolve_output_path
-from .processes import job_id_problem, process_identity, signal_verified
+from .processes import job_id_problem, process_identity, same_process, signal_verified
 from .utils import ConfigError, FolderLock, short_repr, unknown_name_error
 
 DONE_MARKER = "_sweep_done.json"
@@ -121,7 +122,13 @@ def job_record(cluster: str, job_id: str, key: str, submitted: str) -> dict[str,
     and command line) of its controller process, against which the id is checked before any later use."""
     record: dict[str, Any] = {"job_id": str(job_id), "cluster": cluster, "key": key, "submitted": submitted}
     if cluster == "local" and job_id_problem("local", str(job_id)) is None:
-        record["process"] = process_identity(int(job_id))
+        identity = process_identity(int(job_id))
+        for _ in range(40):  # read between fork and exec the command line is empty: wait (2 s at most) for exec
+            if identity is None or identity["cmdline"]:
+                break
+            time.sleep(0.05)
+            identity = process_identity(int(job_id))
+        record["process"] = identity
     return record
 
 
@@ -145,7 +152,7 @@ def job_state(record: Mapping[str, Any], logs: Path) -> str:
             looks_like_it = _LOCAL_CONTROLLER in now["cmdline"] and str(logs) in now["cmdline"]
             return ("UNKNOWN (the record has no process identity to check)" if looks_like_it else
                     f"ENDED (process {job_id} is not this sweep's job)")
-        if recorded.get("start_time") != now["start_time"] or recorded.get("cmdline") != now["cmdline"]:
+        if not same_process(recorded, now):
             return f"ENDED (process id {job_id} now belongs to another process)"
         return "RUNNING"
     from .sweep_submitit import require_submitit  # why: sweep_submitit imports this module

@@ -5,7 +5,7 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from atkit.plots import perception_mse_figure  # noqa: E402
+from atkit.experiments.figures import perception_mse_figure  # noqa: E402
 
 
 def _summary(random_mse: float, pgd_mse: float = 0.06) -> pd.DataFrame:

@@ -309,3 +309,16 @@ def test_damaged_sweep_files_give_a_warning_orone_line(tmp_path, capsys):
     (out / "sweep.json").write_text('{"name": "s", "poin')  # truncated mid-write by a full disk
     assert main(["sweep", "--status", str(out)]) == 2
     assert "sweep.json' is damaged (truncated" in one_line(capsys.readouterr().err)
+
+
+def test_a_process_identity_read_before_exec_still_names_only_that_process():
+    """A controller's command line can be empty when read between fork and exec; its start time then identifies it,
+    and a process with another start time (the id reused) is never taken for it."""
+    from atkit.processes import process_identity, same_process
+
+    now = process_identity(os.getpid())
+    assert now is not None and now["cmdline"]
+    assert same_process({"start_time": now["start_time"], "cmdline": []}, now)
+    assert not same_process({"start_time": now["start_time"] + 1, "cmdline": []}, now)
+    assert not same_process({"start_time": now["start_time"], "cmdline": ["python", "other.py"]}, now)
+    assert not same_process(None, now)
