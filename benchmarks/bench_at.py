@@ -9,9 +9,9 @@ In one process, on the same data and the same initial model, this times
   eager, PGD-10 whose every step calls ``loss.backward()`` (filling parameter gradients too, cleared by
   ``model.zero_grad()``), then the training step, with ``loss.item()`` / accuracy ``.item()`` book-keeping
   per step;
-* ``atkit``: the real :class:`atkit.train.Trainer` epoch (``train_epoch``) with method ``pgd_at``: data on the
+* ``atkit``: the real :class:`atkit.training.trainer.Trainer` epoch (``train_epoch``) with method ``pgd_at``: data on the
   device with on-device augmentation, input-only attack gradients, no host synchronisation inside the
-  step, and the fast path of :mod:`atkit.fast` (``--precision``, ``--channels-last``, ``--compile``).
+  step, and the fast path of :mod:`atkit.core.fast` (``--precision``, ``--channels-last``, ``--compile``).
 
 Method (the same on any device): after untimed warm-up steps of each path, the paths run in ``--rounds``
 rounds of ``--steps`` steps each, their order alternating (A B, B A, A B, ...), so a change of the machine's
@@ -66,9 +66,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without installing atkit
     sys.path.insert(0, str(ROOT))
 
-from atkit.fast import describe, eval_model, precision_scope, tf32_mode, training_precision  # noqa: E402
-from atkit.train import Trainer, load_model, to_float_images  # noqa: E402
-from atkit.utils import ConfigError, atomic_write_json, resolve_device  # noqa: E402
+from atkit.core.fast import describe, eval_model, precision_scope, tf32_mode, training_precision  # noqa: E402
+from atkit.training.trainer import Trainer  # noqa: E402
+from atkit.training.checkpoints import load_model  # noqa: E402
+from atkit.data import to_float_images  # noqa: E402
+from atkit.core.utils import ConfigError, atomic_write_json, resolve_device  # noqa: E402
 
 CIFAR_TRAIN_SIZE = 50000
 Runner = Callable[[], dict[str, Any]]  # one unit of work; returns at least {"images": n}

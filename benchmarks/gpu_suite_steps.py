@@ -10,7 +10,7 @@ failing half-way keeps what it measured and the next step still runs.
    off) and ``tf32`` (both sides TF32 on).
 2. ``autoattack`` -- a ResNet-18 briefly trained by PGD-AT (bf16, about 20 s), then standard AutoAttack on 1,000
    class-stratified test images in fp32, bf16 and TF32: time, robust accuracy, and each reduced precision's
-   per-image agreement with fp32 (:func:`atkit.fast.evaluation_parity`: exact McNemar, Newcombe interval, parity
+   per-image agreement with fp32 (:func:`atkit.core.fast.evaluation_parity`: exact McNemar, Newcombe interval, parity
    within 0.5 points); then, if time remains, the same bf16 call inside an outer ``torch.no_grad()`` (what
    pyautoattack's own driver does and atkit's does not yet): time, peak memory, same per-image result.
 3. ``wrn_profile`` -- WRN-34-10 step time (atkit bf16 against the plain loop), then a ``torch.profiler`` summary
@@ -34,9 +34,10 @@ import torch
 
 import bench_at as bench
 from atkit.evaluation.autoattack import run_autoattack
-from atkit.fast import AutocastModel, eval_model, evaluation_parity, precision_scope
-from atkit.stats import accuracy_record
-from atkit.train import Trainer, to_float_images
+from atkit.core.fast import AutocastModel, eval_model, evaluation_parity, precision_scope
+from atkit.core.stats import accuracy_record
+from atkit.training.trainer import Trainer
+from atkit.data import to_float_images
 
 
 @dataclass(frozen=True)

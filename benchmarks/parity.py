@@ -37,10 +37,11 @@ if str(ROOT) not in sys.path:
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_at import machine_info  # noqa: E402
-from atkit.fast import describe  # noqa: E402
-from atkit.stats import seed_difference  # noqa: E402
-from atkit.train import Trainer, to_float_images  # noqa: E402
-from atkit.utils import ConfigError, atomic_write_json, resolve_device  # noqa: E402
+from atkit.core.fast import describe  # noqa: E402
+from atkit.core.stats import seed_difference  # noqa: E402
+from atkit.training.trainer import Trainer  # noqa: E402
+from atkit.data import to_float_images  # noqa: E402
+from atkit.core.utils import ConfigError, atomic_write_json, resolve_device  # noqa: E402
 
 METRICS = ("clean", "pgd20")
 

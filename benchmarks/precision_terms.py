@@ -3,7 +3,7 @@
 For a model (randomly initialised, or a trained run's checkpoint) and ``--n`` class-stratified training images,
 one PGD attack (fp32) gives ``x'``; then CE on ``x'``, the RPAT term (released-code scale, alpha = 0.5) and
 TRADES' KL are computed once with the exact fp32 forward and once with atkit's bf16-autocast forward
-(``atkit.fast.AutocastModel``), and ``|bf16 - fp32| / |fp32|`` is reported per term. The "start" and "end of
+(``atkit.core.fast.AutocastModel``), and ``|bf16 - fp32| / |fp32|`` is reported per term. The "start" and "end of
 training" figures of benchmarks/README.md come from a fresh model and from a trained checkpoint.
 
     python benchmarks/precision_terms.py --dataset folder --root data/cifar10-jpeg --model small_cnn \
@@ -26,12 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_at import machine_info  # noqa: E402
 from atkit.attacks import pgd  # noqa: E402
 from atkit.data import load_dataset  # noqa: E402
-from atkit.fast import AutocastModel, exact_fp32  # noqa: E402
+from atkit.core.fast import AutocastModel, exact_fp32  # noqa: E402
 from atkit.methods.rpat import rpat_term  # noqa: E402
 from atkit.models import build_model  # noqa: E402
-from atkit.checkpoints import file_sha256  # noqa: E402
-from atkit.train import load_model, resolve_checkpoint, to_float_images  # noqa: E402
-from atkit.utils import atomic_write_json  # noqa: E402
+from atkit.core.utils import file_sha256  # noqa: E402
+from atkit.training.checkpoints import load_model, resolve_checkpoint  # noqa: E402
+from atkit.data import to_float_images  # noqa: E402
+from atkit.core.utils import atomic_write_json  # noqa: E402
 
 
 def weights_record(checkpoint: Optional[str], seed: int) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -99,7 +100,7 @@ def one_line(err: str) -> str:
 def run_smoke_notebook(name: str, tmp_path: Path, **extra: Any) -> Path:
     """Execute ``notebooks/<name>.ipynb`` with ``parameters/smoke/<name>.yaml`` into ``tmp_path/<name>``
     (runs under ``tmp_path/runs`` unless ``runs_dir`` is given); returns the output folder."""
-    from atkit.cli import run_notebook
+    from atkit.workbench.notebooks import run_notebook
 
     out = tmp_path / name
     extra.setdefault("runs_dir", str(tmp_path / "runs"))
@@ -201,3 +202,32 @@ def fixed_attack(method: Any, x_adv: torch.Tensor) -> Any:
     """Replace a method's attack by a fixed perturbation, so the loss can be checked on known inputs."""
     method.attack = lambda model, x, y, **kw: x_adv
     return method
+
+
+def write_tiny_imagenet(root: Path) -> None:
+    """A two-class ``tiny-imagenet-200`` tree (red n01 = goldfish, blue n02 = tabby), 3 + 3 train and 3 val images."""
+    base = root / "tiny-imagenet-200"
+    wnids = ["n02", "n01"]  # unsorted on purpose: labels follow the sorted order
+    colours = {"n01": (250, 10, 10), "n02": (10, 10, 250)}
+    (base / "val" / "images").mkdir(parents=True)
+    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    (base / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\ttabby, tabby cat\nn99\tunused\n")
+    for w in wnids:
+        d = base / "train" / w / "images"
+        d.mkdir(parents=True)
+        (base / "train" / w / f"{w}_boxes.txt").write_text("ignored\n")
+        for i in range(3):
+            Image.new("RGB", (64, 64), colours[w]).save(d / f"{w}_{i}.JPEG")
+    lines = []
+    for i, w in enumerate(["n01", "n02", "n02"]):
+        Image.new("RGB", (64, 64), colours[w]).save(base / "val" / "images" / f"val_{i}.JPEG")
+        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
+    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+
+
+def doc_block(page: str, marker: str) -> str:
+    """The code block between ``<!-- MARKER:start -->`` and ``<!-- MARKER:end -->`` of a page of the repository,
+    without its fence."""
+    text = (REPO / page).read_text(encoding="utf-8")
+    block = text.split(f"<!-- {marker}:start -->", 1)[1].split(f"<!-- {marker}:end -->", 1)[0].strip()
+    return block.split("\n", 1)[1].rsplit("```", 1)[0].strip()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from atkit.attacks import (ATTACK_OBJECTIVES, attack_mode, eval_logits, fgsm, frozen_eval, pgd, random_noise,
                            random_start_delta)
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 from helpers import TinyConvNet, fit_blobs, make_blobs
 
 NUM_CLASSES = 4

@@ -72,7 +72,7 @@ def test_both_sides_run_under_the_same_tf32_switches():
     """The fairness rule: --tf32 on times the reference and atkit (bf16 or tf32) with TF32 on, each row records
     the switches seen inside its timed region, and a precision whose TF32 mode differs is refused up front."""
     bench = _load("bench_at")
-    from atkit.utils import ConfigError
+    from atkit.core.utils import ConfigError
 
     for precision in ("bf16", "tf32"):
         results = bench.main(["--device", "cpu", "--model", "small_cnn", "--batch-size", "8", "--steps", "1",

@@ -2,7 +2,6 @@
 import json
 import random
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,12 +9,14 @@ import pytest
 import torch
 import yaml
 
-from atkit.checkpoints import extract_state_dict, file_sha256, load_checkpoint_file, load_weights
-from atkit.cli import main as cli_main
-from atkit.config import RunConfig
+from atkit.core.checkpoint_files import extract_state_dict, load_checkpoint_file, load_weights
+from atkit.core.utils import file_sha256
+from atkit.workbench.cli import main as cli_main
+from atkit.training.config import RunConfig
 from atkit.models import build_model
-from atkit.train import Trainer, load_model
-from atkit.utils import ConfigError
+from atkit.training.trainer import Trainer
+from atkit.training.checkpoints import load_model
+from atkit.core.utils import ConfigError
 from helpers import REPO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -188,11 +189,11 @@ def test_no_weights_only_false_left_in_atkit():
                           text=True).stdout.splitlines()
     assert hits
     for line in hits:
-        assert "weights_only=True" in line or line.startswith("atkit/checkpoints.py") and "m = torch.load(" in line, line
+        assert "weights_only=True" in line or line.startswith("atkit/training/checkpoints.py") and "m = torch.load(" in line, line
 
 
 def test_run_eval_json_records_provenance_and_truncated_best_is_named_by_eval(tmp_path, capsys):
-    from atkit.train import train
+    from atkit.training.trainer import train
 
     trainer = train(_config(tmp_path), progress=False)
     ev = json.loads((trainer.run_dir / "eval.json").read_text())

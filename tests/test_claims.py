@@ -1,4 +1,4 @@
-"""The verdicts on the papers' claims (atkit.claims): the learned-model guard, the scale every verdict states, the
+"""The verdicts on the papers' claims (atkit.experiments.claims): the learned-model guard, the scale every verdict states, the
 rules for published cells and for two trained networks, and one hand-made table per claim on both sides of its edge."""
 import json
 import math
@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from atkit.claims import (CONSISTENT_WITH_SIZE, DIFFERS, DOES_NOT_REPRODUCE, INCONCLUSIVE, NO_DIFFERENCE,
+from atkit.experiments.claims import (CONSISTENT_WITH_SIZE, DIFFERS, DOES_NOT_REPRODUCE, INCONCLUSIVE, NO_DIFFERENCE,
                           NOT_LEARNED, PER_IMAGE_MISSING, REPRODUCES, SIGN_OPEN_SIZE_EXCLUDED, SIZE_EXCLUDED,
                           ClaimCheck, accuracy_difference, all_or_none_share, appropriate_eta_helps_both,
                           bonferroni_z, boundary_budget_hardly_moves_robustness, budget_axis,
@@ -17,12 +17,12 @@ from atkit.claims import (CONSISTENT_WITH_SIZE, DIFFERS, DOES_NOT_REPRODUCE, INC
                           nonboundary_needs_full_budget, per_image_data_missing, perception_mse_claim,
                           published_difference_verdict, rpat_table1_direction, similar_failure_patterns,
                           transfer_follows_surrogate_success, two_networks_verdict, verdict)
-from atkit.stats import Z95
-from atkit.stats import wilson_interval as wilson_fraction
-from atkit.utils import ConfigError
+from atkit.core.stats import Z95
+from atkit.core.stats import wilson_interval as wilson_fraction
+from atkit.core.utils import ConfigError
 
 
-def wilson_interval(correct, n):  # the guard's interval, in percent (one implementation: atkit.stats)
+def wilson_interval(correct, n):  # the guard's interval, in percent (one implementation: atkit.core.stats)
     return tuple(100.0 * v for v in wilson_fraction(correct, n))
 
 

@@ -7,13 +7,13 @@ import torch
 import yaml
 
 from atkit.evaluation.autoattack import run_autoattack
-from atkit.card import make_card
-from atkit.cli import main as cli_main
-from atkit.compare import compare_arms, compare_evaluations, comparison_table, per_sample_flags
+from atkit.evaluation.card import make_card
+from atkit.workbench.cli import main as cli_main
+from atkit.evaluation.compare import compare_arms, compare_evaluations, comparison_table, per_sample_flags
 from atkit.evaluation import EvalResult, evaluate
-from atkit.results import collect_runs
-from atkit.stats import mcnemar_test, paired_difference, pool_paired_differences, seed_difference, wilson_interval
-from atkit.utils import ConfigError
+from atkit.workbench.results import collect_runs
+from atkit.core.stats import mcnemar_test, paired_difference, pool_paired_differences, seed_difference, wilson_interval
+from atkit.core.utils import ConfigError
 from helpers import TinyConvNet, fit_blobs, make_blobs
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -50,7 +50,7 @@ def test_evaluation_json_carries_intervals_and_provenance(trained, tmp_path):
 
 def test_autoattack_budget_records_standard_settings(trained):
     from atkit.evaluation.autoattack import STANDARD_ATTACKS, _build_autoattack, _WarningRecorder
-    from atkit.provenance import autoattack_budget
+    from atkit.core.provenance import autoattack_budget
 
     model, _, _ = trained
     cfg = {"version": "standard", "norm": "linf", "eps": EPS, "attacks": list(STANDARD_ATTACKS), "seed": 0,

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import atkit.data as data
+from helpers import write_tiny_imagenet
 from atkit.data import (
     BatchLoader,
     ImageDataset,
@@ -21,7 +22,7 @@ from atkit.data import (
     make_synthetic,
     split_validation,
 )
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,7 +84,7 @@ def test_synthetic_texture_is_below_eps():
 
 @pytest.mark.parametrize("classes,period,colour", [(10, 4, "opponent"), (10, 8, "rgb"), (100, 4, "opponent")])
 def test_texture_tiles_symmetric_and_distinct(classes, period, colour):
-    tiles = data._texture_tiles(classes, period, torch.Generator().manual_seed(0), colour)
+    tiles = data.synthetic._texture_tiles(classes, period, torch.Generator().manual_seed(0), colour)
     assert tiles.shape == (classes, 3, period, period)
     assert torch.equal(tiles, tiles.flip(-1))  # a flipped image shows the same tile
     if colour == "rgb":
@@ -141,7 +142,7 @@ def test_synthetic_rejects_bad_values():
 def test_palette_separation_many_classes():
     # grid levels L: smallest with L^3 - (L-1)^3 >= classes; separation one grid step 1/(L-1).
     for c, step in ((2, 1.0), (7, 1.0), (10, 0.5), (30, 1 / 3), (100, 1 / 6)):
-        pal = data._palette(c)
+        pal = data.synthetic._palette(c)
         assert pal.shape == (c, 3)
         assert float(pal.min()) >= 0.0 and torch.allclose(pal.amax(1), torch.ones(c))
         d = (pal[:, None] - pal[None]).abs().amax(-1) + torch.eye(c) * 9
@@ -466,28 +467,8 @@ def test_folder_from_archive(tmp_path, monkeypatch):
     assert (tmp_path / "dataroot" / "pack" / "pack" / "train").is_dir()
 
 
-def _write_tiny_imagenet(root: Path) -> None:
-    base = root / "tiny-imagenet-200"
-    wnids = ["n02", "n01"]  # unsorted on purpose: labels follow the sorted order
-    colours = {"n01": (250, 10, 10), "n02": (10, 10, 250)}
-    (base / "val" / "images").mkdir(parents=True)
-    (base / "wnids.txt").write_text("\n".join(wnids) + "\n")
-    (base / "words.txt").write_text("n01\tgoldfish, Carassius auratus\nn02\ttabby, tabby cat\nn99\tunused\n")
-    for w in wnids:
-        d = base / "train" / w / "images"
-        d.mkdir(parents=True)
-        (base / "train" / w / f"{w}_boxes.txt").write_text("ignored\n")
-        for i in range(3):
-            Image.new("RGB", (64, 64), colours[w]).save(d / f"{w}_{i}.JPEG")
-    lines = []
-    for i, w in enumerate(["n01", "n02", "n02"]):
-        Image.new("RGB", (64, 64), colours[w]).save(base / "val" / "images" / f"val_{i}.JPEG")
-        lines.append(f"val_{i}.JPEG\t{w}\t0\t0\t63\t63")
-    (base / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
-
-
 def test_tiny_imagenet_layout(tmp_path):
-    _write_tiny_imagenet(tmp_path)
+    write_tiny_imagenet(tmp_path)
     ds = load_dataset("tiny-imagenet", root=tmp_path, download=False, cache_dir=tmp_path / "c")
     assert ds.num_classes == 2 and ds.class_names == ["goldfish", "tabby"]
     assert ds.meta["wnids"] == ["n01", "n02"]
@@ -546,7 +527,7 @@ def test_torchvision_takes_no_extra_options(tmp_path):
 
 
 def test_unknown_folder_option_is_refused_naming_the_signature_options(tmp_path):
-    from atkit.config import RunConfig
+    from atkit.training.config import RunConfig
 
     params = set(inspect.signature(data.DATASETS["folder"]).parameters)
     assert {"root", "image_size", "num_workers", "test_split", "cache_dir"} == params
@@ -582,8 +563,8 @@ def toy_loader():
 
 
 def test_a_newly_registered_loader_takes_its_own_options(toy_loader, tmp_path):
-    from atkit.config import RunConfig
-    from atkit.train import prepare
+    from atkit.training.config import RunConfig
+    from atkit.training.setup import prepare
 
     assert data.dataset_options("toy_squares") == ["level", "n", "root", "side"]
     ds = load_dataset("toy_squares", root="somewhere", side=6, level=9)  # download/cache_dir: not in its signature
@@ -601,8 +582,8 @@ def test_a_newly_registered_loader_takes_its_own_options(toy_loader, tmp_path):
 
 def test_class_sorted_folder_gives_stratified_subsets_everywhere(tmp_path):
     """An ImageFolder tree is class-sorted on disk; no subset taken anywhere may be one class."""
-    from atkit.config import RunConfig
-    from atkit.train import prepare
+    from atkit.training.config import RunConfig
+    from atkit.training.setup import prepare
 
     classes = [f"c{i}" for i in range(5)]
     _write_tree(tmp_path / "tree", {"train": {c: 40 for c in classes}, "test": {c: 20 for c in classes}}, size=(4, 4))
@@ -648,8 +629,8 @@ def test_stratified_order_proportions_for_unequal_classes():
 def test_prepare_selects_on_a_stratified_part_of_the_validation_split():
     """val_size > 0: per-epoch selection on held-out training images (this path crashed before: it unpacked the
     one dataset split_validation returns as two)."""
-    from atkit.config import RunConfig
-    from atkit.train import prepare
+    from atkit.training.config import RunConfig
+    from atkit.training.setup import prepare
 
     cfg = RunConfig.from_dict({"method": "pgd_at", "dataset": "synthetic", "model": "small_cnn", "epochs": 1,
                                "data": {"n_train": 200, "n_test": 50, "image_size": 8, "num_classes": 4},
@@ -661,3 +642,25 @@ def test_prepare_selects_on_a_stratified_part_of_the_validation_split():
     assert (torch.bincount(prep.eval_y, minlength=4).float() - share).abs().max() <= 1.0
     val_idx = prep.eval_indices
     assert torch.equal(prep.eval_y, prep.dataset.val_y[val_idx])  # the selection images are validation images
+
+
+def test_npz_dataset_reads_either_channel_order_and_refuses_what_it_cannot_read(tmp_path):
+    rng = np.random.default_rng(0)
+    last = rng.integers(0, 256, (6, 5, 4, 3), dtype=np.uint8)  # (N, H, W, C): H != W, so the order shows
+    np.savez(tmp_path / "train.npz", x=last, y=np.array([0, 1, 2, 0, 1, 2]))
+    np.savez(tmp_path / "test.npz", x=last[:2].transpose(0, 3, 1, 2), y=np.array([1, 0]))  # (N, C, H, W)
+    ds = load_dataset("npz", root=tmp_path)
+    assert ds.train_x.shape == (6, 3, 5, 4) and torch.equal(ds.train_x[:2], ds.test_x)
+    assert torch.equal(ds.train_x[1, :, 2, 3], torch.from_numpy(last[1, 2, 3]))
+    assert ds.num_classes == 3 and ds.class_names == ["0", "1", "2"]
+    assert load_dataset("npz", root=tmp_path, classes=10).num_classes == 10
+    np.savez(tmp_path / "test.npz", x=last.astype(np.float32), y=np.zeros(6))
+    with pytest.raises(ConfigError, match="'x' must be uint8 images"):
+        load_dataset("npz", root=tmp_path)
+    np.savez(tmp_path / "test.npz", images=last)
+    with pytest.raises(ConfigError, match=r"holds \['images'\]; expected the arrays 'x' and 'y'"):
+        load_dataset("npz", root=tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_dataset("npz", root=tmp_path / "none")
+    with pytest.raises(ConfigError, match="needs its folder"):
+        load_dataset("npz")

@@ -37,7 +37,7 @@ WORKER = textwrap.dedent('''
 
     from atkit import models
     from atkit.models.base import AtkitModel
-    from atkit.train import Trainer, train
+    from atkit.training.trainer import Trainer, train
 
 
     class TinyNoBN(AtkitModel):
@@ -198,7 +198,7 @@ def test_two_processes_match_one_process_on_the_same_total_batch(runs, name):
 
 @pytest.mark.parametrize("mode", ["single", "ddp"])
 def test_accumulated_micro_batches_match_one_batch(runs, mode):
-    """accumulate_steps=2 (atkit.accumulate) gives A's weights, in one process and under torchrun with no_sync."""
+    """accumulate_steps=2 (atkit.training.accumulate) gives A's weights, in one process and under torchrun with no_sync."""
     one, acc = _load(runs, "a", "single"), _load(runs, "acc", mode)
     for key, w1 in one["state"].items():
         torch.testing.assert_close(acc["state"][key], w1, rtol=1e-4, atol=2e-5, msg=f"{mode}: {key}")
@@ -245,8 +245,8 @@ def test_resume_under_torchrun_is_exact(runs):
 
 
 def test_batch_must_divide_over_processes():
-    from atkit.distributed import DistContext
-    from atkit.utils import ConfigError
+    from atkit.training.distributed import DistContext
+    from atkit.core.utils import ConfigError
 
     ctx = DistContext(rank=0, world_size=3)
     assert ctx.local_batch_size(96) == 32

@@ -13,8 +13,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     tomllib = pytest.importorskip("tomli")
 
-from atkit import reference
-from atkit.utils import ConfigError
+from atkit.experiments import reference
+from atkit.core.utils import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("atkit", "notebooks", "parameters", "docs", "benchmarks", "tests", "README.md", "Makefile", "CITATION.cff",
@@ -62,7 +62,7 @@ def forbidden_mentions(paths: list[Path], root: Path = ROOT) -> list[str]:
 
 def test_the_scan_sees_the_shipped_tree_and_flags_each_forbidden_form(tmp_path):
     files = {p.relative_to(ROOT).as_posix() for p in shipped_files()}
-    assert {"README.md", "Makefile", "atkit/reference.py", "notebooks/results.ipynb", "docs/references.md",
+    assert {"README.md", "Makefile", "atkit/experiments/reference.py", "notebooks/results.ipynb", "docs/references.md",
             "parameters/paper/results.yaml", "CITATION.cff"} <= files
     assert "tests/test_docs.py" not in files
     bad = {"see ../shared/REFERENCE.md", "data in /work/shared/data", "Table 1 of seed 002", "seeds 002/001",
@@ -101,13 +101,20 @@ def test_every_cited_paper_has_a_full_entry_in_references_md():
         assert re.search(r"\b(19|20)\d\d\b", entry), f"{name}: no year"
         arxiv = re.search(r"arXiv:\[?(\d{4}\.\d{4,5})", entry)
         assert arxiv, f"{name}: no arXiv id"
-        assert arxiv.group(1) in reference.PAPERS[name]  # atkit.reference names the same paper
+        assert arxiv.group(1) in reference.PAPERS[name]  # atkit.experiments.reference names the same paper
 
 
-def test_docs_pages_linked_from_the_readme_exist():
+def test_every_docs_page_is_linked_from_the_readme_and_every_relative_link_resolves():
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    for page in ("docs/references.md", "docs/methods.md", "docs/experiments.md"):
-        assert page in readme and (ROOT / page).is_file()
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        assert f"](docs/{page.name})" in readme, f"docs/{page.name} is not linked from the README"
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "benchmarks" / "README.md",
+             ROOT / "results" / "cifar10-cpu" / "README.md"]
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            assert (page.parent / target).exists(), f"{page.relative_to(ROOT)} links to {target}, which does not exist"
     methods = (ROOT / "docs" / "methods.md").read_text(encoding="utf-8")
     from atkit.methods.registry import describe_methods
 

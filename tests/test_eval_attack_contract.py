@@ -14,8 +14,8 @@ import torch
 from atkit.evaluation import EVAL_ATTACKS, EvalSetup, evaluate, parse_attacks
 from atkit.evaluation.target import AttackTarget, build_targets
 from atkit.models import build_model
-from atkit.results import ACCURACY_METRICS, column_name
-from helpers import TinyConvNet, fit_blobs, make_blobs
+from atkit.workbench.results import ACCURACY_METRICS, column_name
+from helpers import TinyConvNet, fit_blobs, make_blobs, REPO, doc_block
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 NAMES = sorted(EVAL_ATTACKS)
@@ -98,17 +98,11 @@ def test_an_unknown_attack_is_refused_before_any_work():
         parse_attacks(["clean", "pgd_twenty"])
 
 
-def test_readme_example_is_the_shipped_apgd_dlr_file_and_it_is_strong():
-    """README's "Adding an evaluation attack" block is atkit/evaluation/attacks/apgd_dlr.py as shipped, and the
+def test_the_guides_attack_example_is_the_shipped_apgd_dlr_file_and_it_is_strong():
+    """docs/extending.md's evaluation-attack block is atkit/evaluation/attacks/apgd_dlr.py as shipped, and the
     attack breaks a model whose softmax is saturated (a CE attack sees no gradient; DLR is scale-invariant)."""
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    block = readme.split("<!-- adding-an-attack:start -->", 1)[1].split("<!-- adding-an-attack:end -->", 1)[0]
-    code = block.strip().removeprefix("```python").removesuffix("```").strip()
-    shipped = (root / "atkit" / "evaluation" / "attacks" / "apgd_dlr.py").read_text().strip()
-    assert code == "# atkit/evaluation/attacks/apgd_dlr.py\n" + shipped
+    shipped = (REPO / "atkit" / "evaluation" / "attacks" / "apgd_dlr.py").read_text().strip()
+    assert doc_block("docs/extending.md", "adding-an-attack") == "# atkit/evaluation/attacks/apgd_dlr.py\n" + shipped
 
     class Saturated(torch.nn.Module):  # logits x 1e4: the CE gradient underflows to zero in float32
         def __init__(self, net):

@@ -10,16 +10,16 @@ import torch.nn as nn
 
 from dataclasses import dataclass, field
 
-import atkit.results
-from atkit import analysis
+import atkit.workbench.results
+from atkit.experiments import measures
 from atkit.attacks import THREAT_DEFAULTS, ThreatModel, pgd, resolve_threat
-from atkit.config import RunConfig
+from atkit.training.config import RunConfig
 from atkit.evaluation import (EVAL_ATTACKS, EvalAttack, evaluate, parse_attack, register_eval_attack, robust_attacks,
                               strongest, trade_off_scores)
 from atkit.methods import ThreatModel as MethodsThreatModel
 from atkit.models import MergedDummyModel, build_model
 from atkit.models.dummy import protocol_model
-from atkit.utils import ConfigError, model_device
+from atkit.core.utils import ConfigError, model_device
 
 ACCEPTED = ("clean", "pgd7", "pgd20", "cw", "cw50", "fgsm", "random")
 REFUSED = ("pgd05", "pgd0", "pgd", "pgd010", "cw0", "aa3", "pgd-20", "PGD20", "pgd 20", "autoattack")
@@ -141,7 +141,7 @@ def test_protocol_model_is_the_view_the_attacks_see():
 
 
 def test_robust_metric_and_mean_nrr_are_one_policy():
-    assert atkit.results.trade_off_scores is trade_off_scores
+    assert atkit.workbench.results.trade_off_scores is trade_off_scores
     assert strongest(["clean", "pgd10", "pgd20", "cw"]) == "pgd20"
     assert strongest(["clean", "pgd100", "apgd"]) == "apgd" and strongest(["aa", "apgd"]) == "aa"
     assert strongest(["clean", "pgd05", "mean"]) is None  # not attack names: never a robust metric
@@ -158,10 +158,10 @@ def test_autoattack_runs_are_registered_attacks_with_their_budgets():
     assert apgd["version"] == "custom" and apgd["attacks"] == ["apgd-ce", "apgd-dlr"] and apgd["n_restarts"] == 1
     assert parse_attack("aa(n_iter=20)").describe({})["version"] == "standard-reduced"
     assert parse_attack("aa(n_iter=20)").display_name().endswith("not standard)")
-    assert analysis.autoattack_spec("apgd", 50) == {"name": "apgd", "n_iter": 50}
-    assert parse_attack(analysis.autoattack_spec(["apgd-ce"], 2, 1)).describe({})["attacks"] == ["apgd-ce"]
+    assert measures.autoattack_spec("apgd", 50) == {"name": "apgd", "n_iter": 50}
+    assert parse_attack(measures.autoattack_spec(["apgd-ce"], 2, 1)).describe({})["attacks"] == ["apgd-ce"]
     with pytest.raises(ConfigError, match="'fast'.*Accepted: <list of attacks>, apgd, standard"):
-        analysis.autoattack_spec("fast")
+        measures.autoattack_spec("fast")
     with pytest.raises(ConfigError, match="'apgd_ce'"):
         parse_attack("aa(attacks=[apgd_ce])")
 

@@ -1,4 +1,4 @@
-"""Numbers that cannot overstate robustness (atkit.evaluate, atkit.sanity, run_autoattack): the worst case
+"""Numbers that cannot overstate robustness (atkit.evaluation, atkit.evaluation.sanity, run_autoattack): the worst case
 over the dummy-class protocols is the headline, adaptive AutoAttack breaks by the score's prediction, Mean/NRR
 use the worst case over every robust attack, sanity checks compare the strongest attack and refuse flat
 profiles, AutoAttack's warnings are kept, eps = 0 costs nothing.
@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from atkit.config import RunConfig
+from atkit.training.config import RunConfig
 from atkit.evaluation import PROTOCOL_LABELS, WORST_CASE, EvalResult, EvalSetup, evaluate, worst_case_over_protocols
 from atkit.evaluation.autoattack import run_autoattack
 from atkit.evaluation.target import ScoredView
@@ -147,9 +147,9 @@ def test_worst_case_refuses_results_on_other_images():
 
 
 def test_trainer_eval_json_cli_and_tables_lead_with_the_worst_case(tmp_path, capsys):
-    from atkit.cli import main
-    from atkit.results import aggregate_seeds, collect_runs, paper_table
-    from atkit.train import train
+    from atkit.workbench.cli import main
+    from atkit.workbench.results import aggregate_seeds, collect_runs, paper_table
+    from atkit.training.trainer import train
 
     cfg = RunConfig.from_dict(dict(
         method="pgd_at+ducat", method_params={"start_epoch": 0, "reference_epochs": 1}, dataset="synthetic",
@@ -176,7 +176,7 @@ def test_trainer_eval_json_cli_and_tables_lead_with_the_worst_case(tmp_path, cap
     assert written["protocol"] == WORST_CASE and written["accuracy"] == printed[WORST_CASE]["accuracy"]
     assert printed[WORST_CASE]["robust_metric"] == "pgd2"
 
-    from atkit.widgets import AblationSession
+    from atkit.workbench.ablation import AblationSession
 
     # The ablation table's row of this run shows the worst case, not the published protocol (made to differ here).
     full = json.loads((run_dir / "eval.json").read_text())
@@ -193,7 +193,7 @@ def test_trainer_eval_json_cli_and_tables_lead_with_the_worst_case(tmp_path, cap
 
 
 def test_results_tables_compute_the_worst_case_of_an_older_eval_json(tmp_path):
-    from atkit.results import eval_frame
+    from atkit.workbench.results import eval_frame
 
     x, y = points(16)
     out = evaluate(inflated_dummy(), x, y, attacks=("clean", "pgd20")).protocols

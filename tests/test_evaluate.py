@@ -10,7 +10,7 @@ import torch.nn as nn
 from atkit.evaluation import EvalResult, evaluate
 from atkit.evaluation.autoattack import run_autoattack
 from atkit.models.base import AtkitModel
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 from helpers import TinyConvNet, fit_blobs, make_blobs
 
 NUM_CLASSES = 4
@@ -362,3 +362,15 @@ def test_protocol_errors(trained):
         evaluate(model, x, y, protocol=["published", "adaptive"])
     with pytest.raises(ConfigError, match="adaptive"):
         evaluate(HandDummy(), x[:, :1, :2, :2], y % 2, protocol="adaptiv")
+
+
+def test_a_printed_result_gives_every_accuracy_with_its_interval_and_n_then_its_warnings():
+    flags = {"clean": torch.tensor([1, 1, 1, 0], dtype=torch.bool), "pgd20": torch.tensor([1, 0, 1, 0], dtype=torch.bool)}
+    result = EvalResult(accuracy={"clean": 75.0, "pgd20": 50.0}, per_sample=flags, n=4, notes=["at chance level"])
+    lines = str(result).splitlines()
+    assert lines[0].split() == ["clean:", "75.00", "%", "[30.1,", "95.4]", "(n=4)"]
+    assert lines[1].split()[:2] == ["pgd20:", "50.00"]
+    assert lines[2].startswith("      robust: 50.00 % [15.0, 85.0] (n=4), pgd20; Mean 62.50, NRR 60.00")
+    assert lines[3] == "warning: at chance level"
+    only_robust = EvalResult(accuracy={"pgd20": 50.0}, per_sample={"pgd20": flags["pgd20"]}, n=4)
+    assert "Mean" not in str(only_robust) and "robust: 50.00 %" in str(only_robust)

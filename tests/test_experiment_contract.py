@@ -17,8 +17,9 @@ import papermill as pm
 import pytest
 import yaml
 
-from atkit.experiments import EXPERIMENTS, judge_folder, run_experiment
-from atkit.utils import ConfigError
+from atkit.experiments import EXPERIMENTS, judge_folder, run_experiment, write_experiment_notebook
+from atkit.experiments.notebook import parameters_source, run_source
+from atkit.core.utils import ConfigError
 from helpers import REPO
 
 NAMES = sorted(EXPERIMENTS)
@@ -55,6 +56,10 @@ def test_notebook_and_parameter_sets_name_the_experiments_fields(name):
         assert set(yaml.safe_load(path.read_text())) <= set(defaults), path
     info = cls.describe()
     assert info["source"] and info["doc"] and set(info["parameters"]) == set(defaults)
+    # The notebook's code is what the experiment's class writes: parameters and the one call, nothing else.
+    cells = json.loads((REPO / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    assert code == [parameters_source(name), run_source(name)]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -83,3 +88,27 @@ def test_bad_parameters_are_one_line_errors_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown experiment 'mse'"):
         run_experiment("mse")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_new_experiments_notebook_is_written_from_its_class_and_never_over_a_file(tmp_path):
+    path = write_experiment_notebook("robustness_loss", tmp_path / "robustness_loss.ipynb")
+    declared = pm.inspect_notebook(str(path))
+    assert set(declared) == {f.name for f in dataclasses.fields(EXPERIMENTS["robustness_loss"].Params)}
+    before = path.read_bytes()
+    with pytest.raises(ConfigError, match="exists"):
+        write_experiment_notebook("robustness_loss", path)
+    assert path.read_bytes() == before
+    with pytest.raises(ConfigError, match="unknown experiment 'robustnes_loss'"):
+        write_experiment_notebook("robustnes_loss", tmp_path / "x.ipynb")
+    assert not (tmp_path / "x.ipynb").exists()
+
+
+def test_the_experiments_command_lists_every_experiment_and_refuses_an_existing_notebook(capsys):
+    from atkit.workbench.cli import main
+
+    assert main(["experiments", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [row["name"] for row in listed] == NAMES
+    assert all(row["parameters"]["seed"]["help"] for row in listed)
+    assert main(["experiments", "mse_perception", "--notebook"]) == 2  # the committed notebook is never replaced
+    assert "exists" in capsys.readouterr().err

@@ -20,14 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from atkit.checkpoint_sniff import sniff
-from atkit.checkpoints import file_sha256, load_checkpoint_file
-from atkit.cli import main as cli_main
-from atkit.config import RunConfig
+from atkit.core.checkpoint_sniff import sniff
+from atkit.core.utils import file_sha256
+from atkit.core.checkpoint_files import load_checkpoint_file
+from atkit.workbench.cli import main as cli_main
+from atkit.training.config import RunConfig
 from atkit.models import NORMALIZATIONS, build_model, count_parameters
 from atkit.models.external import guess_architecture, load_external_model, rename_to_atkit, split_normalization
-from atkit.train import Trainer
-from atkit.utils import ConfigError
+from atkit.training.trainer import Trainer
+from atkit.core.utils import ConfigError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -1,4 +1,4 @@
-"""The fast path (atkit/fast.py): bf16 autocast forward with fp32 outputs, channels_last, compile, DDP routing,
+"""The fast path (atkit/core/fast.py): bf16 autocast forward with fp32 outputs, channels_last, compile, DDP routing,
 the exact fp32 switch, and the trainer's use of them. Runs on the CPU (autocast bf16 works there, slowly)."""
 from __future__ import annotations
 
@@ -12,15 +12,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from atkit.attacks import attack_mode, pgd
-from atkit import fast
-from atkit.config import RunConfig
-from atkit.fast import (AutocastModel, compile_model, describe, eval_model, evaluation_parity, exact_fp32,
+from atkit.core import fast
+from atkit.training.config import RunConfig
+from atkit.core.fast import (AutocastModel, compile_model, describe, eval_model, evaluation_parity, exact_fp32,
                         precision_scope, resolve_channels_last, resolve_precision, tf32_mode, training_model,
                         training_precision, unwrap_model)
-from atkit.stats import newcombe_paired_interval
+from atkit.core.stats import newcombe_paired_interval
 from atkit.models import Features, build_model
-from atkit.train import Trainer, load_model
-from atkit.utils import ConfigError
+from atkit.training.trainer import Trainer
+from atkit.training.checkpoints import load_model
+from atkit.core.utils import ConfigError
 
 
 def _model(**kw) -> nn.Module:
@@ -210,8 +211,8 @@ def test_trainer_bf16_path_trains_and_checkpoints_the_plain_model(tmp_path):
 
 def test_auto_precision_is_per_method_and_recorded(monkeypatch, tmp_path):
     """precision: auto trains in bf16 only for a method whose bf16 parity was measured; the run records why."""
-    from atkit import fast
-    from atkit.train import Trainer
+    from atkit.core import fast
+    from atkit.training.trainer import Trainer
 
     monkeypatch.setattr(fast, "resolve_precision",
                         lambda p, d: None if p == "fp32" else torch.bfloat16)  # a bf16-capable device

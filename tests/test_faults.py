@@ -17,11 +17,12 @@ import pytest
 import torch
 import yaml
 
-import atkit.utils
-from atkit.checkpoints import file_sha256
-from atkit.config import RunConfig
-from atkit.train import OutputWriteError, Trainer
-from atkit.utils import ConfigError
+import atkit.core.utils
+from atkit.core.utils import file_sha256
+from atkit.training.config import RunConfig
+from atkit.core.utils import OutputWriteError
+from atkit.training.trainer import Trainer
+from atkit.core.utils import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 # 16 px images and a narrow small_cnn; 4 optimiser steps per epoch (256 / 64), 3 epochs, PGD-AT with
@@ -41,7 +42,7 @@ import os, sys, tempfile, time
 from pathlib import Path
 
 import torch
-import atkit.utils
+import atkit.core.utils
 
 kind, *arg = os.environ["ATKIT_TEST_STOP"].split(":")
 
@@ -64,7 +65,7 @@ if kind == "step":
     torch.optim.SGD.step = step
 else:
     name, target, calls = arg[0], int(arg[1]), [0]
-    real_write = atkit.utils.atomic_write_bytes
+    real_write = atkit.core.utils.atomic_write_bytes
 
     def write(path, data):
         path = Path(path)
@@ -77,9 +78,9 @@ else:
                 stop_here()
         return real_write(path, data)
 
-    atkit.utils.atomic_write_bytes = write
+    atkit.core.utils.atomic_write_bytes = write
 
-from atkit.cli import main
+from atkit.workbench.cli import main
 
 sys.exit(main(sys.argv[1:]))
 '''
@@ -235,7 +236,7 @@ def _fast_config(tmp_path: Path, **kw) -> RunConfig:
 
 def _fail_writes(monkeypatch, code: int, names: tuple[str, ...], after: int) -> None:
     """Make the atomic writes of files called ``names`` fail with ``code`` from the ``after``-th such write on."""
-    real = atkit.utils.atomic_write_bytes
+    real = atkit.core.utils.atomic_write_bytes
     calls = {"n": 0}
 
     def write(path, data):
@@ -245,7 +246,7 @@ def _fail_writes(monkeypatch, code: int, names: tuple[str, ...], after: int) -> 
                 raise OSError(code, os.strerror(code))
         return real(path, data)
 
-    monkeypatch.setattr(atkit.utils, "atomic_write_bytes", write)
+    monkeypatch.setattr(atkit.core.utils, "atomic_write_bytes", write)
 
 
 def test_disk_full_names_the_file_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
@@ -327,14 +328,14 @@ class Killed(BaseException):
 def test_kill_between_last_and_best_checkpoint_is_repaired(tmp_path, monkeypatch):
     trainer = Trainer.new(_fast_config(tmp_path), progress=False)
     ckpt = trainer.run_dir / "checkpoints"
-    real = atkit.utils.atomic_write_bytes
+    real = atkit.core.utils.atomic_write_bytes
 
     def write(path, data):
         if Path(path).name == "best.pt":
             raise Killed()
         return real(path, data)
 
-    monkeypatch.setattr(atkit.utils, "atomic_write_bytes", write)
+    monkeypatch.setattr(atkit.core.utils, "atomic_write_bytes", write)
     with pytest.raises(Killed):
         trainer.fit()  # epoch 1 is always the best so far: last.pt is written, best.pt is not
     monkeypatch.undo()

@@ -23,8 +23,8 @@ from atkit.methods import (ADDONS, METHODS, Method, StepContext, bases_of, compo
                            describe_methods, get_method, weighted_sum)
 from atkit.methods.rpat import rpat_class
 from atkit.models import build_model
-from atkit.utils import ConfigError
-from helpers import REPO, TinyBatch, fixed_attack, no_grad_logits, ref_ce, ref_regularizer, ref_softmax
+from atkit.core.utils import ConfigError
+from helpers import TinyBatch, fixed_attack, no_grad_logits, ref_ce, ref_regularizer, ref_softmax, doc_block
 
 THREAT = {"steps": 2}
 NUM_CLASSES = 4
@@ -222,19 +222,12 @@ def test_a_new_base_composes_with_ducat_without_editing_it():
         rpat_class.cache_clear()
 
 
-# -- the README's "Adding a method" example, executed as written -------------------------------------------
-def readme_example() -> str:
-    """The code block between the ``adding-a-method`` markers of README.md."""
-    text = (REPO / "README.md").read_text()
-    block = text.split("<!-- adding-a-method:start -->", 1)[1].split("<!-- adding-a-method:end -->", 1)[0]
-    return block.strip().removeprefix("```python").removesuffix("```")
-
-
-def test_readme_example_is_a_working_method():
+# -- the contributor's guide's method example (docs/extending.md), executed as written -----------------------
+def test_the_guides_method_example_is_a_working_method():
     module = types.ModuleType("readme_alp")  # dataclasses look their module up in sys.modules
     sys.modules[module.__name__] = module
     try:
-        exec(compile(readme_example(), "README.md", "exec"), module.__dict__)
+        exec(compile(doc_block("docs/extending.md", "adding-a-method"), "docs/extending.md", "exec"), module.__dict__)
         assert METHODS["alp"] is module.ALP
         assert {"alp+ducat", "alp+rpat"} <= set(composite_names())
         check_contract("alp")

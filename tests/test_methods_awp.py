@@ -13,13 +13,13 @@ import yaml
 from torch.func import functional_call
 
 import atkit.methods.base as method_base
-from atkit import reference
-from atkit.claims import learning_minimum, model_learned
-from atkit.config import RunConfig, load_config
+from atkit.experiments import reference
+from atkit.experiments.claims import learning_minimum, model_learned
+from atkit.training.config import RunConfig, load_config
 from atkit.methods import ADDONS, StepContext, bases_of, composite_names, get_method
 from atkit.models import build_model
-from atkit.train import Trainer, train
-from atkit.utils import ConfigError
+from atkit.training.trainer import Trainer, train
+from atkit.core.utils import ConfigError
 from helpers import REPO, TinyBatch, ref_ce, ref_regularizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one thread is faster on a shared machine
@@ -115,7 +115,7 @@ def test_a_wrapped_training_model_perturbs_and_restores_the_underlying_weights()
     """The trainer's fast path hands the method a bf16-autocast, channels_last wrapper: v lands on the plain model's
     parameters (the ones the optimiser and checkpoints hold), with the same relative size, and after_step on the
     plain model removes it."""
-    from atkit.fast import AutocastModel
+    from atkit.core.fast import AutocastModel
 
     method, model, batch = _tiny("trades", awp_gamma=GAMMA)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from atkit.methods import METHODS, StepContext, ThreatModel, get_method
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 from helpers import (
     fixed_attack as _fixed_attack, no_grad_logits as _logits, ref_ce as _ce, ref_kl_rows as _kl_rows,
-    ref_log_softmax as _log_softmax, ref_softmax as _softmax, tiny_batch, TinyNet)
+    ref_softmax as _softmax, tiny_batch, TinyNet)
 
 
 @pytest.fixture

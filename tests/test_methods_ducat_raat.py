@@ -10,7 +10,7 @@ from atkit.methods import StepContext, get_method
 from atkit.models.base import AtkitModel
 from atkit.methods.ducat import expand_head_state, random_targets, soft_label, targeted_eval
 from atkit.methods.raat import boundary_mask, reduced_adversarial
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 from helpers import (
     fixed_attack as _fixed_attack, no_grad_logits as _logits, ref_ce as _ce, ref_js_rows as _js_rows,
     ref_kl_rows as _kl_rows, ref_log_softmax as _log_softmax, ref_softmax as _softmax, tiny_batch, TinyNet)
@@ -174,7 +174,7 @@ TINY_RUN = dict(dataset="synthetic", data={"n_train": 64, "n_test": 32, "image_s
 
 
 def _trainer(tmp_path, **kw):
-    from atkit.train import Trainer
+    from atkit.training.trainer import Trainer
 
     cfg = dict(TINY_RUN, out_dir=str(tmp_path / "runs"))
     cfg.update(kw)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from atkit.attacks import pgd
-from atkit.config import load_config
+from atkit.training.config import load_config
 from atkit.data import ImageDataset, stratified_indices
 from atkit.methods import METHODS, StepContext, get_method
 from atkit.methods.divergences import entropy_per_sample, neg_sum_of_squares_per_sample, squared_error_per_sample
 from atkit.methods.fait import bregman_trades_objective, robustness_losses
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 from helpers import (
     no_grad_logits as _logits, ref_ce as _ce, ref_kl_rows as _kl_rows, ref_softmax as _softmax, tiny_batch, TinyNet)
 
@@ -282,7 +282,7 @@ def test_r_measurement_is_repeatable_with_random_start():
 # -- training, registry, errors, parameter files ----------------------------------------------------------------
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_every_method_trains_and_logs_r(name, tmp_path):
-    from atkit.train import Trainer
+    from atkit.training.trainer import Trainer
 
     config = {"method": name, "method_params": {"log_r": True, "log_r_samples": 16}, "dataset": "synthetic",
               "data": {"n_train": 64, "n_test": 32}, "model": "small_cnn",

@@ -8,12 +8,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from atkit.catastrophic_overfitting import FGSM_GAP_POINTS, PGD_DROP_POINTS, catastrophic_overfitting
-from atkit.claims import model_learned
-from atkit.config import RunConfig
+from atkit.training.catastrophic_overfitting import FGSM_GAP_POINTS, PGD_DROP_POINTS, catastrophic_overfitting
+from atkit.experiments.claims import model_learned
+from atkit.training.config import RunConfig
 from atkit.methods import StepContext, get_method
-from atkit.train import Trainer, train
-from atkit.utils import ConfigError
+from atkit.training.trainer import Trainer, train
+from atkit.core.utils import ConfigError
 from helpers import TinyBatch, ref_ce
 
 EPS = 8 / 255

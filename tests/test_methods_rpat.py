@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from atkit.config import RunConfig, load_config
+from atkit.training.config import RunConfig, load_config
 from atkit.methods import METHODS, StepContext, describe_methods, get_method
 from atkit.methods.rpat import rpat_term, sample_alpha
 from atkit.models import AtkitModel
-from atkit.train import Trainer, load_model
-from atkit.utils import ConfigError
+from atkit.training.trainer import Trainer
+from atkit.training.checkpoints import load_model
+from atkit.core.utils import ConfigError
 from helpers import fixed_attack as _fixed_attack, ref_kl_rows as _kl_rows, ref_softmax as _softmax, tiny_batch, TinyNet
 
 REPO = Path(__file__).resolve().parent.parent
@@ -274,7 +275,7 @@ def test_composed_methods_are_listed():
 
 
 def test_cli_lists_the_add_on_and_its_hyperparameters(capsys):
-    from atkit.cli import main
+    from atkit.workbench.cli import main
 
     assert main(["methods"]) == 0
     text = capsys.readouterr().out

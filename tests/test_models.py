@@ -16,7 +16,7 @@ from atkit.models import (
     predict_labels,
     wide_resnet,
 )
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 
 # (model name, num_classes, dummy, batch, expected penultimate dim, expected third-to-last dim,
 #  module whose output (pooled) is third_to_last, or None when it is the input of `fc2`)
@@ -285,7 +285,7 @@ def _meta_build(name, num_classes, dummy):
 
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_every_registered_model_keeps_the_model_contract(name, tmp_path):
-    from atkit.checkpoints import load_checkpoint_file, load_weights
+    from atkit.core.checkpoint_files import load_checkpoint_file, load_weights
 
     counts = {}
     for num_classes in (10, 100):

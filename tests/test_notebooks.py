@@ -7,11 +7,11 @@ import papermill as pm
 import pytest
 import yaml
 
-from atkit.claims import NOT_LEARNED, model_learned
-from atkit.cli import run_notebook
-from atkit.sweep import KERNEL_NAME
-from atkit.utils import ConfigError
-from atkit.widgets import interactive_mode
+from atkit.experiments.claims import NOT_LEARNED, model_learned
+from atkit.workbench.notebooks import run_notebook
+from atkit.workbench.notebooks import KERNEL_NAME
+from atkit.core.utils import ConfigError
+from atkit.workbench.widgets import interactive_mode
 from helpers import REPO, figure_outputs, run_smoke_notebook
 
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -96,7 +96,7 @@ def _tiny_notebook(path):
     params = nbformat.v4.new_code_cell("x = 1")
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(
-        "from atkit.widgets import interactive_mode\nprint('interactive:', interactive_mode(None))")]
+        "from atkit.workbench.widgets import interactive_mode\nprint('interactive:', interactive_mode(None))")]
     nbformat.write(nb, str(path))
     return path
 

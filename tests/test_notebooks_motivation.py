@@ -10,11 +10,11 @@ import pytest
 import torch
 import yaml
 
-from atkit.analysis import CrossAttack, boundary_partition, confusion_matrix
+from atkit.experiments.measures import CrossAttack, boundary_partition, confusion_matrix
 from atkit.attacks import pgd
 from atkit.data import load_dataset
 from atkit.methods import StepContext, get_method
-from atkit.claims import NOT_LEARNED, model_learned
+from atkit.experiments.claims import NOT_LEARNED, model_learned
 from helpers import REPO, TinyNet, figure_outputs, run_smoke_notebook, tiny_batch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,7 +116,7 @@ def test_boundary_samples_notebook(tmp_path):
 
 
 def _assert_verdicts_need_learned_models(checks, clean_accs, n, num_classes=10):
-    """No verdict when no model learned; no "not judged" when every model learned (atkit.claims)."""
+    """No verdict when no model learned; no "not judged" when every model learned (atkit.experiments.claims)."""
     learned = [model_learned(a, num_classes, n=n).learned for a in clean_accs]
     for check in checks:
         if not any(learned):

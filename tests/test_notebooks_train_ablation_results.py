@@ -8,12 +8,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from atkit import reference
-from atkit.cli import run_notebook
+from atkit.experiments import reference
+from atkit.workbench.notebooks import run_notebook
 from atkit.methods import get_method
-from atkit.plots import tradeoff_figure
-from atkit.results import (aggregate_seeds, collect_runs, compare_with_reference, comparison_display, paper_table,
-                           run_config_from, setting_label, tradeoff_points)
+from atkit.workbench.plots import tradeoff_figure
+from atkit.workbench.results import aggregate_seeds, collect_runs, compare_with_reference, comparison_display, paper_table, tradeoff_points
+from atkit.workbench.run_labels import setting_label
+from atkit.training.runs import run_config_from
 from helpers import figure_outputs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -309,8 +310,9 @@ def test_every_parameter_file_of_the_three_notebooks_is_valid():
     """Names the notebooks declare, configs that load, points that build a RunConfig, sweeps that expand."""
     import papermill as pm
 
-    from atkit.sweep import check_parameters, load_grid, make_points, resolve_notebook
-    from atkit.widgets import AblationSession
+    from atkit.workbench.sweep import check_parameters, load_grid, make_points
+    from atkit.workbench.notebooks import resolve_notebook
+    from atkit.workbench.ablation import AblationSession
 
     declared = {n: set(pm.inspect_notebook(str(ROOT / "notebooks" / f"{n}.ipynb"))) for n in
                 ("train", "ablation", "results")}
@@ -331,7 +333,7 @@ def test_every_parameter_file_of_the_three_notebooks_is_valid():
                     "method", "method_params", "dataset", "data", "model", "threat", "epochs", "eval")})
                 assert cfg.method
             if notebook == "ablation":
-                from atkit.sweep import expand_grid
+                from atkit.workbench.sweep import expand_grid
 
                 base = run_config_from(p.get("config") and ROOT / p["config"], overrides=p.get("base") or {})
                 session = AblationSession(base.to_dict(), runs_dir="unused")
@@ -357,7 +359,7 @@ def test_dummy_class_runs_show_the_adaptive_protocol_beside_the_published_one(tm
     agg = aggregate_seeds(collect_runs(tmp_path))
     assert set(agg["protocol"]) == {"published", "adaptive"}
     row = paper_table(agg).iloc[0]
-    # One seed: the accuracy with its 95 % Wilson interval on the n = 10 images (atkit.stats).
+    # One seed: the accuracy with its 95 % Wilson interval on the n = 10 images (atkit.core.stats).
     assert row["AA best"] == "58.00 [31.3, 83.2]" and row["AA best (adaptive)"] == "41.00 [16.8, 68.7]"
     assert row["protocol"] == "published" and row["n"] == 10
     ref = [r for r in reference.select(["DUCAT / Table 1"], dataset="cifar10") if r.method == "pgd_at+ducat"]

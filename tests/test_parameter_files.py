@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import yaml
 
-from atkit.config import RunConfig, load_config, load_config_dict
-from atkit.utils import apply_set_options
+from atkit.training.config import RunConfig, load_config, load_config_dict
+from atkit.core.utils import apply_set_options
 from helpers import REPO
 
 PAPER = REPO / "parameters" / "paper"

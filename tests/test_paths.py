@@ -8,11 +8,11 @@ import papermill as pm
 import pytest
 import yaml
 
-from atkit import paths
-from atkit.config import RunConfig
-from atkit.results import collect_runs
-from atkit.runs import iter_runs
-from atkit.train import new_run_dir
+from atkit.core import paths
+from atkit.training.config import RunConfig
+from atkit.workbench.results import collect_runs
+from atkit.training.runs import iter_runs
+from atkit.training.setup import new_run_dir
 from helpers import REPO, figure_outputs
 
 
@@ -49,7 +49,7 @@ def test_atkit_outputs_replaces_the_outputs_folder(elsewhere, tmp_path, monkeypa
 
 
 def test_an_installed_copy_without_a_checkout_falls_back_to_atkit_root_or_home(elsewhere, tmp_path, monkeypatch):
-    monkeypatch.setattr(paths, "_PACKAGE_DIR", tmp_path / "site-packages" / "atkit")
+    monkeypatch.setattr(paths, "PACKAGE_DIR", tmp_path / "site-packages" / "atkit")
     monkeypatch.delenv(paths.ROOT_ENV, raising=False)
     assert paths.project_root() == Path.home() / "atkit"
     monkeypatch.setenv(paths.ROOT_ENV, str(tmp_path / "root"))
@@ -75,7 +75,7 @@ def test_run_folders_and_the_run_scan_use_the_outputs_root(elsewhere, tmp_path, 
 
 
 def test_sweep_out_is_read_against_the_outputs_root(elsewhere, tmp_path, monkeypatch, capsys):
-    from atkit.cli import main
+    from atkit.workbench.cli import main
 
     monkeypatch.setenv(paths.OUTPUTS_ENV, str(tmp_path / "store"))
     assert main(["sweep", "-f", str(REPO / "parameters" / "demo" / "ablation_sweep.yaml"), "--out", "outputs/sw",

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from atkit import cli
+from atkit.workbench import cli
 from atkit.evaluation import evaluate
-from atkit.progress import (PROGRESS_ENV, LineProgress, Phases, decide_progress_mode, eta_seconds, progress_bar,
+from atkit.core.progress import (PROGRESS_ENV, LineProgress, Phases, decide_progress_mode, eta_seconds, progress_bar,
                             progress_mode)
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 
 from helpers import TinyConvNet, make_blobs
 

@@ -1,4 +1,4 @@
-"""atkit.reference loads the published numbers from its data files (atkit/reference_data/*.json), also from an
+"""atkit.experiments.reference loads the published numbers from its data files (atkit/experiments/reference_data/*.json), also from an
 installed wheel, and refuses a malformed file with a message naming the file and the entry."""
 import json
 import shutil
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from atkit import reference
+from atkit.experiments import reference
 from helpers import REPO
 
 
@@ -62,10 +62,10 @@ def test_an_installed_wheel_carries_the_data_files(tmp_path):
                     "-w", str(tmp_path / "dist")], check=True, cwd=src, capture_output=True)
     wheel = next((tmp_path / "dist").glob("atkit-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {f"atkit/reference_data/{n}" for n in reference.DATA_FILES} <= set(names)
+    assert {f"atkit/experiments/reference_data/{n}" for n in reference.DATA_FILES} <= set(names)
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    code = ("import atkit.reference as r; print(r.data_folder()); print(len(r.REFERENCES))")
+    code = ("import atkit.experiments.reference as r; print(r.data_folder()); print(len(r.REFERENCES))")
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, cwd=tmp_path,
                          env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}).stdout.split("\n")
     assert Path(out[0]).is_relative_to(site) and int(out[1]) == len(reference.REFERENCES)

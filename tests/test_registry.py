@@ -1,8 +1,8 @@
-"""The one registration helper (atkit.registry.Registry)."""
+"""The one registration helper (atkit.core.registry.Registry)."""
 import pytest
 
-from atkit.registry import REQUIRED, Registry
-from atkit.utils import ConfigError
+from atkit.core.registry import REQUIRED, Registry
+from atkit.core.utils import ConfigError
 
 
 def test_register_get_and_unknown_name_error():

@@ -12,17 +12,18 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from PIL import Image
 
-import atkit.utils
-from atkit.cli import main, run_notebook
-from atkit.config import RunConfig, drop_last_batch
+import atkit.core.utils
+from atkit.workbench.cli import main
+from atkit.workbench.notebooks import run_notebook
+from atkit.training.config import RunConfig, drop_last_batch
 from atkit.data import load_dataset
-from atkit.runs import find_run
-from atkit.train import NonFiniteLossError, Trainer, train
-from atkit.utils import ConfigError, FolderLock, RunInUseError, atomic_write_text, claim_output_folder
+from atkit.training.runs import find_run
+from atkit.training.epoch import NonFiniteLossError
+from atkit.training.trainer import Trainer, train
+from atkit.core.utils import ConfigError, FolderLock, RunInUseError, atomic_write_text, claim_output_folder
 
 REPO = Path(__file__).resolve().parent.parent
 # 16 px images, a narrow small_cnn, one epoch of 2 steps (128 / 64) with a 1-step attack: about a second.
@@ -114,7 +115,7 @@ def test_any_exception_marks_the_run_failed_with_its_message(tmp_path):
 CONTENDER = r'''
 import json, os, sys, time
 import torch
-from atkit.runs import train_or_load
+from atkit.training.runs import train_or_load
 
 stop = int(os.environ.get("ATKIT_TEST_STOP", "0"))
 calls = [0]
@@ -196,7 +197,7 @@ def test_eval_prints_the_numbers_when_the_write_fails_after_all(finished_run, tm
     def full(path, obj):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(atkit.utils, "atomic_write_json", full)
+    monkeypatch.setattr(atkit.core.utils, "atomic_write_json", full)
     assert main(["eval", str(finished_run), "--attacks", "clean", "--quiet", "--out", str(tmp_path / "e.json")]) == 1
     captured = capsys.readouterr()
     printed = json.loads(captured.out.strip().splitlines()[0])
@@ -307,7 +308,7 @@ def test_duplicate_keys_are_refused_in_nested_mappings_and_parameter_files(tmp_p
     path = tmp_path / "p.yaml"
     path.write_text("threat:\n  eps: 0.03\n  eps: 0.01\n")
     with pytest.raises(ConfigError, match="duplicate key 'eps' .*first at line 2"):
-        atkit.utils.load_yaml_mapping(path)
+        atkit.core.utils.load_yaml_mapping(path)
     with pytest.raises(ConfigError, match="duplicate key 'eps'"):
         run_notebook("results", str(path), str(tmp_path / "out"), progress=False)
 
@@ -335,12 +336,12 @@ def test_corrupt_jpeg_is_named_and_leaves_no_run_folder(tmp_path):
 
 
 def test_any_error_before_training_leaves_no_run_folder(tmp_path, monkeypatch):
-    import atkit.train
+    import atkit.training.trainer
 
     def broken(*a, **k):
         raise RuntimeError("model construction failed")
 
-    monkeypatch.setattr(atkit.train, "prepare", broken)
+    monkeypatch.setattr(atkit.training.trainer, "prepare", broken)
     with pytest.raises(RuntimeError, match="model construction failed"):
         Trainer.new(_config(tmp_path), progress=False)
     assert _folders(tmp_path) == []

@@ -23,11 +23,11 @@ import torch
 import yaml
 from PIL import Image
 
-import atkit.cli
-import atkit.utils
-from atkit.cli import main
-from atkit.train import train
-from atkit.utils import ConfigError
+import atkit.workbench.cli_eval
+import atkit.core.utils
+from atkit.workbench.cli import main
+from atkit.training.trainer import train
+from atkit.core.utils import ConfigError
 from helpers import one_line
 
 REPO = Path(__file__).resolve().parent.parent
@@ -127,13 +127,13 @@ def test_the_checkpoint_hash_is_of_the_bytes_evaluated(finished_run, tmp_path, m
     run = _copy_run(finished_run, tmp_path)
     ckpt = run / "checkpoints" / "best.pt"
     loaded = hashlib.sha256(ckpt.read_bytes()).hexdigest()
-    real_load_dataset = atkit.cli.load_dataset
+    real_load_dataset = atkit.workbench.cli_eval.load_dataset
 
     def replaced_meanwhile(*a, **k):  # another process writes the file after atkit read it
         ckpt.write_bytes(ckpt.read_bytes() + b"another file now")
         return real_load_dataset(*a, **k)
 
-    monkeypatch.setattr(atkit.cli, "load_dataset", replaced_meanwhile)
+    monkeypatch.setattr(atkit.workbench.cli_eval, "load_dataset", replaced_meanwhile)
     assert main(["eval", str(run), "--attacks", "clean", "--quiet", "--out", str(tmp_path / "e.json")]) == 0
     record = json.loads((tmp_path / "e.json").read_text())["provenance"]["checkpoint"]
     assert record["sha256"] == loaded and record["sha256"] != hashlib.sha256(ckpt.read_bytes()).hexdigest()
@@ -206,14 +206,14 @@ def test_a_full_disk_at_the_final_write_keeps_the_numbers(tmp_path, monkeypatch,
     config.write_text(yaml.safe_dump(_config(tmp_path)))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    real = atkit.utils.atomic_write_bytes
+    real = atkit.core.utils.atomic_write_bytes
 
     def full(path, data):
         if Path(path).name == "eval.json":
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, data)
 
-    monkeypatch.setattr(atkit.utils, "atomic_write_bytes", full)
+    monkeypatch.setattr(atkit.core.utils, "atomic_write_bytes", full)
     assert main(["train", str(config), "--quiet"]) == 1
     line = one_line(capsys.readouterr().err)
     kept = next((tmp_path / "tmp" / "atkit-unsaved").glob("*-eval.json"))
@@ -238,7 +238,7 @@ def step(self, *a, **k):
 
 
 torch.optim.SGD.step = step
-from atkit.cli import main
+from atkit.workbench.cli import main
 sys.exit(main(sys.argv[1:]))
 '''
 
@@ -289,7 +289,7 @@ def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, command):
 
 
 def test_yaml_size_check_and_bounded_messages():
-    from atkit.utils import parse_set_options, short_repr, yaml_expanded_size
+    from atkit.core.utils import parse_set_options, short_repr, yaml_expanded_size
 
     node = yaml.compose(BOMB)
     assert yaml_expanded_size(node, limit=10 ** 12) > 9 ** 9  # counted without expanding anything
@@ -323,14 +323,14 @@ def test_resume_of_a_torn_last_checkpoint_gives_a_remedy_that_works(finished_run
 def test_a_garbage_checkpoint_is_reported_before_the_dataset_loads(tmp_path, monkeypatch, capsys):
     garbage = tmp_path / "weights.pt"
     garbage.write_bytes(b"<html>404 Not Found</html>")
-    monkeypatch.setattr(atkit.cli, "load_dataset", lambda *a, **k: pytest.fail("the dataset was loaded first"))
+    monkeypatch.setattr(atkit.workbench.cli_eval, "load_dataset", lambda *a, **k: pytest.fail("the dataset was loaded first"))
     assert main(["eval", "--checkpoint", str(garbage), "--model", "small_cnn", "--quiet"]) == 2
-    message = one_line(capsys.readouterr().err)  # one line naming the file and what it is (atkit.checkpoint_sniff)
+    message = one_line(capsys.readouterr().err)  # one line naming the file and what it is (atkit.core.checkpoint_sniff)
     assert "weights.pt" in message and "is an HTML page" in message
 
 
 def test_a_zip_bomb_checkpoint_is_refused_from_its_declared_sizes(tmp_path, monkeypatch):
-    import atkit.checkpoints as checkpoints
+    import atkit.core.checkpoint_files as checkpoints
 
     bomb = tmp_path / "bomb.pt"
     with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -338,7 +338,7 @@ def test_a_zip_bomb_checkpoint_is_refused_from_its_declared_sizes(tmp_path, monk
             for _ in range(32):
                 f.write(bytes(1 << 20))  # 32 MiB of zeros: about 32 KiB deflated
     assert bomb.stat().st_size < (1 << 20)
-    monkeypatch.setattr(checkpoints, "MIN_DECLARED_LIMIT", 1 << 20, raising=False)  # the floor, scaled down
+    monkeypatch.setattr(checkpoints, "MIN_DECLARED_LIMIT", 1 << 20)  # the floor, scaled down
     monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("inflated before the size check"))
     with pytest.raises(ConfigError, match=r"declare 33,554,432 bytes once unpacked.*zip bomb"):
         checkpoints.load_checkpoint_file(bomb)
@@ -390,7 +390,7 @@ def _fake_run(folder: Path, config, eval_text=None) -> Path:
 
 
 def test_results_tables_follow_links_and_skip_foreign_or_damaged_files(tmp_path):
-    from atkit.results import collect_runs
+    from atkit.workbench.results import collect_runs
 
     good = {"method": "pgd_at", "dataset": "synthetic", "model": "small_cnn", "seed": 0, "epochs": 1}
     _fake_run(tmp_path / "store" / "linked", good)

@@ -68,7 +68,7 @@ def test_rpat_first_round_reproduces_the_issue_cross_check_and_follows_the_rules
     """The pooled per-image analysis of the committed first round (final checkpoint): PGD-AT+RPAT - PGD-AT is
     -0.09 [-0.69, +0.52] (APGD-CE+DLR) and -0.18 [-0.88, +0.51] (PGD-20); Cochran's Q summed over the 8 cells
     (2 pairs x 4 attacks, 2 df each) is 12.9 on 16 df, p = 0.68. Every verdict is the rule's."""
-    from atkit.claims import published_difference_verdict, rpat_table1_direction
+    from atkit.experiments.claims import published_difference_verdict, rpat_table1_direction
 
     rp = json.loads((HERE / "summary.json").read_text())["rpat"]
     cell = {(c["method"], c["which"], c["attack"]): c for c in rp["cells"]}
@@ -99,8 +99,8 @@ def test_benchmarks_precision_table_is_rendered_from_the_summary():
 
 
 def test_bf16_default_is_the_measured_decision():
-    """atkit.fast.BF16_VERIFIED_METHODS is exactly the set the committed parity runs accept, rule recomputed."""
-    from atkit import fast
+    """atkit.core.fast.BF16_VERIFIED_METHODS is exactly the set the committed parity runs accept, rule recomputed."""
+    from atkit.core import fast
 
     prec = json.loads((HERE / "summary.json").read_text())["precision"]
     if prec is None:
@@ -189,8 +189,8 @@ def _fake_round2(outputs, seeds=(10, 11, 12), n=600, n_apgd=300):
 
 
 def test_round2_collect_summarise_and_render_on_a_synthetic_round(tmp_path):
-    from atkit.claims import published_difference_verdict, rpat_table1_direction
-    from atkit.stats import minimal_detectable_effect, paired_difference, pool_paired_differences, seeds_needed
+    from atkit.experiments.claims import published_difference_verdict, rpat_table1_direction
+    from atkit.core.stats import minimal_detectable_effect, paired_difference, pool_paired_differences, seeds_needed
 
     build = _build()
     outputs, into = tmp_path / "outputs" / "cpu" / "round2" / "runs", tmp_path / "round2"
@@ -207,7 +207,7 @@ def test_round2_collect_summarise_and_render_on_a_synthetic_round(tmp_path):
     for (method, attack), c in cells.items():
         base = method.split("+")[0]
         assert c["seeds"] == [10, 11, 12] and c["n"] == (300 if attack == "apgd" else 600)
-        # The pooled analysis, recomputed from the fake files by atkit.stats directly.
+        # The pooled analysis, recomputed from the fake files by atkit.core.stats directly.
         def flags(m, s):
             run = into / "runs" / f"{m}-s{s}"
             ev = json.loads((run / ("eval-apgd2000.json" if attack == "apgd" else "eval.json")).read_text())

@@ -1,4 +1,4 @@
-"""Run reuse (atkit.runs): an identical finished run is reused only when it was trained on the same bytes; one
+"""Run reuse (atkit.training.runs): an identical finished run is reused only when it was trained on the same bytes; one
 policy (reuse_action) decides reuse, resume or refuse for open_run and train_or_load alike."""
 import json
 from pathlib import Path
@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from atkit.config import RunConfig
+from atkit.training.config import RunConfig
 from atkit.data import load_dataset
-from atkit.runs import data_fingerprint, find_run, open_run, reuse_action, select_run, train_or_load
-from atkit.train import Trainer, train
-from atkit.utils import ConfigError, FolderLock
+from atkit.training.runs import data_fingerprint, find_run, open_run, reuse_action, select_run, train_or_load
+from atkit.training.trainer import Trainer, train
+from atkit.core.utils import ConfigError, FolderLock
 
 TINY = dict(method="standard", dataset="synthetic", data={"n_train": 128, "n_test": 32, "image_size": 16},
             model="small_cnn", batch_size=64, schedule="constant", epochs=1, max_steps_per_epoch=1,

@@ -1,4 +1,4 @@
-"""Evaluation sanity checks (atkit.sanity): a model that masks its gradients on purpose is flagged,
+"""Evaluation sanity checks (atkit.evaluation.sanity): a model that masks its gradients on purpose is flagged,
 a normally trained model passes, and the checks reach EvalResult, its JSON, its table and eval.json."""
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atkit.config import RunConfig
+from atkit.training.config import RunConfig
 from atkit.evaluation import EvalResult, evaluate, results_table
 from atkit.models.base import AtkitModel
 from atkit.evaluation.sanity import CHECK_NAMES, checks_summary, run_sanity_checks
 from atkit.evaluation.sanity.checks import _monotone
-from atkit.train import train
-from atkit.utils import ConfigError
+from atkit.training.trainer import train
+from atkit.core.utils import ConfigError
 from helpers import fit_blobs, make_blobs
 
 NUM_CLASSES = 4
@@ -235,9 +235,9 @@ def test_checks_in_eval_result_json_and_tables(trained, tmp_path):
 
 
 def test_final_evaluation_writes_checks(tmp_path, monkeypatch):
-    import atkit.sanity
+    import atkit.evaluation.sanity
 
-    real = atkit.sanity.run_sanity_checks
+    real = atkit.evaluation.sanity.run_sanity_checks
     seen = []
 
     def cheap(*args, **kwargs):  # the full budgets are for real models; the wiring is what is tested here
@@ -245,7 +245,7 @@ def test_final_evaluation_writes_checks(tmp_path, monkeypatch):
         return real(*args, **kwargs, steps_attacks=("fgsm", "pgd2"), eps_steps=2, large_eps_steps=5,
                     square_queries=10)
 
-    monkeypatch.setattr(atkit.sanity, "run_sanity_checks", cheap)
+    monkeypatch.setattr(atkit.evaluation.sanity, "run_sanity_checks", cheap)
     cfg = RunConfig.from_dict(dict(
         method="standard", dataset="synthetic", data={"n_train": 64, "n_test": 16}, model="small_cnn",
         batch_size=32, schedule="constant", epochs=1, max_steps_per_epoch=2, out_dir=str(tmp_path / "runs"),

@@ -1,4 +1,4 @@
-"""atkit.stats against scipy.stats, published worked examples and hand-computed values."""
+"""atkit.core.stats against scipy.stats, published worked examples and hand-computed values."""
 import math
 from fractions import Fraction
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from atkit.stats import (HETEROGENEITY_LEVEL, Z95, PairedDifference, accuracy_record, bootstrap_over_images,
+from atkit.core.stats import (HETEROGENEITY_LEVEL, Z95, PairedDifference, accuracy_record, bootstrap_over_images,
                          equivalence_test, format_accuracy, format_seed_summary, mcnemar_from_counts, mcnemar_test,
                          minimal_detectable_effect, newcombe_paired_interval, paired_difference,
                          pool_paired_differences, seed_difference, seed_summary, seeds_needed, wilson_interval)
@@ -99,7 +99,7 @@ def test_mean_difference_interval_matches_welch_on_normal_samples_and_is_seeded(
     import numpy as np
     from scipy import stats as st
 
-    from atkit.stats import mean_difference_interval
+    from atkit.core.stats import mean_difference_interval
 
     rng = np.random.default_rng(4)
     a, b = rng.normal(1.0, 2.0, 800), rng.normal(0.6, 1.0, 600)

@@ -11,12 +11,12 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell
 
-import atkit.sweep as sweep_module
-from atkit.cli import main as cli_main
-from atkit.config import load_config
-from atkit.runs import data_fingerprint
-from atkit.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
-from atkit.utils import ConfigError
+import atkit.workbench.sweep as sweep_module
+from atkit.workbench.cli import main as cli_main
+from atkit.training.config import load_config
+from atkit.training.runs import data_fingerprint
+from atkit.workbench.sweep import SweepSpec, expand_grid, load_grid, make_points, run_sweep
+from atkit.core.utils import ConfigError
 from helpers import wait_until, write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def submitit_api():
     pytest.importorskip("submitit")
-    from atkit import sweep_submitit
+    from atkit.workbench import sweep_submitit
 
     return sweep_submitit
 

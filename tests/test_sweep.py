@@ -12,10 +12,10 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell
 
-from atkit.cli import main as cli_main
-from atkit.sweep import (SweepSpec, expand_grid, load_grid, make_points, point_params, run_sweep, set_dotted,
-                         worker_slots)
-from atkit.utils import ConfigError
+from atkit.workbench.cli import main as cli_main
+from atkit.workbench.sweep import SweepSpec, expand_grid, load_grid, make_points, point_params, run_sweep, worker_slots
+from atkit.core.utils import set_dotted
+from atkit.core.utils import ConfigError
 from helpers import write_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,11 +121,11 @@ def test_an_unknown_notebook_parameter_is_refused_before_anything_runs(tmp_path)
 
 
 def test_notebook_lookup_and_parameter_check_are_one_implementation(tmp_path):
-    import atkit.cli
-    import atkit.notebooks as notebooks
-    import atkit.sweep
+    import atkit.workbench.cli
+    import atkit.workbench.notebooks as notebooks
+    import atkit.workbench.sweep
 
-    assert atkit.cli.run_notebook is notebooks.run_notebook and atkit.sweep.resolve_notebook is notebooks.resolve_notebook
+    assert atkit.workbench.cli.run_notebook is notebooks.run_notebook and atkit.workbench.sweep.resolve_notebook is notebooks.resolve_notebook
     assert notebooks.resolve_notebook("ablation") == ROOT / "notebooks" / "ablation.ipynb"
     with pytest.raises(ConfigError, match="notebook 'ablaton' not found; available: .*ablation"):
         notebooks.resolve_notebook("ablaton")

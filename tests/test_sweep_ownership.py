@@ -16,9 +16,9 @@ import pytest
 import yaml
 from nbformat.v4 import new_code_cell
 
-from atkit.cli import main
-from atkit.sweep import SweepSpec, make_points
-from atkit.utils import FolderLock
+from atkit.workbench.cli import main
+from atkit.workbench.sweep import SweepSpec, make_points
+from atkit.core.utils import FolderLock
 from helpers import one_line, wait_until, write_notebook
 
 REPO = Path(__file__).resolve().parent.parent
@@ -146,7 +146,7 @@ def test_status_and_cancel_act_only_on_verified_jobs_of_their_own(tmp_path, monk
 def test_a_live_job_of_the_sweep_is_recognised_and_cancelled(tmp_path, monkeypatch, capsys):
     """The other side of the check: the process recorded at submission (same start time, same command line) is
     the sweep's, shown running and cancelled with SIGINT."""
-    from atkit.sweep_jobs import job_record
+    from atkit.workbench.sweep_jobs import job_record
 
     signals = _Signals(monkeypatch)
     logs = tmp_path / "sweep" / "_submitit" / "logs"
@@ -182,7 +182,7 @@ class _FakeExecutor:
 
 def test_a_stale_record_never_blocks_a_point_and_an_unknown_state_is_held(tmp_path, monkeypatch, fake_slurm):
     submitit = pytest.importorskip("submitit")
-    from atkit import sweep_submitit
+    from atkit.workbench import sweep_submitit
 
     monkeypatch.setattr(submitit, "AutoExecutor", _FakeExecutor)
     nb = _gate_notebook(tmp_path)
@@ -206,7 +206,7 @@ def test_a_stale_record_never_blocks_a_point_and_an_unknown_state_is_held(tmp_pa
 
 
 def test_job_id_forms():
-    from atkit.processes import job_id_problem
+    from atkit.core.processes import job_id_problem
 
     for bad in ("0", "1", "-1", "", "12 34", "1e3", "--user=x", "0x10", 7):
         assert job_id_problem("local", bad) is not None, bad
@@ -293,7 +293,7 @@ def test_a_grid_name_is_a_plain_name_and_the_submitit_default_out_is_the_local_r
 
 
 def test_damaged_sweep_files_give_a_warning_orone_line(tmp_path, capsys):
-    from atkit.sweep import is_done
+    from atkit.workbench.sweep_jobs import is_done
 
     out = tmp_path / "sweep"
     (out / "p0").mkdir(parents=True)
@@ -314,7 +314,7 @@ def test_damaged_sweep_files_give_a_warning_orone_line(tmp_path, capsys):
 def test_a_process_identity_read_before_exec_still_names_only_that_process():
     """A controller's command line can be empty when read between fork and exec; its start time then identifies it,
     and a process with another start time (the id reused) is never taken for it."""
-    from atkit.processes import process_identity, same_process
+    from atkit.core.processes import process_identity, same_process
 
     now = process_identity(os.getpid())
     assert now is not None and now["cmdline"]

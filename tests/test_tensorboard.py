@@ -10,9 +10,9 @@ import pytest
 pytest.importorskip("tensorboard")
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
-from atkit.config import load_config  # noqa: E402
-from atkit.train import Trainer, train  # noqa: E402
-from atkit.utils import ConfigError  # noqa: E402
+from atkit.training.config import load_config  # noqa: E402
+from atkit.training.trainer import Trainer, train  # noqa: E402
+from atkit.core.utils import ConfigError  # noqa: E402
 
 
 def _config(tmp_path, epochs=2, **extra):

@@ -8,9 +8,11 @@ import pytest
 import torch
 import yaml
 
-from atkit.config import RunConfig, load_config
-from atkit.train import NonFiniteLossError, Trainer, load_model, train
-from atkit.utils import ConfigError
+from atkit.training.config import RunConfig, load_config
+from atkit.training.epoch import NonFiniteLossError
+from atkit.training.trainer import Trainer, train
+from atkit.training.checkpoints import load_model
+from atkit.core.utils import ConfigError
 
 TINY = dict(dataset="synthetic", data={"n_train": 256, "n_test": 64}, model="small_cnn", batch_size=64,
             schedule="constant", epochs=2, eval={"n_test": 64, "pgd_steps": 2, "final_attacks": ["clean"]},
@@ -157,7 +159,7 @@ def test_cli_train_and_bad_yaml(tmp_path):
 
 
 def test_last_batch_policy():
-    from atkit.config import drop_last_batch
+    from atkit.training.config import drop_last_batch
 
     # The standard datasets at their standard batch sizes keep every image, as the papers' code does.
     assert not drop_last_batch(50000, 128) and not drop_last_batch(50000, 512) and not drop_last_batch(73257, 128)

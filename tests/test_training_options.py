@@ -13,17 +13,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
-from atkit import models, reference
-from atkit.accumulate import micro_batches
+from atkit import models
+from atkit.experiments import reference
+from atkit.training.accumulate import micro_batches
 from atkit.attacks.losses import ce_objective
-from atkit.augment import CutMix, CutMixParams, cutmix, cutmix_box, training_options
-from atkit.config import RunConfig, load_config
+from atkit.training.augment import CutMix, CutMixParams, cutmix, cutmix_box, training_options
+from atkit.training.config import RunConfig, load_config
 from atkit.data import Batch
 from atkit.methods import METHODS, StepContext, composite_names, get_method
 from atkit.models.base import AtkitModel
-from atkit.results import setting_of
-from atkit.train import train
-from atkit.utils import ConfigError
+from atkit.workbench.run_labels import setting_of
+from atkit.training.trainer import train
+from atkit.core.utils import ConfigError
 from helpers import REPO, ref_log_softmax
 
 C = 10

@@ -13,9 +13,9 @@ import torch
 
 from atkit.methods import METHODS, Params, register
 from atkit.methods.pgd_at import PGDAT
-from atkit.utils import ConfigError
-from atkit.widgets import (AblationSession, AblationUI, param_specs, parse_text_value, results_columns, results_html,
-                           split_point)
+from atkit.core.utils import ConfigError
+from atkit.workbench.ablation import AblationSession, param_specs, parse_text_value, results_columns, split_point
+from atkit.workbench.widgets import AblationUI, results_html
 
 TINY = dict(method="pgd_at", dataset="synthetic", data={"n_train": 64, "n_test": 16}, model="small_cnn", epochs=1,
             batch_size=32, max_steps_per_epoch=2, threat={"steps": 1}, schedule="constant", device="cpu",

@@ -1,6 +1,6 @@
 """Attack algorithms: PGD (L-inf/L2, several objectives, targeted), FGSM and random noise, and the threat model.
 
-The building blocks that training methods and evaluation attacks both use; the evaluation attacks themselves
+Owns the building blocks that training methods and evaluation attacks both use; the evaluation attacks themselves
 (registered by name, official AutoAttack included) live in :mod:`atkit.evaluation`. May import core only.
 """
 from .._moved import gone_names

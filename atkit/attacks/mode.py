@@ -7,7 +7,7 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 
-from ..utils import check_choice
+from ..core.utils import check_choice
 
 BN_MODES = ("eval", "train")
 

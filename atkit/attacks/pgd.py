@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..utils import ConfigError, check_choice, unknown_name_error
+from ..core.utils import ConfigError, check_choice, unknown_name_error
 from .losses import ATTACK_OBJECTIVES, NEEDS_CLEAN_LOGITS, AttackLoss
 from .mode import attack_mode
 

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from ..utils import ConfigError, check_field_types, unknown_name_error
+from ..core.utils import ConfigError, check_field_types, unknown_name_error
 from .pgd import check_budget
 
 # norm -> the papers' budget (docs/methods.md, common protocol).

@@ -1,6 +1,8 @@
-"""Datasets as uint8 tensors held in memory, and a device-side batch loader with augmentation.
+"""Data: datasets as uint8 tensors held in memory, and a device-side batch loader with augmentation.
 
-One module per concern, all re-exported here (``from atkit.data import load_dataset`` etc.):
+Owns the dataset registry and loaders, the class-stratified subsets every evaluation takes, and the record of which
+test images an evaluation used. May import core only; every wing above may import it. One module per concern, all
+re-exported here (``from atkit.data import load_dataset`` etc.):
 
 - :mod:`atkit.data.dataset`: the container :class:`ImageDataset`, its validation split, its fingerprint and the
   class-stratified, seeded subsets (:func:`stratified_order`, :func:`stratified_indices`);
@@ -9,7 +11,11 @@ One module per concern, all re-exported here (``from atkit.data import load_data
   ImageFolder trees, Tiny-ImageNet, the synthetic set), the decode cache, and :func:`load_dataset`;
 - :mod:`atkit.data.loader`: :class:`Batch`, :class:`BatchLoader` and the batched crop/flip augmentation.
 """
-from .dataset import ImageDataset, split_validation, stratified_indices, stratified_order
+import importlib
+import pkgutil
+
+from .dataset import (ImageDataset, split_validation, stratified_indices, stratified_order, test_images_record,
+                      to_float_images)
 from .loader import Batch, BatchLoader, EpochPlan, crop_flip, eval_loader
 from .sources import (
     DATASETS,
@@ -23,10 +29,13 @@ from .sources import (
 )
 from .synthetic import available_memory_bytes, check_synthetic_options, make_synthetic, synthetic_bytes
 
-# Private helpers reachable as atkit.data._name before the split (tests use the synthetic ones).
-from .dataset import _mix_seed  # noqa: E402,F401
-from .sources import _decode_image  # noqa: E402,F401
-from .synthetic import _palette, _texture_tiles  # noqa: E402,F401
+#: The modules above; every other module of this folder is imported, which registers its datasets (a new dataset is
+#: one file with a ``@DATASETS.register("name")`` loader).
+INFRASTRUCTURE = ("dataset", "loader", "sources", "synthetic")
+
+for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _module not in INFRASTRUCTURE:
+        importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = [
     "DATASETS",
@@ -42,4 +51,6 @@ __all__ = [
     "split_validation",
     "stratified_indices",
     "stratified_order",
+    "test_images_record",
+    "to_float_images",
 ]

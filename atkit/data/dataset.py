@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
 
-from atkit.utils import ConfigError
+from atkit.core.utils import ConfigError
 
-__all__ = ["ImageDataset", "split_validation", "stratified_indices", "stratified_order"]
+__all__ = ["ImageDataset", "split_validation", "stratified_indices", "stratified_order", "test_images_record",
+           "to_float_images"]
 
 
 @dataclass
@@ -213,3 +214,16 @@ def _mix_seed(*parts: int) -> int:
     state = np.random.SeedSequence(words).generate_state(2, dtype=np.uint32)
     return int((int(state[0]) << 31) ^ int(state[1])) & (2**63 - 1)
 
+
+def to_float_images(x: torch.Tensor) -> torch.Tensor:
+    """uint8 images (as datasets store them) to float in [0, 1]; float input is returned as is."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
+def test_images_record(dataset: Any, indices: torch.Tensor, fingerprint: Optional[str] = None) -> dict[str, Any]:
+    """Which test images an evaluation used: dataset, fingerprint, and the indices (``"all"`` for the whole split)."""
+    n_total = len(dataset.test_y)
+    whole = len(indices) == n_total and bool(torch.equal(indices, torch.arange(n_total)))
+    return {"dataset": dataset.name, "fingerprint": fingerprint or dataset.fingerprint(), "split": "test",
+            "n": int(len(indices)), "of": int(n_total), "selection": "all" if whole else "stratified(seed=0)",
+            "indices": "all" if whole else [int(i) for i in indices]}

@@ -10,7 +10,7 @@ from typing import Iterator, NamedTuple
 import torch
 import torch.nn.functional as F
 
-from atkit.utils import ConfigError, resolve_device
+from atkit.core.utils import ConfigError, resolve_device
 
 from .dataset import _mix_seed
 

@@ -29,8 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from atkit.registry import Registry
-from atkit.utils import ConfigError, atomic_torch_save, atomic_write_text, unknown_name_error
+from atkit.core.registry import Registry
+from atkit.core.utils import ConfigError, atomic_torch_save, atomic_write_text, unknown_name_error
 
 from .dataset import ImageDataset
 from .synthetic import check_synthetic_options, make_synthetic

@@ -10,7 +10,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 
-from atkit.utils import ConfigError, check_choice, check_type
+from atkit.core.utils import ConfigError, check_choice, check_type
 
 from .dataset import ImageDataset, _mix_seed
 

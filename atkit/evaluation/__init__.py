@@ -3,10 +3,11 @@
 Owns the evaluation attacks (one registered file each in :mod:`atkit.evaluation.attacks`, the registry and the
 name grammar in :mod:`.attack`), what they attack and how success is decided (:mod:`.target`: always the
 prediction that is scored), the one attack loop (:mod:`.runner`), the official AutoAttack driver
-(:mod:`.autoattack`), the result and its JSON (:mod:`.result`), the DUCAT protocols' worst case, and the
-gradient-masking sanity checks (:mod:`.sanity`). May import the attack algorithms (:mod:`atkit.attacks`), the
-models, and core (utils, params, registry, stats, progress, provenance, fast); nothing that trains, runs
-experiments or drives notebooks imports back into it.
+(:mod:`.autoattack`), the result and its JSON (:mod:`.result`), the DUCAT protocols' worst case, the
+gradient-masking sanity checks (:mod:`.sanity`), paired comparisons of evaluations on the same images
+(:mod:`.compare`) and RobustBench model cards (:mod:`.card`). May import the attack algorithms
+(:mod:`atkit.attacks`), the models and core; training, experiments and the workbench import it, never the other
+way round.
 
     from atkit.evaluation import evaluate
     result = evaluate(model, x, y, attacks=["clean", "pgd20", "aa"])      # x in [0, 1], y labels

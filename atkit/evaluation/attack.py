@@ -22,14 +22,14 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping, Optional, Sequence
 
 import yaml
 from torch import Tensor
 
-from ..params import build_params, describe_params, param_defaults
-from ..registry import Registry
-from ..utils import ConfigError, unknown_name_error
+from ..core.params import build_params, describe_params, param_defaults
+from ..core.registry import Registry
+from ..core.utils import ConfigError, unknown_name_error
 
 if TYPE_CHECKING:  # annotations only: target imports nothing from here at run time either
     from .target import AttackTarget

@@ -42,8 +42,9 @@ from torch import Tensor
 
 from ..attacks.mode import attack_mode
 from ..attacks.pgd import check_budget
-from ..provenance import autoattack_budget
-from ..utils import ConfigError, atomic_torch_save, atomic_write_json, check_choice, model_device, unknown_name_error
+from ..core.provenance import autoattack_budget
+from ..core.utils import (ConfigError, atomic_torch_save, atomic_write_json, check_choice, model_device,
+                          unknown_name_error)
 
 logger = logging.getLogger("atkit.autoattack")
 
@@ -367,7 +368,7 @@ def run_autoattack(
     ``<state_path>.xadv.pt``). ``eps = 0`` returns the clean result at once, without running the attacks.
     ``on_batch(attack, done, total)`` is called after every batch (progress: images of this attack's
     still-robust set done so far); ``on_stage(attack, images, stage_budget)`` before each attack starts (its
-    images and its budget from :func:`atkit.provenance.autoattack_budget`: what it will cost).
+    images and its budget from :func:`atkit.core.provenance.autoattack_budget`: what it will cost).
     """
     check_choice("norm", norm, AA_NORM_NAMES)
     check_budget(eps, None, None, norm)

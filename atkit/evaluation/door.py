@@ -18,15 +18,15 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..attacks.mode import attack_mode
-from ..fast import eval_model, precision_scope
-from ..progress import Phases, as_phases
-from ..provenance import build_provenance
-from ..stats import wilson_interval
-from ..utils import ConfigError
+from ..core.fast import eval_model, precision_scope
+from ..core.progress import Phases, as_phases
+from ..core.provenance import build_provenance
+from ..core.stats import wilson_interval
+from ..core.utils import ConfigError
+from . import sanity as sanity_module  # by module (late binding): `sanity` is evaluate's argument name
 from .attack import parse_attacks
 from .result import EvalResult, worst_case_over_protocols
 from .runner import AttackRun, run_attacks
-from . import sanity as sanity_module  # by module (late binding): `sanity` is evaluate's argument name
 from .setup import EvalSetup
 
 
@@ -41,7 +41,7 @@ def resolve_eval_precision(precision: str, device: torch.device) -> str:
 def precision_context(model: nn.Module, precision: str, device: torch.device,
                       varying_shapes: bool = False) -> Iterator[nn.Module]:
     """The model the attacks see under ``precision`` and the matching TF32 setting: exact fp32 (TF32 off), fp32
-    with TF32 on (CUDA matmuls and convolutions), or a bf16 autocast view (:func:`atkit.fast.eval_model`).
+    with TF32 on (CUDA matmuls and convolutions), or a bf16 autocast view (:func:`atkit.core.fast.eval_model`).
     With ``varying_shapes`` (whole-set attacks: AutoAttack's batches shrink as images break) cuDNN's autotuning is
     off inside, since tuning every new shape again costs more than it saves; otherwise it is left as it is."""
     benchmark = torch.backends.cudnn.benchmark
@@ -56,7 +56,7 @@ def precision_context(model: nn.Module, precision: str, device: torch.device,
 
 @contextlib.contextmanager
 def _precision(model: nn.Module, precision: str, device: torch.device) -> Iterator[nn.Module]:
-    with precision_scope(precision, device):  # TF32 on for tf32, off for exact fp32 (atkit.fast)
+    with precision_scope(precision, device):  # TF32 on for tf32, off for exact fp32 (atkit.core.fast)
         yield eval_model(model, device=device, precision="bf16") if precision == "bf16" else model
 
 
@@ -147,7 +147,7 @@ def evaluate(
     e.g. ``{"n": 200}``). ``aa_state_dir``: where whole-set attacks (AutoAttack) keep resumable state.
     ``provenance``: extra parts for the provenance record (``images``, ``checkpoint``, ``model``). ``setup``: an
     :class:`EvalSetup` instead of the keywords above. ``progress``: ``True`` shows each attack (images done,
-    ETA, passes inside AutoAttack's sub-attacks) and each check; an :class:`atkit.progress.Phases` labels them.
+    ETA, passes inside AutoAttack's sub-attacks) and each check; an :class:`atkit.core.progress.Phases` labels them.
     """
     specs = parse_attacks(list(attacks) if not isinstance(attacks, (str, Mapping)) else [attacks])
     if setup is None:

@@ -11,8 +11,8 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..stats import accuracy_intervals
-from ..utils import ConfigError, atomic_write_json
+from ..core.stats import accuracy_intervals, format_accuracy
+from ..core.utils import ConfigError, atomic_write_json
 from .attack import robust_attacks, trade_off_scores, worst_case_name
 from .sanity.report import checks_summary
 
@@ -51,7 +51,7 @@ class EvalResult:
     ``checks``: the sanity checks (:mod:`atkit.evaluation.sanity`) or None when they did not run;
     ``attack_warnings``: AutoAttack's own warnings and non-finite outputs; ``notes``: warnings about the model
     itself (at chance level); :attr:`warnings` lists all of them with the failed checks.
-    ``provenance``: what produced the numbers (:mod:`atkit.provenance`).
+    ``provenance``: what produced the numbers (:mod:`atkit.core.provenance`).
     """
 
     accuracy: dict[str, float]
@@ -106,6 +106,17 @@ class EvalResult:
     def failed(self, name: str) -> Tensor:
         """Indices of the images misclassified under attack ``name``."""
         return (~self.per_sample[name]).nonzero().flatten()
+
+    def __str__(self) -> str:
+        """One line per attack with its 95 % Wilson interval and n (``pgd20: 55.60 % [51.2, 59.9] (n=500)``), the
+        robust accuracy with its name, Mean and NRR, then every warning."""
+        lines = [f"{name:>12s}: {format_accuracy(int(flags.sum()), self.n)}" for name, flags in self.per_sample.items()]
+        robust = self.robust_per_sample()
+        if robust is not None:
+            scores = f"; Mean {self.mean:.2f}, NRR {self.nrr:.2f}" if self.mean is not None else ""
+            lines.append(f"{'robust':>12s}: {format_accuracy(int(robust.sum()), self.n)}, {self.robust_metric}{scores}")
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
 
     # -- tables ---------------------------------------------------------------------------------------------
     def summary_row(self, label: Optional[str] = None) -> dict[str, Any]:

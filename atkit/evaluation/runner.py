@@ -21,10 +21,10 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..attacks.mode import attack_mode
+from ..core.progress import Phases
+from ..core.stats import format_accuracy
+from ..core.utils import ConfigError
 from ..models.dummy import predict_labels
-from ..progress import Phases
-from ..stats import format_accuracy
-from ..utils import ConfigError
 from .attack import EvalAttack
 from .setup import EvalSetup
 from .target import AttackTarget, PassCount, build_targets, counting_passes

@@ -12,8 +12,8 @@ import torch
 import torch.nn as nn
 
 from ..attacks.threat import resolve_threat
+from ..core.utils import ConfigError, check_choice, model_device
 from ..models.dummy import PROTOCOLS
-from ..utils import ConfigError, check_choice, model_device
 
 #: Evaluation precisions: exact fp32 (TF32 off; the reported numbers), fp32 with TF32 matmuls/convolutions,
 #: bf16 autocast of the model's forwards, or "auto" (bf16 on a CUDA device, exact fp32 elsewhere).

@@ -1,19 +1,18 @@
 """Always-failed samples shared by AT methods, and the hard-label dummy-class toy case (DUCAT, Fig. 2, 3, 4, 8)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-import json
-
 import numpy as np
 import pandas as pd
 
-from ..config import load_config
+from ..core.utils import ConfigError, unknown_name_error
 from ..evaluation import parse_attack
 from ..methods import method_names
-from ..utils import ConfigError, unknown_name_error
+from ..training.config import load_config
 from .base import Experiment, TrainingParams, register_experiment
 from .claims import (FAILURE_PATTERNS_CLAIM, FAILURE_PATTERNS_RULE, all_or_none_share, confusion_correlations,
                      hard_labels_collapse_under_autoattack, model_learned, per_image_data_missing,

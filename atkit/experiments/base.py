@@ -6,7 +6,7 @@ name with :func:`register_experiment`, as a training method is one file of :mod:
 * ``Params``: a dataclass deriving from :class:`TrainingParams` (the training settings every experiment shares),
   its fields' metadata (help, ranges, choices) checked before any work and shown in ``python -m atkit
   experiments``; the notebook's parameters cell names the same fields (a test keeps them equal);
-* :meth:`Experiment.plan`: which models to train or reuse (label -> :class:`atkit.config.RunConfig`);
+* :meth:`Experiment.plan`: which models to train or reuse (label -> :class:`atkit.training.config.RunConfig`);
 * :meth:`Experiment.measure`: what it measures on those models, returned as a JSON-ready *record* (per-image
   correctness under ``record["per_image"]``, other per-image data in its own files);
 * :meth:`Experiment.judge`: the paper's claims on a record, one :mod:`atkit.experiments.claims` function each,
@@ -22,15 +22,15 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
-from ..config import RunConfig
-from ..params import build_params, describe_params
-from ..registry import Registry
-from ..utils import ConfigError
+import torch
+import torch.nn as nn
 
-if TYPE_CHECKING:  # annotations only: the runtime builds the context
-    from .runtime import Context
+from ..core.params import build_params, describe_params
+from ..core.registry import Registry
+from ..core.utils import ConfigError
+from ..training.config import RunConfig
 
 #: name -> :class:`Experiment` subclass, filled by :func:`register_experiment`.
 EXPERIMENTS: Registry = Registry("experiment")
@@ -67,6 +67,31 @@ class TrainingParams:
     progress: bool = field(default=True, metadata={"help": "progress lines while training and measuring"})
 
 
+@dataclass
+class Context:
+    """What :meth:`Experiment.measure` works with: the parameters, the device, the trained
+    models and their run folders, the dataset and the evaluation images (``x`` floats in [0, 1], ``y``), the
+    output folder (for files an experiment writes itself) and a ``log`` for progress lines."""
+
+    params: Any
+    device: torch.device
+    out: Path
+    models: dict[str, nn.Module] = field(default_factory=dict)
+    run_dirs: dict[str, str] = field(default_factory=dict)
+    dataset: Any = None
+    x: Optional[torch.Tensor] = None
+    y: Optional[torch.Tensor] = None
+    indices: Optional[torch.Tensor] = None
+
+    def log(self, line: str) -> None:
+        if self.params.progress:
+            print(line, flush=True)
+
+    def history(self, label: str) -> list[dict[str, Any]]:
+        """The per-epoch records of run ``label`` (its metrics.json)."""
+        return list(json.loads((Path(self.run_dirs[label]) / "metrics.json").read_text())["history"])
+
+
 class Experiment:
     """Base class of a motivation experiment (the module docstring). Subclasses set ``name``, ``source`` (the
     paper's figure or table, e.g. "RPAT, Fig. 2"), ``Params`` and implement :meth:`plan`, :meth:`measure` and
@@ -95,7 +120,7 @@ class Experiment:
         return p
 
     def validate(self, p: Any) -> None:
-        """Checks across fields (e.g. at least two methods); raise :class:`atkit.utils.ConfigError`."""
+        """Checks across fields (e.g. at least two methods); raise :class:`atkit.core.utils.ConfigError`."""
 
     def run_config(self, p: Any, method: str, method_params: Optional[Mapping[str, Any]] = None, *,
                    device: str, eval_pgd_steps: int = 10, **changes: Any) -> RunConfig:

@@ -7,8 +7,8 @@ from typing import Any, Mapping, Optional
 
 import pandas as pd
 
+from ..core.utils import ConfigError, check_choice
 from ..evaluation import parse_attack
-from ..utils import ConfigError, check_choice
 from .base import Experiment, TrainingParams, register_experiment
 from .claims import (appropriate_eta_helps_both, boundary_budget_hardly_moves_robustness, budget_axis,
                      moderate_boundary_budget_helps_clean, nonboundary_needs_full_budget)

@@ -1,9 +1,9 @@
 """The motivation experiments' figures, in the form of the papers' figures (RPAT, Fig. 2; RAAT, Fig. 2 and 5b;
 DUCAT, Fig. 2, 3, 4 and 8). Each takes a tidy DataFrame and returns a ``matplotlib.figure.Figure`` (not attached
-to pyplot: :mod:`atkit.figures`)."""
+to pyplot: :mod:`atkit.core.figures`)."""
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,7 @@ import seaborn as sns
 from matplotlib.artist import setp
 from matplotlib.figure import Figure
 
-from ..figures import subplots as _subplots
+from ..core.figures import subplots as _subplots
 
 
 def perception_mse_figure(summary: pd.DataFrame, title: Optional[str] = None,
@@ -83,7 +83,7 @@ def boundary_fraction_figure(history: pd.DataFrame, title: Optional[str] = None)
 
 def boundary_partition_figure(partition: pd.DataFrame, title: Optional[str] = None) -> Figure:
     """Stacked bars per ``eta``: shares of misclassified, boundary and non-boundary samples
-    (``partition`` from :func:`atkit.analysis.boundary_partition`)."""
+    (``partition`` from :func:`atkit.experiments.measures.boundary_partition`)."""
     sns.set_theme(style="whitegrid")
     fig, ax = _subplots(figsize=(6.5, 3.8))
     labels = [f"{e:g}" for e in partition["eta"]]

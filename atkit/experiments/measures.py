@@ -1,9 +1,7 @@
 """Measurements behind the motivation experiments (docs/experiments.md)."""
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -11,8 +9,8 @@ import torch.nn as nn
 from torch import Tensor
 
 from ..attacks import eval_logits
+from ..core.utils import model_device
 from ..models import predict_labels
-from ..utils import model_device
 
 
 @dataclass
@@ -81,7 +79,7 @@ def _num_classes_of(model: nn.Module, num_classes: Optional[int]) -> int:
         return int(num_classes)
     found = getattr(model, "num_classes", None)
     if found is None:
-        from ..utils import ConfigError
+        from ..core.utils import ConfigError
 
         raise ConfigError("pass num_classes=... (the model has no num_classes attribute)")
     return int(found)
@@ -92,7 +90,7 @@ def autoattack_spec(attacks: Optional[str | Sequence[str]] = None, n_iter: Optio
     """The evaluation attack an experiment's AutoAttack settings name: ``None``/``"standard"`` -> ``aa`` (with
     any budget override), ``"apgd"`` -> ``apgd`` (APGD-CE + APGD-DLR), a list of AutoAttack attack names ->
     ``aa`` with that custom list (:mod:`atkit.evaluation.attacks.aa`)."""
-    from ..utils import unknown_name_error
+    from ..core.utils import unknown_name_error
 
     if attacks == "apgd":
         spec: dict = {"name": "apgd", "n_iter": n_iter}
@@ -146,8 +144,8 @@ def boundary_partition(model: nn.Module, x: Tensor, y: Tensor, *, etas: Sequence
     import pandas as pd
 
     from ..attacks import pgd
+    from ..core.utils import check_choice
     from ..methods.raat import boundary_mask, reduced_adversarial
-    from ..utils import check_choice
 
     check_choice("eta_mode", eta_mode, ("scale", "ball"))
     num_classes = _num_classes_of(model, num_classes)

@@ -6,10 +6,10 @@ from typing import Any, Mapping, Optional
 
 import pandas as pd
 
-from .. import reference
-from ..compare import pooled_comparison
+from ..core.stats import accuracy_record, seed_summary
 from ..evaluation import display_name, evaluate
-from ..stats import accuracy_record, seed_summary
+from ..evaluation.compare import pooled_comparison
+from . import reference
 from .base import Experiment, TrainingParams, register_experiment
 from .claims import (DOES_NOT_REPRODUCE, NOT_JUDGED, REPRODUCES, ClaimCheck, judged_at, model_learned,
                      published_difference_verdict, rpat_table1_direction)

@@ -5,7 +5,7 @@
     result.show()                                                              # tables, figures, the claims table
 
 :func:`run_experiment` checks the parameters (one line per bad value, before any work), trains or reuses each
-planned run (:func:`atkit.runs.train_or_load`: an identical finished run is reused, an interrupted one resumed),
+planned run (:func:`atkit.training.runs.train_or_load`: an identical finished run is reused, an interrupted one resumed),
 measures on the experiment's class-stratified test images (recorded in ``eval_images.json``), judges the claims
 (:meth:`atkit.experiments.base.Experiment.judge`), and writes ``metrics.json`` (the parameters, the record, the
 runs, the claims), ``per_image_correct.json``, one CSV per table and one PNG per figure. :func:`judge_folder`
@@ -15,45 +15,18 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import torch
-import torch.nn as nn
 
-from ..data import load_dataset
-from ..figures import save_figure, show_figure
-from ..paths import resolve_output_path
-from ..report import test_images_record, to_float_images
-from ..runs import train_or_load
-from ..utils import atomic_write_json, atomic_write_text, resolve_device
-from .base import EXPERIMENTS, Experiment
-
-
-@dataclass
-class Context:
-    """What :meth:`atkit.experiments.base.Experiment.measure` works with: the parameters, the device, the trained
-    models and their run folders, the dataset and the evaluation images (``x`` floats in [0, 1], ``y``), the
-    output folder (for files an experiment writes itself) and a ``log`` for progress lines."""
-
-    params: Any
-    device: torch.device
-    out: Path
-    models: dict[str, nn.Module] = field(default_factory=dict)
-    run_dirs: dict[str, str] = field(default_factory=dict)
-    dataset: Any = None
-    x: Optional[torch.Tensor] = None
-    y: Optional[torch.Tensor] = None
-    indices: Optional[torch.Tensor] = None
-
-    def log(self, line: str) -> None:
-        if self.params.progress:
-            print(line, flush=True)
-
-    def history(self, label: str) -> list[dict[str, Any]]:
-        """The per-epoch records of run ``label`` (its metrics.json)."""
-        return list(json.loads((Path(self.run_dirs[label]) / "metrics.json").read_text())["history"])
+from ..core.figures import save_figure, show_figure
+from ..core.paths import resolve_output_path
+from ..core.utils import atomic_write_json, atomic_write_text, resolve_device
+from ..data import load_dataset, test_images_record, to_float_images
+from ..training.runs import train_or_load
+from .base import EXPERIMENTS, Context, Experiment
 
 
 @dataclass

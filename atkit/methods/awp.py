@@ -44,10 +44,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch import Tensor
 
-from ..fast import AutocastModel, unwrap_model
-from ..schedules import get_schedule
-from ..utils import ConfigError
-from .base import LossOutput, Method, StepContext, ThreatModel, defines_regularizer
+from ..attacks import ThreatModel
+from ..core.fast import AutocastModel, unwrap_model
+from ..core.schedules import get_schedule
+from ..core.utils import ConfigError
+from .base import LossOutput, Method, StepContext, defines_regularizer
 from .registry import METHODS, register_addon
 
 #: Added to ``||d_l||`` so that a tensor whose ascent direction is zero gets no perturbation (released code: 1e-20).

@@ -7,20 +7,17 @@ registered by name with :func:`atkit.methods.register`.
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
-import torch
 import torch.nn as nn
 from torch import Tensor
 
 from ..attacks import pgd
 from ..attacks.mode import eval_logits
 from ..attacks.threat import ThreatModel  # noqa: F401  (defined there, the one threat-model source)
-from ..params import build_params as _build_params, describe_params
-from ..utils import ConfigError, check_choice, check_field_types, unknown_name_error
+from ..core.params import build_params as _build_params
+from ..core.params import describe_params
 
 
 @dataclass
@@ -103,7 +100,7 @@ def weighted_sum(terms: Sequence[Term]) -> Tensor:
 
 
 def build_params(params_cls: type, values: dict[str, Any], method: str) -> Any:
-    """A method's hyperparameters from a mapping (:func:`atkit.params.build_params`, kind "method")."""
+    """A method's hyperparameters from a mapping (:func:`atkit.core.params.build_params`, kind "method")."""
     return _build_params(params_cls, values, method, "method")
 
 
@@ -132,11 +129,11 @@ class Method:
     #: perturbation (RPAT) need it.
     has_adversarial_example: ClassVar[bool] = True
     #: Whether :meth:`loss` reads ``batch.y`` as class indices (B,) *or* class probabilities (B, C) (CutMix's mixed
-    #: targets, :mod:`atkit.augment`) and passes ``ctx.label_smoothing`` to its cross-entropy terms; the trainer
+    #: targets, :mod:`atkit.training.augment`) and passes ``ctx.label_smoothing`` to its cross-entropy terms; the trainer
     #: refuses CutMix and label smoothing for a method without it.
     soft_targets: ClassVar[bool] = False
     #: A single-step method (FGSM-RS, N-FGSM): the trainer also measures FGSM accuracy each epoch and warns of
-    #: catastrophic overfitting (:mod:`atkit.catastrophic_overfitting`).
+    #: catastrophic overfitting (:mod:`atkit.training.catastrophic_overfitting`).
     single_step: ClassVar[bool] = False
 
     def __init__(self, threat: ThreatModel | None = None, **hparams: Any) -> None:

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..utils import ConfigError
+from ..core.utils import ConfigError
 from .base import LossOutput, Method, Params, StepContext, Term, clean_logits_for_metrics, weighted_sum
 from .divergences import js_with_temperature
 from .registry import register

@@ -41,7 +41,7 @@ C-class logits ``logsumexp(z_k, z_{k+C})`` instead (an option for studying adapt
 Window start. ``start_epoch`` (t, 0-based epoch index) refers to a run of ``reference_epochs``
 epochs (105 of 130 for CIFAR-10; the paper uses 100 for CIFAR-100 / Tiny-ImageNet). A run of E
 epochs opens the window at epoch ``t * E / reference_epochs``, the same proportional rescaling as
-:meth:`atkit.schedules.Schedule.scaled_to` applies to the learning-rate milestones, so a shortened
+:meth:`atkit.core.schedules.Schedule.scaled_to` applies to the learning-rate milestones, so a shortened
 run keeps DUCAT on the same final fraction of training. (The released code compares its epoch
 counter with 105; whether that counter starts at 0 or 1 is not visible in the released files, so
 the window may start one epoch earlier there.)
@@ -67,15 +67,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks import eval_logits, pgd
+from ..attacks import ThreatModel, eval_logits, pgd
+from ..core.utils import ConfigError, check_choice, model_device
 from ..models import merge_dummy_logits, predict_labels
-from ..utils import ConfigError, check_choice, model_device
-from .base import LossOutput, Method, StepContext, ThreatModel, build_params, defines_regularizer, weighted_sum
-from .mart import mart_margin
+from .base import LossOutput, Method, StepContext, build_params, defines_regularizer, weighted_sum
 from .registry import METHODS, register_addon
 
-#: The base methods of the paper (DUCAT, Tables 1-3); any base that defines Method.regularizer composes.
-SUPPORTED_BASES = ("pgd_at", "trades", "mart", "consistency_at")
 TARGET_KINDS = ("original", "dummy")
 
 
@@ -381,5 +378,5 @@ def targeted_eval(model: nn.Module, x: Tensor, y: Tensor, *, target_kind: str = 
     return (accuracy, targets) if return_targets else accuracy
 
 
-__all__ = ["DUCAT", "DUCATParams", "SUPPORTED_BASES", "ducat_classification_loss", "expand_head_state",
-           "make_ducat", "mart_margin", "random_targets", "soft_cross_entropy", "soft_label", "targeted_eval"]
+__all__ = ["DUCAT", "DUCATParams", "ducat_classification_loss", "expand_head_state",
+           "make_ducat", "random_targets", "soft_cross_entropy", "soft_label", "targeted_eval"]

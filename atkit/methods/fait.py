@@ -27,8 +27,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..utils import ConfigError, check_choice
-from .base import LossOutput, Method, Params, StepContext, ThreatModel
+from ..attacks import ThreatModel
+from ..core.utils import ConfigError, check_choice
+from .base import LossOutput, Method, Params, StepContext
 from .divergences import entropy_per_sample, kl_per_sample, neg_sum_of_squares_per_sample, squared_error_per_sample
 from .registry import register
 

@@ -16,7 +16,7 @@ runs the attack with BatchNorm in train mode (the whole step is one ``model.trai
 
 The paper's training recipe (15 epochs, cyclic learning rate up to 0.2, mixed precision) is not atkit's default
 schedule; catastrophic overfitting, which the paper identifies for larger ``alpha`` or longer training, is detected by
-the trainer (:mod:`atkit.catastrophic_overfitting`) because ``single_step`` is set.
+the trainer (:mod:`atkit.training.catastrophic_overfitting`) because ``single_step`` is set.
 """
 from __future__ import annotations
 

@@ -21,11 +21,11 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ..attacks import check_budget
+from ..attacks import ThreatModel, check_budget
 from ..attacks.losses import ATTACK_OBJECTIVES
 from ..attacks.mode import attack_mode
-from ..utils import ConfigError, unknown_name_error
-from .base import Params, ThreatModel
+from ..core.utils import ConfigError, unknown_name_error
+from .base import Params
 from .pgd_at import PGDAT
 from .registry import register
 

@@ -48,10 +48,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..attacks import frozen_eval
+from ..attacks import ThreatModel, frozen_eval
+from ..core.utils import ConfigError
 from ..models import predict_labels
-from ..utils import ConfigError
-from .base import LossOutput, Method, Params, StepContext, ThreatModel
+from .base import LossOutput, Method, Params, StepContext
 from .divergences import js_with_temperature, kl_per_sample
 from .mart import boosted_ce
 from .registry import register

@@ -19,7 +19,7 @@ robust_overfitting/ReBAT: docs/methods.md, common protocol) with a weight averag
 
 Epochs (``wa_start``, ``strong_start``) refer to a run of ``reference_epochs`` epochs (default: the
 configured schedule's own length, 200 for ``rebat``/``sota200``); shorter or longer runs scale them by
-the same ratio the trainer applies to learning-rate milestones (:meth:`atkit.schedules.Schedule.scaled_to`),
+the same ratio the trainer applies to learning-rate milestones (:meth:`atkit.core.schedules.Schedule.scaled_to`),
 compared against the fractional epoch ``epoch + step / steps_per_epoch``. The WA is forwarded in eval
 mode (running statistics). The trainer evaluates :meth:`ReBAT.averaged_model` as ``wa_test_*``, selects
 "best" by it and reports it as the final model (docs/methods.md, ReBAT and RPAT++: model selection by PGD-10).
@@ -35,9 +35,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..schedules import get_schedule
-from ..utils import ConfigError
-from .base import LossOutput, Method, Params, StepContext, ThreatModel, clean_logits_for_metrics
+from ..attacks import ThreatModel
+from ..core.schedules import get_schedule
+from ..core.utils import ConfigError
+from .base import LossOutput, Method, Params, StepContext, clean_logits_for_metrics
 from .registry import register
 from .rpat import check_alpha
 

@@ -1,12 +1,14 @@
-"""Methods and add-ons registered by name, both in :class:`atkit.registry.Registry` (one registration style)."""
+"""Methods and add-ons registered by name, both in :class:`atkit.core.registry.Registry` (one registration style)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
-from ..registry import Registry
-from ..utils import ConfigError, unknown_name_error
-from .base import Method, ThreatModel, describe_params
+from ..attacks import ThreatModel
+from ..core.params import describe_params
+from ..core.registry import Registry
+from ..core.utils import ConfigError, unknown_name_error
+from .base import Method
 
 #: name -> :class:`Method` subclass, filled by :func:`register`.
 METHODS: Registry = Registry("method")
@@ -74,7 +76,7 @@ def get_method(name: str, threat: ThreatModel | dict | None = None, **hparams: A
     """Build the method registered as ``name`` with hyperparameters ``hparams``.
 
     ``name`` may be ``base+addon`` where ``addon`` was registered with :func:`register_addon`.
-    Unknown names and hyperparameters raise :class:`atkit.utils.ConfigError`.
+    Unknown names and hyperparameters raise :class:`atkit.core.utils.ConfigError`.
     """
     if isinstance(threat, dict) or threat is None:
         threat = ThreatModel.from_dict(threat)

@@ -29,8 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..utils import ConfigError, check_choice
-from .base import LossOutput, Method, StepContext, Term, ThreatModel, weighted_sum
+from ..attacks import ThreatModel
+from ..core.utils import ConfigError, check_choice
+from .base import LossOutput, Method, StepContext, Term, weighted_sum
 from .registry import METHODS, register_addon
 
 DISTANCES = ("mse", "kl", "js", "cosine")

@@ -1,5 +1,9 @@
-"""Model zoo for atkit: CIFAR-style classifiers on [0, 1] images with optional in-model input
+"""Models: the model zoo, CIFAR-style classifiers on [0, 1] images with optional in-model input
 normalization, a one-pass feature interface, and DUCAT dummy-class heads.
+
+Owns the registry :data:`MODELS` (one registered factory per architecture), the dummy-class protocols' prediction
+rules (:mod:`atkit.models.dummy`) and the loading of other people's weights (:mod:`atkit.models.external`). May
+import core only.
 
 ``build_model(name, num_classes, dummy_classes=..., normalize=..., **kw)`` builds any of
 :data:`MODELS`; :mod:`atkit.models.external` loads other people's state dicts (RobustBench key names) into them.
@@ -17,8 +21,8 @@ from atkit.models.preact_resnet import PreActResNet, preact_resnet18
 from atkit.models.resnet import BasicBlock, Bottleneck, ResNet, resnet18, resnet18_bottleneck
 from atkit.models.small_cnn import SmallCNN
 from atkit.models.wideresnet import WideResNet, wide_resnet, wrn28_10, wrn34_10
-from atkit.registry import Registry
-from atkit.utils import unknown_name_error
+from atkit.core.registry import Registry
+from atkit.core.utils import unknown_name_error
 
 
 def small_cnn(num_classes: int = 10, **kw: Any) -> SmallCNN:
@@ -35,7 +39,7 @@ def _wide_resnet_entry(num_classes: int = 10, *, depth: int = 34, widen_factor: 
 
 
 #: name -> constructor ``f(num_classes, *, dummy_classes, normalize, **extra)``; each model's extra options are
-#: read from its constructor's signature (:meth:`atkit.registry.Registry.options`), so a new option of a
+#: read from its constructor's signature (:meth:`atkit.core.registry.Registry.options`), so a new option of a
 #: model class is accepted by :func:`build_model` without a second list to keep.
 MODELS: Registry = Registry("model", {
     "small_cnn": SmallCNN,

@@ -9,7 +9,7 @@ from typing import Mapping, NamedTuple, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from atkit.utils import ConfigError, check_choice, unknown_name_error
+from atkit.core.utils import ConfigError, check_choice, unknown_name_error
 
 #: What ``normalize`` accepts (:func:`resolve_normalization`): None / ``"none"``, a name of :data:`NORMALIZATIONS`,
 #: a pair ``(mean, std)`` of per-channel lists, or a mapping ``{"mean": [...], "std": [...]}``.

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from atkit.core.utils import ConfigError, check_choice
 from atkit.models.base import AtkitModel, Normalization, global_avg_pool
-from atkit.utils import ConfigError, check_choice
 
 #: Activations of the DeepMind models: Swish (= SiLU) on the leaderboard, ReLU in some ablations.
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"swish": F.silu, "relu": F.relu}

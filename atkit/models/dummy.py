@@ -6,8 +6,8 @@ from typing import Optional, Tuple, Union
 
 import torch
 
+from atkit.core.utils import ConfigError, check_choice
 from atkit.models.base import AtkitModel, Features
-from atkit.utils import ConfigError, check_choice
 
 MERGE_MODES = ("logsumexp", "max")
 

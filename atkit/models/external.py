@@ -28,8 +28,8 @@ DeepMind nets) or ``mu``/``sigma`` (``(1, C, 1, 1)``, its wrappers of older mode
 with, refusing a stated one that contradicts the checkpoint's own. A checkpoint without buffers whose model was
 trained on normalized inputs cannot be recognised from its weights: it must be stated (``cifar10`` ...).
 
-Nothing here reads files; :func:`load_external_model` does, through :func:`atkit.checkpoints.load_checkpoint_file`
-(``weights_only``, with the file-type checks of :mod:`atkit.checkpoint_sniff`).
+Nothing here reads files; :func:`load_external_model` does, through :func:`atkit.training.checkpoints.load_checkpoint_file`
+(``weights_only``, with the file-type checks of :mod:`atkit.core.checkpoint_sniff`).
 """
 from __future__ import annotations
 
@@ -41,12 +41,12 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
+from atkit.core.utils import ConfigError
 from atkit.models.base import NORMALIZATIONS, AtkitModel, resolve_normalization
 from atkit.models.dm_wideresnet import DMPreActResNet, DMWideResNet
 from atkit.models.preact_resnet import PreActResNet
 from atkit.models.resnet import ResNet
 from atkit.models.wideresnet import WideResNet
-from atkit.utils import ConfigError
 
 Stats = Tuple[Tuple[float, ...], Tuple[float, ...]]
 
@@ -283,8 +283,8 @@ def load_external_model(name: str, path: str | Path, *, num_classes: int, dummy_
     renamed (for the evaluation's provenance). ``model_params`` may state ``normalize`` (see
     :func:`choose_normalization`). ``checkpoint``: the file's content when the caller has read it already (once:
     the hash in provenance is of those bytes). Every failure is a one-line :class:`ConfigError`."""
-    # why: atkit.checkpoints imports this module for init_checkpoint; importing it here breaks the cycle.
-    from atkit.checkpoints import extract_state_dict, load_checkpoint_file, load_weights
+    # why: atkit.training.checkpoints imports this module for init_checkpoint; importing it here breaks the cycle.
+    from atkit.core.checkpoint_files import extract_state_dict, load_checkpoint_file, load_weights
     from atkit.models import MODELS, build_model
 
     params = dict(model_params or {})

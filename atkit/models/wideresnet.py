@@ -13,8 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from atkit.core.utils import ConfigError
 from atkit.models.base import AtkitModel, Normalization, global_avg_pool
-from atkit.utils import ConfigError
 
 
 class WideBasicBlock(nn.Module):

@@ -7,8 +7,8 @@
 
 ``collect`` copies the small files each run wrote (metrics, CSVs, figures, each training run's eval.json and
 config) under ``results/cifar10-cpu/runs/``, ``collect-round2`` those of the second round under ``round2/``;
-:func:`summarise` computes every reported number from those copies (intervals from :mod:`atkit.stats`, verdicts
-from :mod:`atkit.claims`, the RPAT comparison through :func:`atkit.compare.compare_arms` in ``rpat_comparison.py``);
+:func:`summarise` computes every reported number from those copies (intervals from :mod:`atkit.core.stats`, verdicts
+from :mod:`atkit.experiments.claims`, the RPAT comparison through :func:`atkit.evaluation.compare.compare_arms` in ``rpat_comparison.py``);
 :func:`render` writes the README from the summary alone. ``tests/test_results_cifar10_cpu.py`` repeats both steps on
 the committed files, so every number in the README is the one in summary.json, and summary.json is what the
 committed run files give.
@@ -16,7 +16,6 @@ committed run files give.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import shutil
 import sys
@@ -28,8 +27,8 @@ sys.path.insert(0, str(HERE.parent.parent))
 sys.path.insert(0, str(HERE))
 
 from atkit.experiments import judge_folder  # noqa: E402
-from atkit.fast import PARITY_METRICS, bf16_parity_decision  # noqa: E402
-from atkit.stats import accuracy_record  # noqa: E402
+from atkit.core.fast import PARITY_METRICS, bf16_parity_decision  # noqa: E402
+from atkit.core.stats import accuracy_record  # noqa: E402
 from rpat_comparison import (RPAT_PAIRS, collect_round2, render_round1, render_round2, summarise_round1,  # noqa: E402
                              summarise_round2, verdict_rows)
 
@@ -46,7 +45,7 @@ PARITY_METHODS = ("pgd_at", "trades", "pgd_at+rpat")
 TRAIN_FOLDERS = {"runs": "train", "runs-bf16": "train-bf16"}
 LOG_FOLDERS = {"logs": "", "logs-bf16": "bf16-"}
 BENCHMARKS_README = HERE.parent.parent / "benchmarks" / "README.md"
-PROJECT_README = HERE.parent.parent / "README.md"
+PROJECT_README = HERE.parent.parent / "docs" / "notebooks.md"  # the verdict block of the notebooks page
 VERDICT_BLOCK = ("<!-- real-data-verdicts: rendered by results/cifar10-cpu/build.py from summary.json -->",
                  "<!-- /real-data-verdicts -->")
 PRECISION_BLOCK = ("<!-- precision-parity: rendered by results/cifar10-cpu/build.py from summary.json -->",
@@ -231,7 +230,7 @@ def parity_flags(runs: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
 
 
 def parity_decision(runs: dict[tuple[str, str, int], dict[str, Any]], method: str) -> tuple[list[int], dict[str, Any]]:
-    """The seeds with both a bf16 and an fp32 run of ``method``, and :func:`atkit.fast.bf16_parity_decision` on them."""
+    """The seeds with both a bf16 and an fp32 run of ``method``, and :func:`atkit.core.fast.bf16_parity_decision` on them."""
     seeds = sorted(s for (m, p, s) in runs if m == method and p == "bf16" and (m, "fp32", s) in runs)
     pick = {p: {k: [[c == "1" for c in runs[(method, p, s)]["per_sample"][k]] for s in seeds] for k in PARITY_METRICS}
             for p in ("bf16", "fp32")}
@@ -480,7 +479,7 @@ def render_precision(summary: dict[str, Any]) -> str:
 
 
 def render_verdicts(summary: dict[str, Any]) -> str:
-    """One row per paper claim tested on real CIFAR-10 and its verdict (the block in the project README)."""
+    """One row per paper claim tested on real CIFAR-10 and its verdict (the block in docs/notebooks.md)."""
     rows = ["| claim (source) | verdict at CPU scale |", "| --- | --- |"]
     mse = summary.get("mse_perception")
     for p in (mse or {}).get("pairs", []):
@@ -510,8 +509,8 @@ def render_benchmarks_block(summary: dict[str, Any], readme: str) -> str:
 
 
 def render_readme_block(summary: dict[str, Any], readme: str) -> str:
-    """``readme`` (the project README) with its verdict block replaced by :func:`render_verdicts`."""
-    return _replace_block(readme, VERDICT_BLOCK, render_verdicts(summary), "README.md")
+    """``readme`` (docs/notebooks.md) with its verdict block replaced by :func:`render_verdicts`."""
+    return _replace_block(readme, VERDICT_BLOCK, render_verdicts(summary), "docs/notebooks.md")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

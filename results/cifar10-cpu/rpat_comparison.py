@@ -6,8 +6,8 @@ flags, runs paired by seed: per seed the exact McNemar test of the two trained n
 ("differs" / "no difference detected"), the per-image paired difference pooled over the seeds as the primary
 analysis, Cochran's Q beside it (random effects with the Hartung-Knapp interval when it rejects), the Student-t
 interval over the seeds as a sensitivity line, and the minimal detectable effect of the design. The verdict on the
-paper's difference is :func:`atkit.claims.published_difference_verdict`, directional only where RPAT, Table 1
-claims a direction (:func:`atkit.claims.rpat_table1_direction`).
+paper's difference is :func:`atkit.experiments.claims.published_difference_verdict`, directional only where RPAT, Table 1
+claims a direction (:func:`atkit.experiments.claims.rpat_table1_direction`).
 
 The second round (``round2/``) was designed for power: final checkpoint only, clean and PGD-20 on all 10,000 test
 images, APGD-CE+DLR on 2,000 (``eval-apgd2000.json``), seeds 10-13; :func:`collect_round2` copies its small files.
@@ -22,7 +22,7 @@ from typing import Any, Optional
 from scipy import stats as scipy_stats
 
 from atkit.experiments.rpat_comparison import compare_cell, paper_differences
-from atkit.stats import accuracy_record, seed_summary, seeds_needed
+from atkit.core.stats import accuracy_record, seed_summary, seeds_needed
 
 RPAT_PAIRS = (("pgd_at", "pgd_at+rpat"), ("trades", "trades+rpat"))
 ATTACKS = ("clean", "pgd20", "cw", "apgd")

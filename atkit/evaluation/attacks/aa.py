@@ -4,13 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from ..autoattack import AA_ATTACKS
-
 from torch import Tensor
 
-from ...utils import unknown_name_error
+from ...core.utils import unknown_name_error
 from ..attack import EvalAttack, WholeSetRun, register_eval_attack
-from ..autoattack import STANDARD_ATTACKS, run_autoattack
+from ..autoattack import AA_ATTACKS, STANDARD_ATTACKS, run_autoattack
 from ..target import AttackTarget
 
 

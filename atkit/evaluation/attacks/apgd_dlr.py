@@ -2,7 +2,7 @@
 from dataclasses import dataclass, field
 from typing import Optional
 
-from atkit.evaluation import EvalAttack, WholeSetRun, register_eval_attack
+from atkit.evaluation.attack import EvalAttack, register_eval_attack
 from atkit.evaluation.attacks.aa import run_official
 
 

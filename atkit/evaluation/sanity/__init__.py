@@ -13,14 +13,14 @@ import torch
 import torch.nn as nn
 from torch import Tensor
 
-from ...progress import Phases, as_phases
-from ...utils import ConfigError, unknown_name_error
-from ..attack import parse_attacks
+from ...core.progress import Phases, as_phases
+from ...core.utils import ConfigError, unknown_name_error
+from ..attack import parse_attacks, strongest
 from ..runner import run_attacks
 from ..setup import EvalSetup
-from .checks import (DEFAULT_MIN_DROP, _NOT_WHITE_BOX, _monotone, check_black_box, check_dummy_protocol,
+from .checks import (DEFAULT_MIN_DROP, _NOT_WHITE_BOX, check_black_box, check_dummy_protocol,
                      check_large_eps, check_monotone_eps, check_monotone_steps, check_randomness, check_zero_gradients,
-                     default_tolerance, strongest_attack)
+                     default_tolerance)
 from .report import CHECK_LABELS, CHECK_NAMES, checks_summary, failed_checks
 
 
@@ -60,7 +60,7 @@ def run_sanity_checks(
     ``dummy_attack`` (default: the strongest margin attack in ``reference`` / ``protocol_results``, else ``cw``);
     ``protocol_results`` (protocol -> result on the full ``x``) are used instead of re-running the attack.
     ``min_drop``: see :func:`check_monotone_eps`. The model's mode, parameter flags and the caller's RNG state
-    are restored. Returns one dict per check. ``progress``: ``True`` or an :class:`atkit.progress.Phases`.
+    are restored. Returns one dict per check. ``progress``: ``True`` or an :class:`atkit.core.progress.Phases`.
     """
     for name in checks:
         if name not in CHECK_NAMES:
@@ -151,7 +151,7 @@ def _run_checks(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, che
         keep(check_randomness(model, xs, ys, setup, protocol=protocol))
     if "dummy_protocol" in checks and dummy:
         ran = list(reference or {}) + [a for r in (protocol_results or {}).values() for a in r.accuracy]
-        attack = dummy_attack or strongest_attack(ran) or "cw"
+        attack = dummy_attack or strongest(ran, margin_only=True) or "cw"
         full = protocol_results if protocol_results and all(
             r.n == total for r in protocol_results.values()) else None
         shown = begin("dummy_protocol")
@@ -162,7 +162,7 @@ def _run_checks(model: nn.Module, x: Tensor, y: Tensor, setup: EvalSetup, *, che
 
 __all__ = ["CHECK_LABELS", "CHECK_NAMES", "DEFAULT_MIN_DROP", "check_black_box", "check_dummy_protocol",
            "check_large_eps", "check_monotone_eps", "check_monotone_steps", "check_randomness", "check_zero_gradients",
-           "checks_summary", "default_tolerance", "failed_checks", "run_sanity_checks", "strongest_attack"]
+           "checks_summary", "default_tolerance", "failed_checks", "run_sanity_checks"]
 
 from ..._moved import gone_names  # noqa: E402
 

@@ -43,9 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...attacks.mode import attack_mode
-from ...progress import Phases
-from ...utils import ConfigError
-from ..attack import is_margin_attack, parse_attacks, strongest
+from ...core.progress import Phases
+from ...core.utils import ConfigError
+from ..attack import is_margin_attack, parse_attacks
 from ..runner import AttackRun, run_attacks
 from ..setup import EvalSetup
 from ..target import build_targets
@@ -54,12 +54,6 @@ from ..target import build_targets
 _NOT_WHITE_BOX = ("clean", "random", "aa", "square")
 # Share of the clean accuracy the largest eps of monotone_eps must at least remove.
 DEFAULT_MIN_DROP = 0.1
-
-
-def strongest_attack(names: Sequence[str]) -> Optional[str]:
-    """The strongest margin-loss attack among ``names`` (``aa``, else ``apgd``, else the CW with most steps, by
-    the registry's ranks), None if there is none: the attack the dummy-protocol check compares."""
-    return strongest(names, margin_only=True)
 
 
 def _run(model: nn.Module, x: Tensor, y: Tensor, names: Sequence[str], setup: EvalSetup, protocol: Optional[str],

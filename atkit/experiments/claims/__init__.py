@@ -31,12 +31,8 @@ reversed pair) uses Bonferroni's ``z = Φ⁻¹(1 − 0.025 / k)``; a claim that 
 ``robust_tolerance`` (points within which robust accuracies count as "the same",
 :func:`boundary_budget_hardly_moves_robustness`), the 80 % of DUCAT, Fig. 2, and DUCAT's "collapse" margin.
 """
-from .core import (AT_THIS_SCALE, CHANCE_FACTOR, CHANCE_MARGIN, CONSISTENT_WITH_SIZE, DIFFERS, DOES_NOT_REPRODUCE,
-                   INCONCLUSIVE, NO_DIFFERENCE, NOT_JUDGED, NOT_LEARNED, PER_IMAGE_MISSING, REPRODUCES,
-                   SIGN_OPEN_SIZE_EXCLUDED, SIZE_EXCLUDED, ClaimCheck, Learned, accuracy_difference, at_scale,
-                   bonferroni_z, independent_difference_interval, interval_verdict, judge_check, judged_at,
-                   learning_minimum, model_learned, per_image_data_missing, published_difference_verdict,
-                   two_networks_verdict, verdict)
+from .core import AT_THIS_SCALE, CHANCE_FACTOR, CHANCE_MARGIN, CONSISTENT_WITH_SIZE, DOES_NOT_REPRODUCE, INCONCLUSIVE, NOT_JUDGED, NOT_LEARNED, PER_IMAGE_MISSING, REPRODUCES, SIGN_OPEN_SIZE_EXCLUDED, SIZE_EXCLUDED, ClaimCheck, Learned, accuracy_difference, at_scale, bonferroni_z, independent_difference_interval, interval_verdict, judge_check, judged_at, learning_minimum, model_learned, per_image_data_missing, published_difference_verdict, verdict
+from ...core.stats import DIFFERS, NO_DIFFERENCE, two_networks_verdict
 from .ducat import (FAILURE_PATTERNS_CLAIM, FAILURE_PATTERNS_RULE, all_or_none_share, collapse_threshold_ranges, confusion_correlations,
                     hard_labels_collapse_under_autoattack, similar_failure_patterns, transfer_follows_surrogate_success)
 from .raat import (BOUNDARY_SOURCE, ETA_SOURCE, appropriate_eta_helps_both, boundary_budget_hardly_moves_robustness,

@@ -25,8 +25,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from statistics import NormalDist
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from ...stats import DIFFERS, NO_DIFFERENCE, Z95, newcombe_paired_interval, two_networks_verdict, wilson_interval  # noqa: F401  (claims' words)
-from ...utils import ConfigError
+from ...core.stats import Z95, newcombe_paired_interval, wilson_interval
+from ...core.utils import ConfigError
 
 CHANCE_FACTOR = 1.5
 CHANCE_MARGIN = 10.0
@@ -297,7 +297,7 @@ def accuracy_difference(acc_a: float, acc_b: float, n: int, *, correct_a: Option
     """``acc_a - acc_b`` (points) of two models on the same ``n`` images, with its interval at quantile ``z``.
 
     With both per-image correctness lists: Newcombe's paired interval (1998, method 10;
-    :func:`atkit.stats.newcombe_paired_interval`). Without: Newcombe's interval for independent proportions
+    :func:`atkit.core.stats.newcombe_paired_interval`). Without: Newcombe's interval for independent proportions
     (1998, method 10), wider than the paired one when the models are positively correlated, as models on the same
     images are. Returns ``{"difference", "ci": [low, high], "method"}``.
     """

@@ -7,7 +7,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
-from ...stats import Z95, bootstrap_over_images, wilson_interval
+from ...core.stats import Z95, bootstrap_over_images, wilson_interval
 from .core import (DOES_NOT_REPRODUCE, INCONCLUSIVE, REPRODUCES, ClaimCheck, Learned, accuracy_difference, bonferroni_z,
                    check_points, independent_difference_interval, interval_text, judge, model_learned)
 
@@ -19,7 +19,7 @@ def all_or_none_share(overlap: Mapping[str, Any], models: Iterable[Learned], *,
     """DUCAT, Fig. 2: "with a high probability (i.e., > 80%), [a test sample's] adversarial sample can either be
     uniformly defended by the four methods or escape from all of them".
 
-    ``overlap``: :meth:`atkit.analysis.CrossAttack.overlap_summary` (``n``, ``count_by_defeated``). Rule: the
+    ``overlap``: :meth:`atkit.experiments.measures.CrossAttack.overlap_summary` (``n``, ``count_by_defeated``). Rule: the
     95 % Wilson interval of the share defended by all or by none: reproduces when it lies above ``threshold``
     (the paper's 0.8), not reproduced when below, inconclusive when it holds it.
     """
@@ -40,7 +40,7 @@ def transfer_follows_surrogate_success(transfer: Iterable[Mapping[str, Any]],
     """DUCAT, Fig. 3: examples that fooled the surrogate are "highly likely to be uniformly beaten" on the other
     models; those that did not rarely fool them.
 
-    ``transfer``: :meth:`atkit.analysis.CrossAttack.transfer_table` rows (``surrogate``, ``target``,
+    ``transfer``: :meth:`atkit.experiments.measures.CrossAttack.transfer_table` rows (``surrogate``, ``target``,
     ``subset``, ``n``, ``fooled``). Per off-diagonal (surrogate, target) cell, the fooled rate of the success
     subset minus that of the failure subset (disjoint images: Newcombe's independent interval). Rule: reproduces
     when every cell's 95 % interval lies above 0 (intersection-union: no correction); not reproduced when some cell's
@@ -125,7 +125,7 @@ def similar_failure_patterns(labels: Sequence[int], predictions: Mapping[str, Se
     own PGD examples). ``predictions``: each AT model's per-image prediction on its own PGD example; ``labels``:
     the true classes. Statistic: the mean Pearson r of the off-diagonal confusion counts over the pairs of AT
     models, minus the mean r between each AT model and each baseline model. Interval: 95 % percentile bootstrap
-    over images (:func:`atkit.stats.bootstrap_over_images`; the confusion matrices are recomputed from each
+    over images (:func:`atkit.core.stats.bootstrap_over_images`; the confusion matrices are recomputed from each
     resample, since the ``C (C − 1)`` cells share images and are not independent). Rule: reproduces when the
     interval lies above 0 (the AT models fail more alike than an AT model and a standard one), not reproduced when
     below, inconclusive otherwise.

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from ...stats import Z95
-from .core import ClaimCheck, Learned, accuracy_difference, bonferroni_z, check_points, interval_text, judge, model_learned
+from ...core.stats import Z95
+from .core import (ClaimCheck, Learned, accuracy_difference, bonferroni_z, check_points, interval_text, judge,
+                   model_learned)
 
 BOUNDARY_SOURCE = "RAAT, Fig. 2 (App. C.1)"
 ETA_SOURCE = "RAAT, Fig. 5b"

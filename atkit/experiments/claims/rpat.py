@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any, Optional, Sequence
 
-from ...stats import mean_difference_interval
-from ...utils import ConfigError
+from ...core.stats import mean_difference_interval
+from ...core.utils import ConfigError
 from .core import DOES_NOT_REPRODUCE, REPRODUCES, ClaimCheck, Learned, interval_verdict, judge
 
 PERCEPTION_MSE_SOURCE = "RPAT, Fig. 2"
@@ -24,7 +24,7 @@ def perception_mse_claim(training: str, mse: Sequence[float], success: Sequence[
     ``clean_correct`` (per image) the contrast is taken among the clean-correct images only: those the perturbation
     flipped (failure) against those that survived it (success), so that images the model never got right do not
     enter the failure group. Rule: the 95 % BCa bootstrap interval of ``mean(failure MSE) − mean(success MSE)``
-    (:func:`atkit.stats.mean_difference_interval`, seeded) read by :func:`interval_verdict`: reproduces when it
+    (:func:`atkit.core.stats.mean_difference_interval`, seeded) read by :func:`interval_verdict`: reproduces when it
     lies on the paper's side of zero, not reproduced when on the other, inconclusive when it holds zero. Not judged
     with fewer than 2 success or 2 failure cases, or when ``model`` did not learn.
     """
