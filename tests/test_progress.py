@@ -141,3 +141,22 @@ def test_help_texts_are_plain_text():
     assert len(texts) == 1 + len(parser._subparsers._group_actions[0].choices)  # the main help and each command's
     for text in texts:
         assert not re.search(r"``|:(class|func|mod|meth):|\*\*", text), text
+
+
+def test_autoattack_says_what_a_stage_will_cost_then_reports_passes_and_an_eta_inside_it():
+    """Inside each official sub-attack (whose code reports nothing between batches): before it starts, images x its
+    forward passes per image; after the first batch a time estimate; during it the forward passes done against
+    that bound with an ETA."""
+    x, y = make_blobs(16, seed=3)
+    model = TinyConvNet().eval()
+    out = io.StringIO()
+    phases = Phases("eval", mode="lines", file=out, interval=0.0)
+    evaluate(model, x, y, attacks=["clean", "apgd(n_iter=5)"], batch_size=8, progress=phases)
+    text = out.getvalue()
+    planned = re.search(r"apgd-ce: (\d+) images x up to 5 forward passes each", text)
+    assert planned, text
+    images = int(planned.group(1))
+    assert images >= 1
+    if images > 8:  # more than one batch: the first one gives a time estimate for the rest of the stage
+        assert re.search(r"apgd-ce: first batch 8 images in [0-9.]+ s, about [0-9.]+ s more for this stage", text)
+    assert re.search(rf"apgd-ce [0-9,]+/{images * 5:,} forward passes, ETA at most [0-9.]+ s", text), text

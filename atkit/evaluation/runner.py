@@ -184,7 +184,7 @@ def run_attacks(model: nn.Module, x: Tensor, y: Tensor, attacks: Mapping[str, Ev
             began = time.time()
             torch.manual_seed(setup.seed)
             info = attack.describe(setup.threat)
-            stages = StageProgress(bar, phases)
+            stages = StageProgress(bar, phases, interval=getattr(phases, "interval", 2.0))
             target = AttackTarget(model=loss_model, scored=scored if attack.scored_view else loss_model,
                                   threat=dict(setup.threat), num_classes=num_classes, device=dev,
                                   batch_size=setup.batch_size, seed=setup.seed, protocol=used,
