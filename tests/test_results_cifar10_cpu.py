@@ -171,7 +171,9 @@ def _fake_round2(outputs, seeds=(10, 11, 12), n=600, n_apgd=300):
             rng = np.random.default_rng(1000 * seed + len(method))
             run = outputs / f"{method}-s{seed}"
             run.mkdir(parents=True)
-            (run / "config.yaml").write_text(yaml.safe_dump({"method": method, "seed": seed, "model": "small_cnn"}))
+            (run / "config.yaml").write_text(yaml.safe_dump({"method": method, "seed": seed, "model": "small_cnn",
+                                                             "out_dir": str(outputs), "dataset": "folder",
+                                                             "data": {"root": "/elsewhere/main/data/cifar10-jpeg"}}))
             (run / "metrics.json").write_text(json.dumps({"status": "finished", "run_dir": f"/abs/{run.name}"}))
             final = {"n": n, "threat": threat, "provenance": {"precision": "fp32"},
                      "per_sample": {"clean": _flags(rng, n, 0.45 + shift), "pgd20": _flags(rng, n, 0.27)}}
@@ -189,6 +191,8 @@ def _fake_round2(outputs, seeds=(10, 11, 12), n=600, n_apgd=300):
 
 
 def test_round2_collect_summarise_and_render_on_a_synthetic_round(tmp_path):
+    import yaml
+
     from atkit.experiments.claims import published_difference_verdict, rpat_table1_direction
     from atkit.core.stats import minimal_detectable_effect, paired_difference, pool_paired_differences, seeds_needed
 
@@ -198,6 +202,8 @@ def test_round2_collect_summarise_and_render_on_a_synthetic_round(tmp_path):
     copied = build.collect_round2(outputs, into)
     assert len(copied) == 12 and "trades-s13" not in copied and not (into / "runs" / "trades-s13").exists()
     assert "run_dir" not in json.loads((into / "runs" / "pgd_at-s10" / "metrics.json").read_text())
+    config = yaml.safe_load((into / "runs" / "pgd_at-s10" / "config.yaml").read_text())  # paths as a user types them
+    assert config["out_dir"] == "outputs/cpu/round2/runs" and config["data"]["root"] == "data/cifar10-jpeg"
     assert (into / "runs" / "pgd_at-s10" / "eval-apgd2000.json").is_file() and (into / "times.jsonl").is_file()
 
     r2 = build.summarise_round2(into)
@@ -241,6 +247,16 @@ def test_round2_collect_summarise_and_render_on_a_synthetic_round(tmp_path):
     summary["round2"] = json.loads(json.dumps(r2))
     readme = build.render(summary)
     assert "## 6. RPAT added to PGD-AT and TRADES (RPAT, Table 1): second round" in readme
-    assert text in readme and build.render_round1(summary["rpat"]) in readme
+    assert build.render_round1(summary["rpat"]) in readme
+    both = build.render_round2(r2, summary["rpat"])  # the second round beside the first, verdict by verdict
+    assert both in readme and both.startswith(text.split("\n\nCPU time")[0])
+    first = {(c["method"], c["attack"]): c for c in summary["rpat"]["cells"] if c["which"] == "final"}
+    names = {"clean": "Clean", "pgd20": "PGD-20", "apgd": "APGD-CE+DLR"}
+    for (method, attack), c in cells.items():
+        old = first[(method, attack)]
+        row = next(line for line in both.split("side by side")[1].splitlines()
+                   if line.startswith(f"| {method} vs {method.split('+')[0]} | {names[attack]} | "))
+        changed = old["verdict"].split(" at this scale")[0] != c["verdict"].split(" at this scale")[0]
+        assert row.endswith(f"| {'yes' if changed else 'no'} |"), row
     block = build.render_verdicts(summary)
     assert "first round (seeds 0,1,2 × 2,000 images)" in block and "second round (seeds 10,11,12 × 600 images)" in block

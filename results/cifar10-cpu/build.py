@@ -433,7 +433,7 @@ def render(summary: dict[str, Any], template: Path = HERE / "README.template.md"
     sections.append(", ".join(f"`{c[:12]}` ({', '.join(p for p in sorted(made_by) if made_by[p] == c)})"
                               for c in sorted(set(made_by.values()))) or "unknown")
     sections.append(render_precision(summary))
-    sections.append(render_round2(summary.get("round2")))
+    sections.append(render_round2(summary.get("round2"), summary.get("rpat")))
     text = template.read_text()
     for i, body in enumerate(sections):
         text = text.replace(f"{{{{section{i}}}}}", body)

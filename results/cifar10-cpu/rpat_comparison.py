@@ -15,6 +15,7 @@ images, APGD-CE+DLR on 2,000 (``eval-apgd2000.json``), seeds 10-13; :func:`colle
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Optional
@@ -116,10 +117,21 @@ def summarise_round1(folder: Path) -> Optional[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ round 2
+#: An absolute path to a data folder (``/anything/data/cifar10-jpeg``), kept from ``data/`` on: what a user types.
+_ABSOLUTE_DATA_PATH = re.compile(r"(?<![\w.~])/[^\s\"',]*?/(data/[\w.-]+)")
+
+
+def _portable_paths(text: str, checkout: str) -> str:
+    """``text`` with the paths of the machine that made the runs made relative: the checkout's own prefix removed
+    (run folders, parameter files, the program), a data folder from ``data/`` on."""
+    return _ABSOLUTE_DATA_PATH.sub(r"\1", text.replace(checkout, ""))
+
+
 def collect_round2(outputs: Path, into: Path) -> list[str]:
     """Copy the small files of every finished second-round run ``<method>-s<seed>`` under ``outputs`` (config.yaml,
     eval.json, eval-apgd2000.json, metrics.json without its run_dir) to ``into/runs/``, and ``times.jsonl``; return
-    the names copied. A run missing one of its files is left out (it is still running or was stopped)."""
+    the names copied. A run missing one of its files is left out (it is still running or was stopped). Paths of the
+    machine that made the runs are made relative (:func:`_portable_paths`)."""
     copied = []
     for method in ROUND2_METHODS:
         for seed in ROUND2_SEEDS:
@@ -128,11 +140,12 @@ def collect_round2(outputs: Path, into: Path) -> list[str]:
                 continue
             dst = into / "runs" / run.name
             dst.mkdir(parents=True, exist_ok=True)
+            checkout = str(outputs.resolve().parents[3]) + "/"  # <checkout>/outputs/cpu/round2/runs
             for name in ROUND2_COPIED:
-                shutil.copy2(run / name, dst / name)
+                (dst / name).write_text(_portable_paths((run / name).read_text(), checkout))
             metrics = json.loads((run / "metrics.json").read_text())
-            (dst / "metrics.json").write_text(json.dumps({k: v for k, v in metrics.items() if k != "run_dir"},
-                                                         indent=1))
+            (dst / "metrics.json").write_text(_portable_paths(json.dumps(
+                {k: v for k, v in metrics.items() if k != "run_dir"}, indent=1), checkout))
             copied.append(run.name)
     if (outputs / "times.jsonl").is_file():
         into.mkdir(parents=True, exist_ok=True)
@@ -257,7 +270,37 @@ def render_round1(rp: Optional[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_round2(r2: Optional[dict[str, Any]]) -> str:
+def render_rounds_compared(r1: Optional[dict[str, Any]], r2: Optional[dict[str, Any]]) -> list[str]:
+    """Each final-checkpoint verdict of the first round beside the second round's, with both pooled intervals and
+    the ratio of their widths (what the second round's design bought), and whether the verdict changed."""
+    if not r1 or not r2:
+        return []
+    first = {(c["method"], c["attack"]): c for c in r1["cells"] if c["which"] == "final"}
+    lines = ["The two rounds side by side (final checkpoints; each verdict before \"at this scale\"):", "",
+             "| comparison | attack | first round [95 % CI] | second round [95 % CI] | CI width, second / first | "
+             "verdict, first round | verdict, second round | changed |", "| --- | --- | ---: | ---: | ---: | --- | --- | --- |"]
+    for c in r2["cells"]:
+        old = first.get((c["method"], c["attack"]))
+        if old is None:
+            continue
+
+        def cell(x: dict[str, Any]) -> str:
+            low, high = x["pooled"]["ci95"]
+            return f"{_pm(x['pooled']['estimate'])} [{_pm(low)}, {_pm(high)}] ({len(x['seeds'])} × {x['n']:,})"
+
+        def words(x: dict[str, Any]) -> str:
+            return x["verdict"].split(" at this scale")[0]
+
+        ratio = ((c["pooled"]["ci95"][1] - c["pooled"]["ci95"][0])
+                 / (old["pooled"]["ci95"][1] - old["pooled"]["ci95"][0]))
+        lines.append(f"| {c['method']} vs {c['base']} | {ATTACK_NAMES[c['attack']]} | {cell(old)} | {cell(c)} | "
+                     f"{ratio:.2f} | {words(old)} | {words(c)} | {'yes' if words(old) != words(c) else 'no'} |")
+    return lines
+
+
+def render_round2(r2: Optional[dict[str, Any]], r1: Optional[dict[str, Any]] = None) -> str:
+    """The second round's tables (accuracies, pooled differences, what the design resolves), beside the first
+    round's verdicts when ``r1`` is given."""
     if not r2:
         return "Not run yet. Commands:\n\n```bash\n" + "\n".join(ROUND2_COMMANDS) + "\n```"
     cells = r2["cells"]
@@ -277,8 +320,12 @@ def render_round2(r2: Optional[dict[str, Any]]) -> str:
                      f"{c['n']:,} | {c['mde80']:.2f} | {_pm(c['paper_difference'])} | "
                      + ("n/a | n/a |" if res is None else
                         f"{'yes' if res['resolvable'] else 'no'} | {res['seeds_needed']} × {res['at_n_images']:,} |"))
+    compared = render_rounds_compared(r1, r2)
+    if compared:
+        lines += ["", *compared]
     if r2.get("cpu_hours"):
-        lines += ["", "CPU time: " + ", ".join(f"{k} {v:.1f} h" for k, v in r2["cpu_hours"].items()) + "."]
+        hours = sorted(r2["cpu_hours"].items(), key=lambda kv: (kv[0] != "train", kv[0]))  # training first
+        lines += ["", "CPU time: " + ", ".join(f"{k} {v:.1f} h" for k, v in hours) + "."]
     if r2.get("made_by"):
         lines += ["", f"The runs were made by atkit at commit `{r2['made_by'][:12]}`."]
     lines += ["", "Commands:", "", "```bash", *ROUND2_COMMANDS, "```"]
