@@ -220,3 +220,42 @@ def test_resume_after_the_config_changed_class_count_says_they_disagree(tmp_path
     with pytest.raises(ConfigError, match=r"last\.pt.* has 6 outputs, but the model has 4.*checkpoint and the run's "
                                           "config disagree"):
         Trainer.resume(trainer.run_dir, progress=False)
+
+
+def test_checkpoints_and_the_final_report_take_an_explicit_run_state_without_a_trainer(tmp_path):
+    """A RunState built by hand (no Trainer) is saved, damaged and restored exactly, and its best model rebuilt."""
+    import torch
+
+    from atkit.data import load_dataset
+    from atkit.methods import get_method
+    from atkit.models import build_model
+    from atkit.training.checkpoints import best_model, restore_checkpoint, save_checkpoint
+    from atkit.training.distributed import init_from_env
+    from atkit.training.report import final_report
+    from atkit.training.state import RunState
+
+    config = RunConfig.from_dict({"method": "pgd_at", "dataset": "synthetic", "model": "small_cnn", "epochs": 2,
+                                  "eval": {"final_attacks": ["clean"], "sanity": False}})
+    torch.manual_seed(0)
+    model = build_model("small_cnn", num_classes=10)
+    state = RunState(config=config, run_dir=tmp_path, device=torch.device("cpu"), model=model,
+                     optimizer=torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), method=get_method("pgd_at"),
+                     num_classes=10, data_fingerprint="abc", epoch=1, history=[{"epoch": 1}], best_metric=12.5,
+                     best_epoch=1)
+    dist = init_from_env("cpu")
+    save_checkpoint(state, dist, best=True)
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    state.epoch, state.history, state.best_metric = 0, [], -1.0
+    restore_checkpoint(state, tmp_path / "checkpoints" / "last.pt", dist)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in saved.items())
+    assert (state.epoch, state.history, state.best_metric, state.best_epoch) == (1, [{"epoch": 1}], 12.5, 1)
+    best = best_model(state)
+    assert best is not model and all(torch.equal(best.state_dict()[k], v) for k, v in saved.items())
+    dataset = load_dataset("synthetic", n_train=32, n_test=16, image_size=32)
+    state.data_fingerprint = dataset.fingerprint()
+    report = final_report(state, dataset, n_test=16)
+    assert report["best"]["same_weights_as"] == "final" and (tmp_path / "eval.json").is_file()
+    assert report["images"]["n"] == 16 and report["final"]["accuracy"]["clean"] >= 0
