@@ -22,7 +22,7 @@ from ..training.distributed import cleanup
 from ..training.epoch import NonFiniteLossError
 from ..training.trainer import train
 from .cli_eval import cmd_eval
-from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
+from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, refuse_other_kind, run_notebook
 from .output_files import check_writable
 from .sweep import format_summary, load_grid, make_points, run_sweep
 from .sweep_jobs import cancel_sweep, format_status, require_submitit, sweep_status
@@ -69,7 +69,9 @@ def _cmd_train_run(args: argparse.Namespace) -> int:
             print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epoch(s)); nothing to "
                   f"train, its final evaluation is in {str(trainer.run_dir / 'eval.json')!r}", file=sys.stderr)
     else:
-        values = apply_set_options(load_config_dict(args.config), args.set)
+        values = load_config_dict(args.config)
+        refuse_other_kind(args.config, values, "run config")  # a notebook's parameters or a grid: name its command
+        values = apply_set_options(values, args.set)
         if "method" not in values:  # a file without it would silently train the default for days
             raise ConfigError(f"config file {args.config!r} names no method: add e.g. 'method: pgd_at' "
                               "(atkit methods lists them) or --set method=...")
