@@ -79,6 +79,11 @@ def test_omp_num_threads_and_sweep_workers(policy, monkeypatch):
     threads._torch_default = 2
     choice = threads.apply_threads()
     assert (choice.threads, choice.source) == (2, "OMP_NUM_THREADS") and "left as it is" in choice.why
+    threads._choice, threads._last_set = None, None
+    torch.set_num_threads(3)  # a program that set its own count before importing atkit (as tests/conftest.py does)
+    threads._torch_default = 3
+    choice = threads.apply_threads()
+    assert (choice.threads, choice.source) == (3, "torch.set_num_threads") and "OMP_NUM_THREADS=2" in choice.why
     monkeypatch.delenv("OMP_NUM_THREADS")
     threads._choice, threads._last_set = None, None
     policy["load"] = 0.0
@@ -178,3 +183,11 @@ def test_sweep_workers_share_the_free_cores(policy, tmp_path):
         seen = json.loads(folder.read_text())
         assert seen["workers"] == "2" and seen["source"] == "auto" and "shared by 2 worker processes" in seen["why"]
         assert seen["torch"] == seen["threads"] <= max(1, real_cores // 2)
+
+
+def test_the_ablation_session_applies_the_policy_in_the_notebooks_thread(policy, tmp_path):
+    from atkit.workbench.ablation import AblationSession
+
+    session = AblationSession(dict(TINY_RUN, threads=1), runs_dir=str(tmp_path / "runs"))
+    assert (session.threads.threads, session.threads.source) == (1, "threads") and torch.get_num_threads() == 1
+    assert AblationSession(dict(TINY_RUN), runs_dir=str(tmp_path / "runs")).threads.threads == 1  # the decision stands

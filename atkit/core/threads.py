@@ -150,8 +150,11 @@ def apply_threads(setting: Any = None, *, name: str = "threads") -> ThreadChoice
     if now != (_torch_default if _last_set is None else _last_set):
         return _set(ThreadChoice(now, "torch.set_num_threads", f"set to {now} by the caller, left as it is"))
     user = _user_env()
-    if user is not None:
+    if user is not None and user[1] == now:
         return _set(ThreadChoice(now, user[0], f"{user[0]}={user[1]} in the environment, left as it is"))
+    if user is not None:  # the caller set torch's count before importing atkit, over the variable's
+        return _set(ThreadChoice(now, "torch.set_num_threads", f"set to {now} by the caller before atkit was "
+                                 f"imported ({user[0]}={user[1]} in the environment), left as it is"))
     return _set(auto_threads(workers=workers))
 
 
