@@ -15,6 +15,7 @@ import math
 
 import papermill as pm
 import pytest
+import torch
 import yaml
 
 from atkit.experiments import EXPERIMENTS, judge_folder, run_experiment, write_experiment_notebook
@@ -73,6 +74,7 @@ def test_runs_on_smoke_parameters_writes_its_files_and_judges_again_from_them(na
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["experiment"] == name and metrics["source"] == EXPERIMENTS[name].source
     assert metrics["params"]["seed"] == params.get("seed", 0) and metrics["checks"]
+    assert metrics["threads"]["threads"] == torch.get_num_threads() and metrics["threads"]["source"]  # and why
     for check in metrics["checks"]:
         assert check["verdict"] and check["rule"] is not None and check["source"] and check["claim"]
     assert _same(judge_folder(name, out), metrics["checks"]) and _same(result.checks, metrics["checks"])

@@ -28,7 +28,7 @@ def executed(tmp_path_factory):
     runs = tmp / "runs"
     outs = {}
     for name, extra in (("train", {"runs_dir": str(runs)}), ("ablation", {"runs_dir": str(runs)}),
-                        ("results", {"outputs_dir": str(runs)})):
+                        ("results", {"outputs_dir": str(runs), "query": "epochs >= 1"})):  # keeps all three
         outs[name] = tmp / name
         run_notebook(name, str(ROOT / "parameters" / "smoke" / f"{name}.yaml"), str(outs[name]), device="cpu",
                      extra=extra, progress=False)
@@ -97,6 +97,9 @@ def test_results_notebook_tabulates_every_run_and_shows_missing_published_rows(e
     assert (out / "tradeoff.png").stat().st_size > 1000
     assert figure_outputs(out / "results.ipynb") == (1, 0)
     assert json.loads((out / "metrics.json").read_text())["n_runs"] == 3
+    printed = "".join("".join(o.get("text", "")) for c in json.loads((out / "results.ipynb").read_text())["cells"]
+                      if c["cell_type"] == "code" for o in c["outputs"])
+    assert "where epochs >= 1" in printed  # the query parameter was applied (papermill used to drop its line)
     # Both ablation runs (pgd_at+rpat, mse and kl) paired with train's pgd_at run: same data, model, seed, images.
     paired = pd.read_csv(out / "paired_tests.csv")
     assert len(paired) == 2 and set(paired["base"]) == {"pgd_at"} and paired["note"].isna().all()

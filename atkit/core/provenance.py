@@ -5,6 +5,7 @@ evaluation JSON (:meth:`atkit.evaluation.EvalResult.to_dict`) and in a run's ``e
 
 * ``software``: atkit version and git commit (when atkit runs from a git checkout; ``git_dirty``
   when it has uncommitted changes), Python, torch, torchvision, pyautoattack, numpy;
+* ``threads``: torch's CPU thread count, who chose it and why (:func:`atkit.core.threads.threads_record`);
 * ``device`` (type and name), ``precision`` (``fp32`` with TF32 off, ``fp32+tf32`` or ``bf16`` autocast),
   ``batch_size``, ``seed``, the threat model;
 * ``checkpoint``: path, SHA-256 and size of the weights file (:func:`checkpoint_record`);
@@ -29,6 +30,7 @@ import torch.nn as nn
 
 from .. import __version__
 from .paths import PACKAGE_DIR
+from .threads import threads_record
 from .utils import file_sha256
 
 PROVENANCE_FORMAT = "atkit-provenance/1"
@@ -149,6 +151,7 @@ def build_provenance(*, model: Optional[nn.Module] = None, device: Optional[str 
         "software": software_versions(),
         "command": " ".join(sys.argv) if sys.argv and sys.argv[0] else None,
         "device": device_record(device),
+        "threads": threads_record(),
         "precision": precision,
         "batch_size": batch_size,
         "seed": seed,

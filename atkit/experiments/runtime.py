@@ -23,6 +23,7 @@ import torch
 
 from ..core.figures import save_figure, show_figure
 from ..core.paths import resolve_output_path
+from ..core.threads import apply_threads
 from ..core.utils import atomic_write_json, atomic_write_text, resolve_device
 from ..data import load_dataset, test_images_record, to_float_images
 from ..training.runs import train_or_load
@@ -68,8 +69,9 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_outputs(experiment: Experiment, out: Path, record: Mapping[str, Any], p: Any,
-                  run_dirs: Mapping[str, str]) -> ExperimentResult:
-    """Judge ``record`` and write metrics.json, per_image_correct.json, the tables and the figures into ``out``."""
+                  run_dirs: Mapping[str, str], threads: Optional[Mapping[str, Any]] = None) -> ExperimentResult:
+    """Judge ``record`` and write metrics.json, per_image_correct.json, the tables and the figures into ``out``
+    (``threads``: the CPU thread decision of the measurement, :func:`atkit.core.threads.apply_threads`)."""
     record = dict(record)
     per_image = record.get("per_image") or {}
     checks = [c.to_dict() for c in experiment.judge(record, p)]
@@ -82,7 +84,8 @@ def write_outputs(experiment: Experiment, out: Path, record: Mapping[str, Any], 
         save_figure(fig, out / f"{stem}.png")
     body = {k: v for k, v in record.items() if k != "per_image" and not k.startswith("_")}
     metrics = _jsonable({"experiment": experiment.name, "source": experiment.source, "params": dataclasses.asdict(p),
-                         **body, "runs": dict(run_dirs), "checks": checks})
+                         **body, "runs": dict(run_dirs), "checks": checks}
+                        | ({"threads": dict(threads)} if threads is not None else {}))
     atomic_write_json(out / "metrics.json", metrics)
     if per_image:
         # The flags behind the paired intervals ("1" = correct, in eval_images.json order): the verdicts can be
@@ -97,6 +100,7 @@ def run_experiment(name: str, **params: Any) -> ExperimentResult:
     """Run the experiment registered as ``name`` with ``params`` (its ``Params`` fields; the module docstring)."""
     experiment = EXPERIMENTS.get(name)()
     p = experiment.params(params)
+    threads = apply_threads()  # once per process, before any work (atkit.core.threads)
     out = resolve_output_path(p.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(p.device)
@@ -111,7 +115,7 @@ def run_experiment(name: str, **params: Any) -> ExperimentResult:
     atomic_write_json(out / "eval_images.json", test_images_record(ctx.dataset, indices))  # which images, for pairing
     torch.manual_seed(p.seed)
     record = experiment.measure(ctx)
-    return write_outputs(experiment, out, record, p, ctx.run_dirs)
+    return write_outputs(experiment, out, record, p, ctx.run_dirs, threads=threads.to_dict())
 
 
 def notebook_params(name: str, namespace: Mapping[str, Any]) -> dict[str, Any]:

@@ -110,6 +110,9 @@ class RunConfig:
     precision: str = "auto"
     channels_last: Any = "auto"
     compile: Any = False
+    # CPU threads of torch: "auto" (never more than the free cores) or a count; ATKIT_THREADS / --threads win
+    # (atkit.core.threads). It does not change what a run computes, so runs are reused across it.
+    threads: Any = "auto"
     name: Optional[str] = None
     out_dir: str = "outputs/runs"
     max_steps_per_epoch: Optional[int] = None
@@ -245,9 +248,11 @@ class RunConfig:
         if self.val_size < 0:
             raise ConfigError(f"val_size={self.val_size!r} must be >= 0")
         from ..core.fast import PRECISIONS, check_compile, resolve_channels_last
+        from ..core.threads import parse_threads
         from ..evaluation import EVAL_PRECISIONS, parse_attack  # why: evaluation pulls scipy; loaded on validation
 
         check_choice("precision", self.precision, PRECISIONS)
+        parse_threads(self.threads, "threads")
         check_choice("last_batch", self.last_batch, LAST_BATCH_CHOICES)
         resolve_channels_last(self.channels_last, "cpu")
         check_compile(self.compile)

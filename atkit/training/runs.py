@@ -34,7 +34,7 @@ from .config import RunConfig, load_config
 from .trainer import Trainer, train_to_end
 
 # Keys that do not change what a run computes.
-_IGNORED_KEYS = {"name", "out_dir", "device", "eval", "logging"}
+_IGNORED_KEYS = {"name", "out_dir", "device", "eval", "logging", "threads"}
 
 #: The statuses :class:`atkit.training.trainer.Trainer` writes into ``metrics.json``, by what they allow.
 FINISHED = "finished"

@@ -38,6 +38,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from ..core.fast import precision_scope, resolve_precision, training_model, training_precision
 from ..core.processes import sigterm_as_interrupt
 from ..core.progress import Phases, default_stream, progress_bar
+from ..core.threads import apply_threads
 from ..core.utils import (ConfigError, FolderLock, OutputWriteError, atomic_write_json, atomic_write_text,
                           guarded_write, remove_stale_temporaries, seed_everything)
 from ..data import BatchLoader
@@ -105,6 +106,7 @@ class Trainer:
         self.dist = init_from_env(config.device)
         self.device = self.dist.device
         self._stop_requested = False
+        self.threads_note = apply_threads(config.threads).to_dict()  # before any work (atkit.core.threads)
         seed_everything(config.seed)
         prep = prepared or prepare(config, self.device)
         self.dataset, model, method = prep.dataset, prep.model.to(self.device), prep.method
@@ -239,8 +241,9 @@ class Trainer:
         history = self.history + ([self.partial_record] if self.partial_record is not None else [])
         payload = {"status": self.status, "run_dir": str(self.run_dir), "data_fingerprint": self.data_fingerprint,
                    "epochs": self.epochs, "epochs_done": len(self.history), "training_precision": self.precision_note,
-                   "best_epoch": self.best_epoch, "best_metric": self.best_metric if self.best_epoch is not None
-                   else None, "warnings": run_warnings(history), "history": history}
+                   "threads": self.threads_note, "best_epoch": self.best_epoch,
+                   "best_metric": self.best_metric if self.best_epoch is not None else None,
+                   "warnings": run_warnings(history), "history": history}
         if error:
             payload["error"] = error
         guarded_write(self.run_dir / "metrics.json", lambda: atomic_write_json(self.run_dir / "metrics.json", payload))

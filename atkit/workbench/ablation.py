@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..core.paths import resolve_output_path
 from ..core.progress import Phases
+from ..core.threads import apply_threads
 from ..core.utils import unknown_name_error
 from ..evaluation import is_attack_name, strongest
 from ..methods import COMPOSERS, METHODS, ThreatModel, get_method
@@ -190,6 +191,9 @@ class AblationSession:
         self.base = dict(base)
         self.base["out_dir"] = str(runs_dir)
         load_config(self.base)  # refuse a bad base before any run
+        # In the thread that builds the session (the notebook's): the widget UI's worker threads inherit the count,
+        # while one set in a worker thread would not reach this one (atkit.core.threads).
+        self.threads = apply_threads(self.base.get("threads"))
         self.runs_dir = resolve_output_path(runs_dir)
         self.reuse = reuse
         self.progress = progress

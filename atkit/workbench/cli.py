@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 from ..core import utils  # atomic_write_json through the module, where the fault tests inject a full disk
 from ..core.paths import resolve_output_path
 from ..core.processes import exit_status, sigterm_as_interrupt
+from ..core.threads import ACCEPTED as THREADS_ACCEPTED, threads_for_command
 from ..core.utils import ConfigError, OutputWriteError, apply_set_options
 from ..methods import COMPOSERS, describe_methods
 from ..training.config import load_config, load_config_dict
@@ -21,7 +22,7 @@ from ..training.distributed import cleanup
 from ..training.epoch import NonFiniteLossError
 from ..training.trainer import train
 from .cli_eval import cmd_eval
-from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, run_notebook
+from .notebooks import KERNEL_NAME, NOTEBOOK_DIR, refuse_other_kind, run_notebook
 from .output_files import check_writable
 from .sweep import format_summary, load_grid, make_points, run_sweep
 from .sweep_jobs import cancel_sweep, format_status, require_submitit, sweep_status
@@ -68,7 +69,9 @@ def _cmd_train_run(args: argparse.Namespace) -> int:
             print(f"atkit: run {str(trainer.run_dir)!r} is already finished ({trainer.epochs} epoch(s)); nothing to "
                   f"train, its final evaluation is in {str(trainer.run_dir / 'eval.json')!r}", file=sys.stderr)
     else:
-        values = apply_set_options(load_config_dict(args.config), args.set)
+        values = load_config_dict(args.config)
+        refuse_other_kind(args.config, values, "run config")  # a notebook's parameters or a grid: name its command
+        values = apply_set_options(values, args.set)
         if "method" not in values:  # a file without it would silently train the default for days
             raise ConfigError(f"config file {args.config!r} names no method: add e.g. 'method: pgd_at' "
                               "(atkit methods lists them) or --set method=...")
@@ -276,6 +279,12 @@ def _cmd_sweep_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_threads_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--threads", help=f"CPU threads of torch here and in every process the command starts: "
+                                     f"{THREADS_ACCEPTED} (default: ATKIT_THREADS, else never more than the free "
+                                     "cores; see atkit.core.threads)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     # Plain text: argparse prints help verbatim, so no reST markup (``...``, :class:) belongs here.
     parser = argparse.ArgumentParser(prog="python -m atkit", description=DESCRIPTION)
@@ -298,6 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--channels-last", dest="channels_last", choices=["auto", "true", "false"],
                    help="channels_last memory layout (default: the config's, 'auto' = on CUDA)")
     p.add_argument("--compile", help="torch.compile the model: true, false or a backend name (default: the config's)")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run folder, an atkit checkpoint, or someone else's state dict")
@@ -331,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "bf16", "auto"],
                    help="fp32 (default, exact: the reported numbers), tf32 (TF32 matmuls/convolutions on CUDA) or bf16 "
                         "autocast (faster; atkit.core.fast.evaluation_parity says per model whether they give the fp32 result)")
+    _add_threads_option(p)
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="paired test of two evaluations on the same test images, or of two arms of "
@@ -383,6 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(e.g. --set dataset=folder --set data.root=data/cifar10-jpeg); repeatable")
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_notebook)
 
     p = sub.add_parser("sweep", help="execute a notebook once per grid point (papermill), one worker per GPU")
@@ -422,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--account", help="SLURM account")
     g.add_argument("--array-parallelism", type=int, help="jobs of the array running at once (default 256)")
     g.add_argument("--max-requeues", type=int, help="requeues of a timed-out job (default 3; preemptions always requeue)")
+    _add_threads_option(p)
     p.set_defaults(func=_cmd_sweep)
     return parser
 
@@ -438,7 +451,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == "train" and not args.config and not args.resume:
         parser.error("train needs a CONFIG.yaml or --resume RUN_DIR")
     try:
-        return args.func(args)
+        with threads_for_command(getattr(args, "threads", None)):  # one thread policy (atkit.core.threads)
+            return args.func(args)
     except ConfigError as e:
         print(f"atkit: error: {e}", file=sys.stderr)
         return 2

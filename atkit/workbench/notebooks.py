@@ -6,6 +6,9 @@ go through here, so a notebook name, a parameter check and a kernel mean the sam
 * :func:`resolve_notebook`: ``"ablation"`` -> ``notebooks/ablation.ipynb`` (or a path to any notebook);
 * :func:`declared_parameters`: the names in a notebook's ``parameters`` cell (papermill's reading of it);
 * :func:`check_parameter_names`: refuse, before anything runs, a parameter the notebook does not declare;
+* :func:`parameter_file_kind`: what a YAML file of ``parameters/`` is (a run configuration for ``atkit train``, a
+  notebook's parameters, a sweep grid), read from its keys, so that a file given to the wrong command is refused
+  with the command that takes it (:func:`refuse_other_kind`);
 * :func:`run_notebook`: execute one notebook in this process with papermill;
   :func:`papermill_command`: the same execution as a ``python -m papermill`` command line (a sweep point
   runs in its own process, so that an interrupted sweep can stop it with its kernel).
@@ -15,6 +18,8 @@ kernel :data:`KERNEL_NAME`.
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import sys
 from pathlib import Path
@@ -23,6 +28,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 from ..core.paths import PACKAGE_DIR, resolve_output_path
 from ..core.progress import PROGRESS_ENV
 from ..core.utils import ConfigError, apply_set_options, claim_output_folder, load_yaml_mapping, unknown_name_error
+from ..training.config import RunConfig
 
 NOTEBOOK_DIR = PACKAGE_DIR.parent / "notebooks"
 # The Jupyter kernel every notebook names in its kernelspec and every execution uses: ``python3`` is the
@@ -57,9 +63,15 @@ def notebook_cwd(notebook: Path) -> Path:
 
 def declared_parameters(notebook: Path) -> list[str]:
     """The parameter names of ``notebook``'s ``parameters`` cell, in order (as papermill reads them)."""
+    path = Path(notebook)
+    return list(_declared(str(path.resolve()), path.stat().st_mtime_ns))
+
+
+@functools.lru_cache(maxsize=64)
+def _declared(path: str, mtime_ns: int) -> tuple[str, ...]:  # read again once the file changed
     import papermill as pm  # why: papermill (and nbformat/jupyter_client) is heavy; only needed here
 
-    return list(pm.inspect_notebook(str(notebook)))
+    return tuple(pm.inspect_notebook(path))
 
 
 def check_parameter_names(notebook: Path, names: Iterable[str], declared: Sequence[str], where: str = "") -> None:
@@ -70,6 +82,57 @@ def check_parameter_names(notebook: Path, names: Iterable[str], declared: Sequen
         top = str(name).split(".", 1)[0]
         if top not in declared:
             raise unknown_name_error(f"parameter of notebook {Path(notebook).name}{where}", top, list(declared))
+
+
+RUN_CONFIG_KEYS = frozenset(f.name for f in dataclasses.fields(RunConfig))
+#: The keys of a sweep's grid file (atkit.workbench.sweep.load_grid).
+GRID_FILE_KEYS = ("notebook", "base", "grid", "points", "name", "slurm")
+
+
+def parameter_file_kind(path: str | Path, keys: Iterable[str]) -> tuple[str, list[str]]:
+    """What the YAML file ``path`` with top-level ``keys`` is: ``("run config", [])`` (only RunConfig keys:
+    ``atkit train``), ``("sweep grid", [])``, ``("notebook", [NAME])`` (only parameters that notebook declares; of
+    several such notebooks the one its path names, by file name or folder, e.g. ``parameters/cpu/train/x.yaml`` or
+    ``mse_perception_cifar10.yaml``, else all of them), or ``("unknown", [])`` (e.g. a misspelt key)."""
+    keys, path = set(keys), Path(path)
+    if keys <= RUN_CONFIG_KEYS:
+        return "run config", []
+    if "notebook" in keys and keys <= set(GRID_FILE_KEYS):
+        return "sweep grid", []
+    fits = [name for name in notebook_names() if keys <= set(declared_parameters(NOTEBOOK_DIR / f"{name}.ipynb"))]
+    if fits:
+        named = [name for name in fits if path.stem == name or path.stem.startswith(name + "_")
+                 or name in path.parent.parts]
+        return "notebook", named or fits
+    if keys <= set(GRID_FILE_KEYS):
+        return "sweep grid", []
+    return "unknown", []
+
+
+def _notebook_command(name: str, path: str | Path, values: Mapping[str, Any]) -> str:
+    out = values.get("out_dir") if isinstance(values.get("out_dir"), str) else f"outputs/{name}"
+    return f"python -m atkit notebook {name} --params {path} --out {out}"
+
+
+def refuse_other_kind(path: str | Path, values: Mapping[str, Any], wanted: str) -> None:
+    """Refuse, in one line naming the command that takes it, a parameter file given to the wrong command:
+    ``wanted`` is ``"run config"`` (``atkit train FILE``) or a notebook's name (``atkit notebook NAME --params FILE``).
+    A file of the wanted kind, or of no known kind, passes (the command's own checks then name a bad key)."""
+    kind, notebooks = parameter_file_kind(path, values)
+    if kind == "unknown" or (kind == "run config" and wanted == "run config") or wanted in notebooks:
+        return
+    if kind == "sweep grid":
+        raise ConfigError(f"{path} is a sweep grid: run python -m atkit sweep -f {path}")
+    if kind == "run config":
+        raise ConfigError(f"{path} is a run configuration, not parameters of the {wanted} notebook: run python -m "
+                          f"atkit train {path} (or give it to the train notebook as config: python -m atkit notebook "
+                          f"train --set config={path} --out outputs/train)")
+    if len(notebooks) == 1:
+        raise ConfigError(f"{path} is a parameter file of the {notebooks[0]} notebook"
+                          f"{'' if wanted == 'run config' else f', not of {wanted}'}: run "
+                          f"{_notebook_command(notebooks[0], path, values)}")
+    raise ConfigError(f"{path} is a parameter file of a notebook ({', '.join(notebooks)}), not a run configuration: "
+                      f"run {_notebook_command('NAME', path, values)} with NAME one of them")
 
 
 def headless_defaults(params: dict[str, Any], declared: Sequence[str]) -> dict[str, Any]:
@@ -105,6 +168,8 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     params: dict[str, Any] = {}
     if params_file:
         params = load_yaml_mapping(params_file, "parameter file", allow_empty=True)
+        if not set(params) <= set(declared_parameters(path)):  # another command's file: name that command
+            refuse_other_kind(params_file, params, path.stem)
     params.update(extra or {})
     params = apply_set_options(params, sets)
     out = resolve_output_path(out_dir)  # the project root's outputs/, whatever the working directory
@@ -131,5 +196,6 @@ def run_notebook(name_or_path: str, params_file: Optional[str], out_dir: str, *,
     return executed
 
 
-__all__ = ["KERNEL_NAME", "NOTEBOOK_DIR", "check_parameter_names", "declared_parameters", "headless_defaults",
-           "notebook_cwd", "notebook_names", "papermill_command", "resolve_notebook", "run_notebook"]
+__all__ = ["GRID_FILE_KEYS", "KERNEL_NAME", "NOTEBOOK_DIR", "RUN_CONFIG_KEYS", "check_parameter_names",
+           "declared_parameters", "headless_defaults", "notebook_cwd", "notebook_names", "papermill_command",
+           "parameter_file_kind", "refuse_other_kind", "resolve_notebook", "run_notebook"]

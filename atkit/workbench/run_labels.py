@@ -19,7 +19,7 @@ from ..experiments import reference as ref_mod
 from ..training.augment import TRAINING_OPTION_DEFAULTS, training_label
 from ..training.config import RunConfig
 
-_RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval", "logging")
+_RUN_KEYS_IGNORED = ("seed", "name", "out_dir", "device", "eval", "logging", "threads")
 
 
 def dataset_label(config: Mapping[str, Any]) -> tuple[str, str]:

@@ -46,6 +46,7 @@ import yaml
 
 from ..core.paths import resolve_output_path
 from ..core.processes import dies_with_parent, sigterm_as_interrupt, stop_child
+from ..core.threads import worker_env
 from ..core.utils import (ConfigError, apply_set_options, atomic_write_json, atomic_write_text, check_plain_name,
                           load_yaml_mapping, parse_set_options, set_dotted, short_repr, unknown_name_error)
 from .notebooks import (KERNEL_NAME, check_parameter_names, declared_parameters, headless_defaults, papermill_command,
@@ -383,7 +384,7 @@ def _run_points(spec: SweepSpec, out: Path, notebook: Path, points: list[SweepPo
             if stop.is_set():
                 return
             res = _execute_point(point, out / point.folder, notebook, slot, declared, device, kernel_name, timeout,
-                                 len(slots), procs, lock)
+                                 min(len(slots), len(todo)), procs, lock)  # processes sharing the CPU
             if stop.is_set() and res.status == "failed":
                 res.status, res.error = "interrupted", None
         finally:
@@ -469,12 +470,9 @@ def _execute_point(point: SweepPoint, point_dir: Path, notebook: Path, slot: Opt
     executed = point_dir / notebook.name
     env = dict(os.environ)
     env.setdefault("ATKIT_PROGRESS", "lines")  # text progress in the saved notebook (atkit.core.progress), not dead widgets
-    if slot is None:
-        env["CUDA_VISIBLE_DEVICES"] = ""
-        # CPU workers share the cores instead of each taking all of them.
-        env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n_slots)))
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = slot
+    env["CUDA_VISIBLE_DEVICES"] = "" if slot is None else slot
+    # The workers share the free cores instead of each taking all of them (atkit.core.threads, "auto").
+    worker_env(env, n_slots)
     cmd = papermill_command(notebook, executed, point_dir / PARAMS_FILE, kernel_name)
     began = time.time()
     log_path = point_dir / LOG_FILE
