@@ -39,7 +39,8 @@ def results_html(table: pd.DataFrame) -> str:
     """:func:`results_columns` of the session's table as HTML (blank where a run did not measure a column)."""
     if table.empty:
         return "<i>no runs yet</i>"
-    return table[results_columns(table)].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="")
+    html = table[results_columns(table)].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="")
+    return f'<div style="white-space: nowrap; font-size: 12px">{html}</div>'  # one line per run; the box scrolls
 
 
 
