@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_NOTEBOOKS ?= mse_perception boundary_samples always_failed_overlap
 STAMP := $(VENV)/.atkit-installed
 
-.PHONY: install demo test lab clean-outputs
+.PHONY: install notebook-filter demo test lab clean-outputs
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,15 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install -e ".[notebooks,dev]"
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) notebook-filter
+
+# Run notebooks keep their outputs on disk, never in git: .gitattributes sends notebooks/*.ipynb through this clean
+# filter (atkit/workbench/strip_outputs.py), so git status and git diff show no change after a notebook runs.
+notebook-filter:
+	@if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then \
+	  git config filter.atkit-strip-outputs.clean "$(PY) -m atkit.workbench.strip_outputs" && \
+	  echo "git: notebooks/*.ipynb are compared and committed without outputs (filter atkit-strip-outputs)"; \
+	else echo "not a git checkout: no output filter for notebooks/*.ipynb"; fi
 
 demo: install
 	@for nb in $(DEMO_NOTEBOOKS); do \
@@ -31,8 +39,9 @@ demo: install
 test: install
 	$(PY) -m pytest -q
 
+# After each save, git forgets a notebook whose only change is outputs (atkit.workbench.strip_outputs).
 lab: install
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ContentsManager.post_save_hook=atkit.workbench.strip_outputs.refresh_git_status notebooks/
 
 clean-outputs:
 	rm -rf outputs/demo outputs/smoke

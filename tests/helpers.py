@@ -136,6 +136,26 @@ def write_notebook(path: Path, *cells: Any) -> Path:
     return path
 
 
+def committed_notebooks(root: Path = REPO) -> dict[str, str]:
+    """``{name: text}`` of the notebooks in ``notebooks/`` as committed (``git show HEAD:...``) when ``root`` is a
+    git checkout with a commit, else as the files are. A user's working copies (outputs JupyterLab autosaved, a
+    scratch notebook of their own) never decide what the tests check."""
+    import subprocess
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, encoding="utf-8")
+
+    try:
+        listed = git("ls-tree", "--name-only", "HEAD", "notebooks/")
+    except FileNotFoundError:  # no git on this machine
+        listed = None
+    if listed is None or listed.returncode != 0 or git("rev-parse", "--show-toplevel").stdout.strip() != str(
+            Path(root).resolve()):
+        return {p.stem: p.read_text(encoding="utf-8") for p in sorted((Path(root) / "notebooks").glob("*.ipynb"))}
+    names = [line for line in listed.stdout.splitlines() if line.endswith(".ipynb")]
+    return {Path(n).stem: git("show", f"HEAD:{n}").stdout for n in sorted(names)}
+
+
 # ------------------------------------------------------------ reference formulas, written with plain torch ops
 # One copy for every method test: the losses are recomputed from these, never from atkit's own helpers.
 def ref_log_softmax(z: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from atkit.experiments import reference
 from atkit.core.utils import ConfigError
+from atkit.workbench.strip_outputs import strip_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ("atkit", "notebooks", "parameters", "docs", "benchmarks", "tests", "README.md", "Makefile", "CITATION.cff",
@@ -52,7 +53,10 @@ def forbidden_mentions(paths: list[Path], root: Path = ROOT) -> list[str]:
     """``file:line: what (the text)`` for every forbidden mention in ``paths``."""
     hits = []
     for path in paths:
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if path.suffix == ".ipynb":  # as git stores it: outputs of a user's run (their own paths) are not shipped
+            text = strip_outputs(text)
+        for number, line in enumerate(text.splitlines(), start=1):
             for what, pattern in FORBIDDEN.items():
                 match = pattern.search(line)
                 if match:
@@ -74,6 +78,17 @@ def test_the_scan_sees_the_shipped_tree_and_flags_each_forbidden_form(tmp_path):
     hits = forbidden_mentions(sorted(tmp_path.glob("*.md")), root=tmp_path)
     flagged = {(tmp_path / h.split(":")[0]).read_text().splitlines()[1] for h in hits}
     assert flagged == bad and all(":2: " in h for h in hits)
+
+
+def test_the_scan_reads_a_notebook_as_git_stores_it_not_the_outputs_of_a_users_run(tmp_path):
+    import nbformat  # why: only this test builds a notebook
+
+    cell = nbformat.v4.new_code_cell("print('see /work/x')", execution_count=1)
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="run in /home/alice/outputs/runs\n")]
+    nb = nbformat.v4.new_notebook(cells=[cell], metadata={"kernelspec": {"name": "python3", "display_name": "Python 3"}})
+    (tmp_path / "a.ipynb").write_text(nbformat.writes(nb), encoding="utf-8")
+    hits = forbidden_mentions([tmp_path / "a.ipynb"], root=tmp_path)
+    assert len(hits) == 1 and "'/work/x'" in hits[0]
 
 
 def test_the_shipped_tree_names_no_seed_number_shared_path_absolute_path_or_reference_md():

@@ -14,8 +14,10 @@ import torch
 from atkit.methods import METHODS, Params, register
 from atkit.methods.pgd_at import PGDAT
 from atkit.core.utils import ConfigError
-from atkit.workbench.ablation import AblationSession, param_specs, parse_text_value, results_columns, split_point
-from atkit.workbench.widgets import AblationUI, results_html
+from atkit.workbench.ablation import (AblationSession, method_choices, param_specs, parse_text_value, results_columns,
+                                     split_point)
+from atkit.workbench.plots import learning_curves_figure
+from atkit.workbench.widgets import AblationUI, make_control, read_control, results_html
 
 TINY = dict(method="pgd_at", dataset="synthetic", data={"n_train": 64, "n_test": 16}, model="small_cnn", epochs=1,
             batch_size=32, max_steps_per_epoch=2, threat={"steps": 1}, schedule="constant", device="cpu",
@@ -102,7 +104,7 @@ def test_points_split_into_config_keys_and_hyperparameters():
 
 def test_run_button_trains_in_a_thread_and_the_results_table_grows(tmp_path):
     session = AblationSession(TINY, runs_dir=tmp_path / "runs")
-    ui = AblationUI(session, methods=["pgd_at", "pgd_at+rpat"])
+    ui = AblationUI(session, methods=["pgd_at", "pgd_at+rpat"], evaluation="full")  # the base's final attacks
     statuses: list[str] = []
     ui.status.observe(lambda change: statuses.append(change["new"]), names="value")
     ui.method.value = "pgd_at+rpat"
@@ -225,3 +227,89 @@ def test_the_table_keeps_one_attack_per_column_beside_a_stopped_run(tmp_path):
     assert stopped["partial_epoch"] == "epoch 2: 1/2 steps (not counted)" and stopped["epochs_done"] == 1
     trade = session.tradeoff()
     assert list(trade["robust_metric"]) == ["pgd2"] and list(trade["source"]) == ["final"]
+
+
+def test_every_menu_shows_its_value_never_a_blank_box():
+    """A Dropdown given value=None selects nothing (a blank box): every choice control of every method and
+    composite shows its default's label, and reads back the default."""
+    seen_none = 0
+    for method in method_choices():
+        for spec in param_specs(method):
+            if spec.kind != "choice":
+                continue
+            w = make_control(spec)
+            assert w.index is not None and w.label == ("default (None)" if spec.default is None else str(spec.default))
+            assert read_control(spec, w) == spec.default, (method, spec.name)
+            seen_none += spec.default is None
+    assert seen_none > 0  # attack_bn_mode and random_start default to None for every method
+    ui = AblationUI(AblationSession(TINY, runs_dir="unused"), method="pgd_at",
+                    method_params={"attack_bn_mode": "train", "random_start": None})
+    assert ui.controls["attack_bn_mode"].label == "train" and ui.controls["random_start"].label == "default (None)"
+    assert ui.method.label == "pgd_at"
+
+
+def test_the_layout_keeps_figures_at_their_aspect_beside_a_scrolling_table_and_no_image_before_a_figure():
+    ui = AblationUI(AblationSession(TINY, runs_dir="unused"))
+    top, results, _log = ui.widget.children
+    # Rows align at the top (a stretched row drew the learning curves about 2x too tall); figures keep their aspect.
+    assert top.layout.align_items == results.layout.align_items == "flex-start"
+    assert ui.live.layout.height == ui.tradeoff_plot.layout.height == "auto"
+    # The trade-off plot comes first at a fixed width; the table scrolls in the rest of the row.
+    assert results.children == (ui.tradeoff_box, ui.table_box) and ui.tradeoff_box.layout.flex == "0 0 auto"
+    assert ui.table_box.layout.overflow == "auto" and ui.table_box.layout.min_width == "0"
+    # No Image widget (a broken-image icon while empty) until there is a figure.
+    assert ui.live not in ui.live_box.children and ui.tradeoff_plot not in ui.tradeoff_box.children
+    assert "no runs yet" in ui.table.value
+
+
+@pytest.mark.parametrize("epochs,ticks", [([1], [1.0]), ([1, 2, 3], [1.0, 2.0, 3.0])])
+def test_learning_curves_put_ticks_on_whole_epochs(epochs, ticks):
+    history = [{"epoch": e, "train_loss": 2.0 / e, "train_adv_acc": 10.0 * e, "test_clean_acc": 20.0 * e,
+                "test_pgd10_acc": 5.0 * e} for e in epochs]
+    fig = learning_curves_figure(history)
+    fig.canvas.draw()
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == ticks
+        assert [t.get_text() for t in ax.get_xticklabels()] == [str(int(t)) for t in ticks]
+    if len(epochs) == 1:  # not 0.96-1.04 around a lone point
+        assert all(ax.get_xlim() == (0.0, 2.0) for ax in fig.axes)
+    many = learning_curves_figure([{"epoch": e, "train_loss": 1.0, "test_clean_acc": 50.0} for e in range(1, 31)])
+    assert all(float(t).is_integer() for ax in many.axes for t in ax.get_xticks())
+
+
+def test_quick_evaluation_is_the_default_stated_and_full_reevaluates_the_same_run(tmp_path):
+    base = dict(TINY, eval=dict(TINY["eval"], sanity=True, sanity_n_test=8))  # full: clean, PGD-1, sanity checks
+    session = AblationSession(base, runs_dir=tmp_path / "runs")
+    with pytest.raises(ConfigError, match="'fast'"):
+        AblationUI(session, evaluation="fast")
+    ui = AblationUI(session, live_plot=False)
+    assert ui.evaluation.value == "quick"
+    assert "clean, pgd20 on up to 500 test images; no sanity checks" in ui.evaluation_note.value
+    ui.on_run()
+    assert ui.wait(timeout=300)
+    quick = session.table().iloc[-1]
+    run_dir = Path(quick["run_dir"])
+    final = json.loads((run_dir / "eval.json").read_text())["final"]
+    assert set(final["accuracy"]) == {"clean", "pgd20"} and final["n"] == 16 and not final["checks"]
+    assert quick["evaluated"] == "16 img, clean, pgd20" and "evaluated (quick asked): 16 img" in ui.status.value
+    assert "evaluated" in results_columns(session.table()) and "16 img, clean, pgd20" in ui.table.value
+    assert ui.live_box.children == () or ui.live not in ui.live_box.children  # live_plot=False: no curves drawn
+    assert ui.tradeoff_box.children == (ui.tradeoff_plot,) and ui.tradeoff_plot.value[:4] == b"\x89PNG"
+
+    ui.evaluation.value = "full"
+    assert "clean, pgd1 on the whole test set; sanity checks on up to 8 of them" in ui.evaluation_note.value
+    ui.on_run()
+    assert ui.wait(timeout=300)
+    full = session.table().iloc[-1]
+    assert full["run_dir"] == str(run_dir) and bool(full["reused"])  # trained once, evaluated again
+    final = json.loads((run_dir / "eval.json").read_text())["final"]
+    assert {"clean", "pgd1"} <= set(final["accuracy"]) and final["checks"]
+    assert full["evaluated"].startswith("16 img, sanity checks")
+
+    ui.evaluation.value = "quick"  # a quick request keeps the evaluation that is there: nothing runs again
+    before = (run_dir / "eval.json").stat().st_mtime_ns
+    ui.on_run()
+    assert ui.wait(timeout=300)
+    assert (run_dir / "eval.json").stat().st_mtime_ns == before
+    assert session.table().iloc[-1]["evaluated"] == full["evaluated"]
+    assert len(list((tmp_path / "runs").iterdir())) == 1

@@ -11,6 +11,7 @@ registered method gets controls without any change here.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -27,11 +28,10 @@ import pandas as pd
 from ..core.paths import resolve_output_path
 from ..core.progress import Phases
 from ..core.threads import apply_threads
-from ..core.utils import unknown_name_error
+from ..core.utils import check_choice, unknown_name_error
 from ..evaluation import is_attack_name, strongest
 from ..methods import COMPOSERS, METHODS, ThreatModel, get_method
-from ..training.config import RunConfig, load_config
-from ..training.report import has_final_evaluation
+from ..training.config import EvalConfig, RunConfig, load_config
 from ..training.runs import open_run
 from ..training.trainer import StepCallback, Trainer
 from .results import run_rows
@@ -39,6 +39,47 @@ from .run_files import load_run
 
 # Point keys that are not method hyperparameters.
 POINT_KEYS = ("method", "eps", "eps255", "epochs", "seed")
+
+# The final evaluation of a run, by name. "quick" (the widget UI's default): clean and PGD-20 on a few hundred test
+# images without the gradient-masking checks, seconds on a CPU, enough to compare points while exploring (on a
+# 1-epoch CPU run the base's full evaluation took about 3/4 of the time); "full": the base config's ``eval`` as it is
+# (its final_attacks on final_n_test images, sanity checks as configured), the numbers to report.
+QUICK_EVALUATION = {"final_attacks": ["clean", "pgd20"], "final_n_test": 500, "sanity": False}
+EVALUATIONS = ("quick", "full")
+
+
+def evaluation_overrides(kind: str) -> dict[str, Any]:
+    """The ``eval`` keys that evaluation ``kind`` (one of :data:`EVALUATIONS`) sets over the base config's."""
+    check_choice("evaluation", kind, EVALUATIONS)
+    return json.loads(json.dumps(QUICK_EVALUATION)) if kind == "quick" else {}
+
+
+def describe_evaluation(ev: EvalConfig, test_images: Optional[int] = None) -> str:
+    """``"clean, pgd20 on up to 500 test images; no sanity checks"``: what a final evaluation with ``ev`` runs
+    (``test_images``: the size of the test set, when known, for the exact count)."""
+    if test_images is not None:
+        images = f"{min(ev.final_n_test or test_images, test_images)} test images"
+    else:
+        images = "the whole test set" if ev.final_n_test is None else f"up to {ev.final_n_test} test images"
+    robust = [a for a in ev.final_attacks if a not in ("clean", "random")]
+    checks = (f"sanity checks on up to {ev.sanity_n_test} of them" if ev.sanity and robust else "no sanity checks")
+    return f"{', '.join(ev.final_attacks)} on {images}; {checks}"
+
+
+def evaluation_covers(run_dir: str | Path, ev: EvalConfig, test_images: int, kind: str = "full") -> bool:
+    """Whether ``run_dir/eval.json`` already serves a final evaluation ``kind`` with settings ``ev``. "full": every
+    attack of ``ev``, on at least as many test images, with sanity checks when asked. "quick": any final evaluation,
+    so that a quick request never replaces one that is there (a run the table then shows with what evaluated it)."""
+    try:
+        final = json.loads((Path(run_dir) / "eval.json").read_text()).get("final") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    if check_choice("evaluation", kind, EVALUATIONS) == "quick":
+        return bool(final.get("accuracy"))
+    wanted = min(ev.final_n_test or test_images, test_images)
+    robust = any(a not in ("clean", "random") for a in ev.final_attacks)
+    return (set(ev.final_attacks) <= set(final.get("accuracy") or {}) and int(final.get("n") or 0) >= wanted
+            and (not (ev.sanity and robust) or bool(final.get("checks"))))
 
 
 # ------------------------------------------------------------------------------ parameter specs
@@ -203,9 +244,12 @@ class AblationSession:
         self._lock = threading.Lock()
 
     # -- configs ----------------------------------------------------------------------------------
-    def config_for(self, point: Mapping[str, Any]) -> RunConfig:
-        """The RunConfig of ``point`` (see :func:`split_point`); eps changes keep the base step/eps ratio."""
+    def config_for(self, point: Mapping[str, Any], evaluation: str = "full") -> RunConfig:
+        """The RunConfig of ``point`` (see :func:`split_point`); eps changes keep the base step/eps ratio.
+        ``evaluation``: "full" (the base's ``eval``) or "quick" (:func:`evaluation_overrides` over it; the final
+        evaluation is not part of a run's identity)."""
         d = json.loads(json.dumps(self.base))
+        d["eval"] = {**(d.get("eval") or {}), **evaluation_overrides(evaluation)}
         method = point.get("method", d.get("method", "pgd_at"))
         overrides, hparams = split_point(point, method)
         if method != d.get("method"):
@@ -236,11 +280,13 @@ class AblationSession:
     def run(self, point: Mapping[str, Any], *, callbacks: Sequence[Callable] = (),
             on_step: Optional[StepCallback] = None,
             on_trainer: Optional[Callable[[Trainer], None]] = None,
-            on_status: Optional[Callable[[str], None]] = None) -> dict[str, Any]:
+            on_status: Optional[Callable[[str], None]] = None,
+            evaluation: str = "full") -> dict[str, Any]:
         """Train ``point`` to the end (or until :meth:`request_stop`), evaluate, append and return its row.
 
-        A finished identical run under ``runs_dir`` is reused (re-evaluated only when it lacks a
-        requested final attack); a stopped or interrupted one is resumed. Errors do not propagate: the
+        ``evaluation``: the final evaluation, "full" (the base config's) or "quick" (:data:`QUICK_EVALUATION`).
+        A finished identical run under ``runs_dir`` is reused (evaluated again only when its ``eval.json`` does not
+        serve the request, :func:`evaluation_covers`); a stopped or interrupted one is resumed. Errors do not propagate: the
         row gets ``status = "failed"`` and ``error``. ``on_status(text)``: what the final evaluation is
         doing (attack by attack, sanity check by check, images done and ETA), for a status line. ``callbacks``
         (per epoch) and ``on_step`` (per optimiser step, :data:`atkit.training.trainer.StepCallback`) go to the trainer.
@@ -252,8 +298,11 @@ class AblationSession:
         run_dir: Optional[Path] = None
         reused = False
         try:
-            config = self.config_for(point)
+            config = self.config_for(point, evaluation)
             trainer, how = open_run(config, runs_dir=self.runs_dir, reuse=self.reuse, progress=self.progress)
+            if how != "new":  # a reused or resumed run has the eval settings it was created with; this run asks these
+                trainer.config.eval = copy.deepcopy(config.eval)
+                trainer.state.config.eval = trainer.config.eval
             run_dir, reused = trainer.run_dir, how == "reused"
             self.trainer = trainer
             if not reused:
@@ -266,7 +315,7 @@ class AblationSession:
                     trainer.request_stop()
                 trainer.fit()
             if trainer.status == "finished" or reused:
-                if not has_final_evaluation(run_dir, config.eval.final_attacks):
+                if not evaluation_covers(run_dir, config.eval, len(trainer.dataset.test_y), evaluation):
                     trainer.final_evaluation(attacks=list(config.eval.final_attacks),
                                              progress=Phases("final evaluation", show=self.progress,
                                                              on_status=on_status))
@@ -294,6 +343,10 @@ class AblationSession:
             "epochs_done": first["epochs_done"], "partial_epoch": _partial_epoch(run["metrics"]),
             "best_epoch": first["best_epoch"], "reused": reused, "run_dir": str(run_dir),
         }
+        final = (run.get("eval") or {}).get("final") or {}
+        if final:  # what produced the final_* numbers: a quick evaluation reads as such in the table
+            row["evaluated"] = (f"{final.get('n')} img" + (", sanity checks" if final.get("checks") else "")
+                                + (", " + ", ".join(final.get("accuracy") or {})))
         for key, value in point.items():
             row[f"param:{key}"] = value if not isinstance(value, (list, dict)) else json.dumps(value)
         # Dummy-class runs: the worst case over the protocols is the headline; older runs without it, the published one.
@@ -366,9 +419,10 @@ def _partial_epoch(metrics: Optional[Mapping[str, Any]]) -> str:
 
 
 def results_columns(table: pd.DataFrame) -> list[str]:
-    """The columns the UI shows: point, status, epochs done (and a partial epoch), then one column per
+    """The columns the UI shows: point, status, epochs done (and a partial epoch), what the final evaluation ran
+    (images, sanity checks, attacks), then one column per
     (checkpoint, attack) and Mean/NRR named by their attack (``final_mean[pgd20]``), then seconds and reuse."""
-    lead = [c for c in ("point", "status", "epochs_done", "partial_epoch") if c in table.columns]
+    lead = [c for c in ("point", "status", "epochs_done", "partial_epoch", "evaluated") if c in table.columns]
     metrics = [c for c in table.columns if c.startswith(("final_", "best_", "last_epoch_")) and c != "final_source"]
     tail = [c for c in ("seconds", "reused") if c in table.columns]
     return lead + metrics + tail
@@ -384,5 +438,6 @@ def point_label(point: Mapping[str, Any]) -> str:
     return ", ".join(parts)
 
 
-__all__ = ["POINT_KEYS", "AblationSession", "ParamSpec", "method_choices", "param_specs", "parse_text_value",
-           "point_label", "results_columns", "split_point"]
+__all__ = ["EVALUATIONS", "POINT_KEYS", "QUICK_EVALUATION", "AblationSession", "ParamSpec", "describe_evaluation",
+           "evaluation_covers", "evaluation_overrides", "method_choices", "param_specs", "parse_text_value", "point_label",
+           "results_columns", "split_point"]

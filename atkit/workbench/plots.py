@@ -11,6 +11,7 @@ from typing import Any, Optional
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FormatStrFormatter, MaxNLocator
 
 from ..core.figures import subplots as _subplots
 from ..evaluation import display_name, strongest
@@ -105,6 +106,7 @@ def learning_curves_figure(history: Any, title: Optional[str] = None) -> Figure:
             ax.legend(fontsize=7, loc="best")
         else:
             ax.text(0.5, 0.5, "no epoch finished yet", ha="center", va="center", transform=ax.transAxes)
+        _integer_epoch_axis(ax, sorted(set(data["epoch"].dropna())))
         ax.set_xlabel("epoch")
         ax.set_ylabel("loss" if panel == "loss" else "accuracy (%)")
         ax.set_title("training loss and its parts" if panel == "loss" else "accuracy per epoch")
@@ -112,6 +114,20 @@ def learning_curves_figure(history: Any, title: Optional[str] = None) -> Figure:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def _integer_epoch_axis(ax: Any, epochs: list) -> None:
+    """Epochs are whole numbers: a tick at each epoch when there are few (one epoch alone is centred in a range of
+    +-1, not drawn over 0.96-1.04), else integer ticks only."""
+    if not epochs:
+        return
+    if len(epochs) <= 12:
+        ax.xaxis.set_major_locator(FixedLocator([float(e) for e in epochs]))
+        ax.xaxis.set_major_formatter(FormatStrFormatter("%d"))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if len(epochs) == 1:
+        ax.set_xlim(epochs[0] - 1, epochs[0] + 1)
 
 
 def ablation_figure(table: pd.DataFrame, x: str, *, hue: Optional[str] = None, checkpoint: str = "final",

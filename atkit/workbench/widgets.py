@@ -24,15 +24,23 @@ from typing import Any, Mapping, Optional, Sequence
 import pandas as pd
 
 from ..core.utils import ConfigError
-from .ablation import (POINT_KEYS, AblationSession, ParamSpec, method_choices, param_specs, parse_text_value,
-                       point_label, results_columns, split_point)
+from .ablation import (EVALUATIONS, POINT_KEYS, AblationSession, ParamSpec, describe_evaluation, evaluation_overrides,
+                       method_choices, param_specs, parse_text_value, point_label, results_columns, split_point)
+
+# Display sizes (CSS px). The figures keep their aspect ratio (height auto) and the rows align their items at the top
+# (a flex row stretches its children to the tallest one, which drew the learning curves about 2x too tall).
+CONTROLS_WIDTH = "380px"
+LIVE_WIDTH = "700px"
+TRADEOFF_WIDTH = "420px"
+TABLE_MAX_HEIGHT = "340px"
 
 
 def results_html(table: pd.DataFrame) -> str:
     """:func:`results_columns` of the session's table as HTML (blank where a run did not measure a column)."""
     if table.empty:
         return "<i>no runs yet</i>"
-    return table[results_columns(table)].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="")
+    html = table[results_columns(table)].to_html(index=False, float_format=lambda v: f"{v:.2f}", na_rep="")
+    return f'<div style="white-space: nowrap; font-size: 12px">{html}</div>'  # one line per run; the box scrolls
 
 
 
@@ -52,7 +60,9 @@ def make_control(spec: ParamSpec):
         w = W.Checkbox(value=bool(spec.default), description=spec.name, style=style, indent=False)
     elif spec.kind == "choice":
         options = [("default (None)" if c is None else str(c), c) for c in spec.choices]
-        w = W.Dropdown(options=options, value=spec.default, description=spec.name, style=style, layout=layout)
+        # Selected by index: a Dropdown given value=None selects nothing and shows a blank box.
+        w = W.Dropdown(options=options, index=_choice_index(spec, spec.default), description=spec.name, style=style,
+                       layout=layout)
     elif spec.kind in ("int", "float"):
         big = 10**9
         low = -big if spec.low is None else spec.low
@@ -68,6 +78,23 @@ def make_control(spec: ParamSpec):
                    description=spec.name, style=style, layout=layout)
     w.tooltip = tooltip
     return w
+
+
+def _choice_index(spec: ParamSpec, value: Any) -> int:
+    for i, choice in enumerate(spec.choices):
+        if choice is value or (choice == value and type(choice) is type(value)):
+            return i
+    raise ValueError(f"{spec.name}={value!r} is not one of its choices {spec.choices}")
+
+
+def set_control(spec: ParamSpec, widget: Any, value: Any) -> None:
+    """Show ``value`` in the control of ``spec`` (a choice by its index, so that None shows its label)."""
+    if spec.kind == "choice":
+        widget.index = _choice_index(spec, value)
+    elif spec.kind == "text":
+        widget.value = "" if value is None else str(value)
+    else:
+        widget.value = value
 
 
 def _step_for(spec: ParamSpec) -> float:
@@ -90,12 +117,16 @@ class AblationUI:
     """Controls, Run/Stop, live plot, progress bar, results table and trade-off plot for a session.
 
     ``methods``: the menu (default: every registered method and composite); ``method`` /
-    ``method_params``: the first selection; ``live_plot``: redraw the learning curves after each epoch.
+    ``method_params``: the first selection; ``live_plot``: redraw the learning curves after each epoch;
+    ``evaluation``: the final evaluation first selected, ``"quick"`` (:data:`atkit.workbench.ablation.QUICK_EVALUATION`:
+    clean and PGD-20 on 500 test images, no sanity checks) or ``"full"`` (the base config's), stated under the
+    control; the table's ``evaluated`` column says what evaluated each run (a quick request keeps an evaluation that
+    is there).
     """
 
     def __init__(self, session: AblationSession, *, methods: Optional[Sequence[str]] = None,
                  method: Optional[str] = None, method_params: Optional[Mapping[str, Any]] = None,
-                 live_plot: bool = True) -> None:
+                 live_plot: bool = True, evaluation: str = "quick") -> None:
         import ipywidgets as W  # why: ipywidgets is heavy and only the interactive mode needs it
 
         self.session = session
@@ -127,15 +158,33 @@ class AblationUI:
         self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.run_button.on_click(self.on_run)
         self.stop_button.on_click(self.on_stop)
+        evaluation_overrides(evaluation)  # refuse an unknown name before building anything
+        self.evaluation = W.ToggleButtons(options=list(EVALUATIONS), value=evaluation, description="final evaluation",
+                                          style={"description_width": "170px", "button_width": "80px"},
+                                          tooltips=["quick: to compare while exploring", "full: the numbers to report"])
+        self.evaluation_note = W.HTML(layout=W.Layout(width="360px"))
+        self.evaluation.observe(lambda _change: self._note_evaluation(), names="value")
+        self._note_evaluation()
         self.progress = W.IntProgress(value=0, min=0, max=1, description="progress", bar_style="info")
         self.status = W.HTML(value="ready")
-        self.live = W.Image(format="png", layout=W.Layout(width="760px"))
-        self.table = W.HTML(value="<i>no runs yet</i>")
-        self.tradeoff_plot = W.Image(format="png", layout=W.Layout(width="480px"))
+        # The figures enter their boxes with their first PNG: an empty Image widget is a broken-image icon.
+        self.live = W.Image(format="png", layout=W.Layout(width=LIVE_WIDTH, height="auto"))
+        self.live_box = W.Box([W.HTML("<i>learning curves: after the first epoch of a run</i>")],
+                              layout=W.Layout(width=LIVE_WIDTH, flex="0 0 auto"))
+        self.tradeoff_plot = W.Image(format="png", layout=W.Layout(width=TRADEOFF_WIDTH, height="auto"))
+        self.tradeoff_box = W.Box([W.HTML("<i>clean vs robust accuracy: after the first run</i>")],
+                                  layout=W.Layout(width=TRADEOFF_WIDTH, flex="0 0 auto"))
+        # The table scrolls inside its box, beside the trade-off plot, instead of pushing the plot off screen.
+        self.table = W.HTML(value=results_html(pd.DataFrame()))
+        self.table_box = W.Box([self.table], layout=W.Layout(flex="1 1 auto", min_width="0", max_height=TABLE_MAX_HEIGHT,
+                                                             overflow="auto"))
         self.log = W.Output()
-        left = W.VBox([self.method, self.params_box, self.eps255, self.epochs, self.seed,
-                       W.HBox([self.run_button, self.stop_button]), self.progress, self.status])
-        self.widget = W.VBox([W.HBox([left, self.live]), W.HBox([self.table, self.tradeoff_plot]), self.log])
+        left = W.VBox([self.method, self.params_box, self.eps255, self.epochs, self.seed, self.evaluation,
+                       self.evaluation_note, W.HBox([self.run_button, self.stop_button]), self.progress, self.status],
+                      layout=W.Layout(width=CONTROLS_WIDTH, flex="0 0 auto"))
+        top = W.HBox([left, self.live_box], layout=W.Layout(align_items="flex-start"))
+        results = W.HBox([self.tradeoff_box, self.table_box], layout=W.Layout(align_items="flex-start"))
+        self.widget = W.VBox([top, results, self.log])
 
     # -- controls ---------------------------------------------------------------------------------
     def _build_params(self, method: str, values: Optional[Mapping[str, Any]] = None) -> None:
@@ -145,8 +194,7 @@ class AblationUI:
         for spec in specs:
             w = make_control(spec)
             if values and spec.name in values:
-                v = values[spec.name]
-                w.value = ("" if v is None else str(v)) if spec.kind == "text" else v
+                set_control(spec, w, values[spec.name])
             self.controls[spec.name] = w
         self.params_box.children = tuple(self.controls.values())
 
@@ -167,6 +215,15 @@ class AblationUI:
         point["seed"] = int(self.seed.value)
         return point
 
+    def _note_evaluation(self) -> None:
+        config = self.session.config_for({}, self.evaluation.value)
+        what = describe_evaluation(config.eval)
+        if self.evaluation.value == "quick":
+            self.evaluation_note.value = (f"<small><b>quick</b>: {what}. To compare points while exploring; "
+                                          "choose <b>full</b> for the numbers to report.</small>")
+        else:
+            self.evaluation_note.value = f"<small><b>full</b> (the base config's): {what}.</small>"
+
     # -- run / stop -------------------------------------------------------------------------------
     def on_run(self, _button: Any = None) -> Optional[threading.Thread]:
         """Start the current point in a background thread (ignored while a run is going)."""
@@ -174,7 +231,8 @@ class AblationUI:
             return None
         try:
             point = self.current_point()
-            config = self.session.config_for(point)
+            evaluation = self.evaluation.value
+            config = self.session.config_for(point, evaluation)
         except ConfigError as e:
             self.status.value = f"<b style='color:#b00'>not started:</b> {e}"
             return None
@@ -184,7 +242,8 @@ class AblationUI:
         self.progress.max = max(1, config.resolved_epochs())
         self.progress.bar_style = "info"
         self.status.value = f"running {point_label(point)} ..."
-        self.thread = threading.Thread(target=self._worker, args=(point,), name="atkit-ablation-run", daemon=True)
+        self.thread = threading.Thread(target=self._worker, args=(point, evaluation), name="atkit-ablation-run",
+                                       daemon=True)
         self.thread.start()
         return self.thread
 
@@ -201,7 +260,7 @@ class AblationUI:
         self.thread.join(timeout)
         return not self.thread.is_alive()
 
-    def _worker(self, point: Mapping[str, Any]) -> None:
+    def _worker(self, point: Mapping[str, Any], evaluation: str) -> None:
         label = point_label(point)
         last = {"epoch": "", "shown": 0.0}
 
@@ -235,9 +294,11 @@ class AblationUI:
 
         try:
             row = self.session.run(point, callbacks=[on_epoch], on_step=on_step, on_trainer=on_trainer,
-                                   on_status=show)
+                                   on_status=show, evaluation=evaluation)
             self.progress.bar_style = {"finished": "success", "stopped": "warning"}.get(row.get("status"), "danger")
             msg = f"{row.get('status')}: {point_label(point)} ({row.get('seconds', 0):.1f} s)"
+            if row.get("evaluated"):
+                msg += f"; evaluated ({evaluation} asked): {row['evaluated']}"
             if row.get("error"):
                 msg += f" <b style='color:#b00'>{row['error']}</b>"
                 self.log.append_stderr(row.get("traceback", "") + "\n")
@@ -256,6 +317,7 @@ class AblationUI:
 
         try:
             self.live.value = figure_png_bytes(learning_curves_figure(list(history)), dpi=80)
+            self.live_box.children = (self.live,)
         except Exception:  # noqa: BLE001 - a plotting problem must not stop training
             self.log.append_stderr(traceback.format_exc())
 
@@ -266,6 +328,7 @@ class AblationUI:
 
         self.table.value = results_html(self.session.table())
         self.tradeoff_plot.value = figure_png_bytes(tradeoff_scatter(self.session.tradeoff()), dpi=80)
+        self.tradeoff_box.children = (self.tradeoff_plot,)
 
     def display(self) -> None:
         from IPython.display import display  # why: IPython is only there in a notebook
@@ -325,7 +388,7 @@ def interactive_mode(value: Optional[bool]) -> bool:
 
 __all__ = ["AblationSession", "AblationUI", "ParamSpec", "has_front_end", "interactive_mode", "make_control",
            "method_choices", "param_specs", "parse_text_value", "point_label", "read_control", "results_columns",
-           "results_html", "run_by_papermill", "split_point", "POINT_KEYS"]
+           "results_html", "run_by_papermill", "set_control", "split_point", "POINT_KEYS"]
 
 
 def __getattr__(name: str) -> Any:
