@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -83,8 +84,10 @@ def collect(outputs: Path, into: Path = HERE) -> None:
             if (run_dir / "metrics.json").is_file():
                 metrics = json.loads((run_dir / "metrics.json").read_text())
                 (dst / "trained").mkdir(exist_ok=True)
-                (dst / "trained" / f"{method}.json").write_text(
-                    json.dumps({k: v for k, v in metrics.items() if k != "run_dir"}, indent=1))
+                # A file name every system accepts ("toy: hard-label DUCAT" has a colon, which Windows refuses);
+                # the notebook's own label goes inside.
+                (dst / "trained" / f"{portable_name(method)}.json").write_text(
+                    json.dumps({"label": method, **{k: v for k, v in metrics.items() if k != "run_dir"}}, indent=1))
     for run in sorted(r for src in TRAIN_FOLDERS for r in (outputs / src).glob("*")):
         if not (run / "eval.json").is_file() or not (run / "config.yaml").is_file():
             continue
@@ -117,6 +120,11 @@ def collect(outputs: Path, into: Path = HERE) -> None:
             times.update({prefix + f.stem: _times(logs / f"{f.stem}.log", int(f.read_text().strip()))
                           for f in logs.glob("*.done")})
     path.write_text(json.dumps(times, indent=1, sort_keys=True))
+
+
+def portable_name(label: str) -> str:
+    """``label`` as a file name that Windows, macOS and Linux all accept: letters, digits and ``_.+-``."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label).strip("_")
 
 
 def _is_rpat_comparison_run(cfg: dict[str, Any]) -> bool:
