@@ -300,7 +300,6 @@ def summarise_boundary(folder: Path) -> Optional[dict[str, Any]]:
     m = json.loads((folder / "metrics.json").read_text())
     n, eta = int(m["n_eval"]), float(m["eta"])
     rows = m["variants"]
-    budget = [r for r in rows if "budget" in r["sweeps"]]
     flags = _flags(folder) or None
     tol = float(m.get("robust_tolerance", 2.0))
     checks = judge_folder("boundary_samples", folder, rerun=RERUN["boundary_samples"])  # the experiment's own rules, from its files
@@ -454,7 +453,7 @@ def render_precision(summary: dict[str, Any]) -> str:
     if not prec:
         return "Not run yet."
     metric = {"clean": "clean", "pgd20": "PGD-20"}
-    lines = [f"Final checkpoints, accuracy in % on 2,000 class-stratified test images [95 % Wilson interval] per seed, "
+    lines = ["Final checkpoints, accuracy in % on 2,000 class-stratified test images [95 % Wilson interval] per seed, "
              "bf16 autocast training against exact fp32 training on the same seed, data and images; both evaluated "
              "in exact fp32. Rule: " + (prec["methods"][0]["decision"]["rule"] if prec["methods"] else "n/a") + ".", "",
              "| method | seed | " + " | ".join(f"{metric[m]} fp32 | {metric[m]} bf16" for m in prec["metrics"]) +
