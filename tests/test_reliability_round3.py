@@ -7,6 +7,7 @@ import errno
 import hashlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -245,6 +246,8 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.parametrize("sig, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_during_training_is_recorded_and_said_inone_line(tmp_path, sig, status):
+    tmp_path = tmp_path / "a folder's name"  # the printed command must survive a space and a quote when pasted
+    tmp_path.mkdir()
     config = tmp_path / "c.yaml"
     config.write_text(yaml.safe_dump(_config(tmp_path)))
     script = tmp_path / "stopper.py"
@@ -260,7 +263,10 @@ def test_a_signal_during_training_is_recorded_and_said_inone_line(tmp_path, sig,
     run = tmp_path / "runs" / "run"
     assert proc.returncode == status, err
     line = one_line(err)
-    assert "training interrupted" in line and f"--resume {run}" in line
+    assert "training interrupted" in line and "()" not in line  # the cause is named, never empty
+    assert ("Ctrl-C" in line) == (sig == signal.SIGINT) and ("SIGTERM" in line) == (sig == signal.SIGTERM)
+    assert shlex.split(line.split("continue it with: ", 1)[1]) == ["python", "-m", "atkit", "train", "--resume",
+                                                                    str(run)]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["status"] == "interrupted"
     assert ("SIGTERM" in metrics["error"]) == (sig == signal.SIGTERM)

@@ -70,21 +70,20 @@ class _Signals:
 
 
 @pytest.fixture
-def fake_slurm(monkeypatch):
-    """submitit's SlurmJob answering RUNNING, except job 123 whose sacct query fails; scancel recorded, not run."""
-    submitit = pytest.importorskip("submitit")
-
-    class Job:
-        def __init__(self, folder, job_id):
-            self.job_id = job_id
-
-        @property
-        def state(self):
-            if self.job_id == "123":
-                raise RuntimeError("sacct: error: Slurm accounting storage is disabled")
-            return "RUNNING"
-
-    monkeypatch.setattr(submitit, "SlurmJob", Job)
+def fake_slurm(monkeypatch, tmp_path_factory):
+    """A fake ``sacct`` on PATH answering RUNNING, except for job 123, where it fails as a cluster without
+    accounting does; scancel recorded, not run."""
+    pytest.importorskip("submitit")
+    bin_dir = tmp_path_factory.mktemp("slurm-bin")
+    sacct = bin_dir / "sacct"
+    sacct.write_text("#!/bin/sh\n"
+                     'case " $* " in *" -j 123 "*) echo "sacct: error: Slurm accounting storage is disabled" >&2; '
+                     "exit 1;; esac\necho RUNNING\n")
+    sacct.chmod(0o755)
+    for tool in ("sbatch", "srun"):  # present, as on a login node; the tests' executors never call them
+        (bin_dir / tool).write_text(f"#!/bin/sh\necho '{tool} must not run in the tests' >&2\nexit 1\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     calls = []
     real_run = subprocess.run
 
@@ -131,6 +130,7 @@ def test_status_and_cancel_act_only_on_verified_jobs_of_their_own(tmp_path, monk
                                                              "reused": "interrupted", "option": "interrupted",
                                                              "sacct": "unknown"}
         assert "sacct failed" in rows["sacct"]["job_state"] and "another process" in rows["reused"]["job_state"]
+        assert "accounting storage is disabled" in rows["sacct"]["job_state"]  # the cause, from sacct itself
         assert main(["sweep", "--cancel", str(out)]) == 1  # 1: a job was left alone
         captured = capsys.readouterr()
         assert captured.out.startswith("cancelled 0 job(s)")
@@ -322,3 +322,38 @@ def test_a_process_identity_read_before_exec_still_names_only_that_process():
     assert not same_process({"start_time": now["start_time"] + 1, "cmdline": []}, now)
     assert not same_process({"start_time": now["start_time"], "cmdline": ["python", "other.py"]}, now)
     assert not same_process(None, now)
+
+
+def test_sacct_is_asked_directly_and_every_failure_names_its_cause(tmp_path, monkeypatch):
+    """No sacct, sacct failing, sacct not knowing the job yet: UNKNOWN with the cause (held, never acted on); a
+    state with a suffix ("CANCELLED by 1000") reads as its first word."""
+    from atkit.workbench.sweep_jobs import slurm_state, state_kind
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sacct anywhere
+    assert slurm_state("7").startswith("UNKNOWN (sacct not found on PATH")
+    sacct = tmp_path / "sacct"
+    for body, expected in (('echo "sacct: error: Problem talking to the database" >&2; exit 1',
+                            "UNKNOWN (sacct failed, exit 1: sacct: error: Problem talking to the database)"),
+                           ("exit 0", "UNKNOWN (sacct has no record of job 7)"),
+                           ('echo "CANCELLED by 1000"', "CANCELLED"),
+                           ('[ "$2" = 7_3 ] && echo PENDING', "PENDING")):
+        sacct.write_text(f"#!/bin/sh\n{body}\n")
+        sacct.chmod(0o755)
+        job = "7_3" if expected == "PENDING" else "7"
+        assert slurm_state(job) == expected
+    assert state_kind("UNKNOWN (sacct has no record of job 7)") == "unknown" and state_kind("CANCELLED") == "ended"
+
+
+def test_slurm_without_sbatch_or_srun_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """A machine with no SLURM: one line naming the missing tools and the alternatives, no lock, no folder."""
+    pytest.importorskip("submitit")
+    from atkit.workbench.cli import main
+
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # neither sbatch nor srun
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(f"notebook: {_gate_notebook(tmp_path)}\ngrid: {{value: [1]}}\n")
+    out = tmp_path / "sweep"
+    assert main(["sweep", "-f", str(grid), "--backend", "submitit", "--cluster", "slurm", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "sbatch and srun not found on PATH" in err[0] and "--cluster local" in err[0], err
+    assert not out.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import random
+import shlex
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -123,8 +124,8 @@ def restore_checkpoint(state: RunState, path: str | Path, dist: Any) -> None:
     path = Path(path)
     # best.pt cannot be resumed (no optimiser or RNG state): the remedy for a damaged last.pt is a fresh start
     # of this run, or a new run from best.pt's weights.
-    resume_hint = (f"move it aside (mv {str(path)!r} {str(path) + '.damaged'!r}) and run --resume "
-                   f"{str(path.parent.parent)!r} again to retrain this run from epoch 0, or start a new run with "
+    resume_hint = (f"move it aside (mv {shlex.quote(str(path))} {shlex.quote(str(path) + '.damaged')}) and run "
+                   f"--resume {shlex.quote(str(path.parent.parent))} again to retrain this run from epoch 0, or start a new run with "
                    "init_checkpoint: "
                    f"{str(path.parent / 'best.pt')!r} (its weights, without the optimiser state)")
     saved = require_atkit_checkpoint(load_checkpoint_file(path, state.device, hint=resume_hint), path,

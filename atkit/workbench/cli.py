@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -43,8 +44,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         run_dir = getattr(e, "run_dir", None)
         where = (f"run {str(run_dir)!r} keeps its last complete epoch; continue it with: python -m atkit train "
-                 f"--resume {run_dir}") if run_dir else "no run was started"
-        print(f"atkit: training interrupted ({e or 'Ctrl-C'}); {where}", file=sys.stderr)
+                 f"--resume {shlex.quote(str(run_dir))}") if run_dir else "no run was started"
+        print(f"atkit: training interrupted ({str(e) or 'Ctrl-C'}); {where}", file=sys.stderr)
         return exit_status(e)
 
 
@@ -245,7 +246,8 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
           f"{len(sub.jobs)} submitted ({args.cluster}{', job ' + ', '.join(ids) if ids else ''})"
           + (f"; {len(sub.still_queued)} still queued from before" if sub.still_queued else ""), flush=True)
     if not (args.wait or args.cluster == "debug"):
-        print(f"follow it with: python -m atkit sweep --status {out}   (cancel: --cancel {out})")
+        print(f"follow it with: python -m atkit sweep --status {shlex.quote(str(out))}   "
+              f"(cancel: --cancel {shlex.quote(str(out))})")
         return 0
 
     def report(res: Any) -> None:
@@ -256,7 +258,8 @@ def _cmd_sweep_submitit(args: argparse.Namespace, spec: Any) -> int:
     try:
         results = wait_for_jobs(sub, on_result=report)
     except KeyboardInterrupt:
-        print(f"stopped waiting; the jobs go on (python -m atkit sweep --status {out}, --cancel {out})",
+        print(f"stopped waiting; the jobs go on (python -m atkit sweep --status {shlex.quote(str(out))}, "
+              f"--cancel {shlex.quote(str(out))})",
               file=sys.stderr)
         return 130
     return _sweep_exit(results, out)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -111,7 +112,7 @@ def parameter_file_kind(path: str | Path, keys: Iterable[str]) -> tuple[str, lis
 
 def _notebook_command(name: str, path: str | Path, values: Mapping[str, Any]) -> str:
     out = values.get("out_dir") if isinstance(values.get("out_dir"), str) else f"outputs/{name}"
-    return f"python -m atkit notebook {name} --params {path} --out {out}"
+    return f"python -m atkit notebook {name} --params {shlex.quote(str(path))} --out {shlex.quote(str(out))}"
 
 
 def refuse_other_kind(path: str | Path, values: Mapping[str, Any], wanted: str) -> None:
@@ -122,11 +123,11 @@ def refuse_other_kind(path: str | Path, values: Mapping[str, Any], wanted: str) 
     if kind == "unknown" or (kind == "run config" and wanted == "run config") or wanted in notebooks:
         return
     if kind == "sweep grid":
-        raise ConfigError(f"{path} is a sweep grid: run python -m atkit sweep -f {path}")
+        raise ConfigError(f"{path} is a sweep grid: run python -m atkit sweep -f {shlex.quote(str(path))}")
     if kind == "run config":
         raise ConfigError(f"{path} is a run configuration, not parameters of the {wanted} notebook: run python -m "
-                          f"atkit train {path} (or give it to the train notebook as config: python -m atkit notebook "
-                          f"train --set config={path} --out outputs/train)")
+                          f"atkit train {shlex.quote(str(path))} (or give it to the train notebook as config: "
+                          f"python -m atkit notebook train --set config={shlex.quote(str(path))} --out outputs/train)")
     if len(notebooks) == 1:
         raise ConfigError(f"{path} is a parameter file of the {notebooks[0]} notebook"
                           f"{'' if wanted == 'run config' else f', not of {wanted}'}: run "

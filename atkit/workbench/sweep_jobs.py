@@ -167,12 +167,28 @@ def job_state(record: Mapping[str, Any], logs: Path) -> str:
         if not same_process(recorded, now):
             return f"ENDED (process id {job_id} now belongs to another process)"
         return "RUNNING"
-    submitit = require_submitit()
+    return slurm_state(str(job_id))
+
+
+def slurm_state(job_id: str, *, timeout_s: float = 60.0) -> str:
+    """The job's state as ``sacct`` reports it (``RUNNING``, ``PENDING``, ``COMPLETED``, ``CANCELLED``, ...), or
+    ``UNKNOWN (why)``. sacct is asked directly rather than through ``submitit.SlurmJob.state``: submitit catches a
+    failed sacct itself, prints a warning on stdout (which breaks ``--status --json``) and answers ``UNKNOWN``
+    without the cause. ``job_id`` has passed :func:`job_id_problem` (digits, optionally ``_`` and an index)."""
+    cmd = ["sacct", "-j", job_id, "-X", "-n", "-P", "-o", "State"]
     try:
-        state = str(submitit.SlurmJob(folder=logs, job_id=job_id).state)
-    except Exception as e:  # sacct unavailable: say so instead of guessing
-        return f"UNKNOWN (sacct failed: {type(e).__name__})"
-    return state if state.strip() else "UNKNOWN (sacct gave no state)"
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    except FileNotFoundError:
+        return "UNKNOWN (sacct not found on PATH: run this on the cluster's login node)"
+    except subprocess.TimeoutExpired:
+        return f"UNKNOWN (sacct did not answer within {timeout_s:.0f} s)"
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        return f"UNKNOWN (sacct failed, exit {done.returncode}: {detail[0][:160] if detail else 'no message'})"
+    states = [line.split()[0] for line in done.stdout.splitlines() if line.strip()]
+    if not states:  # just submitted, or purged from the accounting database
+        return f"UNKNOWN (sacct has no record of job {job_id})"
+    return states[0]  # "CANCELLED by 1000" -> "CANCELLED"
 
 
 def state_kind(state: str) -> str:
@@ -294,4 +310,4 @@ def cancel_sweep(out_dir: str | Path) -> CancelReport:
 
 __all__ = ["CancelReport", "DONE_MARKER", "INSTALL_MESSAGE", "FAILED_MARKER", "LIVE_STATES", "LOG_FILE", "SUBMITIT_DIR", "cancel_sweep",
            "check_run_options", "claim_sweep_folder", "format_status", "is_done", "job_record", "job_state",
-           "load_jobs", "meta_dir", "read_marker", "require_submitit", "state_kind", "sweep_status"]
+           "load_jobs", "meta_dir", "read_marker", "require_submitit", "slurm_state", "state_kind", "sweep_status"]

@@ -26,6 +26,7 @@ import fcntl
 import os
 import re
 import shlex
+import shutil
 import sys
 import threading
 import time
@@ -375,6 +376,11 @@ def submit_sweep(spec: SweepSpec, out_dir: str | Path, *, cluster: str = "slurm"
     if cluster not in CLUSTERS:
         raise unknown_name_error("cluster", cluster, CLUSTERS)
     submitit = require_submitit()
+    missing = [tool for tool in ("sbatch", "srun") if cluster == "slurm" and shutil.which(tool) is None]
+    if missing:  # before any file is written (submitit would fail later, with a traceback)
+        raise ConfigError(f"--cluster slurm: {' and '.join(missing)} not found on PATH, so this machine cannot submit "
+                          "to SLURM; run the command on the cluster's login node, or use --cluster local (this "
+                          "machine, in the background) or --backend local")
     options = options or SlurmOptions.from_sources(spec.slurm)
     out = resolve_output_path(out_dir).resolve()
     notebook = resolve_notebook(spec.notebook).resolve()
