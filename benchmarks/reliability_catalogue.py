@@ -1571,6 +1571,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (its path is printed)")
     args = parser.parse_args(argv)
     only = {int(n) for n in args.only.split(",")} if args.only else None
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # started in the background (`&`, nohup): the shell ignored SIGINT, and the Ctrl-C cases would wait for an
+        # interrupt their processes never get; a handler here gives every child the default disposition at exec
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     began = time.time()
     print(f"# issue 26 reliability catalogue, re-counted at commit {commit_of(ROOT)}")
     print(f"# date {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
