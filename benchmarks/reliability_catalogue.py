@@ -146,7 +146,8 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
 
 
 FAKE_SLURM = {
-    # sacct: answers the state in $FAKE_DIR/sacct_state for every -j id, or fails when the state is "fail"
+    # sacct: answers the state in $FAKE_DIR/sacct_state for every -j id, or fails when the state is "fail"; in the
+    # format each caller asks for (atkit: -n -P -o State; submitit: a JobID|State|NodeList table)
     "sacct": r'''#!/bin/sh
 echo "sacct $*" >> "$FAKE_DIR/calls.log"
 state=$(cat "$FAKE_DIR/sacct_state" 2>/dev/null || echo fail)
@@ -154,7 +155,10 @@ if [ "$state" = fail ]; then
   echo "sacct: error: Slurm accounting storage is disabled" >&2
   exit 1
 fi
-echo "JobID|State|NodeList"
+case " $* " in *" -o State "*)  # atkit's own query (-X -n -P -o State): the state alone, no header
+  echo "$state"; exit 0;;
+esac
+echo "JobID|State|NodeList"  # submitit's query
 while [ $# -gt 0 ]; do
   if [ "$1" = "-j" ]; then shift; echo "$1|$state|node1"; echo "${1}_0|$state|node1"; fi
   shift
@@ -1278,17 +1282,18 @@ def torn_last(lab: Lab) -> Verdict:
     done = lab.atkit("train", "--resume", run, "--quiet")
     # follow the remedy as printed: its shell commands, in order
     message = done.err_lines[0] if done.err_lines else ""
-    moved = re.search(r"mv '([^']+)' '([^']+)'", message)
-    resume_named = re.search(r"--resume '([^']+)'", message)
+    words = shlex.split(message.split("move it aside (", 1)[1]) if "move it aside (" in message else []
+    moved = words[1:3] if words[:1] == ["mv"] and len(words) >= 3 else None  # mv SRC DST) and run --resume RUN ...
+    resume_named = words[words.index("--resume") + 1] if "--resume" in words[:-1] else None
     followed = None
     if moved:
-        shutil.move(moved.group(1), moved.group(2))
+        shutil.move(moved[0], moved[1].rstrip(")"))
         followed = lab.atkit("train", "--resume", run, "--quiet")
     status = json.loads((run / "metrics.json").read_text()).get("status")
     evidence = (f"last.pt cut to 1000 bytes, `train --resume RUN`: rc {done.rc} {quote(done.first, 220)}; the remedy "
                 f"followed (mv, then --resume): rc {followed.rc if followed else None}, status {status}")
     ok = done.rc == 2 and done.one_line and followed is not None and followed.rc == 0 and status == "finished" \
-        and resume_named is not None and Path(resume_named.group(1)) == run
+        and resume_named is not None and Path(resume_named) == run
     return judge(ok, evidence, "unclear")
 
 
