@@ -314,13 +314,14 @@ def test_yaml_size_check_and_bounded_messages():
 
 
 def test_resume_of_a_torn_last_checkpoint_gives_a_remedy_that_works(finished_run, tmp_path, capsys):
-    run = _copy_run(finished_run, tmp_path)
+    run = _copy_run(finished_run, tmp_path / "a folder's name")  # the remedy must survive a space and a quote
     last = run / "checkpoints" / "last.pt"
     last.write_bytes(last.read_bytes()[:1000])
     assert main(["train", "--resume", str(run), "--quiet"]) == 2
     line = one_line(capsys.readouterr().err)
     assert "cannot read checkpoint" in line and "try the run's other checkpoint" not in line
-    assert f"mv '{last}' '{last}.damaged'" in line and f"--resume '{run}'" in line
+    words = shlex.split(line.split("move it aside (", 1)[1])  # read as a shell reads it
+    assert words[:3] == ["mv", str(last), f"{last}.damaged)"] and words[words.index("--resume") + 1] == str(run)
     shutil.move(last, f"{last}.damaged")  # the remedy, as the message says
     assert main(["train", "--resume", str(run), "--quiet"]) == 0
     assert json.loads((run / "metrics.json").read_text())["status"] == "finished"
