@@ -54,6 +54,14 @@ def drop_last_batch(rows: int, batch_size: int, last_batch: str = "auto") -> boo
     return last_batch == "drop" or tail < batch_size / 4
 
 
+def _refuse_unknown_keys(label: str, values: dict[str, Any], cls: type) -> None:
+    """A key that is not a field of the dataclass ``cls`` is refused by name, with the closest field."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in values:
+        if key not in names:
+            raise unknown_name_error(label, key, names)
+
+
 @dataclass
 class RunConfig:
     """Everything that defines a training run (paper defaults: docs/methods.md, common protocol).
@@ -134,10 +142,7 @@ class RunConfig:
         if not isinstance(d, dict):
             raise ConfigError(f"a run config must be a mapping of keys to values, got {type(d).__name__}")
         d = dict(d)
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key in d:
-            if key not in names:
-                raise unknown_name_error("config key", key, names)
+        _refuse_unknown_keys("config key", d, cls)
         eval_d = d.pop("eval", None) or {}
         for key in ("out_dir", "init_checkpoint"):  # a pathlib.Path is as good as its string
             if isinstance(d.get(key), os.PathLike):
@@ -150,10 +155,7 @@ class RunConfig:
             if not isinstance(eval_d, dict):
                 raise ConfigError(f"config key 'eval' must be a mapping, got {eval_d!r}")
             eval_d = dict(eval_d)
-            eval_names = [f.name for f in dataclasses.fields(EvalConfig)]
-            for key in eval_d:
-                if key not in eval_names:
-                    raise unknown_name_error("eval config key", key, eval_names)
+            _refuse_unknown_keys("eval config key", eval_d, EvalConfig)
             if isinstance(eval_d.get("final_attacks"), str):  # "clean" or "clean,pgd20": one name or a comma list
                 from ..evaluation import split_attack_list  # why: evaluation pulls scipy; loaded on validation
 
